@@ -1,0 +1,294 @@
+//! The clock: the only way qqmx reads the time.
+//!
+//! A [`Clock`] is either the system clock or a manual clock that a test moves with
+//! [`Clock::advance`]. Both carry an offset, so a running sidecar on system time can be
+//! moved forward too. Quotas, blocks, timestamps in headers and the event log all read
+//! [`Clock::now`]; nothing else in the crate calls `SystemTime::now`.
+//!
+//! Socket timeouts (idle and session timeouts) are about real clients on real sockets and
+//! are measured in real time by the `session` layer; they never read this clock.
+//!
+//! The module also holds the small calendar arithmetic qqmx needs (RFC 5322 dates in China
+//! Standard Time, RFC 3339 parsing for the config), so no date crate is pulled in.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// China Standard Time, UTC+8, the zone QQ's headers and day quotas use.
+pub const CST_OFFSET_SECS: i64 = 8 * 3600;
+
+/// A source of time shared by every part of one server.
+///
+/// Cloning gives another handle on the same clock: advancing one advances all.
+///
+/// ```
+/// use std::time::Duration;
+/// use qqmx::Clock;
+///
+/// let clock = Clock::manual_at_unix(1_700_000_000);
+/// let before = clock.now();
+/// clock.advance(Duration::from_secs(86_400));
+/// assert_eq!(clock.now().duration_since(before).unwrap(), Duration::from_secs(86_400));
+/// ```
+#[derive(Clone)]
+pub struct Clock {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Source,
+    offset: Mutex<Duration>,
+}
+
+#[derive(Clone, Copy)]
+enum Source {
+    System,
+    Manual(SystemTime),
+}
+
+impl Clock {
+    /// The system clock (plus whatever [`advance`](Self::advance) has added).
+    pub fn system() -> Self {
+        Self::with_source(Source::System)
+    }
+
+    /// A clock frozen at `start` until it is advanced.
+    pub fn manual(start: SystemTime) -> Self {
+        Self::with_source(Source::Manual(start))
+    }
+
+    /// A manual clock starting `secs` seconds after the Unix epoch.
+    pub fn manual_at_unix(secs: u64) -> Self {
+        Self::manual(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    fn with_source(source: Source) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                source,
+                offset: Mutex::new(Duration::ZERO),
+            }),
+        }
+    }
+
+    /// Whether this is a manual clock that only moves when advanced.
+    pub fn is_manual(&self) -> bool {
+        matches!(self.inner.source, Source::Manual(_))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        let base = match self.inner.source {
+            Source::System => SystemTime::now(),
+            Source::Manual(start) => start,
+        };
+        base + *lock(&self.inner.offset)
+    }
+
+    /// Seconds since the Unix epoch, saturating at zero for times before it.
+    pub fn unix_secs(&self) -> u64 {
+        unix_secs(self.now())
+    }
+
+    /// Moves the clock forward by `by`. Every handle on this clock sees the change.
+    pub fn advance(&self, by: Duration) {
+        let mut offset = lock(&self.inner.offset);
+        *offset = offset.saturating_add(by);
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.is_manual() { "manual" } else { "system" };
+        f.debug_struct("Clock")
+            .field("kind", &kind)
+            .field("now", &Rfc3339(self.now()))
+            .finish()
+    }
+}
+
+/// The offset is a plain value: a poisoned lock still holds a valid one.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Seconds since the Unix epoch, zero for earlier times.
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A broken-down civil time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    /// 0 = Sunday.
+    pub weekday: u32,
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// (year, month, day) to days since 1970-01-01.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil time of `t` in a zone `offset_secs` east of UTC.
+pub(crate) fn civil(t: SystemTime, offset_secs: i64) -> Civil {
+    let secs = unix_secs(t) as i64 + offset_secs;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    Civil {
+        year,
+        month,
+        day,
+        hour: (rem / 3600) as u32,
+        minute: (rem % 3600 / 60) as u32,
+        second: (rem % 60) as u32,
+        weekday: (days + 4).rem_euclid(7) as u32,
+    }
+}
+
+/// An RFC 5322 date in China Standard Time, as QQ writes in its `Received` header:
+/// `Tue, 29 Aug 2023 07:07:17 +0800`.
+pub(crate) fn rfc5322_cst(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let c = civil(t, CST_OFFSET_SECS);
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0800",
+        DAYS[c.weekday as usize],
+        c.day,
+        MONTHS[c.month as usize - 1],
+        c.year,
+        c.hour,
+        c.minute,
+        c.second
+    )
+}
+
+/// Formats a time as RFC 3339 in UTC (`2025-06-02T01:00:00Z`).
+pub struct Rfc3339(pub SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = civil(self.0, 0);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            c.year, c.month, c.day, c.hour, c.minute, c.second
+        )
+    }
+}
+
+impl fmt::Debug for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS` followed by `Z` or `+HH:MM` / `-HH:MM`.
+pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let zone = &s[19..];
+    let offset: i64 = match zone {
+        "Z" | "z" => 0,
+        _ if zone.len() == 6 && zone.as_bytes()[3] == b':' => {
+            let sign = match zone.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let h: i64 = zone[1..3].parse().ok()?;
+            let m: i64 = zone[4..6].parse().ok()?;
+            sign * (h * 3600 + m * 60)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_advanced() {
+        let clock = Clock::manual_at_unix(1_000);
+        let other = clock.clone();
+        assert_eq!(clock.unix_secs(), 1_000);
+        other.advance(Duration::from_secs(86_400));
+        assert_eq!(clock.unix_secs(), 87_400);
+    }
+
+    #[test]
+    fn formats_received_dates_in_china_standard_time() {
+        // 2023-08-28T23:07:17Z is Tuesday 07:07:17 in UTC+8.
+        let t = parse_rfc3339("2023-08-28T23:07:17Z").expect("valid date");
+        assert_eq!(rfc5322_cst(t), "Tue, 29 Aug 2023 07:07:17 +0800");
+    }
+
+    #[test]
+    fn parses_offsets_and_round_trips() {
+        let a = parse_rfc3339("2025-06-02T09:00:00+08:00").expect("valid");
+        let b = parse_rfc3339("2025-06-02T01:00:00Z").expect("valid");
+        assert_eq!(a, b);
+        assert_eq!(Rfc3339(a).to_string(), "2025-06-02T01:00:00Z");
+        assert_eq!(parse_rfc3339("2025-13-02T01:00:00Z"), None);
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn civil_days_round_trip_across_leap_years() {
+        for days in [-1, 0, 59, 365, 11_016, 19_000, 20_000, 50_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

@@ -1,0 +1,593 @@
+//! The config: the serde model of a qqmx TOML file, with a default for every key.
+//!
+//! This is the `scenario` layer of the design for now: a scenario file (a later issue)
+//! will embed a [`Config`] as the starting state of its timeline. Nothing here behaves;
+//! other layers read the values. Errors name the file, the line and the key.
+//!
+//! The annotated `qqmx.example.toml` at the root of the repository spells out every key
+//! with its default; a test checks that it parses to [`Config::default`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Clock, parse_rfc3339};
+use crate::reply::{Catalogue, Generation, ReplyKind};
+
+/// Where a manual clock starts when the config does not say:
+/// Monday 2025-06-02 09:00:00 in China Standard Time.
+pub const DEFAULT_START: &str = "2025-06-02T01:00:00Z";
+
+/// Everything a qqmx server can be told. Every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Seed of the random generator (tracking tokens, queue ids, later random blacklisting).
+    pub seed: u64,
+    /// Which QQ generation to imitate: `"2017"`, `"2019"` or `"2025"`.
+    pub generation: Generation,
+    /// The banner host name; by default the generation's (`newxmmxszc23-0.qq.com` in 2025).
+    pub host: Option<String>,
+    /// The clock.
+    pub clock: ClockConfig,
+    /// Protocol limits and timeouts.
+    pub limits: Limits,
+    /// STARTTLS.
+    pub tls: TlsConfig,
+    /// Domains served and mailboxes that exist.
+    pub mailboxes: Mailboxes,
+    /// Memory bounds of the message store and event log.
+    pub store: StoreConfig,
+    /// Reply templates that replace the built-in ones, by kind (`mailbox_not_found = "..."`).
+    pub replies: BTreeMap<ReplyKind, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            generation: Generation::default(),
+            host: None,
+            clock: ClockConfig::default(),
+            limits: Limits::default(),
+            tls: TlsConfig::default(),
+            mailboxes: Mailboxes::default(),
+            store: StoreConfig::default(),
+            replies: BTreeMap::new(),
+        }
+    }
+}
+
+/// How time passes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClockConfig {
+    /// `"system"` or `"manual"`. Unset: system time for `qqmx serve`, a manual clock for
+    /// the embedded server.
+    pub mode: Option<ClockMode>,
+    /// Start of a manual clock, RFC 3339 (`2025-06-02T09:00:00+08:00`).
+    pub start: Option<String>,
+}
+
+/// The two kinds of clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMode {
+    /// Real time.
+    System,
+    /// Frozen until advanced.
+    Manual,
+}
+
+/// Limits on what one client may send. All are assumptions: QQ publishes none but SIZE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Longest command line in bytes, CRLF included.
+    pub max_line_length: usize,
+    /// The SIZE announced in EHLO and enforced at MAIL and during DATA.
+    pub max_message_size: u64,
+    /// Recipients accepted in one transaction.
+    pub max_recipients: usize,
+    /// Commands accepted in one session before it is closed.
+    pub max_commands: usize,
+    /// Connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Real time a client may stay silent.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Real time a whole session may last.
+    #[serde(with = "duration_text")]
+    pub session_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line_length: 4096,
+            max_message_size: 73_400_320,
+            max_recipients: 100,
+            max_commands: 10_000,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(300),
+            session_timeout: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// STARTTLS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// Offer STARTTLS (QQ always does).
+    pub enabled: bool,
+    /// PEM certificate chain; unset means a self-signed certificate for the host name,
+    /// generated at start.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cert: None,
+            key: None,
+        }
+    }
+}
+
+/// Domains and mailboxes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Mailboxes {
+    /// Which addresses exist on the served domains.
+    pub existing: Existing,
+    /// Addresses that exist whatever `existing` says (and the only ones under `listed`).
+    pub listed: Vec<String>,
+    /// Customer domains hosted on QQ besides qq.com, foxmail.com and vip.qq.com.
+    pub hosted_domains: Vec<String>,
+}
+
+impl Default for Mailboxes {
+    fn default() -> Self {
+        Self {
+            existing: Existing::QqNumbers,
+            listed: Vec::new(),
+            hosted_domains: Vec::new(),
+        }
+    }
+}
+
+/// Which mailboxes exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Existing {
+    /// QQ numbers (5 to 11 digits, no leading zero) and listed addresses.
+    QqNumbers,
+    /// Every address on a served domain.
+    All,
+    /// Only the listed addresses.
+    Listed,
+}
+
+/// Bounds of the in-memory store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// Messages kept; the oldest are evicted (and counted) beyond this.
+    pub max_messages: usize,
+    /// Bytes of raw message data kept, across all messages.
+    pub max_bytes: usize,
+    /// Events kept in the log.
+    pub max_events: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_messages: 100_000,
+            max_bytes: 512 * 1024 * 1024,
+            max_events: 1_000_000,
+        }
+    }
+}
+
+/// A config that cannot be used. The message names the file, line and key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a qqmx config, or a value is out of range.
+    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
+    Invalid {
+        /// The file (`<inline>` for a string).
+        path: PathBuf,
+        /// 1-based line of the offending key, 0 when unknown.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The dotted key (`limits.idle_timeout`).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a TOML config file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Invalid`] with
+    /// the line and key when it cannot be used.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates a TOML config held in a string.
+    ///
+    /// ```
+    /// let config = qqmx::Config::from_toml(r#"
+    ///     generation = "2019"
+    ///     [limits]
+    ///     max_recipients = 20
+    /// "#).unwrap();
+    /// assert_eq!(config.limits.max_recipients, 20);
+    ///
+    /// let err = qqmx::Config::from_toml("[limits]\nmax_recipients = \"many\"\n").unwrap_err();
+    /// assert!(err.to_string().starts_with("<inline>:2:18: key `limits.max_recipients`"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] with the line and key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text, Path::new("<inline>"))
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let (line, column) = line_col(text, offset);
+            let key = key_at(text, line).unwrap_or_else(|| "(document)".into());
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                key,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        config.validate().map_err(|(table, key, message)| {
+            let (line, column) = locate(text, table, key).unwrap_or((0, 0));
+            let key = if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            };
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                key,
+                message,
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: returns (table, key, message) of the first problem.
+    fn validate(&self) -> Result<(), (&'static str, &str, String)> {
+        if let Some(start) = &self.clock.start
+            && parse_rfc3339(start).is_none()
+        {
+            return Err((
+                "clock",
+                "start",
+                format!("`{start}` is not an RFC 3339 time such as 2025-06-02T09:00:00+08:00"),
+            ));
+        }
+        if self.limits.max_line_length < 64 {
+            return Err(("limits", "max_line_length", "must be at least 64".into()));
+        }
+        for (key, value) in [
+            ("max_recipients", self.limits.max_recipients),
+            ("max_commands", self.limits.max_commands),
+            ("max_connections", self.limits.max_connections),
+        ] {
+            if value == 0 {
+                return Err(("limits", key, "must be at least 1".into()));
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            let key = if self.tls.cert.is_some() {
+                "key"
+            } else {
+                "cert"
+            };
+            return Err(("tls", key, "`cert` and `key` must be given together".into()));
+        }
+        if self.store.max_messages == 0 {
+            return Err(("store", "max_messages", "must be at least 1".into()));
+        }
+        let mut catalogue = Catalogue::new(self.generation, "", 0);
+        for (kind, template) in &self.replies {
+            catalogue
+                .set_override(*kind, template)
+                .map_err(|e| ("replies", kind.name(), e.problem))?;
+        }
+        Ok(())
+    }
+
+    /// The banner host name in force.
+    pub fn host(&self) -> &str {
+        self.host
+            .as_deref()
+            .unwrap_or_else(|| self.generation.default_host())
+    }
+
+    /// The reply catalogue this config describes.
+    pub fn catalogue(&self) -> Catalogue {
+        let mut catalogue =
+            Catalogue::new(self.generation, self.host(), self.limits.max_message_size);
+        for (kind, template) in &self.replies {
+            catalogue
+                .set_override(*kind, template)
+                .expect("overrides are checked when the config is parsed");
+        }
+        catalogue
+    }
+
+    /// The start of a manual clock.
+    pub fn clock_start(&self) -> SystemTime {
+        let start = self.clock.start.as_deref().unwrap_or(DEFAULT_START);
+        parse_rfc3339(start).expect("the start is checked when the config is parsed")
+    }
+
+    /// The clock this config asks for; `fallback` decides when the mode is unset.
+    pub fn make_clock(&self, fallback: ClockMode) -> Clock {
+        match self.clock.mode.unwrap_or(fallback) {
+            ClockMode::System => Clock::system(),
+            ClockMode::Manual => Clock::manual(self.clock_start()),
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// The table header in force at `line` (1-based), without brackets.
+fn table_at(text: &str, line: usize) -> String {
+    text.lines()
+        .take(line)
+        .filter_map(|l| {
+            let l = l.trim();
+            let inner = l.strip_prefix('[')?.split(']').next()?;
+            Some(inner.trim_matches('[').trim().to_owned())
+        })
+        .last()
+        .unwrap_or_default()
+}
+
+/// The dotted key defined on `line` (1-based), if the line is `key = value`.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let source = text.lines().nth(line.checked_sub(1)?)?;
+    let trimmed = source.trim();
+    if trimmed.starts_with('[') {
+        return Some(trimmed.trim_matches(|c| c == '[' || c == ']').to_owned());
+    }
+    let key = source.split('=').next()?.trim().trim_matches('"');
+    if key.is_empty() || !source.contains('=') {
+        return None;
+    }
+    let table = table_at(text, line);
+    Some(if table.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{table}.{key}")
+    })
+}
+
+/// Line and column of `key` inside `[table]` (top level when `table` is empty).
+fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            current = table_at(line, 1);
+            continue;
+        }
+        let candidate = trimmed
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        if current == table && candidate == key && trimmed.contains('=') {
+            return Some((i + 1, line.len() - trimmed.len() + 1));
+        }
+    }
+    None
+}
+
+/// Durations written as text: `"30s"`, `"5m"`, `"1h30m"`, `"250ms"`, `"2d"`.
+pub(crate) mod duration_text {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&Text(*d))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration such as \"30s\", \"5m\", \"1h30m\" or \"250ms\""
+            ))
+        })
+    }
+
+    /// Parses a sequence of `<number><unit>` with units ms, s, m, h, d.
+    pub fn parse(text: &str) -> Option<Duration> {
+        let mut total = Duration::ZERO;
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return None;
+        }
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+            let value: u64 = rest[..digits].parse().ok()?;
+            let unit_end = rest[digits..]
+                .find(|c: char| c.is_ascii_digit())
+                .map_or(rest.len(), |i| digits + i);
+            let unit = match &rest[digits..unit_end] {
+                "ms" => Duration::from_millis(1),
+                "s" => Duration::from_secs(1),
+                "m" => Duration::from_secs(60),
+                "h" => Duration::from_secs(3600),
+                "d" => Duration::from_secs(86_400),
+                _ => return None,
+            };
+            total = total.checked_add(unit.checked_mul(u32::try_from(value).ok()?)?)?;
+            rest = &rest[unit_end..];
+        }
+        Some(total)
+    }
+
+    /// Writes a duration in the largest unit that divides it.
+    pub struct Text(pub Duration);
+
+    impl fmt::Display for Text {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let ms = self.0.as_millis();
+            for (unit, size) in [
+                ("d", 86_400_000),
+                ("h", 3_600_000),
+                ("m", 60_000),
+                ("s", 1000),
+            ] {
+                if ms > 0 && ms % size == 0 {
+                    return write!(f, "{}{unit}", ms / size);
+                }
+            }
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_the_default() {
+        let text = include_str!("../qqmx.example.toml");
+        let config = Config::from_toml(text).expect("example parses");
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = Config::from_toml("seed = 1\n\n[limits]\nmax_line = 10\n").expect_err("typo");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("<inline>:4:1: key `limits.max_line`: unknown field `max_line`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named_with_their_line() {
+        let err = Config::from_toml("[limits]\nidle_timeout = \"soon\"\n").expect_err("bad");
+        assert!(
+            err.to_string()
+                .starts_with("<inline>:2:16: key `limits.idle_timeout`: `soon` is not a duration"),
+            "{err}"
+        );
+        let err = Config::from_toml("generation = \"2020\"\n").expect_err("bad");
+        assert!(
+            err.to_string()
+                .starts_with("<inline>:1:14: key `generation`: unknown generation `2020`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_key() {
+        let text = "[clock]\nmode = \"manual\"\nstart = \"tomorrow\"\n";
+        let err = Config::from_toml(text).expect_err("bad start");
+        assert!(
+            err.to_string()
+                .starts_with("<inline>:3:1: key `clock.start`"),
+            "{err}"
+        );
+        let text = "[replies]\nbye = \"goodbye\"\n";
+        let err = Config::from_toml(text).expect_err("bad template");
+        assert!(
+            err.to_string()
+                .starts_with("<inline>:2:1: key `replies.bye`: line 1 must start"),
+            "{err}"
+        );
+        let err = Config::from_toml("[replies]\nhello = \"250 hi\"\n").expect_err("kind");
+        assert!(
+            err.to_string()
+                .starts_with("<inline>:2:1: key `replies.hello`: unknown variant `hello`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn files_are_named_in_errors() {
+        let dir = std::env::temp_dir().join(format!("qqmx-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("broken.toml");
+        std::fs::write(&path, "[tls]\nenabled = 3\n").expect("write");
+        let err = Config::from_file(&path).expect_err("bad type");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:2:11: key `tls.enabled`", path.display())),
+            "{err}"
+        );
+        let err = Config::from_file(dir.join("missing.toml")).expect_err("missing");
+        assert!(matches!(err, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        use duration_text::{Text, parse};
+        assert_eq!(parse("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("5"), None);
+        assert_eq!(parse("5x"), None);
+        assert_eq!(Text(Duration::from_secs(300)).to_string(), "5m");
+        assert_eq!(Text(Duration::from_millis(1500)).to_string(), "1500ms");
+    }
+}

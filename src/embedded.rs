@@ -1,0 +1,532 @@
+//! The embedded server for tests: one line starts a qqmx on `127.0.0.1:0`.
+//!
+//! [`QqMx`] runs a [`Server`] on its own thread with its own tokio runtime, so it works
+//! from a plain `#[test]` and from any async runtime, and every test gets its own port,
+//! clock and store. The handle reads the store, moves the clock, waits for messages and
+//! checks [`Expectation`]s when it is dropped.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::config::{ClockMode, Config};
+use crate::reply::{Generation, ReplyKind};
+use crate::server::{Server, StartError};
+use crate::store::{Event, Message, Store, StoreStats};
+
+/// A qqmx server running for one test.
+///
+/// Dropping it stops the server (open sessions get a `421`) and verifies the
+/// expectations; a failed expectation panics with a report, unless the thread is already
+/// panicking.
+///
+/// ```
+/// use std::io::{BufRead, BufReader, Write};
+/// use qqmx::{Expectation, QqMx, ReplyKind};
+///
+/// let server = QqMx::start();
+/// server.expect(Expectation::replies(ReplyKind::MailboxNotFound, 1));
+///
+/// let mut smtp = std::net::TcpStream::connect(server.addr()).unwrap();
+/// let mut replies = BufReader::new(smtp.try_clone().unwrap());
+/// let mut line = String::new();
+/// replies.read_line(&mut line).unwrap();
+/// assert_eq!(line, "220 newxmmxszc23-0.qq.com MX QQ Mail Server.\r\n");
+/// smtp.write_all(b"HELO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<nobody@qq.com>\r\nQUIT\r\n").unwrap();
+/// for _ in 0..4 {
+///     line.clear();
+///     replies.read_line(&mut line).unwrap();
+/// }
+/// assert!(line.starts_with("221"));
+/// # drop(smtp);
+/// ```
+pub struct QqMx {
+    addr: SocketAddr,
+    server: Server,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    expectations: Mutex<Vec<Expectation>>,
+}
+
+/// Settings for a [`QqMx`] before it starts.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct Builder {
+    config: Config,
+    clock: Option<Clock>,
+    listen: SocketAddr,
+}
+
+impl Builder {
+    /// Uses `config` (replacing any earlier settings from it).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the seed of the random generator.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// Imitates `generation`.
+    pub fn generation(mut self, generation: Generation) -> Self {
+        self.config.generation = generation;
+        self
+    }
+
+    /// Reads time from `clock` instead of a manual clock made from the config.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Listens on `addr` instead of `127.0.0.1:0`.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Starts the server.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot start; see [`try_start`](Self::try_start).
+    pub fn start(self) -> QqMx {
+        self.try_start()
+            .unwrap_or_else(|e| panic!("qqmx could not start: {e}"))
+    }
+
+    /// Starts the server, or says why it could not.
+    ///
+    /// # Errors
+    ///
+    /// A [`StartError`] when the address cannot be bound or TLS cannot be set up.
+    pub fn try_start(self) -> Result<QqMx, StartError> {
+        let clock = self
+            .clock
+            .unwrap_or_else(|| self.config.make_clock(ClockMode::Manual));
+        let server = Server::new(self.config, clock)?;
+        let listener = TcpListener::bind(self.listen).map_err(|source| StartError::Bind {
+            addr: self.listen,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(StartError::Runtime)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(StartError::Runtime)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let (stop, stopped) = oneshot::channel();
+        let running = server.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("qqmx-{}", addr.port()))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("a std listener converts inside a runtime");
+                    running
+                        .run(listener, async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })
+            .map_err(StartError::Runtime)?;
+        Ok(QqMx {
+            addr,
+            server,
+            stop: Some(stop),
+            thread: Some(thread),
+            expectations: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl QqMx {
+    /// Starts a server with the default config on `127.0.0.1:0` with a manual clock.
+    ///
+    /// # Panics
+    ///
+    /// When no port can be bound on 127.0.0.1.
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// Settings for a server.
+    ///
+    /// ```
+    /// let server = qqmx::QqMx::builder()
+    ///     .generation(qqmx::Generation::G2019)
+    ///     .seed(7)
+    ///     .start();
+    /// assert_eq!(server.config().seed, 7);
+    /// ```
+    pub fn builder() -> Builder {
+        Builder {
+            config: Config::default(),
+            clock: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's clock: advance it to move the server through time.
+    pub fn clock(&self) -> &Clock {
+        self.server.clock()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        self.server.config()
+    }
+
+    /// The store, for anything the handle does not offer directly.
+    pub fn store(&self) -> &Store {
+        self.server.store()
+    }
+
+    /// The accepted messages still held, oldest first.
+    pub fn messages(&self) -> Vec<Message> {
+        self.store().messages()
+    }
+
+    /// The events still held, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.store().events()
+    }
+
+    /// Counts of what is held and what was evicted.
+    pub fn stats(&self) -> StoreStats {
+        self.store().stats()
+    }
+
+    /// Waits (real time) until `n` messages have been accepted since start or
+    /// [`reset`](Self::reset).
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError`] with the number accepted when `timeout` passes first.
+    pub fn wait_for_messages(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Message>, WaitError> {
+        self.store()
+            .wait_for_messages(n, timeout)
+            .map_err(|got| WaitError {
+                wanted: n,
+                got,
+                timeout,
+            })
+    }
+
+    /// The async form of [`wait_for_messages`](Self::wait_for_messages), for tokio tests.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError`] with the number accepted when `timeout` passes first.
+    pub async fn wait_for_messages_async(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Message>, WaitError> {
+        self.store()
+            .wait_for_messages_async(n, timeout)
+            .await
+            .map_err(|got| WaitError {
+                wanted: n,
+                got,
+                timeout,
+            })
+    }
+
+    /// Forgets messages, events and expectations.
+    pub fn reset(&self) {
+        self.store().clear();
+        self.lock_expectations().clear();
+    }
+
+    /// Adds an expectation, checked when the server is dropped (or by
+    /// [`verify`](Self::verify)).
+    pub fn expect(&self, expectation: Expectation) {
+        self.lock_expectations().push(expectation);
+    }
+
+    /// Checks the expectations now.
+    ///
+    /// # Errors
+    ///
+    /// A [`Report`] of the ones that failed.
+    pub fn verify(&self) -> Result<(), Report> {
+        let stats = self.stats();
+        let counts = self.store().reply_counts();
+        let failures: Vec<String> = self
+            .lock_expectations()
+            .iter()
+            .filter_map(|e| {
+                let got = match e.what {
+                    What::Accepted => stats.accepted_total as usize,
+                    What::Replies(kind) => counts.get(&kind).copied().unwrap_or(0),
+                };
+                (!e.times.contains(got)).then(|| e.failure(got))
+            })
+            .collect();
+        if failures.is_empty() {
+            return Ok(());
+        }
+        Err(Report {
+            failures,
+            total: self.lock_expectations().len(),
+            seed: self.config().seed,
+            replies: counts
+                .iter()
+                .map(|(kind, n)| format!("{kind} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            accepted: stats.accepted_total,
+        })
+    }
+
+    fn lock_expectations(&self) -> std::sync::MutexGuard<'_, Vec<Expectation>> {
+        self.expectations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for QqMx {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if std::thread::panicking() {
+            return;
+        }
+        if let Err(report) = self.verify() {
+            panic!("{report}");
+        }
+    }
+}
+
+impl fmt::Debug for QqMx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QqMx")
+            .field("addr", &self.addr)
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+/// Waiting for messages took longer than allowed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("waited {timeout:?} for {wanted} accepted messages, got {got}")]
+pub struct WaitError {
+    /// How many were awaited.
+    pub wanted: usize,
+    /// How many had arrived.
+    pub got: usize,
+    /// How long it waited.
+    pub timeout: Duration,
+}
+
+/// Expectations that were not met, with what the server saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    failures: Vec<String>,
+    total: usize,
+    seed: u64,
+    replies: String,
+    accepted: u64,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "qqmx: {} of {} expectations not met (seed {}):",
+            self.failures.len(),
+            self.total,
+            self.seed
+        )?;
+        for failure in &self.failures {
+            writeln!(f, "  - {failure}")?;
+        }
+        let replies = if self.replies.is_empty() {
+            "none"
+        } else {
+            &self.replies
+        };
+        write!(
+            f,
+            "qqmx accepted {} messages; replies sent: {replies}",
+            self.accepted
+        )
+    }
+}
+
+impl std::error::Error for Report {}
+
+/// Something the test expects the server to have seen by the end.
+///
+/// ```
+/// use qqmx::{Expectation, ReplyKind};
+///
+/// let exactly_three = Expectation::accepted(3);
+/// let some_unknown = Expectation::replies(ReplyKind::MailboxNotFound, 1..)
+///     .named("the list has a stale address");
+/// # let _ = (exactly_three, some_unknown);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "an expectation does nothing until passed to `QqMx::expect`"]
+pub struct Expectation {
+    what: What,
+    times: Times,
+    name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum What {
+    Accepted,
+    Replies(ReplyKind),
+}
+
+impl Expectation {
+    /// The number of messages accepted (answered 250 at end of data).
+    pub fn accepted(times: impl Into<Times>) -> Self {
+        Self {
+            what: What::Accepted,
+            times: times.into(),
+            name: None,
+        }
+    }
+
+    /// The number of replies of `kind` sent.
+    pub fn replies(kind: ReplyKind, times: impl Into<Times>) -> Self {
+        Self {
+            what: What::Replies(kind),
+            times: times.into(),
+            name: None,
+        }
+    }
+
+    /// Names the expectation in the report.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    fn failure(&self, got: usize) -> String {
+        let what = match self.what {
+            What::Accepted => "accepted messages".to_owned(),
+            What::Replies(kind) => format!("`{kind}` replies"),
+        };
+        let name = self
+            .name
+            .as_ref()
+            .map_or_else(String::new, |n| format!("{n:?}: "));
+        format!("{name}expected {} {what}, got {got}", self.times)
+    }
+}
+
+/// How many times something may happen: a number or a range.
+///
+/// ```
+/// use qqmx::Times;
+/// assert!(Times::from(2).contains(2));
+/// assert!(Times::from(1..).contains(50));
+/// assert!(!Times::from(..=3).contains(4));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    min: usize,
+    max: Option<usize>,
+}
+
+impl Times {
+    /// Whether `n` is allowed.
+    pub fn contains(&self, n: usize) -> bool {
+        n >= self.min && self.max.is_none_or(|max| n <= max)
+    }
+
+    fn from_bounds(range: impl RangeBounds<usize>) -> Self {
+        let min = match range.start_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n + 1,
+            Bound::Unbounded => 0,
+        };
+        let max = match range.end_bound() {
+            Bound::Included(&n) => Some(n),
+            Bound::Excluded(&n) => Some(n.saturating_sub(1)),
+            Bound::Unbounded => None,
+        };
+        Self { min, max }
+    }
+}
+
+impl fmt::Display for Times {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.max {
+            Some(max) if max == self.min => write!(f, "exactly {max}"),
+            Some(max) if self.min == 0 => write!(f, "at most {max}"),
+            Some(max) => write!(f, "between {} and {max}", self.min),
+            None => write!(f, "at least {}", self.min),
+        }
+    }
+}
+
+impl From<usize> for Times {
+    fn from(n: usize) -> Self {
+        Self {
+            min: n,
+            max: Some(n),
+        }
+    }
+}
+
+impl From<u64> for Times {
+    fn from(n: u64) -> Self {
+        Self::from(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}
+
+impl From<i32> for Times {
+    /// Integer literals; negative numbers mean zero.
+    fn from(n: i32) -> Self {
+        Self::from(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+macro_rules! times_from_range {
+    ($($range:ty),*) => {$(
+        impl From<$range> for Times {
+            fn from(range: $range) -> Self {
+                Self::from_bounds(range)
+            }
+        }
+    )*};
+}
+
+times_from_range!(
+    std::ops::Range<usize>,
+    std::ops::RangeInclusive<usize>,
+    std::ops::RangeFrom<usize>,
+    std::ops::RangeTo<usize>,
+    std::ops::RangeToInclusive<usize>
+);

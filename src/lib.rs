@@ -1,0 +1,52 @@
+//! qqmx is a fake `mx1.qq.com`: an SMTP server that behaves like Tencent QQ Mail's
+//! inbound MX fleet, so that software which sends mail to QQ users can be tested against
+//! QQ's replies, limits and checks without getting a real IP blocked by Tencent.
+//!
+//! ```
+//! use std::time::Duration;
+//! use qqmx::{Expectation, QqMx};
+//!
+//! let server = QqMx::start();                 // 127.0.0.1:<random port>, manual clock
+//! server.expect(Expectation::accepted(0));    // checked when `server` is dropped
+//! println!("point the sender at {}", server.addr());
+//! server.clock().advance(Duration::from_secs(86_400));
+//! assert!(server.messages().is_empty());
+//! ```
+//!
+//! # The parts
+//!
+//! Data flows one way through these layers; each uses only those above it.
+//!
+//! - [`clock`]: [`Clock`], system time or a manual clock a test advances; the only
+//!   source of time.
+//! - [`config`]: [`Config`], the serde model of a TOML config, with clear errors.
+//! - [`reply`]: the catalogue of every line qqmx sends, per QQ [`Generation`].
+//! - [`policy`]: pure decisions (address syntax, mailboxes, limits); no I/O.
+//! - [`store`]: accepted [`Message`]s and the [`Event`] log, bounded in memory.
+//! - `session` (private): the SMTP state machine over any async stream, STARTTLS.
+//! - [`Server`]: the listener, accept loop and graceful shutdown.
+//! - [`QqMx`]: the embedded server for tests, with [`Expectation`]s checked on drop.
+//!
+//! The `qqmx` command-line tool (`serve`) is behind the `cli` feature, so a
+//! dev-dependency compiles only the library.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod config;
+mod embedded;
+pub mod policy;
+pub mod reply;
+mod server;
+mod session;
+pub mod store;
+mod tls;
+
+pub use clock::Clock;
+pub use config::{Config, ConfigError};
+pub use embedded::{Builder, Expectation, QqMx, Report, Times, WaitError};
+pub use reply::{Generation, Reply, ReplyKind};
+pub use server::{Server, StartError};
+pub use store::{Event, EventKind, Folder, Message};
+pub use tls::TlsError;

@@ -1,0 +1,736 @@
+//! The reply catalogue: every line qqmx ever sends.
+//!
+//! Each [`ReplyKind`] has one template per QQ [`Generation`]; a [`Catalogue`] picks the
+//! generation's templates, applies overrides from the config and fills in the tokens. The
+//! `session` layer asks for a kind and writes what it gets; no reply text is written
+//! anywhere else. Decisions about *which* kind to send live in `policy`.
+//!
+//! Templates are the verbatim lines of `qq-reference.md` where QQ's text is known; the
+//! rest are assumptions, listed in the README. Placeholders:
+//!
+//! | placeholder | filled with |
+//! |---|---|
+//! | `{host}` | the banner host name (`newxmmxszc23-0.qq.com`) |
+//! | `{ip}` | the client's address |
+//! | `{b64}` | a 68-character tracking token starting with `M` (the `IP:` style) |
+//! | `{b64short}` | a 56-character tracking token (the `Blocked IP` style) |
+//! | `{size}` | the SIZE limit |
+//! | `{n}` | the recipient's ordinal in the transaction |
+//!
+//! A template may span several lines (the EHLO reply); its lines are separated by `\n`.
+//! When STARTTLS is not on offer, a line that reads exactly `250-STARTTLS` is left out.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+/// Which era of QQ's MX front-ends to imitate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Generation {
+    /// `newmx` hosts (until about 2018): no final dots, old help URLs.
+    G2017,
+    /// `newxmmx` hosts (2019 on): `[<token> Blocked IP <ip>]` in frequency replies.
+    G2019,
+    /// Current behaviour: 8BITMIME and SMTPUTF8 in EHLO, `IP:` tokens, new help URLs.
+    #[default]
+    G2025,
+}
+
+impl Generation {
+    /// The year as written in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::G2017 => "2017",
+            Self::G2019 => "2019",
+            Self::G2025 => "2025",
+        }
+    }
+
+    /// The banner host name seen on the real fleet in this generation.
+    pub fn default_host(self) -> &'static str {
+        match self {
+            Self::G2017 => "newmx17.qq.com",
+            Self::G2019 => "newxmmxsza22.qq.com",
+            Self::G2025 => "newxmmxszc23-0.qq.com",
+        }
+    }
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Generation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "2017" => Ok(Self::G2017),
+            "2019" => Ok(Self::G2019),
+            "2025" => Ok(Self::G2025),
+            other => Err(format!(
+                "unknown generation `{other}`, expected \"2017\", \"2019\" or \"2025\""
+            )),
+        }
+    }
+}
+
+impl Serialize for Generation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Generation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Generation;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"2017\", \"2019\" or \"2025\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Generation, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Generation, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+macro_rules! kinds {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+        /// Every kind of line qqmx can send.
+        ///
+        /// The names (`mailbox_not_found`, ...) are used in config overrides, events and
+        /// expectations.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        #[non_exhaustive]
+        pub enum ReplyKind {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl ReplyKind {
+            /// Every kind, in catalogue order.
+            pub const ALL: &'static [ReplyKind] = &[$(ReplyKind::$variant,)*];
+
+            /// The snake_case name used in configs and events.
+            pub fn name(self) -> &'static str {
+                match self { $(ReplyKind::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+kinds! {
+    /// `220` greeting on connect.
+    Greeting => "greeting",
+    /// The multi-line answer to EHLO.
+    Ehlo => "ehlo",
+    /// The answer to HELO.
+    Helo => "helo",
+    /// MAIL accepted.
+    MailOk => "mail_ok",
+    /// RCPT accepted.
+    RcptOk => "rcpt_ok",
+    /// `354` after DATA.
+    DataStart => "data_start",
+    /// Message accepted at end of data.
+    Queued => "queued",
+    /// Answer to QUIT.
+    Bye => "bye",
+    /// Answer to RSET.
+    RsetOk => "rset_ok",
+    /// Answer to NOOP.
+    NoopOk => "noop_ok",
+    /// Answer to VRFY.
+    Vrfy => "vrfy",
+    /// Answer to HELP.
+    Help => "help",
+    /// `220` before the TLS handshake.
+    StartTlsReady => "starttls_ready",
+    /// STARTTLS when TLS is switched off.
+    TlsUnavailable => "tls_unavailable",
+    /// STARTTLS inside TLS.
+    TlsActive => "tls_active",
+    /// A command QQ does not implement, or an unknown one.
+    NotImplemented => "not_implemented",
+    /// A known command with broken syntax.
+    SyntaxError => "syntax_error",
+    /// A MAIL or RCPT parameter that is not supported.
+    UnsupportedParameter => "unsupported_parameter",
+    /// MAIL before HELO/EHLO.
+    NeedHelo => "need_helo",
+    /// RCPT or DATA before MAIL.
+    NeedMail => "need_mail",
+    /// DATA before any accepted RCPT.
+    NeedRcpt => "need_rcpt",
+    /// A command line over the line-length limit.
+    LineTooLong => "line_too_long",
+    /// More recipients than the per-transaction limit.
+    TooManyRecipients => "too_many_recipients",
+    /// More commands than the per-session limit; the connection is closed.
+    TooManyCommands => "too_many_commands",
+    /// Idle or session timeout; the connection is closed.
+    Timeout => "timeout",
+    /// The server is shutting down; the connection is closed.
+    ShuttingDown => "shutting_down",
+    /// RCPT to a domain that QQ does not serve.
+    RelayDenied => "relay_denied",
+    /// `Mailbox not found`: no such user.
+    MailboxNotFound => "mailbox_not_found",
+    /// `Mailbox unavailable or access denied`: the recipient receives too much.
+    MailboxUnavailable => "mailbox_unavailable",
+    /// `Ip frequency limited`: per-IP quota, or a blacklisted IP.
+    IpFrequency => "ip_frequency",
+    /// `Connection frequency limited`.
+    ConnectionFrequency => "connection_frequency",
+    /// `Sender frequency limited`.
+    SenderFrequency => "sender_frequency",
+    /// `Domain frequency limited`.
+    DomainFrequency => "domain_frequency",
+    /// `Connection denied`: an IP far over its limits.
+    ConnectionDenied => "connection_denied",
+    /// `Mail content denied`: bulk content.
+    ContentDenied => "content_denied",
+    /// `Mail is rejected by recipients`: a personal blacklist.
+    RejectedByRecipients => "rejected_by_recipients",
+    /// `SPF check failed`.
+    SpfFailed => "spf_failed",
+    /// `DMARC check failed`.
+    DmarcFailed => "dmarc_failed",
+    /// `Suspected spam sender.`
+    SuspectedSpamSender => "suspected_spam_sender",
+    /// `Suspected spam ip`.
+    SuspectedSpamIp => "suspected_spam_ip",
+    /// `Suspected spam`.
+    SuspectedSpam => "suspected_spam",
+    /// `Suspected bounce attacks`: backscatter.
+    BounceAttack => "bounce_attack",
+    /// `Spam is embedded in the email`.
+    SpamEmbedded => "spam_embedded",
+    /// `Bad address syntax`.
+    BadAddressSyntax => "bad_address_syntax",
+    /// `Message too large`.
+    MessageTooLarge => "message_too_large",
+    /// Recipient-side receiving rate.
+    RecipientRate => "recipient_rate",
+    /// exmail's `Mime from domain is a local domain`.
+    MimeFromLocal => "mime_from_local",
+}
+
+impl fmt::Display for ReplyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+macro_rules! old_url {
+    ($no:literal) => {
+        concat!(
+            "http://service.mail.qq.com/cgi-bin/help?subtype=1&&id=20022&&no=",
+            $no
+        )
+    };
+}
+
+macro_rules! new_url {
+    ($n:literal) => {
+        concat!("https://service.mail.qq.com/detail/122/", $n)
+    };
+}
+
+const DMARC_TEXT: &str =
+    "550 DMARC check failed. http://service.mail.qq.com/cgi-bin/help?subtype=1&&no=1001508&&id=16.";
+
+/// The built-in template of `kind` in `generation`.
+pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
+    use Generation::*;
+    use ReplyKind::*;
+    match (kind, generation) {
+        (Greeting, G2017) => "220 {host} MX QQ Mail Server",
+        (Greeting, _) => "220 {host} MX QQ Mail Server.",
+        (Ehlo, G2017) => "250-{host}\n250-SIZE {size}\n250-STARTTLS\n250 OK",
+        (Ehlo, G2019) => "250-{host}\n250-STARTTLS\n250-SIZE {size}\n250 OK",
+        (Ehlo, G2025) => {
+            "250-{host}\n250-STARTTLS\n250-8BITMIME\n250-SMTPUTF8\n250-SIZE {size}\n250 OK"
+        }
+        (Helo, _) => "250 {host}",
+        (MailOk, G2017) => "250 Ok",
+        (MailOk, _) => "250 OK.",
+        (RcptOk, G2017) => "250 Ok",
+        (RcptOk, _) => "250 OK {n}",
+        (DataStart, G2017) => "354 End data with <CR><LF>.<CR><LF>",
+        (DataStart, _) => "354 End data with <CR><LF>.<CR><LF>.",
+        (Queued, _) => "250 Ok: queued as ",
+        (Bye, G2017) => "221 Bye",
+        (Bye, _) => "221 Bye.",
+        (RsetOk | NoopOk, G2017) => "250 Ok",
+        (RsetOk | NoopOk, _) => "250 OK",
+        (Vrfy, _) => "252 Cannot VRFY user, but will accept message and attempt delivery",
+        (Help, _) => "214 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT STARTTLS",
+        (StartTlsReady, _) => "220 Ready to start TLS",
+        (TlsUnavailable, _) => "454 TLS not available due to temporary reason",
+        (TlsActive, _) => "503 Error: TLS already active",
+        (NotImplemented, _) => "502 Error: command not implemented",
+        (SyntaxError, _) => "501 Error: bad syntax",
+        (UnsupportedParameter, _) => "555 Error: unsupported parameter",
+        (NeedHelo, _) => "503 Error: send HELO/EHLO first",
+        (NeedMail, _) => "503 Error: need MAIL command",
+        (NeedRcpt, _) => "503 Error: need RCPT command",
+        (LineTooLong, _) => "500 Error: line too long",
+        (TooManyRecipients, _) => "452 Error: too many recipients",
+        (TooManyCommands, _) => "421 {host} Error: too many commands",
+        (Timeout, _) => "421 {host} Error: timeout exceeded",
+        (ShuttingDown, _) => "421 {host} Service not available, closing transmission channel",
+        (RelayDenied, _) => "550 Relay access denied",
+
+        (MailboxNotFound, G2025) => {
+            "550 Mailbox not found. http://service.mail.qq.com/detail/122/169 [{b64} IP: {ip}]"
+        }
+        (MailboxNotFound, _) => concat!("550 Mailbox not found. ", old_url!("1000728")),
+        (MailboxUnavailable, G2025) => "550 Mailbox unavailable or access denied [{b64} IP: {ip}]",
+        (MailboxUnavailable, _) => {
+            concat!(
+                "550 Mailbox unavailable or access denied. ",
+                old_url!("1000742")
+            )
+        }
+        (IpFrequency, G2017) => concat!("550 Ip frequency limited. ", old_url!("1000725")),
+        (IpFrequency, G2019) => concat!(
+            "550 Ip frequency limited [{b64short} Blocked IP {ip}]. ",
+            old_url!("1000725")
+        ),
+        (IpFrequency, G2025) => {
+            concat!(
+                "550 Ip frequency limited [{b64} IP: {ip}]. ",
+                new_url!("172"),
+                "."
+            )
+        }
+        (ConnectionFrequency, G2017) => {
+            concat!("550 Connection frequency limited. ", old_url!("1000722"))
+        }
+        (ConnectionFrequency, G2019) => concat!(
+            "550 Connection frequency limited [{b64short} Blocked IP {ip}]. ",
+            old_url!("1000722")
+        ),
+        (ConnectionFrequency, G2025) => concat!(
+            "550 Connection frequency limited [{b64} IP: {ip}]. ",
+            new_url!("175"),
+            "."
+        ),
+        (SenderFrequency, G2017) => concat!("550 Sender frequency limited. ", old_url!("1000723")),
+        (SenderFrequency, G2019) => concat!(
+            "550 Sender frequency limited [{b64short} Blocked IP {ip}]. ",
+            old_url!("1000723")
+        ),
+        (SenderFrequency, G2025) => concat!(
+            "550 Sender frequency limited [{b64} IP: {ip}]. ",
+            new_url!("174"),
+            "."
+        ),
+        (DomainFrequency, G2017) => "550 Domain frequency limited",
+        (DomainFrequency, G2019) => "550 Domain frequency limited [{b64short} Blocked IP {ip}]",
+        (DomainFrequency, G2025) => concat!(
+            "550 Domain frequency limited [{b64} IP: {ip}]. ",
+            new_url!("173"),
+            "."
+        ),
+        (ConnectionDenied, G2025) => {
+            concat!(
+                "550 Connection denied [{b64} IP: {ip}]. ",
+                new_url!("170"),
+                "."
+            )
+        }
+        (ConnectionDenied, _) => "550 Connection denied",
+        (ContentDenied, G2025) => {
+            concat!(
+                "550 Mail content denied [{b64} IP: {ip}]. ",
+                new_url!("171"),
+                "."
+            )
+        }
+        (ContentDenied, _) => concat!("550 Mail content denied. ", old_url!("1000726")),
+        (RejectedByRecipients, G2025) => {
+            "550 Mail is rejected by recipients [{b64} IP: {ip}]. https://service.mail.qq.com/detail/0/92."
+        }
+        (RejectedByRecipients, _) => {
+            concat!("550 Mail is rejected by recipients. ", old_url!("1001262"))
+        }
+        (SpfFailed, G2025) => concat!(
+            "550 SPF check failed. ",
+            old_url!("1001445"),
+            " [{b64} IP: {ip}]"
+        ),
+        (SpfFailed, _) => concat!("550 SPF check failed. ", old_url!("1001445")),
+        (DmarcFailed, _) => DMARC_TEXT,
+        (SuspectedSpamSender, _) => concat!("550 Suspected spam sender. ", old_url!("1001461")),
+        (SuspectedSpamIp, G2025) => {
+            concat!(
+                "550 Suspected spam ip [{b64} IP: {ip}]. ",
+                new_url!("66"),
+                "."
+            )
+        }
+        (SuspectedSpamIp, _) => "550 Suspected spam ip",
+        (SuspectedSpam, G2025) => {
+            concat!("550 Suspected spam [{b64} IP: {ip}]. ", new_url!("71"), ".")
+        }
+        (SuspectedSpam, _) => "550 Suspected spam",
+        (BounceAttack, G2025) => concat!(
+            "550 Suspected bounce attacks [{b64}]. ",
+            new_url!("57"),
+            "."
+        ),
+        (BounceAttack, _) => concat!("550 Suspected bounce attacks. ", old_url!("1001602")),
+        (SpamEmbedded, G2025) => concat!(
+            "550 Spam is embedded in the email [{b64} IP: {ip}]. ",
+            new_url!("59"),
+            "."
+        ),
+        (SpamEmbedded, _) => "550 Spam is embedded in the email",
+        (BadAddressSyntax, G2025) => {
+            concat!(
+                "501 Bad address syntax [{b64} IP: {ip}]. ",
+                new_url!("167"),
+                "."
+            )
+        }
+        (BadAddressSyntax, _) => concat!("501 Bad address syntax. ", old_url!("1000730")),
+        (MessageTooLarge, G2025) => {
+            concat!(
+                "552 Message too large [{b64} IP: {ip}]. ",
+                new_url!("168"),
+                "."
+            )
+        }
+        (MessageTooLarge, _) => "552 Message too large",
+        (RecipientRate, G2025) => concat!(
+            "550 The frequency of receiving messages is limited [{b64} IP: {ip}]. ",
+            new_url!("1011"),
+            "."
+        ),
+        (RecipientRate, _) => "550 The frequency of receiving messages is limited",
+        (MimeFromLocal, _) => "550 Mime from domain is a local domain",
+    }
+}
+
+/// Whether the built-in text of `kind` is taken verbatim from QQ for `generation`.
+///
+/// Everything else is an assumption made in QQ's style; the README lists them.
+pub fn is_verbatim(kind: ReplyKind, generation: Generation) -> bool {
+    use Generation::*;
+    use ReplyKind::*;
+    match kind {
+        Greeting | Ehlo | Helo | DataStart | Queued | StartTlsReady | DmarcFailed
+        | MimeFromLocal => true,
+        MailOk | RcptOk => generation != G2025,
+        Bye => generation != G2017,
+        MailboxNotFound | MailboxUnavailable | RejectedByRecipients | SpfFailed | BounceAttack => {
+            true
+        }
+        IpFrequency | ConnectionFrequency => generation != G2025,
+        SenderFrequency | ContentDenied | BadAddressSyntax => generation == G2017,
+        DomainFrequency | ConnectionDenied | SuspectedSpamIp | SuspectedSpam | SpamEmbedded => {
+            generation != G2025
+        }
+        SuspectedSpamSender => true,
+        _ => false,
+    }
+}
+
+/// A rendered reply, ready for the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// What the reply means.
+    pub kind: ReplyKind,
+    /// The three-digit code.
+    pub code: u16,
+    /// The full text, lines joined by `\r\n`, without the final CRLF.
+    pub text: String,
+}
+
+impl Reply {
+    /// Whether the code is 2xx or 3xx.
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+}
+
+/// What the renderer needs to know about the session.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The recipient ordinal for `{n}`.
+    pub n: usize,
+    /// Whether STARTTLS is on offer (false inside TLS or when TLS is off).
+    pub starttls: bool,
+}
+
+/// Why an override cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("reply `{kind}`: {problem}")]
+pub struct TemplateError {
+    /// The kind whose template is wrong.
+    pub kind: ReplyKind,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// The templates of one generation with the config's overrides applied.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    generation: Generation,
+    host: String,
+    size: u64,
+    overrides: HashMap<ReplyKind, String>,
+}
+
+impl Catalogue {
+    /// A catalogue for `generation`, announcing `host` and SIZE `size`.
+    pub fn new(generation: Generation, host: impl Into<String>, size: u64) -> Self {
+        Self {
+            generation,
+            host: host.into(),
+            size,
+            overrides: HashMap::new(),
+        }
+    }
+
+    /// Replaces the template of `kind`.
+    ///
+    /// # Errors
+    ///
+    /// When the template does not start with a three-digit code from 200 to 599 followed
+    /// by a space or (on all but the last line) a dash, or names an unknown placeholder.
+    pub fn set_override(&mut self, kind: ReplyKind, template: &str) -> Result<(), TemplateError> {
+        validate(kind, template)?;
+        self.overrides.insert(kind, template.to_owned());
+        Ok(())
+    }
+
+    /// The generation in use.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// The banner host name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The template in force for `kind`.
+    pub fn template(&self, kind: ReplyKind) -> &str {
+        self.overrides
+            .get(&kind)
+            .map_or_else(|| template(kind, self.generation), String::as_str)
+    }
+
+    /// Renders `kind`, drawing tracking tokens from `rng`.
+    pub fn render(&self, kind: ReplyKind, ctx: &Context, rng: &mut impl RngCore) -> Reply {
+        let template = self.template(kind);
+        let mut text = String::with_capacity(template.len() + 64);
+        for line in template.split('\n') {
+            if !ctx.starttls && line == "250-STARTTLS" {
+                continue;
+            }
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            self.fill(line, ctx, rng, &mut text);
+        }
+        let code = text
+            .get(..3)
+            .and_then(|c| c.parse().ok())
+            .expect("templates are validated to start with a code");
+        Reply { kind, code, text }
+    }
+
+    fn fill(&self, line: &str, ctx: &Context, rng: &mut impl RngCore, out: &mut String) {
+        use std::fmt::Write as _;
+        let mut rest = line;
+        while let Some(start) = rest.find('{') {
+            out.push_str(&rest[..start]);
+            let after = &rest[start..];
+            let Some(end) = after.find('}') else {
+                out.push_str(after);
+                return;
+            };
+            match &after[1..end] {
+                "host" => out.push_str(&self.host),
+                "ip" => {
+                    let _ = write!(out, "{}", ctx.ip);
+                }
+                "b64" => out.push_str(&token(rng, 49)),
+                "b64short" => out.push_str(&token(rng, 40)),
+                "size" => {
+                    let _ = write!(out, "{}", self.size);
+                }
+                "n" => {
+                    let _ = write!(out, "{}", ctx.n);
+                }
+                _ => out.push_str(&after[..=end]),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+}
+
+const PLACEHOLDERS: [&str; 6] = ["host", "ip", "b64", "b64short", "size", "n"];
+
+fn validate(kind: ReplyKind, template: &str) -> Result<(), TemplateError> {
+    let problem = |p: String| TemplateError { kind, problem: p };
+    let lines: Vec<&str> = template.split('\n').collect();
+    for (i, line) in lines.iter().enumerate() {
+        let last = i + 1 == lines.len();
+        let code_ok = line
+            .get(..3)
+            .and_then(|c| c.parse::<u16>().ok())
+            .is_some_and(|c| (200..600).contains(&c));
+        let sep = line.as_bytes().get(3).copied();
+        let sep_ok = match sep {
+            Some(b' ') => last,
+            Some(b'-') => !last,
+            None => last && line.len() == 3,
+            _ => false,
+        };
+        if !code_ok || !sep_ok {
+            return Err(problem(format!(
+                "line {} must start with a code from 200 to 599 and then a space \
+                 (or a dash on all but the last line): {line:?}",
+                i + 1
+            )));
+        }
+        if line.contains('\r') {
+            return Err(problem("lines are separated by \\n only".into()));
+        }
+        let mut rest = *line;
+        while let Some(start) = rest.find('{') {
+            let after = &rest[start + 1..];
+            let end = after.find('}').unwrap_or(after.len());
+            let name = &after[..end];
+            if !PLACEHOLDERS.contains(&name) {
+                return Err(problem(format!(
+                    "unknown placeholder `{{{name}}}`, expected one of {}",
+                    PLACEHOLDERS.join(", ")
+                )));
+            }
+            rest = after.get(end + 1..).unwrap_or("");
+        }
+    }
+    Ok(())
+}
+
+/// A base64 tracking token of `bytes` random bytes whose first character is `M`.
+///
+/// 49 bytes give QQ's 68-character `IP:` style token (ending in `==`); 40 bytes give the
+/// 56-character `Blocked IP` style.
+pub fn token(rng: &mut impl RngCore, bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    rng.fill_bytes(&mut raw);
+    if let Some(first) = raw.first_mut() {
+        // The first base64 character is the top six bits: 12 is `M`.
+        *first = (12 << 2) | (*first & 0b11);
+    }
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn ctx() -> Context {
+        Context {
+            ip: "60.233.9.39".parse().expect("ip"),
+            n: 1,
+            starttls: true,
+        }
+    }
+
+    #[test]
+    fn every_built_in_template_is_valid_in_every_generation() {
+        for &kind in ReplyKind::ALL {
+            for generation in [Generation::G2017, Generation::G2019, Generation::G2025] {
+                assert_eq!(validate(kind, template(kind, generation)), Ok(()), "{kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn tokens_have_qq_shape() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let long = token(&mut rng, 49);
+        assert_eq!(long.len(), 68);
+        assert!(long.starts_with('M') && long.ends_with("=="));
+        let short = token(&mut rng, 40);
+        assert_eq!(short.len(), 56);
+        assert!(short.starts_with('M'));
+        // The token seen in QQ's 2025 SPF rejection has the same shape.
+        let seen = "MPdC3ariWK7GZndWaXfsa4eLTsQMO+LiHnoPqVrDu0UG6GBeQl5+eZOslGc9ekY1xQ==";
+        assert_eq!(seen.len(), long.len());
+    }
+
+    #[test]
+    fn renders_the_2025_spf_rejection_like_qq() {
+        let cat = Catalogue::new(Generation::G2025, "newxmmxszc23-0.qq.com", 73_400_320);
+        let mut rng = StdRng::seed_from_u64(1);
+        let reply = cat.render(ReplyKind::SpfFailed, &ctx(), &mut rng);
+        assert_eq!(reply.code, 550);
+        let prefix = "550 SPF check failed. http://service.mail.qq.com/cgi-bin/help?subtype=1&&id=20022&&no=1001445 [";
+        assert!(reply.text.starts_with(prefix), "{}", reply.text);
+        assert!(reply.text.ends_with(" IP: 60.233.9.39]"), "{}", reply.text);
+        assert_eq!(
+            reply.text.len(),
+            prefix.len() + 68 + " IP: 60.233.9.39]".len()
+        );
+    }
+
+    #[test]
+    fn ehlo_drops_starttls_when_not_offered() {
+        let cat = Catalogue::new(Generation::G2019, "newxmmxsza22.qq.com", 73_400_320);
+        let mut rng = StdRng::seed_from_u64(1);
+        let no_tls = Context {
+            starttls: false,
+            ..ctx()
+        };
+        let reply = cat.render(ReplyKind::Ehlo, &no_tls, &mut rng);
+        assert_eq!(
+            reply.text,
+            "250-newxmmxsza22.qq.com\r\n250-SIZE 73400320\r\n250 OK"
+        );
+    }
+
+    #[test]
+    fn overrides_are_validated() {
+        let mut cat = Catalogue::new(Generation::G2025, "h", 1);
+        assert!(cat.set_override(ReplyKind::Bye, "221 See you").is_ok());
+        let err = cat
+            .set_override(ReplyKind::Bye, "bye")
+            .expect_err("no code");
+        assert!(err.to_string().starts_with("reply `bye`: line 1"));
+        let err = cat
+            .set_override(ReplyKind::Bye, "221 {nope}")
+            .expect_err("bad placeholder");
+        assert!(err.problem.contains("unknown placeholder `{nope}`"));
+        let mut rng = StdRng::seed_from_u64(1);
+        assert_eq!(
+            cat.render(ReplyKind::Bye, &ctx(), &mut rng).text,
+            "221 See you"
+        );
+    }
+}

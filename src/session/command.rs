@@ -1,0 +1,155 @@
+//! Command handlers: one method per SMTP command, each an `impl Session` block entry.
+
+use smtp_proto::request::receiver::DataReceiver;
+use smtp_proto::{Error as ParseError, MAIL_SMTPUTF8, MailFrom, RcptTo, Request};
+
+use super::{Action, Mode, Session, Transaction, loggable};
+use crate::policy::{MailFacts, RcptFacts};
+use crate::reply::ReplyKind;
+use crate::store::EventKind;
+
+impl Session {
+    /// Answers one complete command line (CRLF included).
+    pub(super) fn command(&mut self, line: &[u8]) -> Action {
+        self.commands += 1;
+        self.record(EventKind::Command {
+            line: loggable(line),
+        });
+        if self.commands > self.shared.config.limits.max_commands {
+            self.reply(ReplyKind::TooManyCommands);
+            return Action::Close("too many commands");
+        }
+        let parsed = self
+            .parser
+            .ingest(&mut line.iter())
+            .map(Request::into_owned);
+        match parsed {
+            Ok(request) => self.request(request),
+            Err(error) => {
+                self.parse_error(&error);
+                Action::Continue
+            }
+        }
+    }
+
+    fn request(&mut self, request: Request<String>) -> Action {
+        match request {
+            Request::Ehlo { host } => self.hello(host, ReplyKind::Ehlo),
+            Request::Helo { host } => self.hello(host, ReplyKind::Helo),
+            Request::Mail { from } => self.mail(&from),
+            Request::Rcpt { to } => self.rcpt(&to),
+            Request::Data => self.data_command(),
+            Request::Rset => {
+                self.tx = None;
+                self.reply(ReplyKind::RsetOk);
+            }
+            Request::Noop { .. } => self.reply(ReplyKind::NoopOk),
+            Request::Vrfy { .. } => self.reply(ReplyKind::Vrfy),
+            Request::Help { .. } => self.reply(ReplyKind::Help),
+            Request::Quit => {
+                self.reply(ReplyKind::Bye);
+                return Action::Close("quit");
+            }
+            Request::StartTls => return self.starttls(),
+            Request::Lhlo { .. }
+            | Request::Auth { .. }
+            | Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. }
+            | Request::Bdat { .. } => self.reply(ReplyKind::NotImplemented),
+        }
+        Action::Continue
+    }
+
+    fn parse_error(&mut self, error: &ParseError) {
+        let kind = match error {
+            ParseError::UnknownCommand => ReplyKind::NotImplemented,
+            ParseError::InvalidSenderAddress | ParseError::InvalidRecipientAddress => {
+                ReplyKind::BadAddressSyntax
+            }
+            ParseError::UnsupportedParameter { .. } => ReplyKind::UnsupportedParameter,
+            ParseError::ResponseTooLong => ReplyKind::LineTooLong,
+            _ => ReplyKind::SyntaxError,
+        };
+        self.reply(kind);
+    }
+
+    fn hello(&mut self, host: String, kind: ReplyKind) {
+        // QQ answers a second HELO on the same connection; it starts afresh.
+        self.helo = Some(host);
+        self.tx = None;
+        self.reply(kind);
+    }
+
+    fn mail(&mut self, from: &MailFrom<String>) {
+        if self.helo.is_none() {
+            self.reply(ReplyKind::NeedHelo);
+            return;
+        }
+        // A second MAIL without RSET is answered 250 by QQ: it replaces the transaction.
+        self.tx = None;
+        let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
+        let decision = self.shared.policy.check_mail(&MailFacts {
+            from: &from.address,
+            declared_size: from.size as u64,
+            smtputf8,
+        });
+        if self.decide(decision) {
+            self.tx = Some(Transaction {
+                from: from.address.clone(),
+                rcpts: Vec::new(),
+                smtputf8,
+            });
+            self.reply(ReplyKind::MailOk);
+        }
+    }
+
+    fn rcpt(&mut self, to: &RcptTo<String>) {
+        let Some(tx) = &self.tx else {
+            self.reply(ReplyKind::NeedMail);
+            return;
+        };
+        let decision = self.shared.policy.check_rcpt(&RcptFacts {
+            to: &to.address,
+            accepted: tx.rcpts.len(),
+            smtputf8: tx.smtputf8,
+        });
+        if self.decide(decision) {
+            if let Some(tx) = self.tx.as_mut() {
+                tx.rcpts.push(to.address.clone());
+            }
+            self.reply(ReplyKind::RcptOk);
+        }
+    }
+
+    fn data_command(&mut self) {
+        match &self.tx {
+            None => self.reply(ReplyKind::NeedMail),
+            Some(tx) if tx.rcpts.is_empty() => self.reply(ReplyKind::NeedRcpt),
+            Some(_) => {
+                self.reply(ReplyKind::DataStart);
+                let mut receiver = DataReceiver::new();
+                let mut body = Vec::new();
+                // A fresh receiver only sees a dot that follows CRLF: prime it with one so
+                // that an empty message or a dot-stuffed first line is read right.
+                receiver.ingest(&mut b"\r\n".iter(), &mut body);
+                body.clear();
+                self.mode = Mode::Data { receiver, body };
+            }
+        }
+    }
+
+    fn starttls(&mut self) -> Action {
+        if self.tls {
+            self.reply(ReplyKind::TlsActive);
+            return Action::Continue;
+        }
+        if self.shared.tls.is_none() {
+            self.reply(ReplyKind::TlsUnavailable);
+            return Action::Continue;
+        }
+        self.reply(ReplyKind::StartTlsReady);
+        Action::StartTls
+    }
+}

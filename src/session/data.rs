@@ -1,0 +1,122 @@
+//! Message data: reading it within the size limit, and storing what is accepted with the
+//! headers QQ adds (`Received` with NewMX, `X-QQ-mid`, `X-QQ-XMRINFO`).
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use rand::{Rng, RngCore};
+use smtp_proto::request::receiver::DummyDataReceiver;
+
+use super::{Mode, Session};
+use crate::clock::{rfc5322_cst, unix_secs};
+use crate::reply::ReplyKind;
+use crate::store::{EventKind, Folder, Message};
+
+impl Session {
+    /// Feeds message data from `self.input[pos..]`. Returns the bytes used and whether
+    /// the data ended.
+    pub(super) fn data(&mut self, pos: usize) -> (usize, bool) {
+        let max = self.shared.config.limits.max_message_size;
+        let rest = &self.input[pos..];
+        match &mut self.mode {
+            Mode::Data { receiver, body } => {
+                // Never let the body hold more than one byte past the limit.
+                let room = usize::try_from(max)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1)
+                    .saturating_sub(body.len());
+                let slice = &rest[..rest.len().min(room)];
+                let mut bytes = slice.iter();
+                let done = receiver.ingest(&mut bytes, body);
+                let used = slice.len() - bytes.len();
+                if done {
+                    let body = std::mem::take(body);
+                    self.mode = Mode::Commands;
+                    self.end_of_data(body);
+                } else if body.len() as u64 > max {
+                    let received = body.len() as u64;
+                    let receiver = DummyDataReceiver::new_data(receiver);
+                    self.mode = Mode::Discard { receiver, received };
+                }
+                (used, done)
+            }
+            Mode::Discard { receiver, received } => {
+                let mut bytes = rest.iter();
+                let done = receiver.ingest(&mut bytes);
+                let used = rest.len() - bytes.len();
+                *received += used as u64;
+                if done {
+                    let decision = self.shared.policy.oversize(*received);
+                    self.mode = Mode::Commands;
+                    self.tx = None;
+                    self.decide(decision);
+                }
+                (used, done)
+            }
+            Mode::Commands | Mode::SkipLine => unreachable!("only called while reading data"),
+        }
+    }
+
+    fn end_of_data(&mut self, body: Vec<u8>) {
+        let Some(tx) = self.tx.take() else {
+            unreachable!("DATA is only accepted inside a transaction");
+        };
+        let decision = self.shared.policy.check_end_of_data(body.len());
+        // Keep the recipient count for `{n}` in whatever reply follows.
+        if !self.decide(decision) {
+            return;
+        }
+        let now = self.shared.clock.now();
+        let helo = self.helo.clone().unwrap_or_default();
+        let headers = self.qq_headers(&helo, &tx.rcpts, now);
+        let mut raw = Vec::with_capacity(headers.len() + body.len());
+        raw.extend_from_slice(headers.as_bytes());
+        raw.extend_from_slice(&body);
+        let (session, client, tls) = (self.id, self.peer, self.tls);
+        // The message is in the store before the 250 is queued, let alone written.
+        let id = self.shared.store.accept(|id| Message {
+            id,
+            session,
+            received_at: now,
+            client,
+            helo,
+            mail_from: tx.from,
+            rcpt_to: tx.rcpts,
+            tls,
+            folder: Folder::Inbox,
+            raw: raw.into(),
+        });
+        self.record(EventKind::Accepted { message: id });
+        self.reply(ReplyKind::Queued);
+    }
+
+    /// The trace headers QQ puts on top of an accepted message.
+    fn qq_headers(&mut self, helo: &str, rcpts: &[String], now: std::time::SystemTime) -> String {
+        let host = self.shared.catalogue.host().to_owned();
+        let ip = self.peer.ip();
+        let queue_id = self.rng.next_u32();
+        let mut out = String::with_capacity(320);
+        let _ = write!(
+            out,
+            "Received: from {helo} ({helo} [{ip}])\r\n\tby {host} (NewMX) with SMTP id {queue_id:08X}\r\n\t"
+        );
+        if let [only] = rcpts {
+            let _ = write!(out, "for <{only}>; ");
+        }
+        let _ = write!(out, "{}\r\n", rfc5322_cst(now));
+        let short = host
+            .strip_prefix("new")
+            .unwrap_or(&host)
+            .trim_end_matches(".qq.com");
+        let _ = write!(out, "X-QQ-mid: {short}t{}t", unix_secs(now));
+        for _ in 0..8 {
+            let n = self.rng.random_range(0..36u32);
+            out.push(char::from_digit(n, 36).expect("below 36"));
+        }
+        let mut info = [0u8; 16];
+        self.rng.fill_bytes(&mut info);
+        let info = base64::engine::general_purpose::STANDARD.encode(info);
+        let _ = write!(out, "\r\nX-QQ-XMRINFO: {info}\r\n");
+        out
+    }
+}

@@ -1,0 +1,393 @@
+//! The SMTP session: QQ's side of one conversation, over any async stream.
+//!
+//! [`serve`] greets the client, then alternates between reading bytes and answering
+//! every complete command in them, in order, so pipelined commands get correct replies
+//! although PIPELINING is never advertised (QQ does not). Commands are framed here (the
+//! line-length limit is ours, not smtp-proto's) and parsed by smtp-proto's
+//! `RequestReceiver`; message data goes through its `DataReceiver`, primed so that an
+//! empty message or a dot-stuffed first line is read correctly, and fed in slices that
+//! never let the body grow past the SIZE limit.
+//!
+//! At each stage the session asks `policy` for a decision, records it in the `store`,
+//! and renders the verdict through the `reply` catalogue; it writes no text of its own.
+//! STARTTLS ends [`Session::drive`] on the plain stream; [`serve`] runs the handshake and
+//! drives the same session again over TLS.
+//!
+//! Idle and session timeouts are real time (they are about sockets), unlike every
+//! timestamp, which comes from the server's [`Clock`](crate::Clock).
+
+mod command;
+mod data;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, RequestReceiver};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::policy::{Decision, Policy};
+use crate::reply::{Catalogue, Context, ReplyKind};
+use crate::store::{EventKind, Store};
+
+/// Everything sessions of one server share.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub catalogue: Catalogue,
+    pub policy: Policy,
+    pub store: Store,
+    pub clock: Clock,
+    pub tls: Option<TlsAcceptor>,
+    pub sessions: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.sessions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Read this much at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Command lines are kept in the event log up to this many bytes.
+const LOGGED_LINE: usize = 512;
+/// A closing reply gets this long to be written.
+const LAST_WORDS: Duration = Duration::from_secs(5);
+
+/// An open mail transaction.
+#[derive(Debug)]
+struct Transaction {
+    from: String,
+    rcpts: Vec<String>,
+    smtputf8: bool,
+}
+
+/// What the session is reading.
+enum Mode {
+    Commands,
+    /// The rest of an over-long line, to be thrown away.
+    SkipLine,
+    /// Message data, kept.
+    Data {
+        receiver: DataReceiver,
+        body: Vec<u8>,
+    },
+    /// Message data past the size limit, read to its end and thrown away.
+    Discard {
+        receiver: DummyDataReceiver,
+        received: u64,
+    },
+}
+
+/// What to do after answering what has been read.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Continue,
+    StartTls,
+    Close(&'static str),
+}
+
+/// How [`Session::drive`] ended.
+enum Outcome {
+    StartTls,
+    Closed(&'static str),
+}
+
+/// One client's conversation.
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    id: u64,
+    peer: SocketAddr,
+    rng: StdRng,
+    helo: Option<String>,
+    tls: bool,
+    tx: Option<Transaction>,
+    commands: usize,
+    parser: RequestReceiver,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    mode: Mode,
+    deadline: Instant,
+}
+
+/// Serves one connection from greeting to close.
+pub(crate) async fn serve<S>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = Session::new(shared, peer);
+    session.record(EventKind::Connected { local });
+    info!(session = session.id, %peer, "connected");
+    session.reply(ReplyKind::Greeting);
+    let reason = match session.drive(&mut stream, &mut shutdown).await {
+        Outcome::Closed(reason) => reason,
+        Outcome::StartTls => session.upgrade(stream, &mut shutdown).await,
+    };
+    session.record(EventKind::Closed {
+        reason: reason.to_owned(),
+    });
+    info!(session = session.id, %peer, reason, "closed");
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
+        let id = shared.next_session_id();
+        let seed = shared.config.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let deadline = Instant::now() + shared.config.limits.session_timeout;
+        Self {
+            shared,
+            id,
+            peer,
+            rng: StdRng::seed_from_u64(seed),
+            helo: None,
+            tls: false,
+            tx: None,
+            commands: 0,
+            parser: RequestReceiver::default(),
+            input: Vec::with_capacity(READ_CHUNK),
+            output: Vec::with_capacity(1024),
+            mode: Mode::Commands,
+            deadline,
+        }
+    }
+
+    async fn upgrade<S>(&mut self, stream: S, shutdown: &mut watch::Receiver<bool>) -> &'static str
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let acceptor = self
+            .shared
+            .tls
+            .clone()
+            .expect("STARTTLS is only accepted when TLS is configured");
+        let idle = self.shared.config.limits.idle_timeout;
+        let handshake = tokio::time::timeout(idle, acceptor.accept(stream)).await;
+        match handshake {
+            Ok(Ok(mut tls)) => {
+                self.tls = true;
+                self.helo = None;
+                self.tx = None;
+                self.record(EventKind::TlsStarted);
+                match self.drive(&mut tls, shutdown).await {
+                    Outcome::Closed(reason) => reason,
+                    Outcome::StartTls => unreachable!("STARTTLS is refused inside TLS"),
+                }
+            }
+            Ok(Err(e)) => {
+                self.record(EventKind::TlsFailed {
+                    error: e.to_string(),
+                });
+                "TLS handshake failed"
+            }
+            Err(_) => {
+                self.record(EventKind::TlsFailed {
+                    error: "handshake timed out".into(),
+                });
+                "TLS handshake timed out"
+            }
+        }
+    }
+
+    /// Reads, answers and writes until the session ends or switches to TLS.
+    async fn drive<S>(&mut self, stream: &mut S, shutdown: &mut watch::Receiver<bool>) -> Outcome
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            let action = self.process();
+            if !self.flush(stream).await {
+                return Outcome::Closed("write failed");
+            }
+            match action {
+                Action::Continue => {}
+                Action::StartTls => return Outcome::StartTls,
+                Action::Close(reason) => {
+                    let _ = stream.shutdown().await;
+                    return Outcome::Closed(reason);
+                }
+            }
+            let idle = Instant::now() + self.shared.config.limits.idle_timeout;
+            let until = idle.min(self.deadline);
+            self.input.reserve(READ_CHUNK);
+            let read = tokio::select! {
+                read = tokio::time::timeout_at(until, stream.read_buf(&mut self.input)) => read,
+                () = stopping(shutdown) => {
+                    return self.last_words(stream, ReplyKind::ShuttingDown, "server shutting down").await;
+                }
+            };
+            match read {
+                Ok(Ok(0)) => return Outcome::Closed("client closed"),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Outcome::Closed("read failed"),
+                Err(_) => {
+                    let reason = if until == idle {
+                        "idle timeout"
+                    } else {
+                        "session timeout"
+                    };
+                    return self.last_words(stream, ReplyKind::Timeout, reason).await;
+                }
+            }
+        }
+    }
+
+    /// Sends a closing reply and ends the session.
+    async fn last_words<S>(
+        &mut self,
+        stream: &mut S,
+        kind: ReplyKind,
+        reason: &'static str,
+    ) -> Outcome
+    where
+        S: AsyncWrite + Unpin,
+    {
+        self.reply(kind);
+        let _ = tokio::time::timeout(LAST_WORDS, async {
+            stream.write_all(&self.output).await?;
+            stream.shutdown().await
+        })
+        .await;
+        self.output.clear();
+        Outcome::Closed(reason)
+    }
+
+    async fn flush<S>(&mut self, stream: &mut S) -> bool
+    where
+        S: AsyncWrite + Unpin,
+    {
+        if self.output.is_empty() {
+            return true;
+        }
+        let idle = self.shared.config.limits.idle_timeout;
+        let written = tokio::time::timeout(idle, async {
+            stream.write_all(&self.output).await?;
+            stream.flush().await
+        })
+        .await;
+        self.output.clear();
+        matches!(written, Ok(Ok(())))
+    }
+
+    /// Answers everything complete in the input; keeps what is incomplete.
+    fn process(&mut self) -> Action {
+        let max_line = self.shared.config.limits.max_line_length;
+        let mut pos = 0;
+        let mut action = Action::Continue;
+        while action == Action::Continue {
+            let rest = &self.input[pos..];
+            match &mut self.mode {
+                Mode::Commands => match memchr(b'\n', rest) {
+                    Some(end) if end < max_line => {
+                        let line = rest[..=end].to_vec();
+                        pos += end + 1;
+                        action = self.command(&line);
+                    }
+                    Some(end) => {
+                        pos += end + 1;
+                        self.commands += 1;
+                        self.reply(ReplyKind::LineTooLong);
+                    }
+                    None if rest.len() >= max_line => {
+                        pos = self.input.len();
+                        self.mode = Mode::SkipLine;
+                        self.commands += 1;
+                        self.reply(ReplyKind::LineTooLong);
+                    }
+                    None => break,
+                },
+                Mode::SkipLine => match memchr(b'\n', rest) {
+                    Some(end) => {
+                        pos += end + 1;
+                        self.mode = Mode::Commands;
+                    }
+                    None => {
+                        pos = self.input.len();
+                        break;
+                    }
+                },
+                Mode::Data { .. } | Mode::Discard { .. } => {
+                    let (used, done) = self.data(pos);
+                    pos += used;
+                    if !done && pos == self.input.len() {
+                        break;
+                    }
+                }
+            }
+            if action == Action::StartTls {
+                let left = self.input.len() - pos;
+                if left > 0 {
+                    self.record(EventKind::Discarded { bytes: left });
+                }
+                pos = self.input.len();
+            }
+        }
+        self.input.drain(..pos);
+        action
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            ip: self.peer.ip(),
+            n: self.tx.as_ref().map_or(0, |tx| tx.rcpts.len()),
+            starttls: self.shared.tls.is_some() && !self.tls,
+        }
+    }
+
+    /// Queues the reply of `kind` and records it.
+    fn reply(&mut self, kind: ReplyKind) {
+        let ctx = self.context();
+        let reply = self.shared.catalogue.render(kind, &ctx, &mut self.rng);
+        debug!(session = self.id, reply = %reply.text, "reply");
+        self.output.extend_from_slice(reply.text.as_bytes());
+        self.output.extend_from_slice(b"\r\n");
+        self.record(EventKind::Reply(reply));
+    }
+
+    /// Records `decision` and, when it rejects, queues its reply. Returns whether it accepts.
+    fn decide(&mut self, decision: Decision) -> bool {
+        let accepted = decision.is_accept();
+        let verdict = decision.verdict;
+        debug!(session = self.id, %decision, "decision");
+        self.record(EventKind::Decision(decision));
+        if let crate::policy::Verdict::Reject(kind) = verdict {
+            self.reply(kind);
+        }
+        accepted
+    }
+
+    fn record(&self, kind: EventKind) {
+        self.shared.store.record(self.id, self.peer.ip(), kind);
+    }
+}
+
+/// Completes when the server starts shutting down.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: drop it here, not in the caller.
+    let _ = shutdown.wait_for(|stop| *stop).await.is_ok();
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// A command line for the event log: without CRLF, cut at [`LOGGED_LINE`] bytes.
+fn loggable(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let cut = &line[..line.len().min(LOGGED_LINE)];
+    String::from_utf8_lossy(cut).into_owned()
+}

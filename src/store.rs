@@ -1,0 +1,446 @@
+//! The store: accepted messages and the event log, with bounded memory.
+//!
+//! [`Store`] is a `Clone` handle over shared state. The session records every command,
+//! reply and policy decision as an [`Event`], and puts each accepted [`Message`] here
+//! *before* it writes the `250` that acknowledges it. Both collections are capped by the
+//! config; what falls out is counted, never silently lost.
+//!
+//! The state sits behind a `std::sync::Mutex`, not a tokio one: it is held for a few
+//! pushes at a time and never across an `.await`, and the embedded API reads it from
+//! threads outside any runtime.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::config::StoreConfig;
+use crate::policy::Decision;
+use crate::reply::{Reply, ReplyKind};
+
+/// Where an accepted message was delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Folder {
+    /// The inbox.
+    Inbox,
+    /// The junk folder.
+    Junk,
+}
+
+/// A message answered `250` at end of data.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Message {
+    /// Store-wide number, from 1.
+    pub id: u64,
+    /// The session it arrived in.
+    pub session: u64,
+    /// When it was accepted, by the server's clock.
+    pub received_at: SystemTime,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The HELO/EHLO argument.
+    pub helo: String,
+    /// The reverse path, empty for the null sender.
+    pub mail_from: String,
+    /// The accepted recipients.
+    pub rcpt_to: Vec<String>,
+    /// Whether it arrived over TLS.
+    pub tls: bool,
+    /// Where it was delivered.
+    pub folder: Folder,
+    /// The message as stored, with the headers qqmx added (`Received`, `X-QQ-mid`).
+    #[serde(skip)]
+    pub raw: Arc<[u8]>,
+}
+
+impl Message {
+    /// The stored bytes as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.raw)
+    }
+
+    /// The first header called `name` (case-insensitive), unfolded, without its name.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let text = self.text();
+        let head = text.split("\r\n\r\n").next().unwrap_or("");
+        let mut found: Option<String> = None;
+        for line in head.split("\r\n") {
+            if line.starts_with([' ', '\t']) {
+                if let Some(value) = found.as_mut() {
+                    value.push(' ');
+                    value.push_str(line.trim());
+                }
+                continue;
+            }
+            if found.is_some() {
+                break;
+            }
+            if let Some((field, value)) = line.split_once(':')
+                && field.eq_ignore_ascii_case(name)
+            {
+                found = Some(value.trim().to_owned());
+            }
+        }
+        found
+    }
+
+    /// The body after the first blank line.
+    pub fn body(&self) -> &[u8] {
+        self.raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(&[][..], |i| &self.raw[i + 4..])
+    }
+}
+
+/// One thing that happened, in order.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Event {
+    /// Store-wide sequence number, from 1.
+    pub seq: u64,
+    /// When, by the server's clock.
+    pub at: SystemTime,
+    /// The session, numbered from 1 in accept order.
+    pub session: u64,
+    /// The client's address.
+    pub client: IpAddr,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What an [`Event`] records.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A client connected to `local`.
+    Connected {
+        /// The listener's address.
+        local: SocketAddr,
+    },
+    /// A command line, without CRLF (cut at 512 bytes).
+    Command {
+        /// The line.
+        line: String,
+    },
+    /// A reply qqmx sent.
+    Reply(Reply),
+    /// A policy decision and its reason.
+    Decision(Decision),
+    /// The TLS handshake completed.
+    TlsStarted,
+    /// The TLS handshake failed.
+    TlsFailed {
+        /// The error.
+        error: String,
+    },
+    /// Bytes the client pipelined after STARTTLS, thrown away as RFC 3207 requires.
+    Discarded {
+        /// How many.
+        bytes: usize,
+    },
+    /// A message went into the store.
+    Accepted {
+        /// Its id.
+        message: u64,
+    },
+    /// The connection ended.
+    Closed {
+        /// Why (`quit`, `client closed`, `idle timeout`, ...).
+        reason: String,
+    },
+}
+
+/// How much the store holds and how much it has dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Messages held now.
+    pub messages: usize,
+    /// Raw bytes held now.
+    pub bytes: usize,
+    /// Events held now.
+    pub events: usize,
+    /// Messages ever accepted.
+    pub accepted_total: u64,
+    /// Messages evicted to stay under the caps.
+    pub messages_evicted: u64,
+    /// Events evicted to stay under the cap.
+    pub events_evicted: u64,
+}
+
+/// The shared store. Cloning gives another handle on the same data.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    notify: tokio::sync::Notify,
+    clock: Clock,
+    limits: StoreConfig,
+}
+
+struct State {
+    messages: VecDeque<Message>,
+    events: VecDeque<Event>,
+    next_message: u64,
+    next_event: u64,
+    stats: StoreStats,
+}
+
+impl Store {
+    /// An empty store with `limits`, stamping events with `clock`.
+    pub fn new(clock: Clock, limits: StoreConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    messages: VecDeque::new(),
+                    events: VecDeque::new(),
+                    next_message: 1,
+                    next_event: 1,
+                    stats: StoreStats::default(),
+                }),
+                changed: Condvar::new(),
+                notify: tokio::sync::Notify::new(),
+                clock,
+                limits,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update leaves the state consistent before it can panic, so a poisoned
+        // lock still guards valid data.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The clock events are stamped with.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// Appends an event.
+    pub fn record(&self, session: u64, client: IpAddr, kind: EventKind) {
+        let at = self.shared.clock.now();
+        let mut state = self.state();
+        let seq = state.next_event;
+        state.next_event += 1;
+        state.events.push_back(Event {
+            seq,
+            at,
+            session,
+            client,
+            kind,
+        });
+        if state.events.len() > self.shared.limits.max_events {
+            state.events.pop_front();
+            state.stats.events_evicted += 1;
+        }
+    }
+
+    /// Stores an accepted message and returns its id. `build` receives the id.
+    pub(crate) fn accept(&self, build: impl FnOnce(u64) -> Message) -> u64 {
+        let limits = &self.shared.limits;
+        let mut state = self.state();
+        let id = state.next_message;
+        state.next_message += 1;
+        let message = build(id);
+        state.stats.bytes += message.raw.len();
+        state.stats.accepted_total += 1;
+        state.messages.push_back(message);
+        while state.messages.len() > limits.max_messages
+            || (state.stats.bytes > limits.max_bytes && state.messages.len() > 1)
+        {
+            let Some(old) = state.messages.pop_front() else {
+                break;
+            };
+            state.stats.bytes -= old.raw.len();
+            state.stats.messages_evicted += 1;
+        }
+        drop(state);
+        self.shared.changed.notify_all();
+        self.shared.notify.notify_waiters();
+        id
+    }
+
+    /// The messages held, oldest first.
+    pub fn messages(&self) -> Vec<Message> {
+        self.state().messages.iter().cloned().collect()
+    }
+
+    /// The events held, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.state().events.iter().cloned().collect()
+    }
+
+    /// Counts of what is held and what was dropped.
+    pub fn stats(&self) -> StoreStats {
+        let state = self.state();
+        StoreStats {
+            messages: state.messages.len(),
+            events: state.events.len(),
+            ..state.stats
+        }
+    }
+
+    /// Counts of replies sent, by kind.
+    pub fn reply_counts(&self) -> std::collections::BTreeMap<ReplyKind, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for event in &self.state().events {
+            if let EventKind::Reply(reply) = &event.kind {
+                *counts.entry(reply.kind).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// Forgets every message and event (ids keep counting up).
+    pub fn clear(&self) {
+        let mut state = self.state();
+        state.messages.clear();
+        state.events.clear();
+        state.stats = StoreStats::default();
+    }
+
+    /// Blocks until at least `n` messages were accepted since the last
+    /// [`clear`](Self::clear), or `timeout` passes (real time).
+    ///
+    /// # Errors
+    ///
+    /// The number accepted so far when the time runs out.
+    pub fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, usize> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state();
+        loop {
+            if state.stats.accepted_total as usize >= n {
+                return Ok(state.messages.iter().cloned().collect());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(state.stats.accepted_total as usize);
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The async form of [`wait_for_messages`](Self::wait_for_messages), for tokio tests.
+    ///
+    /// # Errors
+    ///
+    /// The number accepted so far when the time runs out.
+    pub async fn wait_for_messages_async(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Message>, usize> {
+        let wait = async {
+            loop {
+                let notified = self.shared.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.state().stats.accepted_total as usize >= n {
+                    return self.messages();
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| self.state().stats.accepted_total as usize)
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64, bytes: usize) -> Message {
+        Message {
+            id,
+            session: 1,
+            received_at: SystemTime::UNIX_EPOCH,
+            client: "127.0.0.1:1".parse().expect("addr"),
+            helo: "h".into(),
+            mail_from: String::new(),
+            rcpt_to: vec![],
+            tls: false,
+            folder: Folder::Inbox,
+            raw: vec![b'x'; bytes].into(),
+        }
+    }
+
+    #[test]
+    fn caps_evict_the_oldest_and_count_them() {
+        let limits = StoreConfig {
+            max_messages: 2,
+            max_bytes: 1000,
+            max_events: 3,
+        };
+        let store = Store::new(Clock::manual_at_unix(0), limits);
+        for _ in 0..3 {
+            store.accept(|id| message(id, 10));
+        }
+        let ids: Vec<u64> = store.messages().iter().map(|m| m.id).collect();
+        assert_eq!(ids, [2, 3]);
+        store.accept(|id| message(id, 995));
+        assert_eq!(store.messages().len(), 1, "byte cap keeps only the newest");
+        for _ in 0..5 {
+            store.record(1, "127.0.0.1".parse().expect("ip"), EventKind::TlsStarted);
+        }
+        let stats = store.stats();
+        assert_eq!((stats.messages_evicted, stats.events_evicted), (3, 2));
+        assert_eq!((stats.messages, stats.events, stats.bytes), (1, 3, 995));
+    }
+
+    #[test]
+    fn headers_unfold() {
+        let mut m = message(1, 0);
+        m.raw = b"Received: from a\r\n\tby b\r\nSubject: hi\r\n\r\nbody"
+            .to_vec()
+            .into();
+        assert_eq!(m.header("received").as_deref(), Some("from a by b"));
+        assert_eq!(m.header("Subject").as_deref(), Some("hi"));
+        assert_eq!(m.header("To"), None);
+        assert_eq!(m.body(), b"body");
+    }
+
+    #[test]
+    fn waiting_times_out_with_the_count() {
+        let store = Store::new(Clock::manual_at_unix(0), StoreConfig::default());
+        store.accept(|id| message(id, 1));
+        assert_eq!(
+            store.wait_for_messages(2, Duration::from_millis(10)).err(),
+            Some(1)
+        );
+        assert_eq!(
+            store.wait_for_messages(1, Duration::ZERO).map(|m| m.len()),
+            Ok(1)
+        );
+    }
+}
