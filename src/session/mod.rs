@@ -133,14 +133,9 @@ pub(crate) async fn serve<S>(
     session.record(EventKind::Connected { local });
     info!(session = session.id, %peer, "connected");
     session.reply(ReplyKind::Greeting);
-    let reason = match session.drive(&mut stream, &mut shutdown).await {
-        Outcome::Closed(reason) => reason,
-        Outcome::StartTls => session.upgrade(stream, &mut shutdown).await,
-    };
-    session.record(EventKind::Closed {
-        reason: reason.to_owned(),
-    });
-    info!(session = session.id, %peer, reason, "closed");
+    if let Outcome::StartTls = session.drive(&mut stream, &mut shutdown).await {
+        session.upgrade(stream, &mut shutdown).await;
+    }
 }
 
 impl Session {
@@ -165,7 +160,7 @@ impl Session {
         }
     }
 
-    async fn upgrade<S>(&mut self, stream: S, shutdown: &mut watch::Receiver<bool>) -> &'static str
+    async fn upgrade<S>(&mut self, stream: S, shutdown: &mut watch::Receiver<bool>)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -182,28 +177,49 @@ impl Session {
                 self.helo = None;
                 self.tx = None;
                 self.record(EventKind::TlsStarted);
-                match self.drive(&mut tls, shutdown).await {
-                    Outcome::Closed(reason) => reason,
-                    Outcome::StartTls => unreachable!("STARTTLS is refused inside TLS"),
+                if let Outcome::StartTls = self.drive(&mut tls, shutdown).await {
+                    unreachable!("STARTTLS is refused inside TLS");
                 }
             }
             Ok(Err(e)) => {
                 self.record(EventKind::TlsFailed {
                     error: e.to_string(),
                 });
-                "TLS handshake failed"
+                self.closed("TLS handshake failed");
             }
             Err(_) => {
                 self.record(EventKind::TlsFailed {
                     error: "handshake timed out".into(),
                 });
-                "TLS handshake timed out"
+                self.closed("TLS handshake timed out");
             }
         }
     }
 
-    /// Reads, answers and writes until the session ends or switches to TLS.
+    /// Records the end of the session; done before the socket closes, so that a client
+    /// that has seen the close finds the event in the log.
+    fn closed(&self, reason: &'static str) {
+        self.record(EventKind::Closed {
+            reason: reason.to_owned(),
+        });
+        info!(session = self.id, peer = %self.peer, reason, "closed");
+    }
+
+    /// Reads, answers and writes until the session ends or switches to TLS; records the
+    /// end and closes the stream unless it switches.
     async fn drive<S>(&mut self, stream: &mut S, shutdown: &mut watch::Receiver<bool>) -> Outcome
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let outcome = self.converse(stream, shutdown).await;
+        if let Outcome::Closed(reason) = outcome {
+            self.closed(reason);
+            let _ = tokio::time::timeout(LAST_WORDS, stream.shutdown()).await;
+        }
+        outcome
+    }
+
+    async fn converse<S>(&mut self, stream: &mut S, shutdown: &mut watch::Receiver<bool>) -> Outcome
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -215,10 +231,7 @@ impl Session {
             match action {
                 Action::Continue => {}
                 Action::StartTls => return Outcome::StartTls,
-                Action::Close(reason) => {
-                    let _ = stream.shutdown().await;
-                    return Outcome::Closed(reason);
-                }
+                Action::Close(reason) => return Outcome::Closed(reason),
             }
             let idle = Instant::now() + self.shared.config.limits.idle_timeout;
             let until = idle.min(self.deadline);
@@ -256,11 +269,7 @@ impl Session {
         S: AsyncWrite + Unpin,
     {
         self.reply(kind);
-        let _ = tokio::time::timeout(LAST_WORDS, async {
-            stream.write_all(&self.output).await?;
-            stream.shutdown().await
-        })
-        .await;
+        let _ = tokio::time::timeout(LAST_WORDS, stream.write_all(&self.output)).await;
         self.output.clear();
         Outcome::Closed(reason)
     }

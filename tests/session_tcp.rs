@@ -1,0 +1,443 @@
+//! The SMTP session over TCP, byte by byte: pipelining, sequence errors, limits, bad
+//! input, STARTTLS, timeouts and shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Smtp, deliver};
+use qqmx::{Config, EventKind, QqMx};
+
+fn server_with(toml: &str) -> QqMx {
+    QqMx::builder()
+        .config(Config::from_toml(toml).expect("test config"))
+        .start()
+}
+
+fn code(reply: &str) -> &str {
+    &reply[..3]
+}
+
+#[tokio::test]
+async fn pipelined_commands_are_answered_in_order() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+
+    smtp.write_raw(
+        b"EHLO a.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<10001@qq.com>\r\n\
+          RCPT TO:<nobody@qq.com>\r\nRCPT TO:<10002@qq.com>\r\nDATA\r\n",
+    )
+    .await;
+    let replies = [
+        smtp.read_reply().await,
+        smtp.read_reply().await,
+        smtp.read_reply().await,
+        smtp.read_reply().await,
+        smtp.read_reply().await,
+        smtp.read_reply().await,
+    ];
+    smtp.write_raw(b"Subject: hi\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        .await;
+    let queued = smtp.read_reply().await;
+    let bye = smtp.read_reply().await;
+
+    let codes: Vec<&str> = replies.iter().map(|r| code(r)).collect();
+    assert_eq!(codes, ["250", "250", "250", "550", "250", "354"]);
+    assert_eq!(replies[2], "250 OK 1");
+    assert_eq!(
+        replies[4], "250 OK 2",
+        "the ordinal counts accepted recipients"
+    );
+    assert_eq!(
+        (queued.as_str(), bye.as_str()),
+        ("250 Ok: queued as ", "221 Bye.")
+    );
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].rcpt_to, ["10001@qq.com", "10002@qq.com"]);
+}
+
+#[tokio::test]
+async fn sequence_errors_get_503() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+
+    let mail_first = smtp.send("MAIL FROM:<a@example.org>").await;
+    smtp.send("HELO a.example").await;
+    let rcpt_first = smtp.send("RCPT TO:<10001@qq.com>").await;
+    let data_first = smtp.send("DATA").await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    let data_no_rcpt = smtp.send("DATA").await;
+
+    assert_eq!(mail_first, "503 Error: send HELO/EHLO first");
+    assert_eq!(rcpt_first, "503 Error: need MAIL command");
+    assert_eq!(data_first, "503 Error: need MAIL command");
+    assert_eq!(data_no_rcpt, "503 Error: need RCPT command");
+}
+
+#[tokio::test]
+async fn several_transactions_and_a_second_mail_without_rset() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("HELO a.example").await;
+
+    for i in 0..3 {
+        smtp.send("MAIL FROM:<first@example.org>").await;
+        // QQ answers a second MAIL without RSET with 250; it replaces the first.
+        assert_eq!(
+            smtp.send(&format!("MAIL FROM:<s{i}@example.org>")).await,
+            "250 OK."
+        );
+        smtp.send("RCPT TO:<10001@qq.com>").await;
+        smtp.send("DATA").await;
+        assert_eq!(
+            smtp.data("Subject: x\r\n\r\nbody").await,
+            "250 Ok: queued as "
+        );
+    }
+    assert_eq!(smtp.send("RSET").await, "250 OK");
+    assert_eq!(smtp.send("NOOP").await, "250 OK");
+
+    let senders: Vec<String> = server.messages().into_iter().map(|m| m.mail_from).collect();
+    assert_eq!(
+        senders,
+        ["s0@example.org", "s1@example.org", "s2@example.org"]
+    );
+}
+
+#[tokio::test]
+async fn vrfy_help_and_unknown_commands() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+
+    assert_eq!(code(&smtp.send("VRFY 10001@qq.com").await), "252");
+    assert_eq!(code(&smtp.send("HELP").await), "214");
+    assert_eq!(
+        smtp.send("FROB").await,
+        "502 Error: command not implemented"
+    );
+    assert_eq!(
+        smtp.send("AUTH PLAIN AGFAYg==").await,
+        "502 Error: command not implemented"
+    );
+    assert_eq!(
+        smtp.send("BDAT 10 LAST").await,
+        "502 Error: command not implemented"
+    );
+    assert_eq!(smtp.send("").await, "502 Error: command not implemented");
+}
+
+#[tokio::test]
+async fn over_long_lines_are_refused_and_the_session_goes_on() {
+    let server = server_with("[limits]\nmax_line_length = 100\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+
+    // One long line in one write, and one that arrives in pieces without a newline.
+    let long = format!("HELO {}", "a".repeat(200));
+    let first = smtp.send(&long).await;
+    smtp.write_raw(format!("NOOP {}", "b".repeat(150)).as_bytes())
+        .await;
+    let second = smtp.read_reply().await;
+    smtp.write_raw("c".repeat(300).as_bytes()).await;
+    smtp.write_raw(b"\r\nNOOP\r\n").await;
+    let after = smtp.read_reply().await;
+
+    assert_eq!(first, "500 Error: line too long");
+    assert_eq!(second, "500 Error: line too long");
+    assert_eq!(
+        after, "250 OK",
+        "the rest of the long line is skipped, not parsed"
+    );
+}
+
+#[tokio::test]
+async fn empty_message_and_dot_stuffed_first_line() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("HELO a.example").await;
+
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    smtp.send("RCPT TO:<10001@qq.com>").await;
+    smtp.send("DATA").await;
+    let empty = smtp.data("").await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    smtp.send("RCPT TO:<10001@qq.com>").await;
+    smtp.send("DATA").await;
+    let stuffed = smtp.data("..leading dot\r\nline\r\n..\r\n").await;
+
+    assert_eq!(empty, "250 Ok: queued as ");
+    assert_eq!(stuffed, "250 Ok: queued as ");
+    let messages = server.messages();
+    assert_eq!(messages[0].body(), b"", "headers only, then nothing");
+    let text = messages[1].text();
+    let after_headers = text
+        .split_once("\r\n")
+        .map(|_| ())
+        .and(text.find("\r\n.leading"));
+    assert!(after_headers.is_some(), "{text}");
+    assert!(
+        text.ends_with("\r\n.leading dot\r\nline\r\n.\r\n"),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
+async fn size_is_enforced_at_mail_and_during_data() {
+    let server = server_with("[limits]\nmax_message_size = 1000\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+
+    let declared = smtp.send("MAIL FROM:<a@example.org> SIZE=1001").await;
+    smtp.send("MAIL FROM:<a@example.org> SIZE=1000").await;
+    smtp.send("RCPT TO:<10001@qq.com>").await;
+    smtp.send("DATA").await;
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(5000));
+    let streamed = smtp.data(&big).await;
+    let after = smtp.send("NOOP").await;
+
+    assert!(
+        declared.starts_with("552 Message too large ["),
+        "{declared}"
+    );
+    assert!(
+        streamed.starts_with("552 Message too large ["),
+        "{streamed}"
+    );
+    assert_eq!(after, "250 OK");
+    assert!(server.messages().is_empty());
+    let rules: Vec<String> = server
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Decision(d) if !d.is_accept() => Some(d.rule),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        ["limits.max_message_size", "limits.max_message_size"]
+    );
+}
+
+#[tokio::test]
+async fn recipients_per_transaction_are_capped() {
+    let server = server_with("[limits]\nmax_recipients = 2\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("HELO a.example").await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+
+    let replies = [
+        smtp.send("RCPT TO:<10001@qq.com>").await,
+        smtp.send("RCPT TO:<10002@qq.com>").await,
+        smtp.send("RCPT TO:<10003@qq.com>").await,
+    ];
+
+    assert_eq!(replies[2], "452 Error: too many recipients");
+}
+
+#[tokio::test]
+async fn bad_addresses_and_foreign_domains() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("HELO a.example").await;
+
+    let bad_sender = smtp.send("MAIL FROM:<no-at-sign>").await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    let bad_rcpt = smtp.send("RCPT TO:<a@@qq.com>").await;
+    let relay = smtp.send("RCPT TO:<10001@gmail.com>").await;
+    let unknown = smtp.send("RCPT TO:<nobody@qq.com>").await;
+
+    assert!(
+        bad_sender.starts_with("501 Bad address syntax ["),
+        "{bad_sender}"
+    );
+    assert!(
+        bad_rcpt.starts_with("501 Bad address syntax ["),
+        "{bad_rcpt}"
+    );
+    assert!(bad_sender.ends_with(" IP: 127.0.0.1]. https://service.mail.qq.com/detail/122/167."));
+    assert_eq!(relay, "550 Relay access denied");
+    assert!(
+        unknown.starts_with("550 Mailbox not found. http://service.mail.qq.com/detail/122/169 [M")
+    );
+}
+
+#[tokio::test]
+async fn garbage_bytes_get_replies_not_a_crash() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+
+    let garbage: Vec<u8> = (0..=255u8)
+        .cycle()
+        .take(3000)
+        .filter(|&b| b != b'\n')
+        .collect();
+    smtp.write_raw(&garbage).await;
+    smtp.write_raw(b"\r\n\xff\xfe\x00MAIL\r\n").await;
+    let first = smtp.read_reply().await;
+    let second = smtp.read_reply().await;
+    let quit = smtp.send("QUIT").await;
+
+    assert_eq!(code(&first), "502");
+    assert_eq!(code(&second), "502");
+    assert_eq!(quit, "221 Bye.");
+}
+
+#[tokio::test]
+async fn a_silent_client_is_timed_out() {
+    let server = server_with("[limits]\nidle_timeout = \"200ms\"\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+
+    let reply = smtp.read_reply().await;
+
+    assert_eq!(reply, "421 newxmmxszc23-0.qq.com Error: timeout exceeded");
+    assert!(smtp.closed().await);
+}
+
+#[tokio::test]
+async fn a_chatty_client_is_cut_off() {
+    let server = server_with("[limits]\nmax_commands = 3\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+
+    for _ in 0..3 {
+        assert_eq!(smtp.send("NOOP").await, "250 OK");
+    }
+    let cut = smtp.send("NOOP").await;
+
+    assert_eq!(cut, "421 newxmmxszc23-0.qq.com Error: too many commands");
+    assert!(smtp.closed().await);
+}
+
+#[tokio::test]
+async fn starttls_discards_pipelined_plaintext_and_hides_itself() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+
+    smtp.write_raw(b"STARTTLS\r\nNOOP\r\n").await;
+    assert_eq!(smtp.read_reply().await, "220 Ready to start TLS");
+    let mut smtp = smtp.tls().await;
+    let ehlo = smtp.send("EHLO a.example").await;
+    let again = smtp.send("STARTTLS").await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    smtp.send("RCPT TO:<10001@qq.com>").await;
+    smtp.send("DATA").await;
+    smtp.data("Subject: secret\r\n\r\nhi").await;
+
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(again, "503 Error: TLS already active");
+    assert!(server.messages()[0].tls);
+    let discarded: Vec<usize> = server
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Discarded { bytes } => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(discarded, [6], "NOOP\\r\\n was thrown away");
+}
+
+#[tokio::test]
+async fn starttls_can_be_switched_off() {
+    let server = server_with("[tls]\nenabled = false\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+
+    let ehlo = smtp.send("EHLO a.example").await;
+    let starttls = smtp.send("STARTTLS").await;
+
+    assert!(!ehlo.contains("STARTTLS"));
+    assert_eq!(code(&starttls), "454");
+}
+
+#[tokio::test]
+async fn accepted_messages_carry_qq_headers_and_the_virtual_time() {
+    let server = QqMx::builder().seed(3).start();
+    server.clock().advance(Duration::from_secs(86_400));
+
+    deliver(
+        server.addr(),
+        "a@example.org",
+        "10001@qq.com",
+        "Subject: t\r\n\r\nhi",
+    )
+    .await;
+
+    let message = &server.messages()[0];
+    let received = message.header("Received").expect("Received header");
+    assert!(
+        received.starts_with("from client.example.org (client.example.org [127.0.0.1]) by newxmmxszc23-0.qq.com (NewMX) with SMTP id "),
+        "{received}"
+    );
+    // The default manual clock starts on Monday 2 June 2025, 09:00 in China.
+    assert!(
+        received.ends_with("for <10001@qq.com>; Tue, 3 Jun 2025 09:00:00 +0800"),
+        "{received}"
+    );
+    let mid = message.header("X-QQ-mid").expect("X-QQ-mid");
+    assert!(mid.starts_with("xmmxszc23-0t1748912400t"), "{mid}");
+    assert_eq!(mid.len(), "xmmxszc23-0t1748912400t".len() + 8);
+    assert_eq!(message.header("X-QQ-XMRINFO").map(|v| v.len()), Some(24));
+    assert_eq!(message.helo, "client.example.org");
+    assert_eq!(message.client.ip().to_string(), "127.0.0.1");
+}
+
+#[tokio::test]
+async fn shutdown_answers_open_sessions_with_421() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("HELO a.example").await;
+
+    drop(server);
+    let reply = smtp.read_reply().await;
+
+    assert_eq!(
+        reply,
+        "421 newxmmxszc23-0.qq.com Service not available, closing transmission channel"
+    );
+    assert!(smtp.closed().await);
+}
+
+#[tokio::test]
+async fn every_command_reply_and_decision_is_an_event() {
+    let server = QqMx::start();
+
+    deliver(server.addr(), "a@example.org", "10001@qq.com", "hi").await;
+
+    let kinds: Vec<String> = server
+        .events()
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::Connected { .. } => "connected".to_owned(),
+            EventKind::Command { line } => format!("C {line}"),
+            EventKind::Reply(r) => format!("S {}", r.kind),
+            EventKind::Decision(d) => format!("D {}", d.rule),
+            EventKind::Accepted { message } => format!("accepted {message}"),
+            EventKind::Closed { reason } => format!("closed: {reason}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "connected",
+            "S greeting",
+            "C EHLO client.example.org",
+            "S ehlo",
+            "C MAIL FROM:<a@example.org>",
+            "D mail.ok",
+            "S mail_ok",
+            "C RCPT TO:<10001@qq.com>",
+            "D mailbox.exists",
+            "S rcpt_ok",
+            "C DATA",
+            "S data_start",
+            "D data.ok",
+            "accepted 1",
+            "S queued",
+            "C QUIT",
+            "S bye",
+            "closed: quit",
+        ]
+    );
+}
