@@ -22,7 +22,7 @@ use crate::reply::{Catalogue, Generation, ReplyKind};
 pub const DEFAULT_START: &str = "2025-06-02T01:00:00Z";
 
 /// Everything a qqmx server can be told. Every field has a default.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
@@ -44,22 +44,6 @@ pub struct Config {
     pub store: StoreConfig,
     /// Reply templates that replace the built-in ones, by kind (`mailbox_not_found = "..."`).
     pub replies: BTreeMap<ReplyKind, String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            generation: Generation::default(),
-            host: None,
-            clock: ClockConfig::default(),
-            limits: Limits::default(),
-            tls: TlsConfig::default(),
-            mailboxes: Mailboxes::default(),
-            store: StoreConfig::default(),
-            replies: BTreeMap::new(),
-        }
-    }
 }
 
 /// How time passes.
@@ -494,7 +478,7 @@ pub(crate) mod duration_text {
                 ("m", 60_000),
                 ("s", 1000),
             ] {
-                if ms > 0 && ms % size == 0 {
+                if ms > 0 && ms.is_multiple_of(size) {
                     return write!(f, "{}{unit}", ms / size);
                 }
             }

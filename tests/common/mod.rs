@@ -123,14 +123,20 @@ impl Smtp {
     }
 }
 
-/// Runs a whole delivery: EHLO, MAIL, RCPT, DATA, QUIT. Returns the transcript.
+/// Runs a whole delivery: EHLO, MAIL, RCPT, DATA (if RCPT was accepted), QUIT.
+/// Returns the transcript.
 pub async fn deliver(addr: SocketAddr, from: &str, to: &str, body: &str) -> String {
     let mut smtp = Smtp::connect(addr).await;
     smtp.send("EHLO client.example.org").await;
     smtp.send(&format!("MAIL FROM:<{from}>")).await;
-    smtp.send(&format!("RCPT TO:<{to}>")).await;
-    smtp.send("DATA").await;
-    smtp.data(body).await;
+    if smtp
+        .send(&format!("RCPT TO:<{to}>"))
+        .await
+        .starts_with("250")
+        && smtp.send("DATA").await.starts_with("354")
+    {
+        smtp.data(body).await;
+    }
     smtp.send("QUIT").await;
     assert!(smtp.closed().await, "qqmx closes after QUIT");
     smtp.transcript

@@ -1,0 +1,98 @@
+//! The `qqmx` binary: `serve` starts, answers, and drains on SIGTERM; bad configs are
+//! named precisely; `config` prints the defaults.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use common::Smtp;
+
+const QQMX: &str = env!("CARGO_BIN_EXE_qqmx");
+
+/// Starts `qqmx serve` on a free port and returns it with the address it printed.
+fn serve(args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(QQMX)
+        .args(["serve", "--smtp", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qqmx starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line
+        .strip_prefix("qqmx listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+    (child, addr)
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn serve_answers_and_drains_on_sigterm() {
+    let (mut child, addr) = serve(&["--generation", "2019", "--seed", "5"]);
+    let mut smtp = Smtp::connect(addr).await;
+    let ehlo = smtp.send("EHLO client.example.org").await;
+
+    terminate(&child);
+    let last = smtp.read_reply().await;
+    let status = child.wait().expect("exit");
+
+    assert!(ehlo.starts_with("250-newxmmxsza22.qq.com\r\n"), "{ehlo}");
+    assert_eq!(
+        last,
+        "421 newxmmxsza22.qq.com Service not available, closing transmission channel"
+    );
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_bad_config_is_named_by_file_line_and_key() {
+    let dir = std::env::temp_dir().join(format!("qqmx-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("qqmx.toml");
+    std::fs::write(&path, "seed = 1\n\n[limits]\nmax_line = 10\n").expect("write");
+
+    let output = Command::new(QQMX)
+        .args(["serve", "--smtp", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .expect("qqmx runs");
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "qqmx: {}:4:1: key `limits.max_line`: unknown field `max_line`",
+        path.display()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+}
+
+#[test]
+fn config_prints_the_annotated_defaults() {
+    let output = Command::new(QQMX)
+        .arg("config")
+        .output()
+        .expect("qqmx runs");
+
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    assert_eq!(
+        qqmx::Config::from_toml(&text).ok(),
+        Some(qqmx::Config::default())
+    );
+    assert!(text.contains("# Seed of the random generator"));
+}

@@ -1,0 +1,190 @@
+//! The embedded API as a test author uses it: start, deliver, wait, expect, reset, and
+//! move the clock.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::deliver;
+use qqmx::{Clock, Config, Expectation, QqMx, ReplyKind, Times};
+
+fn deliver_blocking(server: &QqMx, to: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(deliver(
+        server.addr(),
+        "a@example.org",
+        to,
+        "Subject: x\r\n\r\ny",
+    ))
+}
+
+#[test]
+fn works_from_a_plain_test_and_waits_for_messages() {
+    let server = QqMx::start();
+    let addr = server.addr();
+    let sender = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            for to in ["10001@qq.com", "10002@qq.com"] {
+                deliver(addr, "a@example.org", to, "hi").await;
+            }
+        });
+    });
+
+    let messages = server
+        .wait_for_messages(2, Duration::from_secs(10))
+        .expect("two messages");
+    sender.join().expect("sender thread");
+
+    assert_eq!(messages.len(), 2);
+    let err = server
+        .wait_for_messages(3, Duration::from_millis(20))
+        .expect_err("only two");
+    assert_eq!(
+        err.to_string(),
+        "waited 20ms for 3 accepted messages, got 2"
+    );
+}
+
+#[tokio::test]
+async fn waits_asynchronously_inside_tokio() {
+    let server = QqMx::start();
+    let addr = server.addr();
+    tokio::spawn(async move { deliver(addr, "a@example.org", "10001@qq.com", "hi").await });
+
+    let messages = server
+        .wait_for_messages_async(1, Duration::from_secs(10))
+        .await
+        .expect("one message");
+
+    assert_eq!(messages[0].rcpt_to, ["10001@qq.com"]);
+}
+
+#[test]
+fn expectations_report_what_failed_and_what_was_seen() {
+    let server = QqMx::builder().seed(9).start();
+    server.expect(Expectation::accepted(3));
+    server.expect(Expectation::replies(ReplyKind::MailboxNotFound, 1..).named("stale list"));
+    server.expect(Expectation::replies(ReplyKind::Queued, ..=1));
+    deliver_blocking(&server, "10001@qq.com");
+
+    let report = server.verify().expect_err("two expectations fail");
+
+    assert_eq!(
+        report.to_string(),
+        "qqmx: 2 of 3 expectations not met (seed 9):\n  \
+         - expected exactly 3 accepted messages, got 1\n  \
+         - \"stale list\": expected at least 1 `mailbox_not_found` replies, got 0\n\
+         qqmx accepted 1 messages; replies sent: greeting ×1, ehlo ×1, mail_ok ×1, \
+         rcpt_ok ×1, data_start ×1, queued ×1, bye ×1"
+    );
+    server.reset();
+}
+
+#[test]
+#[should_panic(
+    expected = "qqmx: 1 of 1 expectations not met (seed 0):\n  - expected between 1 and 2 accepted messages, got 0\n"
+)]
+fn failed_expectations_panic_on_drop() {
+    let server = QqMx::start();
+    server.expect(Expectation::accepted(1..=2));
+}
+
+#[test]
+fn met_expectations_pass_silently_and_reset_forgets() {
+    let server = QqMx::start();
+    server.expect(Expectation::accepted(1));
+    server.expect(Expectation::replies(ReplyKind::MailboxNotFound, 1));
+    deliver_blocking(&server, "10001@qq.com");
+    deliver_blocking(&server, "nobody@qq.com");
+    assert_eq!(server.verify(), Ok(()));
+
+    server.reset();
+
+    assert!(server.messages().is_empty() && server.events().is_empty());
+    assert_eq!(
+        server.verify(),
+        Ok(()),
+        "the expectations went with the reset"
+    );
+}
+
+#[test]
+fn a_day_passes_in_no_time() {
+    let server = QqMx::start();
+    let start = server.clock().now();
+    let real = Instant::now();
+
+    for _ in 0..24 {
+        server.clock().advance(Duration::from_secs(3600));
+    }
+    deliver_blocking(&server, "10001@qq.com");
+
+    let stamped = server.messages()[0].received_at;
+    assert_eq!(
+        stamped.duration_since(start).ok(),
+        Some(Duration::from_secs(86_400))
+    );
+    assert!(
+        real.elapsed() < Duration::from_secs(5),
+        "virtual time costs no real time"
+    );
+}
+
+#[test]
+fn servers_in_parallel_do_not_share_anything() {
+    let servers: Vec<QqMx> = (0..4).map(|_| QqMx::start()).collect();
+
+    for (i, server) in servers.iter().enumerate() {
+        for _ in 0..=i {
+            deliver_blocking(server, "10001@qq.com");
+        }
+    }
+
+    let counts: Vec<usize> = servers.iter().map(|s| s.messages().len()).collect();
+    assert_eq!(counts, [1, 2, 3, 4]);
+}
+
+#[test]
+fn the_builder_takes_a_config_and_a_clock() {
+    let config = Config::from_toml("generation = \"2017\"\n[mailboxes]\nexisting = \"all\"\n")
+        .expect("config");
+    let clock = Clock::manual_at_unix(1_000_000_000);
+    let server = QqMx::builder().config(config).clock(clock.clone()).start();
+
+    let transcript = deliver_blocking(&server, "anyone@foxmail.com");
+
+    assert!(transcript.starts_with("S: 220 newmx17.qq.com MX QQ Mail Server\n"));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(qqmx::clock::unix_secs(server.clock().now()), 1_000_000_001);
+    assert_eq!(server.messages()[0].rcpt_to, ["anyone@foxmail.com"]);
+}
+
+#[test]
+fn the_store_cap_evicts_and_counts() {
+    let config = Config::from_toml("[store]\nmax_messages = 2\n").expect("config");
+    let server = QqMx::builder().config(config).start();
+
+    for _ in 0..5 {
+        deliver_blocking(&server, "10001@qq.com");
+    }
+
+    let stats = server.stats();
+    assert_eq!(
+        (stats.messages, stats.messages_evicted, stats.accepted_total),
+        (2, 3, 5)
+    );
+    let ids: Vec<u64> = server.messages().iter().map(|m| m.id).collect();
+    assert_eq!(ids, [4, 5]);
+}
+
+#[test]
+fn times_read_naturally() {
+    assert_eq!(Times::from(3).to_string(), "exactly 3");
+    assert_eq!(Times::from(1..).to_string(), "at least 1");
+    assert_eq!(Times::from(..3).to_string(), "at most 2");
+    assert_eq!(Times::from(2..=5).to_string(), "between 2 and 5");
+}
