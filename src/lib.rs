@@ -50,3 +50,8 @@ pub use reply::{Generation, Reply, ReplyKind};
 pub use server::{Server, StartError};
 pub use store::{Event, EventKind, Folder, Message};
 pub use tls::TlsError;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

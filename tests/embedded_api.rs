@@ -188,3 +188,10 @@ fn times_read_naturally() {
     assert_eq!(Times::from(..3).to_string(), "at most 2");
     assert_eq!(Times::from(2..=5).to_string(), "between 2 and 5");
 }
+
+#[test]
+fn the_example_configs_parse() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let config = Config::from_file(format!("{dir}/qq-2019.toml")).expect("example config");
+    assert_eq!(config.host(), "newxmmxszc27.qq.com");
+}

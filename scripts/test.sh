@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every qqmx test. The tests drive real clients: lettre (a dev-dependency),
+# Python's smtplib (python3) and swaks, which this script installs from Debian when it
+# is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v swaks >/dev/null || need_apt+=(swaks)
+command -v python3 >/dev/null || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: please install ${need_apt[*]} (Debian: sudo apt-get install ${need_apt[*]})" >&2
+    exit 1
+  fi
+fi
+
+exec cargo test --all-features "$@"
