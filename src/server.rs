@@ -7,8 +7,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -37,6 +37,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The config does not pass [`Config::check`].
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The server's thread or runtime could not be started.
     #[error("cannot start the server's runtime: {0}")]
     Runtime(std::io::Error),
@@ -65,12 +68,13 @@ impl Server {
     ///
     /// [`StartError::Tls`] when the certificate cannot be loaded or generated.
     pub fn new(config: Config, clock: Clock) -> Result<Self, StartError> {
+        let policy = Policy::new(&config)?;
         let tls = tls::acceptor(&config.tls, config.host())?;
         let store = Store::new(clock.clone(), config.store.clone());
         Ok(Self {
             shared: Arc::new(Shared {
                 catalogue: config.catalogue(),
-                policy: Policy::new(&config),
+                policy: Mutex::new(policy),
                 store,
                 clock,
                 tls,

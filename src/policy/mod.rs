@@ -1,28 +1,62 @@
 //! The policy layer: pure decisions about a sender.
 //!
-//! Given a [`Stage`] of the SMTP conversation and the facts known at that stage, the
-//! policy returns a [`Decision`]: a [`Verdict`] and the rule that produced it, in words a
-//! test can read. No I/O, no sockets, no tokio, no reading of the time except what the
-//! caller passes in; the `session` layer turns verdicts into replies through the
-//! catalogue and records every decision in the event log.
+//! Given a [`Stage`] of the SMTP conversation, the [`Facts`] known at that stage and the
+//! time, the [`Policy`] returns a [`Decision`]: a [`Verdict`] and the rule that produced
+//! it, with the key, counter, limit, window and block end where there are some. No I/O,
+//! no sockets, no tokio; time comes in as an argument and randomness from the seed. The
+//! `session` layer turns verdicts into replies through the catalogue and records every
+//! decision in the event log.
 //!
-//! Today it decides address syntax, which domains QQ serves and which mailboxes exist
-//! ([`mailbox`]), and message size and recipient counts. Quotas, blacklists and content
-//! rules join it here.
+//! The rules, in the order they are tried at each stage:
+//!
+//! 1. the protocol's own: address syntax ([`mailbox`]), SIZE, recipients per
+//!    transaction, domains served, mailboxes that exist;
+//! 2. personal blacklists and backscatter (RCPT);
+//! 3. blacklists: static (IPs, CIDR ranges, senders, domains, with optional expiry),
+//!    random (a seeded draw for each new IP and sender domain) and earned (an IP whose
+//!    reputation fell to zero through complaints). A recipient's whitelist beats them;
+//! 4. quotas with minute, hour and day tiers per IP, sender, domain and recipient, and the
+//!    warm-up allowance of new IPs;
+//! 5. content rules at the end of data: spam phrases and bulk detection.
+//!
+//! # Quota semantics
+//!
+//! Windows are calendar windows: the minute, the clock hour, the day from midnight to
+//! midnight in China Standard Time. `ip_messages`, `sender`, `domain` count **accepted
+//! messages** (one per message, whatever its recipients); `recipient` counts accepted
+//! messages per recipient; `ip_connections` counts **connection attempts**. A quota is
+//! checked at its configured stage: if the key is blocked, or one more event would take
+//! any tier past its limit, the client gets the quota's reply and the key is blocked for
+//! that tier's block time (the day tier: until midnight UTC+8). A blocked key sees the
+//! same reply at every attempt until the block ends. Message quotas are checked once more
+//! when a message is accepted, so that no key ever gets more accepted messages in a window
+//! than its limit, whatever the stage and however many sessions run at once.
 
+mod content;
+mod lists;
 pub mod mailbox;
+mod quota;
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::clock::{parse_rfc3339, unix_secs};
+use crate::config::{Blacklist, Config, ConfigError, Content, Memory, Quota, Quotas, Reputation};
 use crate::reply::ReplyKind;
 
+pub use lists::IpNet;
 pub use mailbox::{Address, AddressError};
+pub use quota::{QuotaName, Window};
+
+use lists::Listed;
+use quota::{Breach, Counter, Subject};
 
 /// Where in the conversation a decision is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Stage {
@@ -62,6 +96,8 @@ pub enum Verdict {
     Accept,
     /// Refuse with this reply.
     Reject(ReplyKind),
+    /// Send this reply and close the connection.
+    Disconnect(ReplyKind),
 }
 
 /// A verdict with the rule behind it.
@@ -72,158 +108,447 @@ pub struct Decision {
     pub stage: Stage,
     /// What to do.
     pub verdict: Verdict,
-    /// The rule that decided (`mailbox.exists`, `limits.max_message_size`, ...).
+    /// The rule that decided (`mailbox.exists`, `quota.ip_messages`, ...).
     pub rule: String,
-    /// Why, in words: the key, the counter and the limit where there are some.
+    /// Why, in words.
     pub detail: String,
+    /// The key a quota or list matched (`ip:127.0.0.3`, `sender:a@example.org`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The count in the window when the rule fired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counter: Option<u64>,
+    /// The limit of the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// The window whose limit was crossed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// When the block ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_until: Option<SystemTime>,
 }
 
 impl Decision {
-    fn accept(stage: Stage, rule: &str, detail: impl Into<String>) -> Self {
+    fn new(stage: Stage, verdict: Verdict, rule: &str, detail: impl Into<String>) -> Self {
         Self {
             stage,
-            verdict: Verdict::Accept,
+            verdict,
             rule: rule.to_owned(),
             detail: detail.into(),
+            key: None,
+            counter: None,
+            limit: None,
+            window: None,
+            block_until: None,
         }
     }
 
+    fn accept(stage: Stage, rule: &str, detail: impl Into<String>) -> Self {
+        Self::new(stage, Verdict::Accept, rule, detail)
+    }
+
     fn reject(stage: Stage, kind: ReplyKind, rule: &str, detail: impl Into<String>) -> Self {
-        Self {
-            stage,
-            verdict: Verdict::Reject(kind),
-            rule: rule.to_owned(),
-            detail: detail.into(),
-        }
+        let verdict = if stage == Stage::Connect {
+            Verdict::Disconnect(kind)
+        } else {
+            Verdict::Reject(kind)
+        };
+        Self::new(stage, verdict, rule, detail)
+    }
+
+    fn keyed(mut self, key: String) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    fn until(mut self, until: u64) -> Self {
+        self.block_until = Some(UNIX_EPOCH + Duration::from_secs(until));
+        self
+    }
+
+    fn breach(mut self, breach: &Breach) -> Self {
+        self.counter = Some(breach.count);
+        self.limit = Some(breach.limit);
+        self.window = Some(breach.window);
+        self.until(breach.until)
     }
 
     /// Whether the verdict lets the client go on.
     pub fn is_accept(&self) -> bool {
         self.verdict == Verdict::Accept
     }
+
+    /// The reply a refusal sends.
+    pub fn reply(&self) -> Option<ReplyKind> {
+        match self.verdict {
+            Verdict::Accept => None,
+            Verdict::Reject(kind) | Verdict::Disconnect(kind) => Some(kind),
+        }
+    }
 }
 
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.verdict {
-            Verdict::Accept => write!(
-                f,
-                "{}: accept by {}: {}",
-                self.stage, self.rule, self.detail
-            ),
-            Verdict::Reject(kind) => write!(
-                f,
-                "{}: reject ({kind}) by {}: {}",
-                self.stage, self.rule, self.detail
-            ),
+            Verdict::Accept => write!(f, "{}: accept by {}", self.stage, self.rule)?,
+            Verdict::Reject(kind) => write!(f, "{}: reject ({kind}) by {}", self.stage, self.rule)?,
+            Verdict::Disconnect(kind) => {
+                write!(f, "{}: disconnect ({kind}) by {}", self.stage, self.rule)?;
+            }
         }
+        if let Some(key) = &self.key {
+            write!(f, " [{key}]")?;
+        }
+        write!(f, ": {}", self.detail)
     }
 }
 
-/// What is known when MAIL FROM arrives.
+/// What is known about the client and the transaction at a stage.
 #[derive(Debug, Clone, Copy)]
-pub struct MailFacts<'a> {
-    /// The reverse path as sent, empty for the null sender.
-    pub from: &'a str,
-    /// The SIZE= parameter, 0 when absent.
+#[non_exhaustive]
+pub struct Facts<'a> {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The reverse path once MAIL was accepted (empty for the null sender).
+    pub from: Option<&'a str>,
+    /// The SIZE= parameter of MAIL, 0 when absent.
     pub declared_size: u64,
-    /// Whether SMTPUTF8 was given.
+    /// Whether MAIL had SMTPUTF8.
     pub smtputf8: bool,
+    /// Recipients accepted so far.
+    pub rcpts: &'a [String],
+    /// At RCPT: the recipient being decided.
+    pub rcpt: Option<&'a str>,
+    /// At the end of data: the message as received.
+    pub message: Option<&'a [u8]>,
 }
 
-/// What is known when RCPT TO arrives.
-#[derive(Debug, Clone, Copy)]
-pub struct RcptFacts<'a> {
-    /// The forward path as sent.
-    pub to: &'a str,
-    /// Recipients already accepted in this transaction.
-    pub accepted: usize,
-    /// Whether the transaction's MAIL had SMTPUTF8.
-    pub smtputf8: bool,
+impl<'a> Facts<'a> {
+    /// Facts about a client at `ip` before any transaction.
+    pub fn new(ip: IpAddr) -> Self {
+        Self {
+            ip,
+            from: None,
+            declared_size: 0,
+            smtputf8: false,
+            rcpts: &[],
+            rcpt: None,
+            message: None,
+        }
+    }
+
+    /// With the reverse path.
+    pub fn from(mut self, from: &'a str) -> Self {
+        self.from = Some(from);
+        self
+    }
+
+    /// With the SIZE= and SMTPUTF8 parameters of MAIL.
+    pub fn mail_params(mut self, declared_size: u64, smtputf8: bool) -> Self {
+        self.declared_size = declared_size;
+        self.smtputf8 = smtputf8;
+        self
+    }
+
+    /// With the recipients accepted so far.
+    pub fn rcpts(mut self, rcpts: &'a [String]) -> Self {
+        self.rcpts = rcpts;
+        self
+    }
+
+    /// With the recipient being decided.
+    pub fn rcpt(mut self, rcpt: &'a str) -> Self {
+        self.rcpt = Some(rcpt);
+        self
+    }
+
+    /// With the message.
+    pub fn message(mut self, message: &'a [u8]) -> Self {
+        self.message = Some(message);
+        self
+    }
 }
 
-/// The sender-facing rules, built from a [`Config`].
+/// The decisions of a new connection.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Connect {
+    /// Accept, or disconnect with a reply instead of the greeting.
+    pub decision: Decision,
+    /// Refusals decided now but answered at a later stage (`Connection frequency
+    /// limited` at the end of data, as QQ does).
+    pub deferred: Vec<Decision>,
+}
+
+/// A block in force, for inspection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BlockInfo {
+    /// The quota.
+    pub quota: QuotaName,
+    /// The blocked key.
+    pub key: String,
+    /// The window whose limit was crossed.
+    pub window: Option<Window>,
+    /// When it ends.
+    pub until: SystemTime,
+    /// Refusals since it began.
+    pub refused: u64,
+}
+
+#[derive(Debug, Default)]
+struct IpHistory {
+    first_seen: u64,
+    last_seen: u64,
+    random_until: Option<u64>,
+    complaints: VecDeque<u64>,
+}
+
+#[derive(Debug, Default)]
+struct DomainHistory {
+    last_seen: u64,
+    random_until: Option<u64>,
+}
+
+/// QQ's rules about senders, and what it remembers about them.
+#[derive(Debug)]
 pub struct Policy {
+    seed: u64,
     mailboxes: mailbox::Directory,
     max_message_size: u64,
     max_recipients: usize,
+    quotas: Quotas,
+    blacklist: Blacklist,
+    reputation: Reputation,
+    content: Content,
+    memory: Memory,
+    counters: HashMap<(QuotaName, Subject), Counter>,
+    active: HashMap<IpAddr, u64>,
+    ips: HashMap<IpAddr, IpHistory>,
+    domains: HashMap<Box<str>, DomainHistory>,
+    ip_lists: Vec<Listed<IpNet>>,
+    sender_lists: Vec<Listed<String>>,
+    domain_lists: Vec<Listed<String>>,
+    whitelist: HashSet<(String, String)>,
+    personal: HashMap<String, HashSet<String>>,
+    outbound: HashSet<(String, IpAddr)>,
+    bulk: HashMap<u64, content::Bulk>,
+    last_sweep: u64,
+}
+
+const SWEEP_EVERY: u64 = 600;
+
+fn secs(t: SystemTime) -> u64 {
+    unix_secs(t)
+}
+
+fn domain_of(address: &str) -> &str {
+    address.rsplit_once('@').map_or("", |(_, d)| d)
+}
+
+fn until_secs(until: Option<&str>) -> Option<u64> {
+    until.and_then(parse_rfc3339).map(unix_secs)
 }
 
 impl Policy {
-    /// The rules `config` describes.
-    pub fn new(config: &Config) -> Self {
-        Self {
+    /// The rules `config` describes, with nothing remembered yet.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] when the config does not pass [`Config::check`].
+    pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        config.check()?;
+        let b = &config.blacklist;
+        let ip_lists = b
+            .ips
+            .iter()
+            .filter_map(|e| {
+                Some(Listed {
+                    value: e.value().parse().ok()?,
+                    until: until_secs(e.until()),
+                    source: "config",
+                })
+            })
+            .collect();
+        let text_list = |entries: &[crate::config::ListEntry]| {
+            entries
+                .iter()
+                .map(|e| Listed {
+                    value: e.value().to_lowercase(),
+                    until: until_secs(e.until()),
+                    source: "config",
+                })
+                .collect()
+        };
+        let personal = config
+            .content
+            .personal_blacklists
+            .iter()
+            .map(|(rcpt, senders)| {
+                let senders = senders.iter().map(|s| s.to_lowercase()).collect();
+                (rcpt.to_lowercase(), senders)
+            })
+            .collect();
+        Ok(Self {
+            seed: config.seed,
             mailboxes: mailbox::Directory::new(&config.mailboxes),
             max_message_size: config.limits.max_message_size,
             max_recipients: config.limits.max_recipients,
-        }
+            quotas: config.quotas.clone(),
+            blacklist: config.blacklist.clone(),
+            reputation: config.reputation.clone(),
+            content: config.content.clone(),
+            memory: config.memory.clone(),
+            counters: HashMap::new(),
+            active: HashMap::new(),
+            ips: HashMap::new(),
+            domains: HashMap::new(),
+            ip_lists,
+            sender_lists: text_list(&b.senders),
+            domain_lists: text_list(&b.domains),
+            whitelist: HashSet::new(),
+            personal,
+            outbound: HashSet::new(),
+            bulk: HashMap::new(),
+            last_sweep: 0,
+        })
     }
 
-    /// Decides MAIL FROM.
-    pub fn check_mail(&self, facts: &MailFacts<'_>) -> Decision {
-        const STAGE: Stage = Stage::Mail;
-        if !facts.from.is_empty()
-            && let Err(e) = Address::parse(facts.from, facts.smtputf8)
-        {
-            let detail = format!("<{}>: {e}", facts.from);
-            return Decision::reject(STAGE, ReplyKind::BadAddressSyntax, "address.syntax", detail);
-        }
-        if facts.declared_size > self.max_message_size {
-            let detail = format!(
-                "SIZE={} is over the limit of {}",
-                facts.declared_size, self.max_message_size
-            );
-            return Decision::reject(
-                STAGE,
-                ReplyKind::MessageTooLarge,
-                "limits.max_message_size",
-                detail,
-            );
-        }
-        Decision::accept(STAGE, "mail.ok", format!("<{}>", facts.from))
-    }
+    // ---- the stages ------------------------------------------------------------------
 
-    /// Decides RCPT TO.
-    pub fn check_rcpt(&self, facts: &RcptFacts<'_>) -> Decision {
-        const STAGE: Stage = Stage::Rcpt;
-        if facts.accepted >= self.max_recipients {
-            let detail = format!(
-                "{} recipients already accepted, limit {}",
-                facts.accepted, self.max_recipients
-            );
-            return Decision::reject(
-                STAGE,
-                ReplyKind::TooManyRecipients,
-                "limits.max_recipients",
-                detail,
-            );
+    /// A client connects: counts the connection, draws random blacklisting for a new IP,
+    /// and decides whether to greet it.
+    pub fn connect(&mut self, ip: IpAddr, now: SystemTime) -> Connect {
+        let now = secs(now);
+        self.sweep(now);
+        self.see_ip(ip, now);
+        let mut deferred = Vec::new();
+
+        let active = self.active.entry(ip).or_insert(0);
+        *active += 1;
+        let open = *active;
+        let c = &self.quotas.ip_concurrent;
+        if c.enabled && open > c.limit {
+            let d = Decision::reject(
+                c.stage,
+                c.reply,
+                "quota.ip_concurrent",
+                format!("{open} connections open, limit {}", c.limit),
+            )
+            .keyed(format!("ip:{ip}"));
+            let d = Decision {
+                counter: Some(open),
+                limit: Some(c.limit),
+                ..d
+            };
+            deferred.push(d);
         }
-        let address = match Address::parse(facts.to, facts.smtputf8) {
-            Ok(address) => address,
-            Err(e) => {
-                let detail = format!("<{}>: {e}", facts.to);
-                return Decision::reject(
-                    STAGE,
-                    ReplyKind::BadAddressSyntax,
-                    "address.syntax",
-                    detail,
-                );
+
+        if let Some(d) = self.denied(ip, now) {
+            return Connect {
+                decision: d,
+                deferred,
+            };
+        }
+
+        let q = &self.quotas.ip_connections;
+        if q.enabled {
+            let key = (QuotaName::IpConnections, Subject::Ip(ip));
+            let counter = self.counters.entry(key).or_default();
+            let checked = counter.check(q, now, None);
+            counter.add(now, 1);
+            if let Err(breach) = checked {
+                let what = if breach.already {
+                    "blocked"
+                } else {
+                    "over the limit"
+                };
+                let d = Decision::reject(
+                    q.stage,
+                    q.reply,
+                    "quota.ip_connections",
+                    format!("connections from {ip} {what}"),
+                )
+                .keyed(format!("ip:{ip}"))
+                .breach(&breach);
+                deferred.push(d);
             }
+        }
+
+        let mut decision = Decision::accept(Stage::Connect, "connect.ok", format!("{ip}"));
+        if let Some(pos) = deferred.iter().position(|d| d.stage == Stage::Connect) {
+            decision = deferred.remove(pos);
+        } else if let Some(d) = self.ip_blacklisted(Stage::Connect, &Facts::new(ip), now) {
+            decision = d;
+        }
+        Connect { decision, deferred }
+    }
+
+    /// A client's connection closed.
+    pub fn disconnect(&mut self, ip: IpAddr) {
+        if let Some(n) = self.active.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.active.remove(&ip);
+            }
+        }
+    }
+
+    /// Decides HELO, MAIL, RCPT or DATA. (The end of data is [`end_of_data`](Self::end_of_data).)
+    pub fn check(&mut self, stage: Stage, facts: &Facts<'_>, now: SystemTime) -> Decision {
+        let now = secs(now);
+        self.see_ip(facts.ip, now);
+        let intrinsic = match stage {
+            Stage::Mail => self.mail_syntax(facts),
+            Stage::Rcpt => self.rcpt_basics(facts),
+            _ => None,
         };
-        if !self.mailboxes.serves(&address) {
-            let detail = format!("{} is not a domain served by QQ", address.domain());
-            return Decision::reject(STAGE, ReplyKind::RelayDenied, "mailbox.domain", detail);
+        if let Some(d) = intrinsic {
+            return d;
         }
-        match self.mailboxes.lookup(&address) {
-            Some(why) => Decision::accept(STAGE, "mailbox.exists", format!("<{address}> {why}")),
-            None => Decision::reject(
-                STAGE,
-                ReplyKind::MailboxNotFound,
-                "mailbox.exists",
-                format!("<{address}> {}", self.mailboxes.why_missing()),
-            ),
+        if stage == Stage::Rcpt
+            && let Some(d) = self.personal_and_backscatter(facts)
+        {
+            return d;
         }
+        if let Some(d) = self.blacklisted(stage, facts, now) {
+            return d;
+        }
+        if let Some(d) = self.quotas_at(stage, facts, now) {
+            return d;
+        }
+        let (rule, detail) = match (stage, facts.rcpt) {
+            (Stage::Rcpt, Some(rcpt)) => ("mailbox.exists", format!("<{rcpt}> exists")),
+            (Stage::Mail, _) => ("mail.ok", format!("<{}>", facts.from.unwrap_or(""))),
+            (Stage::Helo, _) => ("helo.ok", String::new()),
+            _ => ("data.ok", format!("{} recipients", facts.rcpts.len())),
+        };
+        Decision::accept(stage, rule, detail)
+    }
+
+    /// Decides a complete message; when it is accepted, counts it against every quota.
+    pub fn end_of_data(&mut self, facts: &Facts<'_>, now: SystemTime) -> Decision {
+        const STAGE: Stage = Stage::EndOfData;
+        let now = secs(now);
+        self.see_ip(facts.ip, now);
+        if let Some(d) = self.blacklisted(STAGE, facts, now) {
+            return d;
+        }
+        if let Some(d) = self.quotas_at(STAGE, facts, now) {
+            return d;
+        }
+        if let Some(d) = self.content_rules(facts, now) {
+            return d;
+        }
+        // Re-check every message quota, wherever it is answered, so that concurrent
+        // sessions cannot take a key past its limit between their checks and this point.
+        if let Some(d) = self.message_quotas(STAGE, facts, now, true) {
+            return d;
+        }
+        self.commit(facts, now);
+        let size = facts.message.map_or(0, <[u8]>::len);
+        Decision::accept(STAGE, "message.ok", format!("{size} bytes"))
     }
 
     /// Decides a message whose DATA grew past the size limit.
@@ -239,120 +564,724 @@ impl Policy {
         )
     }
 
-    /// Decides a complete message at the final dot.
-    pub fn check_end_of_data(&self, size: usize) -> Decision {
-        Decision::accept(Stage::EndOfData, "data.ok", format!("{size} bytes"))
+    // ---- rules -----------------------------------------------------------------------
+
+    fn mail_syntax(&self, facts: &Facts<'_>) -> Option<Decision> {
+        const STAGE: Stage = Stage::Mail;
+        let from = facts.from.unwrap_or("");
+        if !from.is_empty()
+            && let Err(e) = Address::parse(from, facts.smtputf8)
+        {
+            let detail = format!("<{from}>: {e}");
+            return Some(Decision::reject(
+                STAGE,
+                ReplyKind::BadAddressSyntax,
+                "address.syntax",
+                detail,
+            ));
+        }
+        if facts.declared_size > self.max_message_size {
+            let detail = format!(
+                "SIZE={} is over the limit of {}",
+                facts.declared_size, self.max_message_size
+            );
+            return Some(Decision::reject(
+                STAGE,
+                ReplyKind::MessageTooLarge,
+                "limits.max_message_size",
+                detail,
+            ));
+        }
+        None
+    }
+
+    fn rcpt_basics(&self, facts: &Facts<'_>) -> Option<Decision> {
+        const STAGE: Stage = Stage::Rcpt;
+        let to = facts.rcpt.unwrap_or("");
+        if facts.rcpts.len() >= self.max_recipients {
+            let detail = format!(
+                "{} recipients already accepted, limit {}",
+                facts.rcpts.len(),
+                self.max_recipients
+            );
+            return Some(Decision::reject(
+                STAGE,
+                ReplyKind::TooManyRecipients,
+                "limits.max_recipients",
+                detail,
+            ));
+        }
+        let address = match Address::parse(to, facts.smtputf8) {
+            Ok(address) => address,
+            Err(e) => {
+                let detail = format!("<{to}>: {e}");
+                return Some(Decision::reject(
+                    STAGE,
+                    ReplyKind::BadAddressSyntax,
+                    "address.syntax",
+                    detail,
+                ));
+            }
+        };
+        if !self.mailboxes.serves(&address) {
+            let detail = format!("{} is not a domain served by QQ", address.domain());
+            return Some(Decision::reject(
+                STAGE,
+                ReplyKind::RelayDenied,
+                "mailbox.domain",
+                detail,
+            ));
+        }
+        if self.mailboxes.lookup(&address).is_none() {
+            return Some(Decision::reject(
+                STAGE,
+                ReplyKind::MailboxNotFound,
+                "mailbox.exists",
+                format!("<{address}> {}", self.mailboxes.why_missing()),
+            ));
+        }
+        None
+    }
+
+    fn personal_and_backscatter(&self, facts: &Facts<'_>) -> Option<Decision> {
+        const STAGE: Stage = Stage::Rcpt;
+        let rcpt = facts.rcpt?.to_lowercase();
+        let from = facts.from.unwrap_or("").to_lowercase();
+        if let Some(blocked) = self.personal.get(&rcpt)
+            && !from.is_empty()
+            && (blocked.contains(&from) || blocked.contains(domain_of(&from)))
+        {
+            return Some(
+                Decision::reject(
+                    STAGE,
+                    ReplyKind::RejectedByRecipients,
+                    "content.personal_blacklist",
+                    format!("<{rcpt}> has blocked <{from}>"),
+                )
+                .keyed(format!("recipient:{rcpt}")),
+            );
+        }
+        if self.content.backscatter
+            && from.is_empty()
+            && mailbox::QQ_DOMAINS.contains(&domain_of(&rcpt))
+            && !self.outbound.contains(&(rcpt.clone(), facts.ip))
+        {
+            return Some(
+                Decision::reject(
+                    STAGE,
+                    ReplyKind::BounceAttack,
+                    "content.backscatter",
+                    format!("a bounce to <{rcpt}>, who never mailed {}", facts.ip),
+                )
+                .keyed(format!("ip:{}", facts.ip)),
+            );
+        }
+        None
+    }
+
+    /// Whether every recipient (or the one being decided) whitelisted the sender.
+    fn whitelisted(&self, facts: &Facts<'_>) -> bool {
+        let Some(from) = facts.from.filter(|f| !f.is_empty()) else {
+            return false;
+        };
+        let from = from.to_lowercase();
+        let domain = domain_of(&from).to_owned();
+        let allows = |rcpt: &str| {
+            let rcpt = rcpt.to_lowercase();
+            self.whitelist.contains(&(rcpt.clone(), from.clone()))
+                || self.whitelist.contains(&(rcpt, domain.clone()))
+        };
+        match facts.rcpt {
+            Some(rcpt) => allows(rcpt),
+            None => !facts.rcpts.is_empty() && facts.rcpts.iter().all(|r| allows(r)),
+        }
+    }
+
+    fn blacklisted(&mut self, stage: Stage, facts: &Facts<'_>, now: u64) -> Option<Decision> {
+        if let Some(d) = self.ip_blacklisted(stage, facts, now) {
+            return Some(d);
+        }
+        if self.blacklist.sender_stage != stage {
+            return None;
+        }
+        let from = facts.from.filter(|f| !f.is_empty())?.to_lowercase();
+        let domain = domain_of(&from).to_owned();
+        let reply = self.blacklist.sender_reply;
+        let listed = if let Some(l) = self
+            .sender_lists
+            .iter()
+            .find(|l| l.active(now) && l.value == from)
+        {
+            Some((
+                "blacklist.sender",
+                format!("sender:{from}"),
+                l.until,
+                l.source,
+            ))
+        } else if let Some(l) = self
+            .domain_lists
+            .iter()
+            .find(|l| l.active(now) && l.value == domain)
+        {
+            Some((
+                "blacklist.domain",
+                format!("domain:{domain}"),
+                l.until,
+                l.source,
+            ))
+        } else {
+            self.random_domain(&domain, now).map(|until| {
+                (
+                    "blacklist.domain.random",
+                    format!("domain:{domain}"),
+                    Some(until),
+                    "seed",
+                )
+            })
+        };
+        let (rule, key, until, source) = listed?;
+        if self.whitelisted(facts) {
+            return None;
+        }
+        let d = Decision::reject(stage, reply, rule, format!("listed ({source})")).keyed(key);
+        Some(match until {
+            Some(u) => d.until(u),
+            None => d,
+        })
+    }
+
+    fn ip_blacklisted(&mut self, stage: Stage, facts: &Facts<'_>, now: u64) -> Option<Decision> {
+        if self.blacklist.ip_stage != stage {
+            return None;
+        }
+        let ip = facts.ip;
+        let reply = self.blacklist.ip_reply;
+        let (rule, detail, until) = if let Some(l) = self
+            .ip_lists
+            .iter()
+            .find(|l| l.active(now) && l.value.contains(ip))
+        {
+            (
+                "blacklist.ip",
+                format!("{ip} is in {} ({})", l.value, l.source),
+                l.until,
+            )
+        } else if let Some(until) = self
+            .ips
+            .get(&ip)
+            .and_then(|h| h.random_until)
+            .filter(|u| *u > now)
+        {
+            (
+                "blacklist.ip.random",
+                format!("{ip} drew a random listing"),
+                Some(until),
+            )
+        } else if self.reputation_at(ip, now) == 0 {
+            let until = self
+                .ips
+                .get(&ip)
+                .and_then(|h| h.complaints.front().copied());
+            let until = until.map(|first| first + self.reputation.complaint_window.as_secs());
+            (
+                "blacklist.ip.reputation",
+                format!("{ip} has reputation 0 after complaints"),
+                until,
+            )
+        } else {
+            return None;
+        };
+        if self.whitelisted(facts) {
+            return None;
+        }
+        let d = Decision::reject(stage, reply, rule, detail).keyed(format!("ip:{ip}"));
+        Some(match until {
+            Some(u) => d.until(u),
+            None => d,
+        })
+    }
+
+    /// `Connection denied` for an IP that keeps coming while blocked.
+    fn denied(&self, ip: IpAddr, now: u64) -> Option<Decision> {
+        let after = self.quotas.deny_after;
+        if after == 0 {
+            return None;
+        }
+        [QuotaName::IpMessages, QuotaName::IpConnections]
+            .into_iter()
+            .filter_map(|q| self.counters.get(&(q, Subject::Ip(ip))))
+            .find(|c| c.blocked(now) && c.refused >= after)
+            .map(|c| {
+                let d = Decision::reject(
+                    Stage::Connect,
+                    ReplyKind::ConnectionDenied,
+                    "quota.deny_after",
+                    format!("{} refusals while blocked, limit {after}", c.refused),
+                )
+                .keyed(format!("ip:{ip}"))
+                .until(c.blocked_until);
+                Decision {
+                    counter: Some(c.refused),
+                    limit: Some(after),
+                    ..d
+                }
+            })
+    }
+
+    /// The quotas answered at `stage`.
+    fn quotas_at(&mut self, stage: Stage, facts: &Facts<'_>, now: u64) -> Option<Decision> {
+        self.message_quotas(stage, facts, now, false)
+    }
+
+    /// Checks the message quotas answered at `stage` (or all of them when `all`).
+    fn message_quotas(
+        &mut self,
+        stage: Stage,
+        facts: &Facts<'_>,
+        now: u64,
+        all: bool,
+    ) -> Option<Decision> {
+        let at = |q: &Quota| q.enabled && (all || q.stage == stage);
+        let warmup = self.reputation.warmup && (all || self.quotas.ip_messages.stage == stage);
+        let mut checks: Vec<(QuotaName, Subject, String)> = Vec::new();
+        if at(&self.quotas.ip_messages) || warmup {
+            checks.push((
+                QuotaName::IpMessages,
+                Subject::Ip(facts.ip),
+                format!("ip:{}", facts.ip),
+            ));
+        }
+        if let Some(from) = facts.from.filter(|f| !f.is_empty()) {
+            let from = from.to_lowercase();
+            if at(&self.quotas.domain) {
+                let domain = domain_of(&from);
+                checks.push((
+                    QuotaName::Domain,
+                    Subject::Text(domain.into()),
+                    format!("domain:{domain}"),
+                ));
+            }
+            if at(&self.quotas.sender) {
+                checks.push((
+                    QuotaName::Sender,
+                    Subject::Text(from.as_str().into()),
+                    format!("sender:{from}"),
+                ));
+            }
+        }
+        if at(&self.quotas.recipient) {
+            let rcpts: Vec<&str> = match facts.rcpt {
+                Some(r) if !all => vec![r],
+                _ => facts.rcpts.iter().map(String::as_str).collect(),
+            };
+            for r in rcpts {
+                let r = r.to_lowercase();
+                checks.push((
+                    QuotaName::Recipient,
+                    Subject::Text(r.as_str().into()),
+                    format!("recipient:{r}"),
+                ));
+            }
+        }
+        for (name, subject, key) in checks {
+            if let Some(d) = self.check_counter(stage, name, subject, key, now) {
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    fn quota(&self, name: QuotaName) -> &Quota {
+        match name {
+            QuotaName::IpMessages => &self.quotas.ip_messages,
+            QuotaName::IpConnections => &self.quotas.ip_connections,
+            QuotaName::Sender => &self.quotas.sender,
+            QuotaName::Domain => &self.quotas.domain,
+            QuotaName::Recipient => &self.quotas.recipient,
+        }
+    }
+
+    fn quota_mut(&mut self, name: QuotaName) -> &mut Quota {
+        match name {
+            QuotaName::IpMessages => &mut self.quotas.ip_messages,
+            QuotaName::IpConnections => &mut self.quotas.ip_connections,
+            QuotaName::Sender => &mut self.quotas.sender,
+            QuotaName::Domain => &mut self.quotas.domain,
+            QuotaName::Recipient => &mut self.quotas.recipient,
+        }
+    }
+
+    fn check_counter(
+        &mut self,
+        stage: Stage,
+        name: QuotaName,
+        subject: Subject,
+        key: String,
+        now: u64,
+    ) -> Option<Decision> {
+        let warmup = match &subject {
+            Subject::Ip(ip) if name == QuotaName::IpMessages => self.warmup_allowance(*ip, now),
+            _ => None,
+        };
+        let mut quota = self.quota(name).clone();
+        if !quota.enabled {
+            // Only the warm-up allowance applies.
+            (quota.minute, quota.hour, quota.day) = (None, None, None);
+        }
+        let counter = self.counters.entry((name, subject)).or_default();
+        let breach = counter
+            .check(
+                &quota,
+                now,
+                warmup.map(|(_, allowance)| (Window::Day, allowance)),
+            )
+            .err()?;
+        let warm = warmup.is_some_and(|(_, allowance)| {
+            breach.window == Window::Day
+                && breach.limit == allowance
+                && quota.day.is_none_or(|t| t.limit > allowance)
+        });
+        let (rule, detail) = if warm {
+            let day = warmup.map_or(0, |(day, _)| day);
+            (
+                "reputation.warmup".to_owned(),
+                format!(
+                    "day {day} of a new IP: {} messages allowed today",
+                    breach.limit
+                ),
+            )
+        } else if breach.already {
+            (
+                format!("quota.{name}"),
+                format!("blocked by the {} limit", breach.window),
+            )
+        } else {
+            (
+                format!("quota.{name}"),
+                format!(
+                    "{} of {} in this {}; one more is over",
+                    breach.count, breach.limit, breach.window
+                ),
+            )
+        };
+        let reply = quota.reply;
+        Some(
+            Decision::reject(stage, reply, &rule, detail)
+                .keyed(key)
+                .breach(&breach),
+        )
+    }
+
+    /// (day of age, allowance) for an IP still warming up.
+    fn warmup_allowance(&self, ip: IpAddr, now: u64) -> Option<(u32, u64)> {
+        if !self.reputation.warmup {
+            return None;
+        }
+        let first = self.ips.get(&ip)?.first_seen;
+        let day = Window::Day
+            .index(now)
+            .saturating_sub(Window::Day.index(first))
+            + 1;
+        let day = u32::try_from(day).unwrap_or(u32::MAX);
+        let schedule = &self.reputation.warmup_schedule;
+        let allowance = match schedule.iter().find(|s| day <= s.until_day) {
+            Some(step) => step.daily,
+            None => {
+                let last = schedule.last()?;
+                last.daily + u64::from(day - last.until_day) * self.reputation.warmup_growth_per_day
+            }
+        };
+        Some((day, allowance))
+    }
+
+    fn content_rules(&mut self, facts: &Facts<'_>, now: u64) -> Option<Decision> {
+        const STAGE: Stage = Stage::EndOfData;
+        let message = facts.message?;
+        let mut found = self
+            .content
+            .phrases
+            .iter()
+            .find(|p| content::contains_phrase(message, &p.phrase))
+            .map(|p| {
+                Decision::reject(
+                    STAGE,
+                    p.reply,
+                    "content.phrase",
+                    format!("contains {:?}", p.phrase),
+                )
+                .keyed(format!("ip:{}", facts.ip))
+            });
+        let limit = self.content.bulk_recipients;
+        if found.is_none() && limit > 0 {
+            let window = now / self.content.bulk_window.as_secs().max(1);
+            let print = content::fingerprint(message);
+            let bulk = self.bulk.entry(print).or_default();
+            if bulk.window != window {
+                bulk.window = window;
+                bulk.recipients.clear();
+            }
+            bulk.last_seen = now;
+            let would = bulk.with(facts.rcpts) as u64;
+            if would > limit {
+                let d = Decision::reject(
+                    STAGE,
+                    ReplyKind::ContentDenied,
+                    "content.bulk",
+                    format!("the same body to {would} recipients, limit {limit}"),
+                )
+                .keyed(format!("content:{print:016x}"));
+                found = Some(Decision {
+                    counter: Some(would),
+                    limit: Some(limit),
+                    ..d
+                });
+            }
+        }
+        let found = found?;
+        if self.reputation.content_complaints {
+            self.add_complaint(facts.ip, now);
+        }
+        Some(found)
+    }
+
+    /// Counts an accepted message.
+    fn commit(&mut self, facts: &Facts<'_>, now: u64) {
+        let mut add = |name: QuotaName, subject: Subject| {
+            self.counters
+                .entry((name, subject))
+                .or_default()
+                .add(now, 1);
+        };
+        add(QuotaName::IpMessages, Subject::Ip(facts.ip));
+        if let Some(from) = facts.from.filter(|f| !f.is_empty()) {
+            let from = from.to_lowercase();
+            add(QuotaName::Domain, Subject::Text(domain_of(&from).into()));
+            add(QuotaName::Sender, Subject::Text(from.as_str().into()));
+        }
+        for r in facts.rcpts {
+            add(QuotaName::Recipient, Subject::Text(r.to_lowercase().into()));
+        }
+        if self.content.bulk_recipients > 0
+            && let Some(message) = facts.message
+            && let Some(bulk) = self.bulk.get_mut(&content::fingerprint(message))
+        {
+            bulk.recipients
+                .extend(facts.rcpts.iter().map(|r| r.to_lowercase().into()));
+        }
+    }
+
+    // ---- memory ----------------------------------------------------------------------
+
+    fn see_ip(&mut self, ip: IpAddr, now: u64) {
+        let (seed, p, duration) = (
+            self.seed,
+            self.blacklist.random_ip_probability,
+            self.blacklist.random_ip_duration.as_secs(),
+        );
+        let history = self.ips.entry(ip).or_insert_with(|| IpHistory {
+            first_seen: now,
+            random_until: lists::draw(seed, "ip", &ip, p).then_some(now + duration),
+            ..IpHistory::default()
+        });
+        history.last_seen = now;
+    }
+
+    fn random_domain(&mut self, domain: &str, now: u64) -> Option<u64> {
+        let (seed, p, duration) = (
+            self.seed,
+            self.blacklist.random_domain_probability,
+            self.blacklist.random_domain_duration.as_secs(),
+        );
+        if p <= 0.0 {
+            return None;
+        }
+        let history = self
+            .domains
+            .entry(domain.into())
+            .or_insert_with(|| DomainHistory {
+                last_seen: now,
+                random_until: lists::draw(seed, "domain", &domain, p).then_some(now + duration),
+            });
+        history.last_seen = now;
+        history.random_until.filter(|u| *u > now)
+    }
+
+    /// Forgets idle state; runs at most every ten virtual minutes.
+    fn sweep(&mut self, now: u64) {
+        if now < self.last_sweep + SWEEP_EVERY {
+            return;
+        }
+        self.last_sweep = now;
+        let idle = self.memory.idle_counters.as_secs();
+        self.counters
+            .retain(|_, c| c.blocked(now) || now < c.last_seen + idle);
+        let idle_ips = self.memory.idle_ips.as_secs();
+        let window = self.reputation.complaint_window.as_secs();
+        let active = &self.active;
+        self.ips.retain(|ip, h| {
+            while h.complaints.front().is_some_and(|t| *t + window <= now) {
+                h.complaints.pop_front();
+            }
+            active.contains_key(ip) || now < h.last_seen + idle_ips
+        });
+        self.domains.retain(|_, h| now < h.last_seen + idle);
+        let bulk = self.content.bulk_window.as_secs().max(1);
+        self.bulk.retain(|_, b| now < b.last_seen + bulk);
+        self.ip_lists.retain(|l| l.active(now));
+        self.sender_lists.retain(|l| l.active(now));
+        self.domain_lists.retain(|l| l.active(now));
+    }
+
+    fn add_complaint(&mut self, ip: IpAddr, now: u64) {
+        self.see_ip(ip, now);
+        if let Some(h) = self.ips.get_mut(&ip) {
+            h.complaints.push_back(now);
+        }
+    }
+
+    fn reputation_at(&self, ip: IpAddr, now: u64) -> u64 {
+        let window = self.reputation.complaint_window.as_secs();
+        let complaints = self.ips.get(&ip).map_or(0, |h| {
+            h.complaints.iter().filter(|t| **t + window > now).count()
+        });
+        self.reputation.initial.saturating_sub(
+            self.reputation
+                .complaint_penalty
+                .saturating_mul(complaints as u64),
+        )
+    }
+
+    // ---- control and inspection ------------------------------------------------------
+
+    /// Blacklists an IP or CIDR range, until `until` or for good.
+    pub fn blacklist_ip(&mut self, net: IpNet, until: Option<SystemTime>) {
+        self.ip_lists.push(Listed {
+            value: net,
+            until: until.map(secs),
+            source: "api",
+        });
+    }
+
+    /// Lifts every listing of exactly `net`, its random listing and its complaints.
+    pub fn unblacklist_ip(&mut self, net: IpNet) {
+        self.ip_lists.retain(|l| l.value != net);
+        for (ip, h) in &mut self.ips {
+            if net.contains(*ip) {
+                h.random_until = None;
+                h.complaints.clear();
+            }
+        }
+    }
+
+    /// Blacklists a sender address (with `@`) or a sender domain.
+    pub fn blacklist_sender(&mut self, sender: &str, until: Option<SystemTime>) {
+        let entry = Listed {
+            value: sender.to_lowercase(),
+            until: until.map(secs),
+            source: "api",
+        };
+        if sender.contains('@') {
+            self.sender_lists.push(entry);
+        } else {
+            self.domain_lists.push(entry);
+        }
+    }
+
+    /// Lifts the listings of a sender address or domain, random ones included.
+    pub fn unblacklist_sender(&mut self, sender: &str) {
+        let sender = sender.to_lowercase();
+        self.sender_lists.retain(|l| l.value != sender);
+        self.domain_lists.retain(|l| l.value != sender);
+        if let Some(h) = self.domains.get_mut(sender.as_str()) {
+            h.random_until = None;
+        }
+    }
+
+    /// `recipient` whitelists a sender address or domain: its mail to them is accepted
+    /// despite blacklists, until a complaint about that sender.
+    pub fn whitelist(&mut self, recipient: &str, sender: &str) {
+        self.whitelist
+            .insert((recipient.to_lowercase(), sender.to_lowercase()));
+    }
+
+    /// A QQ user marks mail from `ip` as spam. With a `sender`, the complaint also ends
+    /// every whitelisting of that sender and of its domain.
+    pub fn complain(&mut self, ip: IpAddr, sender: Option<&str>, now: SystemTime) {
+        self.add_complaint(ip, secs(now));
+        if let Some(sender) = sender {
+            let sender = sender.to_lowercase();
+            let domain = domain_of(&sender).to_owned();
+            self.whitelist.retain(|(_, s)| *s != sender && *s != domain);
+        }
+    }
+
+    /// `recipient` adds a sender address or domain to their personal blacklist.
+    pub fn block_for_recipient(&mut self, recipient: &str, sender: &str) {
+        self.personal
+            .entry(recipient.to_lowercase())
+            .or_default()
+            .insert(sender.to_lowercase());
+    }
+
+    /// Records that QQ user `address` sent mail to `ip`, so bounces from it are expected.
+    pub fn record_outbound(&mut self, address: &str, ip: IpAddr) {
+        self.outbound.insert((address.to_lowercase(), ip));
+    }
+
+    /// Sets (or with `None` removes) the limit of one tier of a quota. The tier keeps
+    /// its block time, or gets the default of its window when it had none.
+    pub fn set_limit(&mut self, quota: QuotaName, window: Window, limit: Option<u64>) {
+        let default = Window::tier(window, &Quotas::default().ip_messages).map(|t| t.block);
+        let tier = window.tier_mut(self.quota_mut(quota));
+        *tier = limit.map(|limit| crate::config::Tier {
+            limit,
+            block: tier
+                .map(|t| t.block)
+                .or(default)
+                .unwrap_or(crate::config::Block::UntilMidnight),
+        });
+    }
+
+    /// Switches a quota on or off.
+    pub fn set_enabled(&mut self, quota: QuotaName, enabled: bool) {
+        self.quota_mut(quota).enabled = enabled;
+    }
+
+    /// Forgets every counter and block (not lists, complaints or IP ages).
+    pub fn reset_counters(&mut self) {
+        self.counters.clear();
+        self.bulk.clear();
+    }
+
+    /// An IP's reputation now (0 means blacklisted).
+    pub fn reputation(&self, ip: IpAddr, now: SystemTime) -> u64 {
+        self.reputation_at(ip, secs(now))
+    }
+
+    /// The blocks in force at `now`.
+    pub fn blocks(&self, now: SystemTime) -> Vec<BlockInfo> {
+        let now = secs(now);
+        let mut blocks: Vec<BlockInfo> = self
+            .counters
+            .iter()
+            .filter(|(_, c)| c.blocked(now))
+            .map(|((quota, subject), c)| BlockInfo {
+                quota: *quota,
+                key: subject.to_string(),
+                window: c.blocked_by,
+                until: UNIX_EPOCH + Duration::from_secs(c.blocked_until),
+                refused: c.refused,
+            })
+            .collect();
+        blocks.sort_by(|a, b| (a.until, &a.key).cmp(&(b.until, &b.key)));
+        blocks
+    }
+
+    /// How many keys the policy remembers (counters, IPs, domains, bulk bodies).
+    pub fn tracked_keys(&self) -> usize {
+        self.counters.len() + self.ips.len() + self.domains.len() + self.bulk.len()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Existing;
-
-    fn policy(edit: impl FnOnce(&mut Config)) -> Policy {
-        let mut config = Config::default();
-        edit(&mut config);
-        Policy::new(&config)
-    }
-
-    fn rcpt(p: &Policy, to: &str) -> Verdict {
-        p.check_rcpt(&RcptFacts {
-            to,
-            accepted: 0,
-            smtputf8: false,
-        })
-        .verdict
-    }
-
-    #[test]
-    fn recipients_table() {
-        use ReplyKind::*;
-        use Verdict::*;
-        let default = policy(|_| {});
-        let hosted = policy(|c| {
-            c.mailboxes.hosted_domains = vec!["Example.COM".into()];
-            c.mailboxes.listed = vec!["alice@example.com".into()];
-        });
-        let all = policy(|c| c.mailboxes.existing = Existing::All);
-        let listed = policy(|c| {
-            c.mailboxes.existing = Existing::Listed;
-            c.mailboxes.listed = vec!["12345@qq.com".into()];
-        });
-        let rows: &[(&Policy, &str, Verdict)] = &[
-            (&default, "10001@qq.com", Accept),
-            (&default, "12345678901@qq.com", Accept),
-            (&default, "123456789012@qq.com", Reject(MailboxNotFound)),
-            (&default, "1234@qq.com", Reject(MailboxNotFound)),
-            (&default, "01234@qq.com", Reject(MailboxNotFound)),
-            (&default, "alice@qq.com", Reject(MailboxNotFound)),
-            (&default, "10001@FoxMail.com", Accept),
-            (&default, "10001@vip.qq.com", Accept),
-            (&default, "10001@example.com", Reject(RelayDenied)),
-            (&default, "not an address", Reject(BadAddressSyntax)),
-            (&default, "a@@qq.com", Reject(BadAddressSyntax)),
-            (&default, "@qq.com", Reject(BadAddressSyntax)),
-            (&default, "a@-qq.com", Reject(BadAddressSyntax)),
-            (&default, "用户@qq.com", Reject(BadAddressSyntax)),
-            (&hosted, "ALICE@example.com", Accept),
-            (&hosted, "bob@example.com", Reject(MailboxNotFound)),
-            (&all, "anyone@foxmail.com", Accept),
-            (&all, "anyone@gmail.com", Reject(RelayDenied)),
-            (&listed, "12345@qq.com", Accept),
-            (&listed, "12346@qq.com", Reject(MailboxNotFound)),
-        ];
-        for (p, to, expected) in rows {
-            assert_eq!(rcpt(p, to), *expected, "RCPT TO:<{to}>");
-        }
-    }
-
-    #[test]
-    fn utf8_addresses_need_smtputf8() {
-        let p = policy(|c| c.mailboxes.existing = Existing::All);
-        let d = p.check_rcpt(&RcptFacts {
-            to: "用户@qq.com",
-            accepted: 0,
-            smtputf8: true,
-        });
-        assert_eq!(d.verdict, Verdict::Accept);
-    }
-
-    #[test]
-    fn recipients_limit_is_exact() {
-        let p = policy(|c| c.limits.max_recipients = 2);
-        let at = |accepted| {
-            p.check_rcpt(&RcptFacts {
-                to: "10001@qq.com",
-                accepted,
-                smtputf8: false,
-            })
-            .verdict
-        };
-        assert_eq!(at(1), Verdict::Accept);
-        assert_eq!(at(2), Verdict::Reject(ReplyKind::TooManyRecipients));
-    }
-
-    #[test]
-    fn mail_from_table() {
-        let p = policy(|c| c.limits.max_message_size = 1000);
-        let mail = |from, declared_size| {
-            p.check_mail(&MailFacts {
-                from,
-                declared_size,
-                smtputf8: false,
-            })
-        };
-        assert!(mail("", 0).is_accept(), "null sender");
-        assert!(
-            mail("a@example.org", 1000).is_accept(),
-            "exactly at the limit"
-        );
-        let over = mail("a@example.org", 1001);
-        assert_eq!(over.verdict, Verdict::Reject(ReplyKind::MessageTooLarge));
-        assert_eq!(over.detail, "SIZE=1001 is over the limit of 1000");
-        assert_eq!(
-            mail("a.example.org", 0).verdict,
-            Verdict::Reject(ReplyKind::BadAddressSyntax)
-        );
-    }
-}
+mod tests;

@@ -4,7 +4,7 @@ use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{Error as ParseError, MAIL_SMTPUTF8, MailFrom, RcptTo, Request};
 
 use super::{Action, Mode, Session, Transaction, loggable};
-use crate::policy::{MailFacts, RcptFacts};
+use crate::policy::{Facts, Stage};
 use crate::reply::ReplyKind;
 use crate::store::EventKind;
 
@@ -77,9 +77,11 @@ impl Session {
 
     fn hello(&mut self, host: String, kind: ReplyKind) {
         // QQ answers a second HELO on the same connection; it starts afresh.
-        self.helo = Some(host);
         self.tx = None;
-        self.reply(kind);
+        if self.ask(Stage::Helo, &Facts::new(self.peer.ip())) {
+            self.helo = Some(host);
+            self.reply(kind);
+        }
     }
 
     fn mail(&mut self, from: &MailFrom<String>) {
@@ -90,12 +92,10 @@ impl Session {
         // A second MAIL without RSET is answered 250 by QQ: it replaces the transaction.
         self.tx = None;
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
-        let decision = self.shared.policy.check_mail(&MailFacts {
-            from: &from.address,
-            declared_size: from.size as u64,
-            smtputf8,
-        });
-        if self.decide(decision) {
+        let facts = Facts::new(self.peer.ip())
+            .from(&from.address)
+            .mail_params(from.size as u64, smtputf8);
+        if self.ask(Stage::Mail, &facts) {
             self.tx = Some(Transaction {
                 from: from.address.clone(),
                 rcpts: Vec::new(),
@@ -106,16 +106,18 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: &RcptTo<String>) {
-        let Some(tx) = &self.tx else {
+        let Some(tx) = self.tx.take() else {
             self.reply(ReplyKind::NeedMail);
             return;
         };
-        let decision = self.shared.policy.check_rcpt(&RcptFacts {
-            to: &to.address,
-            accepted: tx.rcpts.len(),
-            smtputf8: tx.smtputf8,
-        });
-        if self.decide(decision) {
+        let facts = Facts::new(self.peer.ip())
+            .from(&tx.from)
+            .mail_params(0, tx.smtputf8)
+            .rcpts(&tx.rcpts)
+            .rcpt(&to.address);
+        let accepted = self.ask(Stage::Rcpt, &facts);
+        self.tx = Some(tx);
+        if accepted {
             if let Some(tx) = self.tx.as_mut() {
                 tx.rcpts.push(to.address.clone());
             }
@@ -124,19 +126,27 @@ impl Session {
     }
 
     fn data_command(&mut self) {
-        match &self.tx {
-            None => self.reply(ReplyKind::NeedMail),
-            Some(tx) if tx.rcpts.is_empty() => self.reply(ReplyKind::NeedRcpt),
-            Some(_) => {
-                self.reply(ReplyKind::DataStart);
-                let mut receiver = DataReceiver::new();
-                let mut body = Vec::new();
-                // A fresh receiver only sees a dot that follows CRLF: prime it with one so
-                // that an empty message or a dot-stuffed first line is read right.
-                receiver.ingest(&mut b"\r\n".iter(), &mut body);
-                body.clear();
-                self.mode = Mode::Data { receiver, body };
-            }
+        let Some(tx) = self.tx.take() else {
+            self.reply(ReplyKind::NeedMail);
+            return;
+        };
+        if tx.rcpts.is_empty() {
+            self.tx = Some(tx);
+            self.reply(ReplyKind::NeedRcpt);
+            return;
+        }
+        let facts = Facts::new(self.peer.ip()).from(&tx.from).rcpts(&tx.rcpts);
+        let accepted = self.ask(Stage::Data, &facts);
+        self.tx = Some(tx);
+        if accepted {
+            self.reply(ReplyKind::DataStart);
+            let mut receiver = DataReceiver::new();
+            let mut body = Vec::new();
+            // A fresh receiver only sees a dot that follows CRLF: prime it with one so
+            // that an empty message or a dot-stuffed first line is read right.
+            receiver.ingest(&mut b"\r\n".iter(), &mut body);
+            body.clear();
+            self.mode = Mode::Data { receiver, body };
         }
     }
 

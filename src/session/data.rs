@@ -9,6 +9,7 @@ use smtp_proto::request::receiver::DummyDataReceiver;
 
 use super::{Mode, Session};
 use crate::clock::{rfc5322_cst, unix_secs};
+use crate::policy::{Facts, Stage};
 use crate::reply::ReplyKind;
 use crate::store::{EventKind, Folder, Message};
 
@@ -46,7 +47,7 @@ impl Session {
                 let used = rest.len() - bytes.len();
                 *received += used as u64;
                 if done {
-                    let decision = self.shared.policy.oversize(*received);
+                    let decision = self.shared.policy().oversize(*received);
                     self.mode = Mode::Commands;
                     self.tx = None;
                     self.decide(decision);
@@ -61,9 +62,11 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             unreachable!("DATA is only accepted inside a transaction");
         };
-        let decision = self.shared.policy.check_end_of_data(body.len());
-        // Keep the recipient count for `{n}` in whatever reply follows.
-        if !self.decide(decision) {
+        let facts = Facts::new(self.peer.ip())
+            .from(&tx.from)
+            .rcpts(&tx.rcpts)
+            .message(&body);
+        if !self.ask(Stage::EndOfData, &facts) {
             return;
         }
         let now = self.shared.clock.now();

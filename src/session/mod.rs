@@ -20,8 +20,8 @@ mod command;
 mod data;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -35,7 +35,7 @@ use tracing::{debug, info};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::policy::{Decision, Policy};
+use crate::policy::{Decision, Facts, Policy, Stage, Verdict};
 use crate::reply::{Catalogue, Context, ReplyKind};
 use crate::store::{EventKind, Store};
 
@@ -43,7 +43,7 @@ use crate::store::{EventKind, Store};
 pub(crate) struct Shared {
     pub config: Config,
     pub catalogue: Catalogue,
-    pub policy: Policy,
+    pub policy: Mutex<Policy>,
     pub store: Store,
     pub clock: Clock,
     pub tls: Option<TlsAcceptor>,
@@ -53,6 +53,23 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn next_session_id(&self) -> u64 {
         self.sessions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The policy, locked. It is a plain value: a poisoned lock still guards valid state.
+    pub(crate) fn policy(&self) -> MutexGuard<'_, Policy> {
+        self.policy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Tells the policy that a connection closed, however the session ends.
+struct Open {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.shared.policy().disconnect(self.ip);
     }
 }
 
@@ -117,6 +134,8 @@ pub(crate) struct Session {
     output: Vec<u8>,
     mode: Mode,
     deadline: Instant,
+    /// Refusals decided at connect and answered at a later stage.
+    deferred: Vec<Decision>,
 }
 
 /// Serves one connection from greeting to close.
@@ -129,9 +148,22 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut session = Session::new(shared, peer);
+    let mut session = Session::new(shared.clone(), peer);
     session.record(EventKind::Connected { local });
     info!(session = session.id, %peer, "connected");
+    let connect = shared.policy().connect(peer.ip(), shared.clock.now());
+    let _open = Open {
+        shared,
+        ip: peer.ip(),
+    };
+    session.deferred = connect.deferred;
+    if !session.decide(connect.decision) {
+        // Refused at connect: the refusal replaces the greeting and the session ends.
+        let _ = session.flush(&mut stream).await;
+        session.closed("refused at connect");
+        let _ = tokio::time::timeout(LAST_WORDS, stream.shutdown()).await;
+        return;
+    }
     session.reply(ReplyKind::Greeting);
     if let Outcome::StartTls = session.drive(&mut stream, &mut shutdown).await {
         session.upgrade(stream, &mut shutdown).await;
@@ -157,6 +189,7 @@ impl Session {
             output: Vec::with_capacity(1024),
             mode: Mode::Commands,
             deadline,
+            deferred: Vec::new(),
         }
     }
 
@@ -372,10 +405,28 @@ impl Session {
         let verdict = decision.verdict;
         debug!(session = self.id, %decision, "decision");
         self.record(EventKind::Decision(decision));
-        if let crate::policy::Verdict::Reject(kind) = verdict {
+        if let Verdict::Reject(kind) | Verdict::Disconnect(kind) = verdict {
             self.reply(kind);
         }
         accepted
+    }
+
+    /// Asks the policy about `stage`, after any refusal deferred to it; records the
+    /// decision and queues a refusal. Returns whether the client may go on.
+    fn ask(&mut self, stage: Stage, facts: &Facts<'_>) -> bool {
+        let decision = match self.deferred.iter().find(|d| d.stage == stage) {
+            Some(deferred) => deferred.clone(),
+            None => {
+                let now = self.shared.clock.now();
+                let mut policy = self.shared.policy();
+                if stage == Stage::EndOfData {
+                    policy.end_of_data(facts, now)
+                } else {
+                    policy.check(stage, facts, now)
+                }
+            }
+        };
+        self.decide(decision)
     }
 
     fn record(&self, kind: EventKind) {

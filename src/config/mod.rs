@@ -14,6 +14,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+mod policy;
+
+pub use policy::{
+    Blacklist, Block, Concurrency, Content, ListEntry, Memory, Phrase, Quota, Quotas, Reputation,
+    Tier, WarmupStep,
+};
+
 use crate::clock::{Clock, parse_rfc3339};
 use crate::reply::{Catalogue, Generation, ReplyKind};
 
@@ -22,7 +29,7 @@ use crate::reply::{Catalogue, Generation, ReplyKind};
 pub const DEFAULT_START: &str = "2025-06-02T01:00:00Z";
 
 /// Everything a qqmx server can be told. Every field has a default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
@@ -42,8 +49,30 @@ pub struct Config {
     pub mailboxes: Mailboxes,
     /// Memory bounds of the message store and event log.
     pub store: StoreConfig,
+    /// Listener behaviour.
+    pub server: ServerConfig,
+    /// Quotas per IP, sender, domain and recipient.
+    pub quotas: Quotas,
+    /// Static and random blacklists.
+    pub blacklist: Blacklist,
+    /// IP reputation, complaints and warm-up.
+    pub reputation: Reputation,
+    /// Content rules.
+    pub content: Content,
+    /// Expiry of idle policy state.
+    pub memory: Memory,
     /// Reply templates that replace the built-in ones, by kind (`mailbox_not_found = "..."`).
     pub replies: BTreeMap<ReplyKind, String>,
+}
+
+/// Listener behaviour.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Read a PROXY protocol header (v1 or v2) before the greeting and take the client's
+    /// address from it. Connections without one are closed.
+    pub proxy_protocol: bool,
 }
 
 /// How time passes.
@@ -266,7 +295,7 @@ impl Config {
             }
         })?;
         config.validate().map_err(|(table, key, message)| {
-            let (line, column) = locate(text, table, key).unwrap_or((0, 0));
+            let (line, column) = locate(text, &table, &key).unwrap_or((0, 0));
             let key = if table.is_empty() {
                 key.to_owned()
             } else {
@@ -283,8 +312,139 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks a config built in code, as parsing checks a file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the key (the path is `<config>`, the line 0).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+            .map_err(|(table, key, message)| ConfigError::Invalid {
+                path: PathBuf::from("<config>"),
+                line: 0,
+                column: 0,
+                key: if table.is_empty() {
+                    key
+                } else {
+                    format!("{table}.{key}")
+                },
+                message,
+            })
+    }
+
+    /// This config with every quota, the warm-up, `Connection denied` and bulk detection
+    /// switched off, for tests that are not about limits. Explicit blacklists, phrases and
+    /// personal blacklists stay.
+    ///
+    /// ```
+    /// let config = qqmx::Config::default().no_limits();
+    /// assert!(!config.quotas.ip_messages.enabled);
+    /// ```
+    #[must_use]
+    pub fn no_limits(mut self) -> Self {
+        let q = &mut self.quotas;
+        for quota in [
+            &mut q.ip_messages,
+            &mut q.ip_connections,
+            &mut q.sender,
+            &mut q.domain,
+            &mut q.recipient,
+        ] {
+            quota.enabled = false;
+        }
+        q.ip_concurrent.enabled = false;
+        q.deny_after = 0;
+        self.reputation.warmup = false;
+        self.content.bulk_recipients = 0;
+        self
+    }
+
     /// Checks what serde cannot: returns (table, key, message) of the first problem.
-    fn validate(&self) -> Result<(), (&'static str, &str, String)> {
+    fn validate(&self) -> Result<(), (String, String, String)> {
+        self.validate_core()
+            .map_err(|(t, k, m)| (t.to_owned(), k.to_owned(), m))?;
+        self.validate_policy()
+    }
+
+    fn validate_policy(&self) -> Result<(), (String, String, String)> {
+        use crate::policy::{IpNet, Stage};
+        let err = |t: &str, k: &str, m: String| Err((t.to_owned(), k.to_owned(), m));
+        let q = &self.quotas;
+        for (name, quota, earliest) in [
+            ("ip_messages", &q.ip_messages, Stage::Connect),
+            ("ip_connections", &q.ip_connections, Stage::Connect),
+            ("sender", &q.sender, Stage::Mail),
+            ("domain", &q.domain, Stage::Mail),
+            ("recipient", &q.recipient, Stage::Rcpt),
+        ] {
+            if quota.stage < earliest {
+                return err(
+                    &format!("quotas.{name}"),
+                    "stage",
+                    format!("the {name} quota cannot be answered before `{earliest}`"),
+                );
+            }
+        }
+        let b = &self.blacklist;
+        if b.sender_stage < Stage::Mail {
+            return err(
+                "blacklist",
+                "sender_stage",
+                "senders are known from `mail` on".into(),
+            );
+        }
+        for (key, p) in [
+            ("random_ip_probability", b.random_ip_probability),
+            ("random_domain_probability", b.random_domain_probability),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return err(
+                    "blacklist",
+                    key,
+                    format!("{p} is not a probability from 0 to 1"),
+                );
+            }
+        }
+        for entry in &b.ips {
+            if let Err(e) = entry.value().parse::<IpNet>() {
+                return err("blacklist", "ips", e);
+            }
+        }
+        for (key, entries) in [
+            ("ips", &b.ips),
+            ("senders", &b.senders),
+            ("domains", &b.domains),
+        ] {
+            if let Some(until) = entries
+                .iter()
+                .filter_map(ListEntry::until)
+                .find(|u| parse_rfc3339(u).is_none())
+            {
+                return err(
+                    "blacklist",
+                    key,
+                    format!("`{until}` is not an RFC 3339 time"),
+                );
+            }
+        }
+        let mut last = 0;
+        for step in &self.reputation.warmup_schedule {
+            if step.until_day <= last {
+                return err(
+                    "reputation",
+                    "warmup_schedule",
+                    "`until_day` must start at 1 or more and grow from step to step".into(),
+                );
+            }
+            last = step.until_day;
+        }
+        if self.content.phrases.iter().any(|p| p.phrase.is_empty()) {
+            return err("content", "phrases", "a phrase cannot be empty".into());
+        }
+        Ok(())
+    }
+
+    fn validate_core(&self) -> Result<(), (&'static str, &str, String)> {
         if let Some(start) = &self.clock.start
             && parse_rfc3339(start).is_none()
         {
@@ -493,7 +653,7 @@ mod tests {
 
     #[test]
     fn the_example_config_is_the_default() {
-        let text = include_str!("../qqmx.example.toml");
+        let text = include_str!("../../qqmx.example.toml");
         let config = Config::from_toml(text).expect("example parses");
         assert_eq!(config, Config::default());
     }

@@ -1,0 +1,345 @@
+//! Quota counters: calendar windows, tiers and blocks.
+//!
+//! A counter counts events for one key (an IP, a sender, a domain, a recipient) in the
+//! current calendar minute, clock hour and China Standard Time day. Windows are fixed,
+//! not sliding: a new minute starts from zero. When an event would take a window past its
+//! tier's limit, the key is blocked for the tier's block time and the event refused.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::CST_OFFSET_SECS;
+use crate::config::{Block, Quota, Tier};
+
+/// A calendar window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    /// A calendar minute.
+    Minute,
+    /// A clock hour.
+    Hour,
+    /// Midnight to midnight in China Standard Time (UTC+8).
+    Day,
+}
+
+impl Window {
+    /// The three windows, shortest first.
+    pub const ALL: [Window; 3] = [Window::Minute, Window::Hour, Window::Day];
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+
+    /// The number of the window that holds `secs` (Unix seconds).
+    pub fn index(self, secs: u64) -> u64 {
+        match self {
+            Self::Minute => secs / 60,
+            Self::Hour => secs / 3600,
+            Self::Day => (secs + CST_OFFSET_SECS as u64) / 86_400,
+        }
+    }
+
+    /// Unix seconds at which the window holding `secs` ends.
+    pub fn end(self, secs: u64) -> u64 {
+        match self {
+            Self::Minute => (self.index(secs) + 1) * 60,
+            Self::Hour => (self.index(secs) + 1) * 3600,
+            Self::Day => (self.index(secs) + 1) * 86_400 - CST_OFFSET_SECS as u64,
+        }
+    }
+
+    /// The tier of `quota` for this window.
+    pub fn tier(self, quota: &Quota) -> Option<&Tier> {
+        match self {
+            Self::Minute => quota.minute.as_ref(),
+            Self::Hour => quota.hour.as_ref(),
+            Self::Day => quota.day.as_ref(),
+        }
+    }
+
+    /// The tier of `quota` for this window, to change it.
+    pub fn tier_mut(self, quota: &mut Quota) -> &mut Option<Tier> {
+        match self {
+            Self::Minute => &mut quota.minute,
+            Self::Hour => &mut quota.hour,
+            Self::Day => &mut quota.day,
+        }
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::Day => "day (UTC+8)",
+        })
+    }
+}
+
+/// When a block imposed at `now` in `window` ends.
+pub fn block_end(block: Block, window: Window, now: u64) -> u64 {
+    match block {
+        Block::For(d) => now + d.as_secs().max(1),
+        Block::UntilMidnight => Window::Day.end(now).max(window.end(now)),
+    }
+}
+
+/// Which quota a counter belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum QuotaName {
+    /// Messages accepted per IP.
+    IpMessages,
+    /// Connections per IP.
+    IpConnections,
+    /// Messages accepted per sender address.
+    Sender,
+    /// Messages accepted per sender domain.
+    Domain,
+    /// Messages accepted per recipient.
+    Recipient,
+}
+
+impl QuotaName {
+    /// Every quota with tiers.
+    pub const ALL: [QuotaName; 5] = [
+        QuotaName::IpMessages,
+        QuotaName::IpConnections,
+        QuotaName::Sender,
+        QuotaName::Domain,
+        QuotaName::Recipient,
+    ];
+
+    /// The config key (`ip_messages`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::IpMessages => "ip_messages",
+            Self::IpConnections => "ip_connections",
+            Self::Sender => "sender",
+            Self::Domain => "domain",
+            Self::Recipient => "recipient",
+        }
+    }
+}
+
+impl fmt::Display for QuotaName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a counter counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Subject {
+    Ip(IpAddr),
+    Text(Box<str>),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(ip) => write!(f, "{ip}"),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// Events of one key in the current windows, and its block.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counter {
+    /// (window index, count) for minute, hour, day.
+    windows: [(u64, u64); 3],
+    /// Unix seconds when the block ends; 0 when not blocked.
+    pub blocked_until: u64,
+    /// The window whose tier imposed the block.
+    pub blocked_by: Option<Window>,
+    /// Refusals since the block began.
+    pub refused: u64,
+    /// Last event or check, Unix seconds.
+    pub last_seen: u64,
+}
+
+/// Why a counter refused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Breach {
+    pub window: Window,
+    pub count: u64,
+    pub limit: u64,
+    pub until: u64,
+    /// Whether the key was already blocked (rather than crossing a limit now).
+    pub already: bool,
+}
+
+impl Counter {
+    /// Events in the current `window`.
+    pub fn count(&self, window: Window, now: u64) -> u64 {
+        let (index, count) = self.windows[window.slot()];
+        if index == window.index(now) { count } else { 0 }
+    }
+
+    /// Whether the key is blocked at `now`.
+    pub fn blocked(&self, now: u64) -> bool {
+        self.blocked_until > now
+    }
+
+    /// Checks whether one more event fits; blocks the key when it does not.
+    pub fn check(
+        &mut self,
+        quota: &Quota,
+        now: u64,
+        extra_limit: Option<(Window, u64)>,
+    ) -> Result<(), Breach> {
+        self.check_n(quota, now, 1, extra_limit)
+    }
+
+    /// Checks whether `n` more events fit; blocks the key when they do not.
+    pub fn check_n(
+        &mut self,
+        quota: &Quota,
+        now: u64,
+        n: u64,
+        extra_limit: Option<(Window, u64)>,
+    ) -> Result<(), Breach> {
+        self.last_seen = now;
+        if self.blocked(now) {
+            self.refused += 1;
+            let window = self.blocked_by.unwrap_or(Window::Minute);
+            return Err(Breach {
+                window,
+                count: self.count(window, now),
+                limit: window.tier(quota).map_or(0, |t| t.limit),
+                until: self.blocked_until,
+                already: true,
+            });
+        }
+        if self.blocked_until != 0 {
+            self.blocked_until = 0;
+            self.blocked_by = None;
+            self.refused = 0;
+        }
+        for window in Window::ALL {
+            let Some(tier) = window.tier(quota) else {
+                continue;
+            };
+            let count = self.count(window, now);
+            if count + n > tier.limit {
+                return Err(self.block(
+                    window,
+                    count,
+                    tier.limit,
+                    block_end(tier.block, window, now),
+                ));
+            }
+        }
+        if let Some((window, limit)) = extra_limit {
+            let count = self.count(window, now);
+            if count + n > limit {
+                let until = window.end(now);
+                return Err(self.block(window, count, limit, until));
+            }
+        }
+        Ok(())
+    }
+
+    fn block(&mut self, window: Window, count: u64, limit: u64, until: u64) -> Breach {
+        self.blocked_until = until;
+        self.blocked_by = Some(window);
+        self.refused = 1;
+        Breach {
+            window,
+            count,
+            limit,
+            until,
+            already: false,
+        }
+    }
+
+    /// Counts `n` events at `now`.
+    pub fn add(&mut self, now: u64, n: u64) {
+        self.last_seen = now;
+        for window in Window::ALL {
+            let slot = &mut self.windows[window.slot()];
+            let index = window.index(now);
+            if slot.0 != index {
+                *slot = (index, 0);
+            }
+            slot.1 += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn quota(minute: u64, day: u64) -> Quota {
+        let mut q = crate::config::Quotas::default().ip_messages;
+        q.minute = Some(Tier {
+            limit: minute,
+            block: Block::For(Duration::from_secs(600)),
+        });
+        q.hour = None;
+        q.day = Some(Tier {
+            limit: day,
+            block: Block::UntilMidnight,
+        });
+        q
+    }
+
+    #[test]
+    fn cst_days_start_at_16_00_utc() {
+        // 2025-06-02T15:59:59Z is 23:59:59 in China; one second later is a new day.
+        let before = 1_748_879_999;
+        assert_ne!(Window::Day.index(before), Window::Day.index(before + 1));
+        assert_eq!(Window::Day.end(before), before + 1);
+    }
+
+    #[test]
+    fn table_of_limits_and_blocks() {
+        let q = quota(2, 3);
+        let t0 = 1_748_826_000; // 09:00 CST
+        let mut c = Counter::default();
+        // (seconds after t0, expected outcome, window if refused, block end)
+        let rows: &[(u64, bool, Option<Window>, u64)] = &[
+            (0, true, None, 0),
+            (1, true, None, 0),
+            (2, false, Some(Window::Minute), t0 + 2 + 600), // one over the minute tier
+            (599, false, Some(Window::Minute), t0 + 2 + 600), // still blocked
+            (603, true, None, 0),                           // block over, new minute
+            (660, false, Some(Window::Day), Window::Day.end(t0)), // the day tier
+            (Window::Day.end(t0) - t0, true, None, 0),      // midnight lifts it
+        ];
+        for &(at, ok, window, until) in rows {
+            let now = t0 + at;
+            match c.check(&q, now, None) {
+                Ok(()) => {
+                    assert!(ok, "t0+{at}: accepted but should not be");
+                    c.add(now, 1);
+                }
+                Err(b) => {
+                    assert!(!ok, "t0+{at}: refused {b:?}");
+                    assert_eq!((Some(b.window), b.until), (window, until), "t0+{at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_extra_limit_blocks_until_the_window_ends() {
+        let q = quota(100, 100);
+        let t0 = 1_748_826_000;
+        let mut c = Counter::default();
+        c.add(t0, 50);
+        let breach = c
+            .check(&q, t0 + 60, Some((Window::Day, 50)))
+            .expect_err("over");
+        assert_eq!(breach.limit, 50);
+        assert_eq!(breach.until, Window::Day.end(t0));
+    }
+}

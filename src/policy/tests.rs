@@ -1,0 +1,634 @@
+//! Table-driven tests of the policy: one row per rule and edge.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::clock::parse_rfc3339;
+use crate::config::Config;
+use crate::reply::ReplyKind::{self, *};
+
+/// Monday 2 June 2025, 09:00 in China.
+fn t0() -> SystemTime {
+    parse_rfc3339("2025-06-02T01:00:00Z").expect("time")
+}
+
+fn at(secs: u64) -> SystemTime {
+    t0() + Duration::from_secs(secs)
+}
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+/// A policy with every limit off, then `toml` on top.
+fn policy(toml: &str) -> Policy {
+    let base = Config::default().no_limits();
+    let extra = Config::from_toml(toml).expect("test config");
+    let mut config = base;
+    if toml.contains("[quotas") || toml.contains("deny_after") {
+        config.quotas = extra.quotas;
+    }
+    if toml.contains("[reputation") {
+        config.reputation = extra.reputation;
+    }
+    if toml.contains("[content") {
+        config.content = extra.content;
+    }
+    config.blacklist = extra.blacklist;
+    config.mailboxes = extra.mailboxes;
+    config.limits = extra.limits;
+    config.seed = extra.seed;
+    Policy::new(&config).expect("valid config")
+}
+
+/// One whole message; the first refusal, or the final acceptance.
+fn send(p: &mut Policy, from_ip: IpAddr, from: &str, rcpts: &[&str], now: SystemTime) -> Decision {
+    let connect = p.connect(from_ip, now);
+    let outcome = transaction(p, from_ip, from, rcpts, now, &connect);
+    p.disconnect(from_ip);
+    outcome
+}
+
+fn transaction(
+    p: &mut Policy,
+    from_ip: IpAddr,
+    from: &str,
+    rcpts: &[&str],
+    now: SystemTime,
+    connect: &Connect,
+) -> Decision {
+    if !connect.decision.is_accept() {
+        return connect.decision.clone();
+    }
+    let deferred = |stage| connect.deferred.iter().find(|d| d.stage == stage).cloned();
+    let base = Facts::new(from_ip);
+    if let Some(d) = deferred(Stage::Helo) {
+        return d;
+    }
+    let d = p.check(Stage::Helo, &base, now);
+    if !d.is_accept() {
+        return d;
+    }
+    if let Some(d) = deferred(Stage::Mail) {
+        return d;
+    }
+    let d = p.check(Stage::Mail, &base.from(from), now);
+    if !d.is_accept() {
+        return d;
+    }
+    let mut accepted: Vec<String> = Vec::new();
+    let mut last = d;
+    for rcpt in rcpts {
+        if let Some(d) = deferred(Stage::Rcpt) {
+            return d;
+        }
+        let d = p.check(
+            Stage::Rcpt,
+            &base.from(from).rcpts(&accepted).rcpt(rcpt),
+            now,
+        );
+        if d.is_accept() {
+            accepted.push((*rcpt).to_owned());
+        } else {
+            last = d;
+        }
+    }
+    if accepted.is_empty() {
+        return last;
+    }
+    if let Some(d) = deferred(Stage::EndOfData) {
+        return d;
+    }
+    let body = format!("Subject: hi\r\n\r\nHello {from}");
+    p.end_of_data(
+        &base.from(from).rcpts(&accepted).message(body.as_bytes()),
+        now,
+    )
+}
+
+fn reply(d: &Decision) -> Option<ReplyKind> {
+    d.reply()
+}
+
+#[test]
+fn recipients_table() {
+    let default = policy("");
+    let hosted = policy(
+        "[mailboxes]\nhosted_domains = [\"Example.COM\"]\nlisted = [\"alice@example.com\"]\n",
+    );
+    let all = policy("[mailboxes]\nexisting = \"all\"\n");
+    let listed = policy("[mailboxes]\nexisting = \"listed\"\nlisted = [\"12345@qq.com\"]\n");
+    let rows: &[(&Policy, &str, Option<ReplyKind>)] = &[
+        (&default, "10001@qq.com", None),
+        (&default, "12345678901@qq.com", None),
+        (&default, "123456789012@qq.com", Some(MailboxNotFound)),
+        (&default, "1234@qq.com", Some(MailboxNotFound)),
+        (&default, "01234@qq.com", Some(MailboxNotFound)),
+        (&default, "alice@qq.com", Some(MailboxNotFound)),
+        (&default, "10001@FoxMail.com", None),
+        (&default, "10001@vip.qq.com", None),
+        (&default, "10001@example.com", Some(RelayDenied)),
+        (&default, "not an address", Some(BadAddressSyntax)),
+        (&default, "a@@qq.com", Some(BadAddressSyntax)),
+        (&default, "@qq.com", Some(BadAddressSyntax)),
+        (&default, "a@-qq.com", Some(BadAddressSyntax)),
+        (&default, "用户@qq.com", Some(BadAddressSyntax)),
+        (&hosted, "ALICE@example.com", None),
+        (&hosted, "bob@example.com", Some(MailboxNotFound)),
+        (&all, "anyone@foxmail.com", None),
+        (&all, "anyone@gmail.com", Some(RelayDenied)),
+        (&listed, "12345@qq.com", None),
+        (&listed, "12346@qq.com", Some(MailboxNotFound)),
+    ];
+    for (p, to, expected) in rows {
+        let d = p.rcpt_basics(&Facts::new(ip(1)).from("a@example.org").rcpt(to));
+        assert_eq!(
+            d.as_ref().and_then(Decision::reply),
+            *expected,
+            "RCPT TO:<{to}>"
+        );
+    }
+}
+
+#[test]
+fn mail_from_table() {
+    let mut p = policy("[limits]\nmax_message_size = 1000\n");
+    let mut mail = |from, size| {
+        p.check(
+            Stage::Mail,
+            &Facts::new(ip(1)).from(from).mail_params(size, false),
+            t0(),
+        )
+    };
+    assert!(mail("", 0).is_accept(), "null sender");
+    assert!(
+        mail("a@example.org", 1000).is_accept(),
+        "exactly at the limit"
+    );
+    let over = mail("a@example.org", 1001);
+    assert_eq!(reply(&over), Some(MessageTooLarge));
+    assert_eq!(over.detail, "SIZE=1001 is over the limit of 1000");
+    assert_eq!(reply(&mail("a.example.org", 0)), Some(BadAddressSyntax));
+    let mut p = policy("[limits]\nmax_recipients = 2\n");
+    let rcpts = ["10001@qq.com".to_owned(), "10002@qq.com".to_owned()];
+    let third = p.check(
+        Stage::Rcpt,
+        &Facts::new(ip(1))
+            .from("a@b.c")
+            .rcpts(&rcpts)
+            .rcpt("10003@qq.com"),
+        t0(),
+    );
+    assert_eq!(reply(&third), Some(TooManyRecipients));
+}
+
+const MINUTE_3: &str = "[quotas.ip_messages]\nstage = \"end_of_data\"\nreply = \"ip_frequency\"\nminute = { limit = 3, block = \"10m\" }\n";
+
+#[test]
+fn ip_minute_tier_exactly_at_the_limit_one_over_and_expiry() {
+    let mut p = policy(MINUTE_3);
+    let rcpt = ["10001@qq.com"];
+    // (seconds after t0, refused with)
+    let rows: &[(u64, Option<ReplyKind>)] = &[
+        (0, None),
+        (1, None),
+        (2, None),               // exactly at the limit
+        (3, Some(IpFrequency)),  // one over: blocked for 10 minutes from here
+        (65, Some(IpFrequency)), // a new minute, but still blocked
+        (602, Some(IpFrequency)),
+        (603, None), // the block ended
+    ];
+    for &(secs, expected) in rows {
+        let d = send(&mut p, ip(2), "a@example.org", &rcpt, at(secs));
+        assert_eq!(reply(&d), expected, "t0+{secs}s: {d}");
+    }
+    let d = send(&mut p, ip(2), "a@example.org", &rcpt, at(604));
+    assert!(d.is_accept());
+}
+
+#[test]
+fn the_refusal_explains_itself() {
+    let mut p = policy(MINUTE_3);
+    for s in 0..3 {
+        send(&mut p, ip(3), "a@example.org", &["10001@qq.com"], at(s));
+    }
+    let d = send(&mut p, ip(3), "a@example.org", &["10001@qq.com"], at(10));
+    assert_eq!(d.rule, "quota.ip_messages");
+    assert_eq!(d.key.as_deref(), Some("ip:127.0.0.3"));
+    assert_eq!(
+        (d.counter, d.limit, d.window),
+        (Some(3), Some(3), Some(Window::Minute))
+    );
+    assert_eq!(d.block_until, Some(at(610)));
+    assert_eq!(d.detail, "3 of 3 in this minute; one more is over");
+    assert_eq!(
+        p.blocks(at(11)),
+        [BlockInfo {
+            quota: QuotaName::IpMessages,
+            key: "127.0.0.3".into(),
+            window: Some(Window::Minute),
+            until: at(610),
+            refused: 1
+        }]
+    );
+}
+
+#[test]
+fn two_ips_have_independent_quotas() {
+    let mut p = policy(MINUTE_3);
+    for s in 0..4 {
+        send(&mut p, ip(2), "a@example.org", &["10001@qq.com"], at(s));
+    }
+    assert!(send(&mut p, ip(3), "a@example.org", &["10001@qq.com"], at(5)).is_accept());
+}
+
+#[test]
+fn the_day_tier_lifts_at_midnight_china_time() {
+    let mut p = policy(
+        "[quotas.ip_messages]\nstage = \"end_of_data\"\nreply = \"ip_frequency\"\nday = { limit = 1, block = \"until_midnight\" }\n",
+    );
+    // 09:00 CST; midnight CST is 15 hours later, 16:00 UTC.
+    assert!(send(&mut p, ip(2), "a@example.org", &["10001@qq.com"], at(0)).is_accept());
+    let d = send(&mut p, ip(2), "a@example.org", &["10001@qq.com"], at(3600));
+    assert_eq!(d.block_until, Some(at(15 * 3600)));
+    assert!(
+        !send(
+            &mut p,
+            ip(2),
+            "a@example.org",
+            &["10001@qq.com"],
+            at(15 * 3600 - 1)
+        )
+        .is_accept()
+    );
+    assert!(
+        send(
+            &mut p,
+            ip(2),
+            "a@example.org",
+            &["10001@qq.com"],
+            at(15 * 3600)
+        )
+        .is_accept()
+    );
+}
+
+#[test]
+fn sender_domain_and_recipient_quotas_at_their_stages() {
+    let mut p = policy(
+        "[quotas.sender]\nstage = \"mail\"\nreply = \"sender_frequency\"\nhour = { limit = 1, block = \"1h\" }\n\
+         [quotas.domain]\nstage = \"mail\"\nreply = \"domain_frequency\"\nhour = { limit = 2, block = \"1h\" }\n\
+         [quotas.recipient]\nstage = \"rcpt\"\nreply = \"mailbox_unavailable\"\nhour = { limit = 1, block = \"1h\" }\n",
+    );
+    type Row<'a> = (&'a str, &'a str, Option<(ReplyKind, Stage)>);
+    let rows: &[Row<'_>] = &[
+        ("a@x.org", "10001@qq.com", None),
+        (
+            "a@x.org",
+            "10002@qq.com",
+            Some((SenderFrequency, Stage::Mail)),
+        ),
+        ("b@x.org", "10002@qq.com", None),
+        (
+            "c@x.org",
+            "10003@qq.com",
+            Some((DomainFrequency, Stage::Mail)),
+        ),
+        (
+            "d@y.org",
+            "10001@qq.com",
+            Some((MailboxUnavailable, Stage::Rcpt)),
+        ),
+    ];
+    for (i, (from, to, expected)) in rows.iter().enumerate() {
+        let d = send(&mut p, ip(2), from, &[to], at(i as u64));
+        assert_eq!(
+            d.reply().map(|r| (r, d.stage)),
+            *expected,
+            "{from} -> {to}: {d}"
+        );
+    }
+}
+
+#[test]
+fn connection_quota_is_counted_at_connect_and_answered_at_end_of_data() {
+    let mut p = policy(
+        "[quotas.ip_connections]\nstage = \"end_of_data\"\nreply = \"connection_frequency\"\nminute = { limit = 2, block = \"5m\" }\n",
+    );
+    assert!(send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(0)).is_accept());
+    assert!(send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(1)).is_accept());
+    let third = p.connect(ip(2), at(2));
+    assert!(third.decision.is_accept(), "greeted as usual");
+    let d = transaction(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(2), &third);
+    assert_eq!(
+        (reply(&d), d.stage),
+        (Some(ConnectionFrequency), Stage::EndOfData)
+    );
+}
+
+#[test]
+fn concurrent_connections_per_ip() {
+    let mut p = policy(
+        "[quotas.ip_concurrent]\nenabled = true\nlimit = 2\nstage = \"connect\"\nreply = \"connection_frequency\"\n",
+    );
+    let first = p.connect(ip(2), t0());
+    let second = p.connect(ip(2), t0());
+    let third = p.connect(ip(2), t0());
+    assert!(first.decision.is_accept() && second.decision.is_accept());
+    assert_eq!(
+        third.decision.verdict,
+        Verdict::Disconnect(ConnectionFrequency)
+    );
+    p.disconnect(ip(2));
+    p.disconnect(ip(2));
+    assert!(p.connect(ip(2), t0()).decision.is_accept());
+}
+
+#[test]
+fn a_blocked_ip_that_keeps_trying_is_denied_at_connect() {
+    let mut p = policy(&format!("{MINUTE_3}[quotas]\ndeny_after = 3\n"));
+    for s in 0..6 {
+        send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(s));
+    }
+    let d = send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(6));
+    assert_eq!(d.verdict, Verdict::Disconnect(ConnectionDenied));
+    assert_eq!(d.rule, "quota.deny_after");
+    assert!(
+        send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(700)).is_accept(),
+        "until the block ends"
+    );
+}
+
+#[test]
+fn warm_up_ramps_by_age_in_days() {
+    let mut p = policy("[reputation]\nwarmup = true\n");
+    let mut sent = |day: u64, n: u64| {
+        (0..n)
+            .map(|i| {
+                send(
+                    &mut p,
+                    ip(9),
+                    "a@x.org",
+                    &["10001@qq.com"],
+                    at(day * 86_400 + i),
+                )
+            })
+            .filter(Decision::is_accept)
+            .count()
+    };
+    assert_eq!(sent(0, 60), 50, "day 1");
+    assert_eq!(sent(3, 200), 150, "day 4");
+    assert_eq!(sent(7, 400), 300, "day 8");
+    assert_eq!(sent(15, 400), 350, "day 16: 300 + 2 x 25");
+    let d = send(&mut p, ip(10), "a@x.org", &["10001@qq.com"], at(0));
+    assert!(d.is_accept(), "another IP has its own age");
+}
+
+#[test]
+fn warm_up_refusals_name_the_rule() {
+    let mut p = policy("[reputation]\nwarmup = true\n");
+    for i in 0..50 {
+        send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(i));
+    }
+    let d = send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(60));
+    assert_eq!(
+        (reply(&d), d.rule.as_str()),
+        (Some(IpFrequency), "reputation.warmup")
+    );
+    assert_eq!(d.detail, "day 1 of a new IP: 50 messages allowed today");
+}
+
+#[test]
+fn static_blacklists_with_expiry_and_whitelist_over_blacklist() {
+    let mut p = policy(
+        "[blacklist]\nips = [\"127.0.1.0/24\", { value = \"127.0.0.5\", until = \"2025-06-02T02:00:00Z\" }]\n\
+         senders = [\"spam@x.org\"]\ndomains = [\"bad.example\"]\n",
+    );
+    let rows: &[(IpAddr, &str, u64, Option<ReplyKind>)] = &[
+        (
+            IpAddr::from([127, 0, 1, 9]),
+            "a@x.org",
+            0,
+            Some(IpFrequency),
+        ),
+        (ip(5), "a@x.org", 0, Some(IpFrequency)),
+        (ip(5), "a@x.org", 3600, None), // the listing ended at 10:00 CST
+        (ip(6), "spam@x.org", 0, Some(SuspectedSpamSender)),
+        (ip(6), "anyone@bad.example", 0, Some(SuspectedSpamSender)),
+        (ip(6), "fine@x.org", 0, None),
+    ];
+    for &(client, from, secs, expected) in rows {
+        let d = send(&mut p, client, from, &["10001@qq.com"], at(secs));
+        assert_eq!(reply(&d), expected, "{client} {from} +{secs}s: {d}");
+    }
+    p.whitelist("10001@qq.com", "bad.example");
+    assert!(send(&mut p, ip(6), "anyone@bad.example", &["10001@qq.com"], t0()).is_accept());
+    p.whitelist("10001@qq.com", "a@x.org");
+    assert!(
+        send(
+            &mut p,
+            IpAddr::from([127, 0, 1, 9]),
+            "a@x.org",
+            &["10001@qq.com"],
+            t0()
+        )
+        .is_accept()
+    );
+    assert!(
+        !send(
+            &mut p,
+            IpAddr::from([127, 0, 1, 9]),
+            "a@x.org",
+            &["10002@qq.com"],
+            t0()
+        )
+        .is_accept()
+    );
+}
+
+#[test]
+fn the_blacklist_reply_and_stage_are_configurable() {
+    let mut p = policy(
+        "[blacklist]\nips = [\"127.0.0.7\"]\nip_reply = \"connection_denied\"\nip_stage = \"connect\"\n",
+    );
+    let d = p.connect(ip(7), t0());
+    assert_eq!(d.decision.verdict, Verdict::Disconnect(ConnectionDenied));
+}
+
+#[test]
+fn random_blacklisting_follows_the_seed() {
+    let listed = |seed: u64| {
+        let mut p = policy(&format!(
+            "seed = {seed}\n[blacklist]\nrandom_ip_probability = 0.3\n"
+        ));
+        (1..=40u8)
+            .filter(|&last| !send(&mut p, ip(last), "a@x.org", &["10001@qq.com"], t0()).is_accept())
+            .collect::<Vec<_>>()
+    };
+    let a = listed(11);
+    assert_eq!(a, listed(11), "the same seed lists the same IPs");
+    assert_ne!(a, listed(12));
+    assert!((3..25).contains(&a.len()), "{} of 40 at p=0.3", a.len());
+}
+
+#[test]
+fn random_listings_end_after_their_duration() {
+    let mut p = policy("[blacklist]\nrandom_ip_probability = 1.0\nrandom_ip_duration = \"1h\"\n");
+    let d = send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], t0());
+    assert_eq!(
+        (reply(&d), d.rule.as_str()),
+        (Some(IpFrequency), "blacklist.ip.random")
+    );
+    assert!(send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(3600)).is_accept());
+}
+
+#[test]
+fn complaints_drive_reputation_to_zero_and_whitelists_are_dropped_by_new_ones() {
+    let mut p = policy(
+        "[reputation]\ninitial = 30\ncomplaint_penalty = 10\ncomplaint_window = \"60d\"\nwarmup = false\n",
+    );
+    for _ in 0..3 {
+        assert!(send(&mut p, ip(4), "news@x.org", &["10001@qq.com"], t0()).is_accept());
+        p.complain(ip(4), None, t0());
+    }
+    assert_eq!(p.reputation(ip(4), t0()), 0);
+    let d = send(
+        &mut p,
+        ip(4),
+        "news@x.org",
+        &["10001@qq.com"],
+        at(86_400 * 30),
+    );
+    assert_eq!(
+        (reply(&d), d.rule.as_str()),
+        (Some(IpFrequency), "blacklist.ip.reputation")
+    );
+    assert_eq!(d.block_until, Some(at(60 * 86_400)));
+
+    p.whitelist("10001@qq.com", "news@x.org");
+    assert!(send(&mut p, ip(4), "news@x.org", &["10001@qq.com"], at(1)).is_accept());
+    p.complain(ip(4), Some("news@x.org"), at(2));
+    assert!(!send(&mut p, ip(4), "news@x.org", &["10001@qq.com"], at(3)).is_accept());
+    assert!(
+        send(
+            &mut p,
+            ip(4),
+            "news@x.org",
+            &["10001@qq.com"],
+            at(61 * 86_400)
+        )
+        .is_accept(),
+        "complaints age out"
+    );
+}
+
+#[test]
+fn content_rules() {
+    let mut p = policy(
+        "[content]\nbulk_recipients = 2\nbulk_window = \"1h\"\n\
+         phrases = [{ phrase = \"cheap pills\" }, { phrase = \"lottery\", reply = \"spam_embedded\" }]\n\
+         [content.personal_blacklists]\n\"10009@qq.com\" = [\"x.org\"]\n",
+    );
+    let eod = |p: &mut Policy, rcpts: &[String], body: &str, secs| {
+        let facts = Facts::new(ip(2))
+            .from("a@x.org")
+            .rcpts(rcpts)
+            .message(body.as_bytes());
+        p.end_of_data(&facts, at(secs))
+    };
+    let one = |r: &str| vec![r.to_owned()];
+    let news = "Subject: news\r\n\r\nThe same news for everyone.";
+    assert!(eod(&mut p, &one("10001@qq.com"), news, 0).is_accept());
+    assert!(eod(&mut p, &one("10002@qq.com"), news, 1).is_accept());
+    assert!(
+        eod(&mut p, &one("10001@qq.com"), news, 2).is_accept(),
+        "not a new recipient"
+    );
+    let bulk = eod(&mut p, &one("10003@qq.com"), news, 3);
+    assert_eq!(
+        (reply(&bulk), bulk.counter, bulk.limit),
+        (Some(ContentDenied), Some(3), Some(2))
+    );
+    assert!(
+        eod(&mut p, &one("10003@qq.com"), news, 3600).is_accept(),
+        "a new window"
+    );
+    let pills = eod(
+        &mut p,
+        &one("10001@qq.com"),
+        "Subject: CHEAP PILLS\r\n\r\nx",
+        3601,
+    );
+    assert_eq!(reply(&pills), Some(SuspectedSpam));
+    let lottery = eod(
+        &mut p,
+        &one("10001@qq.com"),
+        "Subject: y\r\n\r\nYou won the Lottery",
+        3602,
+    );
+    assert_eq!(reply(&lottery), Some(SpamEmbedded));
+    assert_eq!(
+        p.reputation(ip(2), at(3603)),
+        70,
+        "three content complaints"
+    );
+    let personal = p.check(
+        Stage::Rcpt,
+        &Facts::new(ip(2)).from("a@X.org").rcpt("10009@qq.com"),
+        t0(),
+    );
+    assert_eq!(reply(&personal), Some(RejectedByRecipients));
+}
+
+#[test]
+fn backscatter_needs_a_known_outbound_message() {
+    let mut p = policy("[content]\nbackscatter = true\n");
+    let bounce = |p: &mut Policy| {
+        p.check(
+            Stage::Rcpt,
+            &Facts::new(ip(2)).from("").rcpt("10001@qq.com"),
+            t0(),
+        )
+    };
+    assert_eq!(reply(&bounce(&mut p)), Some(BounceAttack));
+    p.record_outbound("10001@qq.com", ip(2));
+    assert!(bounce(&mut p).is_accept());
+}
+
+#[test]
+fn idle_state_expires() {
+    let mut p = policy(MINUTE_3);
+    for last in 1..=100u8 {
+        send(&mut p, ip(last), "a@x.org", &["10001@qq.com"], t0());
+    }
+    assert!(p.tracked_keys() >= 200);
+    p.connect(ip(1), at(3 * 86_400));
+    p.disconnect(ip(1));
+    assert_eq!(p.tracked_keys(), 101, "counters are gone, IP ages stay");
+    p.connect(ip(1), at(91 * 86_400));
+    p.disconnect(ip(1));
+    assert!(p.tracked_keys() <= 2, "{} keys left", p.tracked_keys());
+}
+
+#[test]
+fn runtime_control() {
+    let mut p = policy(MINUTE_3);
+    p.set_limit(QuotaName::IpMessages, Window::Minute, Some(1));
+    assert!(send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], t0()).is_accept());
+    assert!(!send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], t0()).is_accept());
+    p.reset_counters();
+    assert!(send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], t0()).is_accept());
+    p.blacklist_ip("127.0.0.0/8".parse().expect("net"), Some(at(60)));
+    assert!(!send(&mut p, ip(3), "a@x.org", &["10001@qq.com"], t0()).is_accept());
+    p.unblacklist_ip("127.0.0.0/8".parse().expect("net"));
+    assert!(send(&mut p, ip(3), "a@x.org", &["10001@qq.com"], t0()).is_accept());
+    p.blacklist_sender("x.org", None);
+    assert!(!send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], t0()).is_accept());
+    p.unblacklist_sender("x.org");
+    p.block_for_recipient("10001@qq.com", "a@x.org");
+    assert_eq!(
+        reply(&send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], t0())),
+        Some(RejectedByRecipients)
+    );
+}
