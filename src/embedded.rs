@@ -6,19 +6,20 @@
 //! checks [`Expectation`]s when it is dropped.
 
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::config::{ClockMode, Config};
+use crate::policy::{BlockInfo, Decision, IpNet, Policy, QuotaName, Window};
 use crate::reply::{Generation, ReplyKind};
 use crate::server::{Server, StartError};
-use crate::store::{Event, Message, Store, StoreStats};
+use crate::store::{Event, EventKind, Message, Store, StoreStats};
 
 /// A qqmx server running for one test.
 ///
@@ -79,6 +80,13 @@ impl Builder {
     /// Imitates `generation`.
     pub fn generation(mut self, generation: Generation) -> Self {
         self.config.generation = generation;
+        self
+    }
+
+    /// Switches off every quota, the warm-up and bulk detection, for tests that are not
+    /// about limits (see [`Config::no_limits`]).
+    pub fn no_limits(mut self) -> Self {
+        self.config = self.config.no_limits();
         self
     }
 
@@ -301,6 +309,107 @@ impl QqMx {
         })
     }
 
+    // ---- policy control ----------------------------------------------------------------
+
+    /// Blacklists an IP or CIDR range (`"127.0.0.3"`, `"127.0.1.0/24"`), until `until`
+    /// or for good.
+    ///
+    /// # Panics
+    ///
+    /// When `net` is not an IP address or CIDR range.
+    pub fn blacklist_ip(&self, net: &str, until: Option<SystemTime>) {
+        let net = parse_net(net);
+        self.server.with_policy(|p, _| p.blacklist_ip(net, until));
+    }
+
+    /// Lifts the listings of an IP or range, its random listing and its complaints.
+    ///
+    /// # Panics
+    ///
+    /// When `net` is not an IP address or CIDR range.
+    pub fn unblacklist_ip(&self, net: &str) {
+        let net = parse_net(net);
+        self.server.with_policy(|p, _| p.unblacklist_ip(net));
+    }
+
+    /// Blacklists a sender address (`a@example.org`) or domain (`example.org`).
+    pub fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>) {
+        self.server
+            .with_policy(|p, _| p.blacklist_sender(sender, until));
+    }
+
+    /// Lifts the listings of a sender address or domain.
+    pub fn unblacklist_sender(&self, sender: &str) {
+        self.server.with_policy(|p, _| p.unblacklist_sender(sender));
+    }
+
+    /// `recipient` whitelists a sender address or domain (QQ's feedback form): its mail
+    /// to them passes blacklists until a complaint about that sender.
+    pub fn whitelist(&self, recipient: &str, sender: &str) {
+        self.server
+            .with_policy(|p, _| p.whitelist(recipient, sender));
+    }
+
+    /// A QQ user marks mail from `ip` (and `sender`) as spam: the IP loses reputation.
+    pub fn complain(&self, ip: IpAddr, sender: Option<&str>) {
+        self.server
+            .with_policy(|p, now| p.complain(ip, sender, now));
+    }
+
+    /// Sets (or with `None` removes) one tier of a quota.
+    pub fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>) {
+        self.server
+            .with_policy(|p, _| p.set_limit(quota, window, limit));
+    }
+
+    /// Forgets every quota counter and block.
+    pub fn reset_counters(&self) {
+        self.server.with_policy(|p, _| p.reset_counters());
+    }
+
+    /// An IP's reputation now; 0 means blacklisted.
+    pub fn reputation(&self, ip: IpAddr) -> u64 {
+        self.server.with_policy(|p, now| p.reputation(ip, now))
+    }
+
+    /// The quota blocks in force now.
+    pub fn blocks(&self) -> Vec<BlockInfo> {
+        self.server.with_policy(|p, now| p.blocks(now))
+    }
+
+    /// Anything else the policy offers, locked, with the current time.
+    pub fn with_policy<R>(&self, f: impl FnOnce(&mut Policy, SystemTime) -> R) -> R {
+        self.server.with_policy(f)
+    }
+
+    /// Why `ip` was refused: the last refusal of that client at or before `at`.
+    ///
+    /// ```
+    /// # use qqmx::QqMx;
+    /// let server = QqMx::start();
+    /// let now = server.clock().now();
+    /// assert!(server.explain("127.0.0.3".parse().unwrap(), now).is_none());
+    /// ```
+    pub fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision> {
+        self.refusals(ip)
+            .into_iter()
+            .filter(|(when, _)| *when <= at)
+            .map(|(_, d)| d)
+            .next_back()
+    }
+
+    /// Every refusal of `ip` still in the event log, with its time, oldest first.
+    pub fn refusals(&self, ip: IpAddr) -> Vec<(SystemTime, Decision)> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.client == ip)
+            .filter_map(|e| match e.kind {
+                EventKind::Decision(d) if !d.is_accept() => Some((e.at, d)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn lock_expectations(&self) -> std::sync::MutexGuard<'_, Vec<Expectation>> {
         self.expectations
             .lock()
@@ -332,6 +441,10 @@ impl fmt::Debug for QqMx {
             .field("server", &self.server)
             .finish()
     }
+}
+
+fn parse_net(net: &str) -> IpNet {
+    net.parse().unwrap_or_else(|e: String| panic!("qqmx: {e}"))
 }
 
 /// Waiting for messages took longer than allowed.

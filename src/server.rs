@@ -99,6 +99,19 @@ impl Server {
         &self.shared.config
     }
 
+    /// Runs `f` on the policy, locked, with the server's current time: how the embedded
+    /// handle and the control API blacklist, whitelist, complain and set limits.
+    ///
+    /// ```
+    /// use qqmx::policy::{QuotaName, Window};
+    /// let server = qqmx::Server::new(qqmx::Config::default(), qqmx::Clock::manual_at_unix(0)).unwrap();
+    /// server.with_policy(|policy, _now| policy.set_limit(QuotaName::IpMessages, Window::Minute, Some(5)));
+    /// ```
+    pub fn with_policy<R>(&self, f: impl FnOnce(&mut Policy, std::time::SystemTime) -> R) -> R {
+        let now = self.shared.clock.now();
+        f(&mut self.shared.policy(), now)
+    }
+
     /// Serves connections from `listener` until `shutdown` completes; then answers open
     /// sessions with `421` and returns once they have all ended.
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {

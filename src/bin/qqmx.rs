@@ -39,6 +39,9 @@ struct Serve {
     /// QQ generation to imitate: 2017, 2019 or 2025 (overrides the config).
     #[arg(long)]
     generation: Option<Generation>,
+    /// Switch off every quota, the warm-up and bulk detection.
+    #[arg(long)]
+    no_limits: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,9 @@ fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(generation) = args.generation {
         config.generation = generation;
+    }
+    if args.no_limits {
+        config = config.no_limits();
     }
     let clock = config.make_clock(qqmx::config::ClockMode::System);
     let runtime = tokio::runtime::Builder::new_multi_thread()

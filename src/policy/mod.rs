@@ -936,33 +936,32 @@ impl Policy {
                 warmup.map(|(_, allowance)| (Window::Day, allowance)),
             )
             .err()?;
-        let warm = warmup.is_some_and(|(_, allowance)| {
-            breach.window == Window::Day
-                && breach.limit == allowance
-                && quota.day.is_none_or(|t| t.limit > allowance)
-        });
-        let (rule, detail) = if warm {
-            let day = warmup.map_or(0, |(day, _)| day);
-            (
+        let (rule, detail) = match (breach.extra, breach.already) {
+            (true, false) => {
+                let day = warmup.map_or(0, |(day, _)| day);
+                (
+                    "reputation.warmup".to_owned(),
+                    format!(
+                        "day {day} of a new IP: {} messages allowed today",
+                        breach.limit
+                    ),
+                )
+            }
+            (true, true) => (
                 "reputation.warmup".to_owned(),
-                format!(
-                    "day {day} of a new IP: {} messages allowed today",
-                    breach.limit
-                ),
-            )
-        } else if breach.already {
-            (
+                "blocked by the warm-up allowance".to_owned(),
+            ),
+            (false, true) => (
                 format!("quota.{name}"),
                 format!("blocked by the {} limit", breach.window),
-            )
-        } else {
-            (
+            ),
+            (false, false) => (
                 format!("quota.{name}"),
                 format!(
                     "{} of {} in this {}; one more is over",
                     breach.count, breach.limit, breach.window
                 ),
-            )
+            ),
         };
         let reply = quota.reply;
         Some(

@@ -160,6 +160,8 @@ pub(crate) struct Counter {
     pub blocked_by: Option<Window>,
     /// Refusals since the block began.
     pub refused: u64,
+    /// Whether the block came from the extra limit (the warm-up) rather than a tier.
+    pub by_extra: bool,
     /// Last event or check, Unix seconds.
     pub last_seen: u64,
 }
@@ -173,6 +175,8 @@ pub(crate) struct Breach {
     pub until: u64,
     /// Whether the key was already blocked (rather than crossing a limit now).
     pub already: bool,
+    /// Whether the extra limit (not a tier) imposed the block.
+    pub extra: bool,
 }
 
 impl Counter {
@@ -215,11 +219,13 @@ impl Counter {
                 limit: window.tier(quota).map_or(0, |t| t.limit),
                 until: self.blocked_until,
                 already: true,
+                extra: self.by_extra,
             });
         }
         if self.blocked_until != 0 {
             self.blocked_until = 0;
             self.blocked_by = None;
+            self.by_extra = false;
             self.refused = 0;
         }
         for window in Window::ALL {
@@ -228,27 +234,24 @@ impl Counter {
             };
             let count = self.count(window, now);
             if count + n > tier.limit {
-                return Err(self.block(
-                    window,
-                    count,
-                    tier.limit,
-                    block_end(tier.block, window, now),
-                ));
+                let until = block_end(tier.block, window, now);
+                return Err(self.block(window, count, tier.limit, until, false));
             }
         }
         if let Some((window, limit)) = extra_limit {
             let count = self.count(window, now);
             if count + n > limit {
                 let until = window.end(now);
-                return Err(self.block(window, count, limit, until));
+                return Err(self.block(window, count, limit, until, true));
             }
         }
         Ok(())
     }
 
-    fn block(&mut self, window: Window, count: u64, limit: u64, until: u64) -> Breach {
+    fn block(&mut self, window: Window, count: u64, limit: u64, until: u64, extra: bool) -> Breach {
         self.blocked_until = until;
         self.blocked_by = Some(window);
+        self.by_extra = extra;
         self.refused = 1;
         Breach {
             window,
@@ -256,6 +259,7 @@ impl Counter {
             limit,
             until,
             already: false,
+            extra,
         }
     }
 
