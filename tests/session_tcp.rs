@@ -444,3 +444,19 @@ async fn every_command_reply_and_decision_is_an_event() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_recipient_named_twice_gets_the_message_once() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("HELO a.example").await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+
+    let first = smtp.send("RCPT TO:<10001@qq.com>").await;
+    let again = smtp.send("RCPT TO:<10001@QQ.com>").await;
+    smtp.send("DATA").await;
+    smtp.data("Subject: once\r\n\r\nhi").await;
+
+    assert_eq!((first.as_str(), again.as_str()), ("250 OK 1", "250 OK 1"));
+    assert_eq!(server.messages()[0].rcpt_to, ["10001@qq.com"]);
+}

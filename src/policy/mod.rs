@@ -347,6 +347,19 @@ fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
+/// Whether `list` holds `address`, ignoring case.
+pub(crate) fn contains_address(list: &[String], address: &str) -> bool {
+    list.iter().any(|a| a.eq_ignore_ascii_case(address))
+}
+
+/// The addresses lower-cased, each once.
+fn unique_lowercase(list: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = list.iter().map(|a| a.to_lowercase()).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 fn until_secs(until: Option<&str>) -> Option<u64> {
     until.and_then(parse_rfc3339).map(unix_secs)
 }
@@ -870,12 +883,13 @@ impl Policy {
             }
         }
         if at(&self.quotas.recipient) {
-            let rcpts: Vec<&str> = match facts.rcpt {
-                Some(r) if !all => vec![r],
-                _ => facts.rcpts.iter().map(String::as_str).collect(),
+            let rcpts: Vec<String> = match facts.rcpt {
+                // A recipient named twice in one transaction gets the message once.
+                Some(r) if !all && !contains_address(facts.rcpts, r) => vec![r.to_lowercase()],
+                Some(_) if !all => Vec::new(),
+                _ => unique_lowercase(facts.rcpts),
             };
             for r in rcpts {
-                let r = r.to_lowercase();
                 checks.push((
                     QuotaName::Recipient,
                     Subject::Text(r.as_str().into()),
@@ -1057,8 +1071,8 @@ impl Policy {
             add(QuotaName::Domain, Subject::Text(domain_of(&from).into()));
             add(QuotaName::Sender, Subject::Text(from.as_str().into()));
         }
-        for r in facts.rcpts {
-            add(QuotaName::Recipient, Subject::Text(r.to_lowercase().into()));
+        for r in unique_lowercase(facts.rcpts) {
+            add(QuotaName::Recipient, Subject::Text(r.into()));
         }
         if self.content.bulk_recipients > 0
             && let Some(message) = facts.message

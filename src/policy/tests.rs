@@ -44,10 +44,22 @@ fn policy(toml: &str) -> Policy {
 
 /// One whole message; the first refusal, or the final acceptance.
 fn send(p: &mut Policy, from_ip: IpAddr, from: &str, rcpts: &[&str], now: SystemTime) -> Decision {
+    send_to(p, from_ip, from, rcpts, now).0
+}
+
+/// One whole message; the outcome and the recipients accepted at RCPT.
+fn send_to(
+    p: &mut Policy,
+    from_ip: IpAddr,
+    from: &str,
+    rcpts: &[&str],
+    now: SystemTime,
+) -> (Decision, Vec<String>) {
     let connect = p.connect(from_ip, now);
-    let outcome = transaction(p, from_ip, from, rcpts, now, &connect);
+    let mut accepted = Vec::new();
+    let outcome = transaction(p, from_ip, from, rcpts, now, &connect, &mut accepted);
     p.disconnect(from_ip);
-    outcome
+    (outcome, accepted)
 }
 
 fn transaction(
@@ -57,6 +69,7 @@ fn transaction(
     rcpts: &[&str],
     now: SystemTime,
     connect: &Connect,
+    accepted: &mut Vec<String>,
 ) -> Decision {
     if !connect.decision.is_accept() {
         return connect.decision.clone();
@@ -77,7 +90,6 @@ fn transaction(
     if !d.is_accept() {
         return d;
     }
-    let mut accepted: Vec<String> = Vec::new();
     let mut last = d;
     for rcpt in rcpts {
         if let Some(d) = deferred(Stage::Rcpt) {
@@ -89,7 +101,9 @@ fn transaction(
             now,
         );
         if d.is_accept() {
-            accepted.push((*rcpt).to_owned());
+            if !contains_address(accepted, rcpt) {
+                accepted.push((*rcpt).to_owned());
+            }
         } else {
             last = d;
         }
@@ -320,7 +334,15 @@ fn connection_quota_is_counted_at_connect_and_answered_at_end_of_data() {
     assert!(send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(1)).is_accept());
     let third = p.connect(ip(2), at(2));
     assert!(third.decision.is_accept(), "greeted as usual");
-    let d = transaction(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(2), &third);
+    let d = transaction(
+        &mut p,
+        ip(2),
+        "a@x.org",
+        &["10001@qq.com"],
+        at(2),
+        &third,
+        &mut Vec::new(),
+    );
     assert_eq!(
         (reply(&d), d.stage),
         (Some(ConnectionFrequency), Stage::EndOfData)
@@ -631,4 +653,87 @@ fn runtime_control() {
         reply(&send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], t0())),
         Some(RejectedByRecipients)
     );
+}
+
+mod properties {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Send { ip: u8, sender: u8, rcpts: Vec<u8> },
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..3u8, 0..3u8, proptest::collection::vec(0..4u8, 1..3))
+                .prop_map(|(ip, sender, rcpts)| Op::Send { ip, sender, rcpts }),
+            1 => prop_oneof![0..120u64, 0..7200u64, 0..200_000u64].prop_map(Op::Advance),
+        ]
+    }
+
+    const LIMITS: &str = "\
+        [quotas.ip_messages]\nstage = \"end_of_data\"\nreply = \"ip_frequency\"\n\
+        minute = { limit = 3, block = \"2m\" }\nhour = { limit = 8, block = \"20m\" }\nday = { limit = 15, block = \"until_midnight\" }\n\
+        [quotas.sender]\nstage = \"mail\"\nreply = \"sender_frequency\"\nminute = { limit = 2, block = \"1m\" }\nhour = { limit = 6, block = \"1h\" }\n\
+        [quotas.domain]\nstage = \"mail\"\nreply = \"domain_frequency\"\nhour = { limit = 9, block = \"30m\" }\n\
+        [quotas.recipient]\nstage = \"rcpt\"\nreply = \"mailbox_unavailable\"\nminute = { limit = 1, block = \"5m\" }\nday = { limit = 4, block = \"until_midnight\" }\n\
+        [reputation]\nwarmup = true\nwarmup_schedule = [{ until_day = 1, daily = 5 }, { until_day = 2, daily = 10 }]\n";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever the sends and clock moves, no key ever has more accepted messages in
+        /// a window than its limit.
+        #[test]
+        fn no_key_exceeds_its_limit_in_any_window(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut p = policy(LIMITS);
+            let mut now = t0();
+            // (quota, key) -> accepted timestamps
+            let mut seen: HashMap<(&str, String), Vec<u64>> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Advance(secs) => now += Duration::from_secs(secs),
+                    Op::Send { ip: last, sender, rcpts } => {
+                        let from = format!("s{sender}@d{}.org", sender % 2);
+                        let rcpts: Vec<String> = rcpts.iter().map(|r| format!("1000{r}@qq.com")).collect();
+                        let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+                        let (d, taken) = send_to(&mut p, ip(last + 2), &from, &refs, now);
+                        if d.is_accept() {
+                            let t = crate::clock::unix_secs(now);
+                            seen.entry(("ip", last.to_string())).or_default().push(t);
+                            seen.entry(("sender", from.clone())).or_default().push(t);
+                            seen.entry(("domain", format!("d{}", sender % 2))).or_default().push(t);
+                            for r in taken {
+                                seen.entry(("rcpt", r)).or_default().push(t);
+                            }
+                        }
+                    }
+                }
+            }
+            let limits: &[(&str, Window, u64)] = &[
+                ("ip", Window::Minute, 3), ("ip", Window::Hour, 8), ("ip", Window::Day, 15),
+                ("sender", Window::Minute, 2), ("sender", Window::Hour, 6),
+                ("domain", Window::Hour, 9),
+                ("rcpt", Window::Minute, 1), ("rcpt", Window::Day, 4),
+            ];
+            for ((quota, key), times) in &seen {
+                for &(q, window, limit) in limits {
+                    if q != *quota {
+                        continue;
+                    }
+                    let mut per: HashMap<u64, u64> = HashMap::new();
+                    for t in times {
+                        *per.entry(window.index(*t)).or_default() += 1;
+                    }
+                    let worst = per.values().max().copied().unwrap_or(0);
+                    prop_assert!(worst <= limit, "{quota} {key}: {worst} in one {window}, limit {limit}");
+                }
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@ use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{Error as ParseError, MAIL_SMTPUTF8, MailFrom, RcptTo, Request};
 
 use super::{Action, Mode, Session, Transaction, loggable};
-use crate::policy::{Facts, Stage};
+use crate::policy::{Facts, Stage, contains_address};
 use crate::reply::ReplyKind;
 use crate::store::EventKind;
 
@@ -116,11 +116,13 @@ impl Session {
             .rcpts(&tx.rcpts)
             .rcpt(&to.address);
         let accepted = self.ask(Stage::Rcpt, &facts);
+        let mut tx = tx;
+        // A recipient named twice gets the message once.
+        if accepted && !contains_address(&tx.rcpts, &to.address) {
+            tx.rcpts.push(to.address.clone());
+        }
         self.tx = Some(tx);
         if accepted {
-            if let Some(tx) = self.tx.as_mut() {
-                tx.rcpts.push(to.address.clone());
-            }
             self.reply(ReplyKind::RcptOk);
         }
     }
