@@ -97,7 +97,7 @@ fn transaction(
         }
         let d = p.check(
             Stage::Rcpt,
-            &base.from(from).rcpts(&accepted).rcpt(rcpt),
+            &base.from(from).rcpts(accepted).rcpt(rcpt),
             now,
         );
         if d.is_accept() {
@@ -116,7 +116,7 @@ fn transaction(
     }
     let body = format!("Subject: hi\r\n\r\nHello {from}");
     p.end_of_data(
-        &base.from(from).rcpts(&accepted).message(body.as_bytes()),
+        &base.from(from).rcpts(accepted).message(body.as_bytes()),
         now,
     )
 }
