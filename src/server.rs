@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::policy::Policy;
+use crate::proxy;
 use crate::session::{self, Shared};
 use crate::store::Store;
 use crate::tls::{self, TlsError};
@@ -146,6 +147,23 @@ impl Server {
             let shared = self.shared.clone();
             let stopped = stopped.clone();
             sessions.spawn(async move {
+                let mut stream = stream;
+                let peer = if shared.config.server.proxy_protocol {
+                    let idle = shared.config.limits.idle_timeout;
+                    match tokio::time::timeout(idle, proxy::read_header(&mut stream)).await {
+                        Ok(Ok(addr)) => addr.unwrap_or(peer),
+                        Ok(Err(e)) => {
+                            warn!(%peer, error = %e, "connection closed");
+                            return;
+                        }
+                        Err(_) => {
+                            warn!(%peer, "no PROXY header in time; connection closed");
+                            return;
+                        }
+                    }
+                } else {
+                    peer
+                };
                 session::serve(shared, stream, peer, local, stopped).await;
                 drop(permit);
             });

@@ -460,3 +460,64 @@ async fn a_recipient_named_twice_gets_the_message_once() {
     assert_eq!((first.as_str(), again.as_str()), ("250 OK 1", "250 OK 1"));
     assert_eq!(server.messages()[0].rcpt_to, ["10001@qq.com"]);
 }
+
+#[tokio::test]
+async fn a_proxy_protocol_header_gives_the_client_address() {
+    let server = server_with("[server]\nproxy_protocol = true\n");
+    let mut stream = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stream,
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 25\r\n",
+    )
+    .await
+    .expect("header");
+    drop(stream);
+    let mut smtp = Smtp::connect_after_proxy(
+        server.addr(),
+        b"PROXY TCP4 198.51.100.7 127.0.0.1 4444 25\r\n",
+    )
+    .await;
+
+    smtp.send("HELO a.example").await;
+    let unknown = smtp.send("RCPT TO:<nobody@qq.com>").await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    let refused = smtp.send("RCPT TO:<nobody@qq.com>").await;
+
+    assert_eq!(unknown, "503 Error: need MAIL command");
+    assert!(refused.ends_with(" IP: 198.51.100.7]"), "{refused}");
+    let clients: Vec<String> = server
+        .events()
+        .iter()
+        .map(|e| e.client.to_string())
+        .collect();
+    assert!(
+        clients
+            .iter()
+            .all(|c| c == "198.51.100.7" || c == "203.0.113.9"),
+        "{clients:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_proxy_header_the_connection_is_closed() {
+    let server = server_with("[server]\nproxy_protocol = true\n");
+    let mut stream = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"EHLO client.example\r\n")
+        .await
+        .expect("write");
+
+    let mut buf = Vec::new();
+    // The close may arrive as a reset: the client's bytes were left unread.
+    let _ = tokio::time::timeout(
+        common::PATIENCE,
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut buf),
+    )
+    .await
+    .expect("closed in time");
+
+    assert!(buf.is_empty(), "closed without a word: {buf:?}");
+}

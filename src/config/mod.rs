@@ -725,6 +725,26 @@ mod tests {
     }
 
     #[test]
+    fn a_quota_table_changes_only_what_it_names() {
+        let text = "[quotas.ip_messages]\nminute = { limit = 5 }\nhour = \"off\"\n";
+        let config = Config::from_toml(text).expect("partial quota");
+        let q = &config.quotas.ip_messages;
+        let default = Config::default().quotas.ip_messages;
+        assert_eq!(
+            q.minute.map(|t| (t.limit, t.block)),
+            Some((5, default.minute.expect("tier").block))
+        );
+        assert_eq!(q.hour, None);
+        assert_eq!(
+            (q.day, q.stage, q.reply, q.enabled),
+            (default.day, default.stage, default.reply, true)
+        );
+        let err =
+            Config::from_toml("[quotas.sender]\nminute = { limit = \"x\" }\n").expect_err("bad");
+        assert!(err.to_string().contains("key `quotas.sender"), "{err}");
+    }
+
+    #[test]
     fn durations_parse_and_print() {
         use duration_text::{Text, parse};
         assert_eq!(parse("1h30m"), Some(Duration::from_secs(5400)));

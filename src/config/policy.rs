@@ -65,30 +65,25 @@ impl fmt::Display for Block {
 }
 
 /// One quota: a key, up to three tiers, and the reply a blocked key gets at a stage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// In a config file every field is optional and falls back to that quota's default, so
+/// `[quotas.ip_messages]` with just `minute = { limit = 5 }` changes one number. A tier
+/// is removed with `minute = "off"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Quota {
     /// Whether the quota applies.
-    #[serde(default = "yes")]
     pub enabled: bool,
     /// Where a client over the quota is refused.
     pub stage: Stage,
     /// What it is told.
     pub reply: ReplyKind,
     /// Limit per calendar minute.
-    #[serde(default)]
     pub minute: Option<Tier>,
     /// Limit per clock hour.
-    #[serde(default)]
     pub hour: Option<Tier>,
     /// Limit per day, midnight to midnight in China Standard Time.
-    #[serde(default)]
     pub day: Option<Tier>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn tier(limit: u64, block: Block) -> Option<Tier> {
@@ -144,7 +139,7 @@ impl Default for Concurrency {
 
 /// All quotas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, try_from = "QuotasText")]
 #[non_exhaustive]
 pub struct Quotas {
     /// Messages accepted from one IP (one per message, whatever its recipients).
@@ -183,6 +178,95 @@ impl Default for Quotas {
             ),
             deny_after: 50,
         }
+    }
+}
+
+/// How the quotas are written in a file: every field optional, merged onto the defaults.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct QuotasText {
+    ip_messages: Option<QuotaText>,
+    ip_connections: Option<QuotaText>,
+    ip_concurrent: Option<Concurrency>,
+    sender: Option<QuotaText>,
+    domain: Option<QuotaText>,
+    recipient: Option<QuotaText>,
+    deny_after: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct QuotaText {
+    enabled: Option<bool>,
+    stage: Option<Stage>,
+    reply: Option<ReplyKind>,
+    minute: Option<TierText>,
+    hour: Option<TierText>,
+    day: Option<TierText>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TierText {
+    Off(Off),
+    Tier {
+        limit: Option<u64>,
+        block: Option<Block>,
+    },
+}
+
+#[derive(Deserialize)]
+enum Off {
+    #[serde(rename = "off")]
+    Off,
+}
+
+impl QuotaText {
+    fn merge(self, mut quota: Quota) -> Result<Quota, String> {
+        quota.enabled = self.enabled.unwrap_or(quota.enabled);
+        quota.stage = self.stage.unwrap_or(quota.stage);
+        quota.reply = self.reply.unwrap_or(quota.reply);
+        for (text, tier, name) in [
+            (self.minute, &mut quota.minute, "minute"),
+            (self.hour, &mut quota.hour, "hour"),
+            (self.day, &mut quota.day, "day"),
+        ] {
+            *tier = match text {
+                None => *tier,
+                Some(TierText::Off(Off::Off)) => None,
+                Some(TierText::Tier { limit, block }) => {
+                    let limit = limit.or(tier.map(|t| t.limit)).ok_or_else(|| {
+                        format!("the {name} tier has no default limit: give `limit`")
+                    })?;
+                    let block = block
+                        .or(tier.map(|t| t.block))
+                        .unwrap_or(Block::UntilMidnight);
+                    Some(Tier { limit, block })
+                }
+            };
+        }
+        Ok(quota)
+    }
+}
+
+impl TryFrom<QuotasText> for Quotas {
+    type Error = String;
+
+    fn try_from(text: QuotasText) -> Result<Self, String> {
+        let mut quotas = Quotas::default();
+        let merge = |t: Option<QuotaText>, q: Quota| t.map_or(Ok(q.clone()), |t| t.merge(q));
+        quotas.ip_messages = merge(text.ip_messages, quotas.ip_messages)?;
+        quotas.ip_connections = merge(text.ip_connections, quotas.ip_connections)?;
+        quotas.sender = merge(text.sender, quotas.sender)?;
+        quotas.domain = merge(text.domain, quotas.domain)?;
+        quotas.recipient = merge(text.recipient, quotas.recipient)?;
+        if let Some(c) = text.ip_concurrent {
+            quotas.ip_concurrent = c;
+        }
+        if let Some(d) = text.deny_after {
+            quotas.deny_after = d;
+        }
+        Ok(quotas)
     }
 }
 

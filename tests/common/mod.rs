@@ -35,6 +35,19 @@ impl Smtp {
         smtp
     }
 
+    /// Connects, sends a PROXY protocol header, and reads the greeting.
+    pub async fn connect_after_proxy(addr: SocketAddr, header: &[u8]) -> Self {
+        let mut stream = TcpStream::connect(addr).await.expect("connect to qqmx");
+        stream.write_all(header).await.expect("PROXY header");
+        let mut smtp = Self {
+            stream: Box::new(stream),
+            buf: Vec::new(),
+            transcript: String::new(),
+        };
+        smtp.read_reply().await;
+        smtp
+    }
+
     /// Sends one command line and returns the whole reply (lines joined by CRLF).
     pub async fn send(&mut self, line: &str) -> String {
         self.transcript.push_str(&format!("C: {line}\n"));
