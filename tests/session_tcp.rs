@@ -209,7 +209,7 @@ async fn size_is_enforced_at_mail_and_during_data() {
         .events()
         .into_iter()
         .filter_map(|e| match e.kind {
-            EventKind::Decision(d) if !d.is_accept() => Some(d.rule),
+            EventKind::Decision(d) if !d.is_accept() => Some(d.rule.into_owned()),
             _ => None,
         })
         .collect();

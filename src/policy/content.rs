@@ -1,8 +1,8 @@
 //! Content rules: bulk detection over a normalised body, and spam phrases.
 
 use std::collections::HashSet;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::Hasher;
+
+use super::quota::{IdSet, finish, hash_lowercase, mix};
 
 /// A fingerprint of the body: the text after the headers, lower-cased, without
 /// whitespace, so that re-wrapped or re-cased copies count as the same content.
@@ -11,18 +11,19 @@ pub(crate) fn fingerprint(message: &[u8]) -> u64 {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(message, |i| &message[i + 4..]);
-    let mut hasher = DefaultHasher::new();
-    for b in body.iter().filter(|b| !b.is_ascii_whitespace()) {
-        hasher.write_u8(b.to_ascii_lowercase());
-    }
-    hasher.finish()
+    let h = body
+        .iter()
+        .filter(|b| !b.is_ascii_whitespace())
+        .fold(0, |h, b| mix(h, u64::from(b.to_ascii_lowercase())));
+    finish(h)
 }
 
 /// Recipients that got one body within one bulk window.
 #[derive(Debug, Default)]
 pub(crate) struct Bulk {
     pub window: u64,
-    pub recipients: HashSet<Box<str>>,
+    /// Hashes of the recipients, lower-cased.
+    pub recipients: IdSet,
     pub last_seen: u64,
 }
 
@@ -32,10 +33,21 @@ impl Bulk {
         self.recipients.len()
             + rcpts
                 .iter()
-                .filter(|r| !self.recipients.contains(r.to_lowercase().as_str()))
+                .map(|r| recipient_id(r))
+                .filter(|id| !self.recipients.contains(id))
                 .collect::<HashSet<_>>()
                 .len()
     }
+
+    /// Adds `rcpts` to the recipients of the body.
+    pub fn add(&mut self, rcpts: &[String]) {
+        self.recipients
+            .extend(rcpts.iter().map(|r| recipient_id(r)));
+    }
+}
+
+fn recipient_id(rcpt: &str) -> u64 {
+    finish(hash_lowercase(0, rcpt))
 }
 
 /// Whether `message` contains `phrase`, ignoring ASCII case.

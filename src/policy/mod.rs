@@ -37,6 +37,7 @@ mod lists;
 pub mod mailbox;
 mod quota;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
@@ -53,7 +54,7 @@ pub use mailbox::{Address, AddressError};
 pub use quota::{QuotaName, Window};
 
 use lists::Listed;
-use quota::{Breach, Counter, Subject};
+use quota::{Breach, Counter, IdMap, Subject};
 
 /// Where in the conversation a decision is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -109,7 +110,7 @@ pub struct Decision {
     /// What to do.
     pub verdict: Verdict,
     /// The rule that decided (`mailbox.exists`, `quota.ip_messages`, ...).
-    pub rule: String,
+    pub rule: Cow<'static, str>,
     /// Why, in words.
     pub detail: String,
     /// The key a quota or list matched (`ip:127.0.0.3`, `sender:a@example.org`).
@@ -130,11 +131,16 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn new(stage: Stage, verdict: Verdict, rule: &str, detail: impl Into<String>) -> Self {
+    fn new(
+        stage: Stage,
+        verdict: Verdict,
+        rule: impl Into<Cow<'static, str>>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             stage,
             verdict,
-            rule: rule.to_owned(),
+            rule: rule.into(),
             detail: detail.into(),
             key: None,
             counter: None,
@@ -144,11 +150,16 @@ impl Decision {
         }
     }
 
-    fn accept(stage: Stage, rule: &str, detail: impl Into<String>) -> Self {
+    fn accept(stage: Stage, rule: &'static str, detail: impl Into<String>) -> Self {
         Self::new(stage, Verdict::Accept, rule, detail)
     }
 
-    fn reject(stage: Stage, kind: ReplyKind, rule: &str, detail: impl Into<String>) -> Self {
+    fn reject(
+        stage: Stage,
+        kind: ReplyKind,
+        rule: impl Into<Cow<'static, str>>,
+        detail: impl Into<String>,
+    ) -> Self {
         let verdict = if stage == Stage::Connect {
             Verdict::Disconnect(kind)
         } else {
@@ -323,7 +334,7 @@ pub struct Policy {
     reputation: Reputation,
     content: Content,
     memory: Memory,
-    counters: HashMap<(QuotaName, Subject), Counter>,
+    counters: IdMap<Counter>,
     active: HashMap<IpAddr, u64>,
     ips: HashMap<IpAddr, IpHistory>,
     domains: HashMap<Box<str>, DomainHistory>,
@@ -333,7 +344,7 @@ pub struct Policy {
     whitelist: HashSet<(String, String)>,
     personal: HashMap<String, HashSet<String>>,
     outbound: HashSet<(String, IpAddr)>,
-    bulk: HashMap<u64, content::Bulk>,
+    bulk: IdMap<content::Bulk>,
     last_sweep: u64,
 }
 
@@ -350,14 +361,6 @@ fn domain_of(address: &str) -> &str {
 /// Whether `list` holds `address`, ignoring case.
 pub(crate) fn contains_address(list: &[String], address: &str) -> bool {
     list.iter().any(|a| a.eq_ignore_ascii_case(address))
-}
-
-/// The addresses lower-cased, each once.
-fn unique_lowercase(list: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = list.iter().map(|a| a.to_lowercase()).collect();
-    out.sort_unstable();
-    out.dedup();
-    out
 }
 
 fn until_secs(until: Option<&str>) -> Option<u64> {
@@ -413,7 +416,7 @@ impl Policy {
             reputation: config.reputation.clone(),
             content: config.content.clone(),
             memory: config.memory.clone(),
-            counters: HashMap::new(),
+            counters: IdMap::default(),
             active: HashMap::new(),
             ips: HashMap::new(),
             domains: HashMap::new(),
@@ -423,7 +426,7 @@ impl Policy {
             whitelist: HashSet::new(),
             personal,
             outbound: HashSet::new(),
-            bulk: HashMap::new(),
+            bulk: IdMap::default(),
             last_sweep: 0,
         })
     }
@@ -465,11 +468,10 @@ impl Policy {
             };
         }
 
-        let q = &self.quotas.ip_connections;
+        let q = self.quotas.ip_connections.clone();
         if q.enabled {
-            let key = (QuotaName::IpConnections, Subject::Ip(ip));
-            let counter = self.counters.entry(key).or_default();
-            let checked = counter.check(q, now, None);
+            let counter = self.counter(QuotaName::IpConnections, Subject::Ip(ip));
+            let checked = counter.check(&q, now, None);
             counter.add(now, 1);
             if let Err(breach) = checked {
                 let what = if breach.already {
@@ -548,18 +550,19 @@ impl Policy {
         if let Some(d) = self.blacklisted(STAGE, facts, now) {
             return d;
         }
-        if let Some(d) = self.quotas_at(STAGE, facts, now) {
-            return d;
-        }
-        if let Some(d) = self.content_rules(facts, now) {
-            return d;
-        }
-        // Re-check every message quota, wherever it is answered, so that concurrent
-        // sessions cannot take a key past its limit between their checks and this point.
+        // Every message quota, wherever else it is answered, is checked again here, so
+        // that concurrent sessions cannot take a key past its limit between their checks.
         if let Some(d) = self.message_quotas(STAGE, facts, now, true) {
             return d;
         }
-        self.commit(facts, now);
+        let print = facts
+            .message
+            .filter(|_| self.content.bulk_recipients > 0)
+            .map(content::fingerprint);
+        if let Some(d) = self.content_rules(facts, print, now) {
+            return d;
+        }
+        self.commit(facts, print, now);
         let size = facts.message.map_or(0, <[u8]>::len);
         Decision::accept(STAGE, "message.ok", format!("{size} bytes"))
     }
@@ -822,7 +825,7 @@ impl Policy {
         }
         [QuotaName::IpMessages, QuotaName::IpConnections]
             .into_iter()
-            .filter_map(|q| self.counters.get(&(q, Subject::Ip(ip))))
+            .filter_map(|q| self.counters.get(&Subject::Ip(ip).id(q)))
             .find(|c| c.blocked(now) && c.refused >= after)
             .map(|c| {
                 let d = Decision::reject(
@@ -856,53 +859,44 @@ impl Policy {
     ) -> Option<Decision> {
         let at = |q: &Quota| q.enabled && (all || q.stage == stage);
         let warmup = self.reputation.warmup && (all || self.quotas.ip_messages.stage == stage);
-        let mut checks: Vec<(QuotaName, Subject, String)> = Vec::new();
+        let mut checks: Vec<(QuotaName, Subject<'_>)> = Vec::with_capacity(4);
         if at(&self.quotas.ip_messages) || warmup {
-            checks.push((
-                QuotaName::IpMessages,
-                Subject::Ip(facts.ip),
-                format!("ip:{}", facts.ip),
-            ));
+            checks.push((QuotaName::IpMessages, Subject::Ip(facts.ip)));
         }
         if let Some(from) = facts.from.filter(|f| !f.is_empty()) {
-            let from = from.to_lowercase();
             if at(&self.quotas.domain) {
-                let domain = domain_of(&from);
-                checks.push((
-                    QuotaName::Domain,
-                    Subject::Text(domain.into()),
-                    format!("domain:{domain}"),
-                ));
+                checks.push((QuotaName::Domain, Subject::Text(domain_of(from))));
             }
             if at(&self.quotas.sender) {
-                checks.push((
-                    QuotaName::Sender,
-                    Subject::Text(from.as_str().into()),
-                    format!("sender:{from}"),
-                ));
+                checks.push((QuotaName::Sender, Subject::Text(from)));
             }
         }
         if at(&self.quotas.recipient) {
-            let rcpts: Vec<String> = match facts.rcpt {
+            match facts.rcpt {
                 // A recipient named twice in one transaction gets the message once.
-                Some(r) if !all && !contains_address(facts.rcpts, r) => vec![r.to_lowercase()],
-                Some(_) if !all => Vec::new(),
-                _ => unique_lowercase(facts.rcpts),
-            };
-            for r in rcpts {
-                checks.push((
-                    QuotaName::Recipient,
-                    Subject::Text(r.as_str().into()),
-                    format!("recipient:{r}"),
-                ));
+                Some(r) if !all => {
+                    if !contains_address(facts.rcpts, r) {
+                        checks.push((QuotaName::Recipient, Subject::Text(r)));
+                    }
+                }
+                _ => {
+                    for (i, r) in facts.rcpts.iter().enumerate() {
+                        if !contains_address(&facts.rcpts[..i], r) {
+                            checks.push((QuotaName::Recipient, Subject::Text(r)));
+                        }
+                    }
+                }
             }
         }
-        for (name, subject, key) in checks {
-            if let Some(d) = self.check_counter(stage, name, subject, key, now) {
-                return Some(d);
-            }
-        }
-        None
+        checks
+            .into_iter()
+            .find_map(|(name, subject)| self.check_counter(stage, name, subject, now))
+    }
+
+    fn counter(&mut self, name: QuotaName, subject: Subject<'_>) -> &mut Counter {
+        self.counters
+            .entry(subject.id(name))
+            .or_insert_with(|| Counter::new(name, subject.label()))
     }
 
     fn quota(&self, name: QuotaName) -> &Quota {
@@ -929,8 +923,7 @@ impl Policy {
         &mut self,
         stage: Stage,
         name: QuotaName,
-        subject: Subject,
-        key: String,
+        subject: Subject<'_>,
         now: u64,
     ) -> Option<Decision> {
         let warmup = match &subject {
@@ -942,7 +935,7 @@ impl Policy {
             // Only the warm-up allowance applies.
             (quota.minute, quota.hour, quota.day) = (None, None, None);
         }
-        let counter = self.counters.entry((name, subject)).or_default();
+        let counter = self.counter(name, subject);
         let breach = counter
             .check(
                 &quota,
@@ -954,7 +947,7 @@ impl Policy {
             (true, false) => {
                 let day = warmup.map_or(0, |(day, _)| day);
                 (
-                    "reputation.warmup".to_owned(),
+                    Cow::Borrowed("reputation.warmup"),
                     format!(
                         "day {day} of a new IP: {} messages allowed today",
                         breach.limit
@@ -962,24 +955,28 @@ impl Policy {
                 )
             }
             (true, true) => (
-                "reputation.warmup".to_owned(),
+                Cow::Borrowed("reputation.warmup"),
                 "blocked by the warm-up allowance".to_owned(),
             ),
             (false, true) => (
-                format!("quota.{name}"),
+                Cow::Owned(format!("quota.{name}")),
                 format!("blocked by the {} limit", breach.window),
             ),
             (false, false) => (
-                format!("quota.{name}"),
+                Cow::Owned(format!("quota.{name}")),
                 format!(
                     "{} of {} in this {}; one more is over",
                     breach.count, breach.limit, breach.window
                 ),
             ),
         };
-        let reply = quota.reply;
+        let key = format!(
+            "{}:{}",
+            name.key_prefix(),
+            self.counter(name, subject).label
+        );
         Some(
-            Decision::reject(stage, reply, &rule, detail)
+            Decision::reject(stage, quota.reply, rule, detail)
                 .keyed(key)
                 .breach(&breach),
         )
@@ -1007,7 +1004,12 @@ impl Policy {
         Some((day, allowance))
     }
 
-    fn content_rules(&mut self, facts: &Facts<'_>, now: u64) -> Option<Decision> {
+    fn content_rules(
+        &mut self,
+        facts: &Facts<'_>,
+        print: Option<u64>,
+        now: u64,
+    ) -> Option<Decision> {
         const STAGE: Stage = Stage::EndOfData;
         let message = facts.message?;
         let mut found = self
@@ -1025,9 +1027,10 @@ impl Policy {
                 .keyed(format!("ip:{}", facts.ip))
             });
         let limit = self.content.bulk_recipients;
-        if found.is_none() && limit > 0 {
+        if found.is_none()
+            && let Some(print) = print
+        {
             let window = now / self.content.bulk_window.as_secs().max(1);
-            let print = content::fingerprint(message);
             let bulk = self.bulk.entry(print).or_default();
             if bulk.window != window {
                 bulk.window = window;
@@ -1058,28 +1061,23 @@ impl Policy {
     }
 
     /// Counts an accepted message.
-    fn commit(&mut self, facts: &Facts<'_>, now: u64) {
-        let mut add = |name: QuotaName, subject: Subject| {
-            self.counters
-                .entry((name, subject))
-                .or_default()
-                .add(now, 1);
-        };
-        add(QuotaName::IpMessages, Subject::Ip(facts.ip));
+    fn commit(&mut self, facts: &Facts<'_>, print: Option<u64>, now: u64) {
+        self.counter(QuotaName::IpMessages, Subject::Ip(facts.ip))
+            .add(now, 1);
         if let Some(from) = facts.from.filter(|f| !f.is_empty()) {
-            let from = from.to_lowercase();
-            add(QuotaName::Domain, Subject::Text(domain_of(&from).into()));
-            add(QuotaName::Sender, Subject::Text(from.as_str().into()));
+            self.counter(QuotaName::Domain, Subject::Text(domain_of(from)))
+                .add(now, 1);
+            self.counter(QuotaName::Sender, Subject::Text(from))
+                .add(now, 1);
         }
-        for r in unique_lowercase(facts.rcpts) {
-            add(QuotaName::Recipient, Subject::Text(r.into()));
+        for (i, r) in facts.rcpts.iter().enumerate() {
+            if !contains_address(&facts.rcpts[..i], r) {
+                self.counter(QuotaName::Recipient, Subject::Text(r))
+                    .add(now, 1);
+            }
         }
-        if self.content.bulk_recipients > 0
-            && let Some(message) = facts.message
-            && let Some(bulk) = self.bulk.get_mut(&content::fingerprint(message))
-        {
-            bulk.recipients
-                .extend(facts.rcpts.iter().map(|r| r.to_lowercase().into()));
+        if let Some(bulk) = print.and_then(|print| self.bulk.get_mut(&print)) {
+            bulk.add(facts.rcpts);
         }
     }
 
@@ -1278,12 +1276,14 @@ impl Policy {
             .counters
             .iter()
             .filter(|(_, c)| c.blocked(now))
-            .map(|((quota, subject), c)| BlockInfo {
-                quota: *quota,
-                key: subject.to_string(),
-                window: c.blocked_by,
-                until: UNIX_EPOCH + Duration::from_secs(c.blocked_until),
-                refused: c.refused,
+            .filter_map(|(_, c)| {
+                Some(BlockInfo {
+                    quota: c.quota?,
+                    key: c.label.to_string(),
+                    window: c.blocked_by,
+                    until: UNIX_EPOCH + Duration::from_secs(c.blocked_until),
+                    refused: c.refused,
+                })
             })
             .collect();
         blocks.sort_by(|a, b| (a.until, &a.key).cmp(&(b.until, &b.key)));

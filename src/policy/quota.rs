@@ -6,6 +6,7 @@
 //! tier's limit, the key is blocked for the tier's block time and the event refused.
 
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,16 @@ pub enum QuotaName {
 }
 
 impl QuotaName {
+    /// The prefix of its keys in decisions (`ip:`, `sender:`, ...).
+    pub fn key_prefix(self) -> &'static str {
+        match self {
+            Self::IpMessages | Self::IpConnections => "ip",
+            Self::Sender => "sender",
+            Self::Domain => "domain",
+            Self::Recipient => "recipient",
+        }
+    }
+
     /// Every quota with tiers.
     pub const ALL: [QuotaName; 5] = [
         QuotaName::IpMessages,
@@ -133,25 +144,99 @@ impl fmt::Display for QuotaName {
     }
 }
 
-/// What a counter counts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Subject {
+/// What a counter counts, borrowed for a lookup.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Subject<'a> {
     Ip(IpAddr),
-    Text(Box<str>),
+    /// An address or domain; case does not matter.
+    Text(&'a str),
 }
 
-impl fmt::Display for Subject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Subject<'_> {
+    /// The key of its counter under `quota`: a hash of the IP, or of the text
+    /// lower-cased, so that a lookup allocates nothing.
+    pub fn id(&self, quota: QuotaName) -> u64 {
+        let h = mix(0, quota as u64 + 1);
+        let h = match self {
+            Self::Ip(IpAddr::V4(ip)) => mix(mix(h, 4), u64::from(u32::from(*ip))),
+            Self::Ip(IpAddr::V6(ip)) => {
+                let bits = u128::from(*ip);
+                mix(mix(mix(h, 6), bits as u64), (bits >> 64) as u64)
+            }
+            Self::Text(text) => hash_lowercase(mix(h, 1), text),
+        };
+        finish(h)
+    }
+
+    /// The subject as shown in blocks and decisions.
+    pub fn label(&self) -> Box<str> {
         match self {
-            Self::Ip(ip) => write!(f, "{ip}"),
-            Self::Text(t) => f.write_str(t),
+            Self::Ip(ip) => ip.to_string().into(),
+            Self::Text(text) => text.to_lowercase().into(),
         }
     }
 }
 
+/// One step of a fast multiplicative hash (the keys are ours, not an attacker's).
+pub(crate) fn mix(h: u64, v: u64) -> u64 {
+    (h.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
+
+/// Spreads the bits of a finished hash (MurmurHash3's finaliser).
+pub(crate) fn finish(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Hashes `text` as if lower-cased, without allocating.
+pub(crate) fn hash_lowercase(mut h: u64, text: &str) -> u64 {
+    if text.is_ascii() {
+        for b in text.bytes() {
+            h = mix(h, u64::from(b.to_ascii_lowercase()));
+        }
+    } else {
+        for c in text.chars().flat_map(char::to_lowercase) {
+            h = mix(h, u64::from(c));
+        }
+    }
+    h
+}
+
+/// A hasher for keys that are already hashes.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = mix(self.0, u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A map keyed by hashes.
+pub(crate) type IdMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+/// A set of hashes.
+pub(crate) type IdSet = std::collections::HashSet<u64, BuildHasherDefault<IdHasher>>;
+
 /// Events of one key in the current windows, and its block.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Counter {
+    /// The quota it counts for.
+    pub quota: Option<QuotaName>,
+    /// What it counts, for display.
+    pub label: Box<str>,
     /// (window index, count) for minute, hour, day.
     windows: [(u64, u64); 3],
     /// Unix seconds when the block ends; 0 when not blocked.
@@ -180,6 +265,15 @@ pub(crate) struct Breach {
 }
 
 impl Counter {
+    /// An empty counter of `quota` for `label`.
+    pub fn new(quota: QuotaName, label: Box<str>) -> Self {
+        Self {
+            quota: Some(quota),
+            label,
+            ..Self::default()
+        }
+    }
+
     /// Events in the current `window`.
     pub fn count(&self, window: Window, now: u64) -> u64 {
         let (index, count) = self.windows[window.slot()];

@@ -415,7 +415,7 @@ fn warm_up_refusals_name_the_rule() {
     }
     let d = send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(60));
     assert_eq!(
-        (reply(&d), d.rule.as_str()),
+        (reply(&d), d.rule.as_ref()),
         (Some(IpFrequency), "reputation.warmup")
     );
     assert_eq!(d.detail, "day 1 of a new IP: 50 messages allowed today");
@@ -499,7 +499,7 @@ fn random_listings_end_after_their_duration() {
     let mut p = policy("[blacklist]\nrandom_ip_probability = 1.0\nrandom_ip_duration = \"1h\"\n");
     let d = send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], t0());
     assert_eq!(
-        (reply(&d), d.rule.as_str()),
+        (reply(&d), d.rule.as_ref()),
         (Some(IpFrequency), "blacklist.ip.random")
     );
     assert!(send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(3600)).is_accept());
@@ -523,7 +523,7 @@ fn complaints_drive_reputation_to_zero_and_whitelists_are_dropped_by_new_ones() 
         at(86_400 * 30),
     );
     assert_eq!(
-        (reply(&d), d.rule.as_str()),
+        (reply(&d), d.rule.as_ref()),
         (Some(IpFrequency), "blacklist.ip.reputation")
     );
     assert_eq!(d.block_until, Some(at(60 * 86_400)));
