@@ -195,3 +195,42 @@ fn the_example_configs_parse() {
     let config = Config::from_file(format!("{dir}/qq-2019.toml")).expect("example config");
     assert_eq!(config.host(), "newxmmxszc27.qq.com");
 }
+
+/// Which of 127.0.0.2 ..= 127.0.0.40 a server with `seed` blacklists at random.
+fn randomly_listed(seed: u64) -> Vec<u8> {
+    let config = Config::from_toml(&format!(
+        "seed = {seed}\n[blacklist]\nrandom_ip_probability = 0.5\n"
+    ))
+    .expect("config");
+    let server = QqMx::builder().config(config).start();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut listed = Vec::new();
+        for last in 2..=40u8 {
+            let source = std::net::IpAddr::from([127, 0, 0, last]);
+            let mut smtp = common::Smtp::connect_from(source, server.addr()).await;
+            smtp.send("HELO client.example.org").await;
+            smtp.send("MAIL FROM:<a@example.org>").await;
+            smtp.send("RCPT TO:<10001@qq.com>").await;
+            smtp.send("DATA").await;
+            if smtp
+                .data("Subject: x\r\n\r\ny")
+                .await
+                .starts_with("550 Ip frequency limited")
+            {
+                listed.push(last);
+            }
+            smtp.send("QUIT").await;
+        }
+        listed
+    })
+}
+
+#[test]
+fn the_same_seed_blacklists_the_same_ips() {
+    let first = randomly_listed(2025);
+
+    assert_eq!(randomly_listed(2025), first);
+    assert_ne!(randomly_listed(2026), first);
+    assert!((5..35).contains(&first.len()), "{first:?}");
+}

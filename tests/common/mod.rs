@@ -35,6 +35,23 @@ impl Smtp {
         smtp
     }
 
+    /// Connects from `source` (any address in 127.0.0.0/8 is a distinct client) and
+    /// reads the greeting.
+    pub async fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("connect to qqmx");
+        let mut smtp = Self {
+            stream: Box::new(stream),
+            buf: Vec::new(),
+            transcript: String::new(),
+        };
+        smtp.read_reply().await;
+        smtp
+    }
+
     /// Connects, sends a PROXY protocol header, and reads the greeting.
     pub async fn connect_after_proxy(addr: SocketAddr, header: &[u8]) -> Self {
         let mut stream = TcpStream::connect(addr).await.expect("connect to qqmx");
