@@ -196,6 +196,9 @@ struct State {
     next_message: u64,
     next_event: u64,
     stats: StoreStats,
+    /// Threads blocked in `wait_for_messages`; the condvar is only signalled for them
+    /// (signalling costs a system call even when nobody waits).
+    waiters: usize,
 }
 
 impl Store {
@@ -209,6 +212,7 @@ impl Store {
                     next_message: 1,
                     next_event: 1,
                     stats: StoreStats::default(),
+                    waiters: 0,
                 }),
                 changed: Condvar::new(),
                 notify: tokio::sync::Notify::new(),
@@ -270,8 +274,11 @@ impl Store {
             state.stats.bytes -= old.raw.len();
             state.stats.messages_evicted += 1;
         }
+        let waiters = state.waiters;
         drop(state);
-        self.shared.changed.notify_all();
+        if waiters > 0 {
+            self.shared.changed.notify_all();
+        }
         self.shared.notify.notify_waiters();
         id
     }
@@ -332,12 +339,14 @@ impl Store {
             if left.is_zero() {
                 return Err(state.stats.accepted_total as usize);
             }
+            state.waiters += 1;
             state = self
                 .shared
                 .changed
                 .wait_timeout(state, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.waiters -= 1;
         }
     }
 
