@@ -169,6 +169,7 @@ impl Server {
             });
             while sessions.try_join_next().is_some() {}
         }
+        while sessions.try_join_next().is_some() {}
         info!(open = sessions.len(), "shutting down");
         let _ = stop.send(true);
         while sessions.join_next().await.is_some() {}

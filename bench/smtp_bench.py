@@ -1,0 +1,681 @@
+#!/usr/bin/env python3
+"""Server CPU time per message: qqmx against Postfix's smtp-sink.
+
+Both servers are driven by Postfix's smtp-source over loopback, the server pinned to
+one CPU and smtp-source to the other. For every (load, server) pair the harness starts a
+fresh server, reads its CPU time (utime + stime from /proc/PID/stat) before and after
+the load, and times the load. Medians over --runs repetitions are printed as a Markdown
+table and written to bench/results/latest.json.
+
+    python3 bench/smtp_bench.py              # full run, 5 repetitions
+    python3 bench/smtp_bench.py --runs 1     # quick check
+    python3 bench/smtp_bench.py --help
+
+Python 3.11 standard library only. Linux only (/proc, taskset). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+QQMX_BIN = REPO / "target" / "release" / "qqmx"
+QQMX_CONFIG = BENCH_DIR / "qqmx-bench.toml"
+RESULTS_DIR = BENCH_DIR / "results"
+HOST = "127.0.0.1"  # loopback only, never anything else
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SENDER = "sender@example.org"
+RECIPIENT = "10001@qq.com"  # qqmx accepts QQ numbers on qq.com
+HELO_NAME = "client.example.org"
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    sessions: int
+    messages: int
+    description: str
+
+
+LOADS = {
+    "serial": Load("serial", 1, 10_000, "1 connection, 10,000 messages of 1 KB"),
+    "parallel": Load("parallel", 20, 50_000, "20 connections, 50,000 messages of 1 KB in total"),
+}
+
+
+@dataclass
+class Sample:
+    load: str
+    server: str
+    run: int
+    messages: int
+    sessions: int
+    wall_s: float
+    server_cpu_s: float
+    server_user_s: float
+    server_sys_s: float
+    client_cpu_s: float
+    msgs_per_s: float = 0.0
+    server_cpu_us_per_msg: float = 0.0
+    server_user_us_per_msg: float = 0.0
+    client_cpu_us_per_msg: float = 0.0
+    server_busy: float = 0.0  # server CPU / wall: 1.0 means its core was saturated
+    counted: int = 0  # smtp-source's own DATA counter (-c)
+    # Interference: CPU time on the two cores that was not ours, and hypervisor steal.
+    server_core_other_s: float = 0.0
+    client_core_other_s: float = 0.0
+    steal_s: float = 0.0
+    disturbed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def finish(self) -> "Sample":
+        self.msgs_per_s = self.messages / self.wall_s
+        self.server_cpu_us_per_msg = self.server_cpu_s * 1e6 / self.messages
+        self.server_user_us_per_msg = self.server_user_s * 1e6 / self.messages
+        self.client_cpu_us_per_msg = self.client_cpu_s * 1e6 / self.messages
+        self.server_busy = self.server_cpu_s / self.wall_s
+        return self
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(user, sys) seconds of the whole process (all threads, live and exited)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # The command name (field 2) may contain spaces; it ends at the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return utime / CLK_TCK, stime / CLK_TCK
+
+
+def core_times() -> dict[int, tuple[float, float]]:
+    """Per CPU (busy, steal) seconds since boot, from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *vals = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            v = [int(x) for x in vals[:8]] + [0] * (8 - len(vals[:8]))
+            user, nice, system, idle, iowait, irq, softirq, steal = v
+            out[int(name[3:])] = ((user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK)
+    return out
+
+
+def wait_quiet(args: argparse.Namespace) -> float:
+    """Waits (at most --quiet-wait seconds) until both cores are nearly idle, so that
+    another job on the machine does not share the measurement. Returns the busy fraction
+    of the busier core over the last second."""
+    deadline = time.monotonic() + args.quiet_wait
+    cpus = {args.server_cpu, args.client_cpu}
+    while True:
+        c0 = core_times()
+        time.sleep(1.0)
+        c1 = core_times()
+        busy = max(c1[c][0] - c0[c][0] for c in cpus)
+        if busy <= args.quiet_threshold or time.monotonic() >= deadline:
+            return busy
+        log(f"    waiting for the machine to quiet down (a core is {busy:.0%} busy)")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"server exited with status {proc.returncode} before listening")
+        try:
+            with socket.create_connection((HOST, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError(f"nothing listens on {HOST}:{port} after {timeout:.0f}s")
+
+
+def wait_line(proc: subprocess.Popen, stdout_path: Path, needle: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = stdout_path.read_text(errors="replace")
+        for line in text.splitlines():
+            if needle in line:
+                return line
+        if proc.poll() is not None:
+            raise BenchError(f"server exited with status {proc.returncode} before `{needle}`")
+        time.sleep(0.05)
+    raise BenchError(f"no `{needle}` on the server's stdout after {timeout:.0f}s")
+
+
+def stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL; only the process this harness started."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=grace)
+
+
+def wait_child(proc: subprocess.Popen, timeout: float) -> tuple[int, float]:
+    """Waits for a child with a deadline; returns (exit status, user+sys CPU seconds)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise BenchError(f"smtp-source did not finish within {timeout:.0f}s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------- servers
+
+
+class Server:
+    name = ""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path, cpu: int):
+        self.args = args
+        self.workdir = workdir
+        self.cpu = cpu
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.out = workdir / f"{self.name}.{self.port}.out"
+        self.err = workdir / f"{self.name}.{self.port}.err"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> "Server":
+        # taskset execs the server: the child's PID is the server's own.
+        cmd = ["taskset", "-c", str(self.cpu), *self.command()]
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=self.workdir,
+                env=self.env(),
+            )
+        try:
+            self.wait_ready()
+            time.sleep(self.args.settle)  # let start-up work finish before measuring
+        except BaseException:
+            stop(self.proc)
+            raise
+        return self
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def check_after(self, sample: Sample) -> None:
+        """Adds notes about anything odd the server logged during the load."""
+
+
+class Qqmx(Server):
+    name = "qqmx"
+
+    def command(self) -> list[str]:
+        return [
+            str(self.args.qqmx),
+            "serve",
+            "--config",
+            str(self.args.qqmx_config),
+            "--smtp",
+            f"{HOST}:{self.port}",
+        ]
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for key in ("QQMX_CONFIG", "QQMX_SMTP"):
+            env.pop(key, None)
+        env["QQMX_LOG"] = self.args.qqmx_log
+        return env
+
+    def wait_ready(self) -> None:
+        try:
+            wait_line(self.proc, self.out, "qqmx listening on", self.args.start_timeout)
+        except BenchError as e:
+            raise BenchError(f"{e}\nqqmx stderr:\n{tail(self.err)}") from None
+
+    def check_after(self, sample: Sample) -> None:
+        text = self.err.read_text(errors="replace")
+        bad = [l for l in text.splitlines() if " WARN " in l or " ERROR " in l]
+        if bad:
+            sample.notes.append(f"qqmx logged {len(bad)} WARN/ERROR lines, first: {bad[0][:200]}")
+
+
+class SmtpSink(Server):
+    name = "smtp-sink"
+
+    def command(self) -> list[str]:
+        cmd = [self.args.smtp_sink]
+        if os.geteuid() == 0:
+            cmd += ["-u", self.args.sink_user]  # smtp-sink refuses to run as root
+        # -m: more simultaneous sessions than any load opens; backlog 1000.
+        return cmd + ["-m", "1024", f"{HOST}:{self.port}", "1000"]
+
+    def wait_ready(self) -> None:
+        wait_port(self.port, self.proc, self.args.start_timeout)
+
+
+SERVERS = {"qqmx": Qqmx, "smtp-sink": SmtpSink}
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def run_load(args: argparse.Namespace, workdir: Path, server_name: str, load: Load, run: int) -> Sample:
+    if args.quiet_wait > 0:
+        wait_quiet(args)
+    with SERVERS[server_name](args, workdir, args.server_cpu) as server:
+        counter = workdir / f"source.{server_name}.{load.name}.{run}.out"
+        errors = workdir / f"source.{server_name}.{load.name}.{run}.err"
+        cmd = [
+            "taskset", "-c", str(args.client_cpu),
+            args.smtp_source,
+            "-c",  # count completed DATA commands (checked below)
+            "-d",  # keep the connection: every session sends many messages
+            "-s", str(load.sessions),
+            "-m", str(load.messages),
+            "-l", str(args.size),
+            "-M", HELO_NAME,
+            "-f", SENDER,
+            "-t", RECIPIENT,
+            f"inet:{HOST}:{server.port}",
+        ]  # no -L (LMTP) and no -o: plain SMTP with HELO and message headers
+        pid = server.proc.pid
+        u0, s0 = proc_cpu(pid)
+        c0 = core_times()
+        t0 = time.perf_counter()
+        with open(counter, "wb") as out, open(errors, "wb") as err:
+            client = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        try:
+            status, client_cpu = wait_child(client, args.load_timeout)
+        finally:
+            if client.returncode is None:  # interrupted: stop our smtp-source too
+                client.kill()
+                client.wait()
+        wall = time.perf_counter() - t0
+        time.sleep(args.settle)  # the server finishes QUIT and closes the connections
+        if server.proc.poll() is not None:
+            raise BenchError(
+                f"{server_name} exited (status {server.proc.returncode}) during the load:\n"
+                f"{tail(server.err)}\nsmtp-source:\n{tail(errors)}"
+            )
+        u1, s1 = proc_cpu(pid)
+        c1 = core_times()
+        if status != 0:
+            raise BenchError(
+                f"smtp-source against {server_name} exited with status {status}:\n{tail(errors)}"
+            )
+        raw = counter.read_text(errors="replace").replace("\n", "\r").split("\r")
+        counts = [int(x) for x in raw if x.strip().isdigit()]
+        counted = counts[-1] if counts else 0
+        sample = Sample(
+            load=load.name,
+            server=server_name,
+            run=run,
+            messages=load.messages,
+            sessions=load.sessions,
+            wall_s=wall,
+            server_cpu_s=(u1 - u0) + (s1 - s0),
+            server_user_s=u1 - u0,
+            server_sys_s=s1 - s0,
+            client_cpu_s=client_cpu,
+            counted=counted,
+        )
+        sc, cc = args.server_cpu, args.client_cpu
+        # What else ran on the two cores: the server's core minus the server; the client's
+        # core minus smtp-source (this script's own polling is counted as "other" there).
+        sample.server_core_other_s = max(0.0, (c1[sc][0] - c0[sc][0]) - sample.server_cpu_s)
+        sample.client_core_other_s = max(0.0, (c1[cc][0] - c0[cc][0]) - client_cpu)
+        sample.steal_s = sum(c1[c][1] - c0[c][1] for c in {sc, cc})
+        limit = 0.05 * wall
+        if sample.server_core_other_s > limit or sample.client_core_other_s > limit or sample.steal_s > limit:
+            sample.disturbed = True
+            sample.notes.append(
+                f"interference: other work {sample.server_core_other_s:.2f}s on the server's CPU, "
+                f"{sample.client_core_other_s:.2f}s on the client's, steal {sample.steal_s:.2f}s "
+                f"(wall {wall:.2f}s): msgs/s of this run is unreliable"
+            )
+        if counted != load.messages:
+            raise BenchError(
+                f"smtp-source counted {counted} completed DATA commands against {server_name}, "
+                f"expected {load.messages}:\n{tail(errors)}"
+            )
+        server.check_after(sample)
+        stderr_text = errors.read_text(errors="replace").strip()
+        if stderr_text:
+            sample.notes.append(f"smtp-source stderr: {stderr_text[:300]}")
+        return sample.finish()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def summarise(samples: list[Sample], loads: list[str], servers: list[str]) -> list[dict]:
+    rows = []
+    for load in loads:
+        per = {}
+        for server in servers:
+            s = [x for x in samples if x.load == load and x.server == server]
+            if not s:
+                continue
+            per[server] = {
+                "load": load,
+                "server": server,
+                "runs": len(s),
+                "disturbed_runs": sum(x.disturbed for x in s),
+                "sessions": s[0].sessions,
+                "messages": s[0].messages,
+                "msgs_per_s": statistics.median(x.msgs_per_s for x in s),
+                "server_cpu_us_per_msg": statistics.median(x.server_cpu_us_per_msg for x in s),
+                "server_cpu_us_per_msg_min": min(x.server_cpu_us_per_msg for x in s),
+                "server_cpu_us_per_msg_max": max(x.server_cpu_us_per_msg for x in s),
+                "server_user_us_per_msg": statistics.median(x.server_user_us_per_msg for x in s),
+                "server_busy": statistics.median(x.server_busy for x in s),
+                "client_cpu_us_per_msg": statistics.median(x.client_cpu_us_per_msg for x in s),
+                "wall_s": statistics.median(x.wall_s for x in s),
+            }
+        ratio = None
+        if "qqmx" in per and "smtp-sink" in per and per["smtp-sink"]["server_cpu_us_per_msg"] > 0:
+            ratio = per["qqmx"]["server_cpu_us_per_msg"] / per["smtp-sink"]["server_cpu_us_per_msg"]
+        for server in servers:
+            if server in per:
+                per[server]["cpu_ratio_qqmx_over_sink"] = ratio
+                rows.append(per[server])
+    return rows
+
+
+def markdown(rows: list[dict], runs: int) -> str:
+    out = [
+        f"| load | server | msgs/s (median) | server CPU µs/msg (median) | min–max | of which user | "
+        f"server core busy | client CPU µs/msg | CPU/msg qqmx ÷ smtp-sink | runs (disturbed) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ratio = r["cpu_ratio_qqmx_over_sink"]
+        out.append(
+            "| {load} | {server} | {mps:,.0f} | {cpu:.1f} | {lo:.1f}–{hi:.1f} | {user:.1f} | {busy:.0%} | "
+            "{cli:.1f} | {ratio} | {runs} ({dist}) |".format(
+                runs=r["runs"],
+                dist=r["disturbed_runs"],
+                load=f"{r['load']} ({r['sessions']} conn, {r['messages']:,} msgs)",
+                server=r["server"],
+                mps=r["msgs_per_s"],
+                cpu=r["server_cpu_us_per_msg"],
+                user=r["server_user_us_per_msg"],
+                lo=r["server_cpu_us_per_msg_min"],
+                hi=r["server_cpu_us_per_msg_max"],
+                busy=r["server_busy"],
+                cli=r["client_cpu_us_per_msg"],
+                ratio=("—" if ratio is None else f"{ratio:.2f}×") if r["server"] == "qqmx" else "",
+            )
+        )
+    out.append("")
+    out.append(f"Medians of {runs} run(s) per row; a fresh server process for every run.")
+    if any(r["disturbed_runs"] for r in rows):
+        out.append(
+            "Disturbed runs had other work on the benchmark's CPUs (see the log or the JSON); "
+            "their msgs/s is not meaningful and their CPU/msg is inflated by cache sharing."
+        )
+    return "\n".join(out)
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def environment(args: argparse.Namespace) -> dict:
+    def first(cmd: list[str]) -> str:
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            return (r.stdout or r.stderr).strip().splitlines()[0]
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            return ""
+
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock")),
+        "kernel": platform.release(),
+        "cpu_model": cpu_model,
+        "cpus": os.cpu_count(),
+        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+        "postfix_version": first(["postconf", "-dh", "mail_version"]),
+        "rustc": first(["rustc", "--version"]),
+        "clk_tck": CLK_TCK,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Server CPU time per message: qqmx vs Postfix smtp-sink, driven by smtp-source.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--runs", type=int, default=5, help="repetitions of every (server, load) pair")
+    p.add_argument("--loads", default="serial,parallel", help=f"comma-separated, from {sorted(LOADS)}")
+    p.add_argument("--servers", default="qqmx,smtp-sink", help="comma-separated, from qqmx,smtp-sink")
+    p.add_argument("--size", type=int, default=1024, help="message payload bytes (smtp-source -l)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply every load's message count (e.g. 0.1 for a smoke test)")
+    p.add_argument("--server-cpu", type=int, default=1, help="CPU the server is pinned to")
+    p.add_argument("--client-cpu", type=int, default=0, help="CPU smtp-source (and this script) run on")
+    p.add_argument("--no-build", action="store_true", help="use target/release/qqmx as it is")
+    p.add_argument("--qqmx", type=Path, default=QQMX_BIN, help="qqmx binary")
+    p.add_argument("--qqmx-config", type=Path, default=QQMX_CONFIG, help="qqmx config (limits off)")
+    p.add_argument("--qqmx-log", default="info", help="QQMX_LOG filter for the server")
+    p.add_argument("--smtp-source", default=shutil.which("smtp-source") or "/usr/sbin/smtp-source",
+                   help="Postfix smtp-source (the load generator)")
+    p.add_argument("--smtp-sink", default=shutil.which("smtp-sink") or "/usr/sbin/smtp-sink",
+                   help="Postfix smtp-sink (the reference server)")
+    p.add_argument("--sink-user", default="nobody", help="smtp-sink -u when run as root")
+    p.add_argument("--build-timeout", type=float, default=1800, help="seconds for cargo build")
+    p.add_argument("--start-timeout", type=float, default=30, help="seconds for a server to listen")
+    p.add_argument("--load-timeout", type=float, default=300, help="seconds for one smtp-source run")
+    p.add_argument("--settle", type=float, default=0.2,
+                   help="seconds of idle before and after each load")
+    p.add_argument("--quiet-wait", type=float, default=60,
+                   help="seconds to wait, before each run, for both CPUs to be idle (0: don't)")
+    p.add_argument("--quiet-threshold", type=float, default=0.10,
+                   help="busy fraction of a core over one second that counts as idle")
+    p.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="JSON results")
+    p.add_argument("--keep-logs", action="store_true", help="keep server and client logs (path printed)")
+    args = p.parse_args(argv)
+    args.loads = [x.strip() for x in args.loads.split(",") if x.strip()]
+    args.servers = [x.strip() for x in args.servers.split(",") if x.strip()]
+    for x in args.loads:
+        if x not in LOADS:
+            p.error(f"unknown load {x!r}")
+    for x in args.servers:
+        if x not in SERVERS:
+            p.error(f"unknown server {x!r}")
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
+    return args
+
+
+def preflight(args: argparse.Namespace) -> None:
+    if not sys.platform.startswith("linux"):
+        raise BenchError("Linux only (/proc and taskset)")
+    for tool in ("taskset", args.smtp_source, args.smtp_sink):
+        if not shutil.which(tool) and not Path(tool).is_file():
+            raise BenchError(f"{tool} not found (apt-get install postfix / util-linux)")
+    cpus = os.sched_getaffinity(0)
+    for cpu in (args.server_cpu, args.client_cpu):
+        if cpu not in cpus:
+            raise BenchError(f"CPU {cpu} is not available (have {sorted(cpus)})")
+    if args.server_cpu == args.client_cpu:
+        log("warning: server and client share one CPU; CPU/msg stays valid, msgs/s does not")
+
+
+def build(args: argparse.Namespace) -> None:
+    if args.no_build:
+        return
+    cmd = ["cargo", "build", "--release", "--features", "cli"]
+    log(f"$ {' '.join(cmd)}")
+    try:
+        subprocess.run(cmd, cwd=REPO, check=True, timeout=args.build_timeout)
+    except subprocess.CalledProcessError as e:
+        raise BenchError(f"cargo build failed with status {e.returncode}") from None
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"cargo build took more than {args.build_timeout:.0f}s") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so the servers started here are stopped.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
+    try:
+        preflight(args)
+        build(args)
+        if "qqmx" in args.servers and not args.qqmx.is_file():
+            raise BenchError(f"{args.qqmx} does not exist")
+        env = environment(args)
+        # Keep this script off the server's CPU.
+        os.sched_setaffinity(0, {args.client_cpu})
+        loads = [Load(l.name, l.sessions, max(l.sessions, round(l.messages * args.scale)), l.description)
+                 for l in (LOADS[n] for n in args.loads)]
+        samples: list[Sample] = []
+        workdir = Path(tempfile.mkdtemp(prefix="qqmx-bench-"))
+        if "qqmx" in args.servers:
+            # Run a private copy: a `cargo build` elsewhere cannot swap the binary mid-run.
+            copy = workdir / "qqmx"
+            shutil.copy2(args.qqmx, copy)
+            env["qqmx_binary"] = str(args.qqmx)
+            env["qqmx_sha256"] = hashlib.sha256(copy.read_bytes()).hexdigest()
+            args.qqmx = copy
+        total = args.runs * len(loads) * len(args.servers)
+        done = 0
+        started = time.monotonic()
+        try:
+            for run in range(1, args.runs + 1):
+                for load in loads:
+                    # Alternate which server goes first, so drift affects both alike.
+                    order = args.servers if run % 2 else list(reversed(args.servers))
+                    for server in order:
+                        done += 1
+                        s = run_load(args, workdir, server, load, run)
+                        samples.append(s)
+                        log(
+                            f"[{done}/{total}] run {run} {load.name:8} {server:9} "
+                            f"{s.msgs_per_s:8,.0f} msg/s  server {s.server_cpu_us_per_msg:6.1f} µs/msg "
+                            f"(user {s.server_user_s:.2f}s sys {s.server_sys_s:.2f}s, busy {s.server_busy:.0%})  "
+                            f"client {s.client_cpu_us_per_msg:5.1f} µs/msg"
+                            + ("".join(f"\n    note: {n}" for n in s.notes))
+                        )
+        finally:
+            if args.keep_logs:
+                log(f"logs kept in {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+        rows = summarise(samples, [l.name for l in loads], args.servers)
+        table = markdown(rows, args.runs)
+        print(table)
+        result = {
+            "description": "server CPU time (utime+stime) per message, qqmx vs Postfix smtp-sink, "
+                           "driven by smtp-source over loopback",
+            "environment": env,
+            "parameters": {
+                "runs": args.runs,
+                "size_bytes": args.size,
+                "server_cpu": args.server_cpu,
+                "client_cpu": args.client_cpu,
+                "sender": SENDER,
+                "recipient": RECIPIENT,
+                "helo": HELO_NAME,
+                "qqmx_config": str(args.qqmx_config),
+                "qqmx_config_text": args.qqmx_config.read_text() if "qqmx" in args.servers else None,
+                "qqmx_log": args.qqmx_log,
+                "loads": [asdict(l) for l in loads],
+                "elapsed_s": round(time.monotonic() - started, 1),
+            },
+            "summary": rows,
+            "table_markdown": table,
+            "samples": [asdict(s) for s in samples],
+        }
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        log(f"wrote {args.output}")
+        return 0
+    except BenchError as e:
+        log(f"smtp_bench: error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("smtp_bench: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
