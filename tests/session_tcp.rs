@@ -521,3 +521,48 @@ async fn without_a_proxy_header_the_connection_is_closed() {
 
     assert!(buf.is_empty(), "closed without a word: {buf:?}");
 }
+
+#[tokio::test]
+async fn starttls_presents_a_certificate_from_pem_files() {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["mx1.qq.com".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let dir = std::env::temp_dir().join(format!("qqmx-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("key");
+    let server = server_with(&format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n",
+        cert_path.display().to_string(),
+        key_path.display().to_string()
+    ));
+
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+    smtp.send("STARTTLS").await;
+    let (smtp, presented) = smtp.tls_with_peer_certificate().await;
+
+    assert_eq!(presented, cert.der().to_vec());
+    drop(smtp);
+}
+
+#[test]
+fn a_missing_pem_file_is_a_start_error() {
+    let config = Config::from_toml(
+        "[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+    )
+    .expect("config parses");
+
+    let err = QqMx::builder()
+        .config(config)
+        .try_start()
+        .expect_err("no such file");
+
+    assert!(
+        err.to_string().starts_with("/nonexistent/cert.pem: "),
+        "{err}"
+    );
+}

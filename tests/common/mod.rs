@@ -138,6 +138,26 @@ impl Smtp {
         self.buf.is_empty() && self.fill().await == 0
     }
 
+    /// Upgrades like [`tls`](Self::tls) and returns the certificate the server presented.
+    pub async fn tls_with_peer_certificate(mut self) -> (Self, Vec<u8>) {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(insecure_client()));
+        let name = pki_types::ServerName::try_from("mx1.qq.com").expect("name");
+        let stream = std::mem::replace(&mut self.stream, Box::new(tokio::io::duplex(1).0));
+        let tls = connector
+            .connect(name, stream)
+            .await
+            .expect("TLS handshake");
+        let presented = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .expect("a certificate");
+        self.stream = Box::new(tls);
+        (self, presented)
+    }
+
     /// Upgrades the stream after a `220` to STARTTLS.
     pub async fn tls(mut self) -> Self {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(insecure_client()));
