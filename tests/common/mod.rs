@@ -155,21 +155,13 @@ impl Smtp {
             .map(|c| c.to_vec())
             .expect("a certificate");
         self.stream = Box::new(tls);
+        self.transcript.push_str("(TLS)\n");
         (self, presented)
     }
 
     /// Upgrades the stream after a `220` to STARTTLS.
-    pub async fn tls(mut self) -> Self {
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(insecure_client()));
-        let name = pki_types::ServerName::try_from("mx1.qq.com").expect("name");
-        let stream = std::mem::replace(&mut self.stream, Box::new(tokio::io::duplex(1).0));
-        let tls = connector
-            .connect(name, stream)
-            .await
-            .expect("TLS handshake");
-        self.stream = Box::new(tls);
-        self.transcript.push_str("(TLS)\n");
-        self
+    pub async fn tls(self) -> Self {
+        self.tls_with_peer_certificate().await.0
     }
 }
 
