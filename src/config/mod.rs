@@ -14,8 +14,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+mod auth;
 mod policy;
 
+pub use auth::{AuthConfig, DnsConfig, Mx, Records, Resolver};
 pub use policy::{
     Blacklist, Block, Concurrency, Content, ListEntry, Memory, Phrase, Quota, Quotas, Reputation,
     Tier, WarmupStep,
@@ -61,6 +63,10 @@ pub struct Config {
     pub content: Content,
     /// Expiry of idle policy state.
     pub memory: Memory,
+    /// SPF, DKIM and DMARC checks.
+    pub auth: AuthConfig,
+    /// The DNS zone the checks read.
+    pub dns: DnsConfig,
     /// Reply templates that replace the built-in ones, by kind (`mailbox_not_found = "..."`).
     pub replies: BTreeMap<ReplyKind, String>,
 }
@@ -363,6 +369,9 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String, String)> {
         self.validate_core()
             .map_err(|(t, k, m)| (t.to_owned(), k.to_owned(), m))?;
+        if let Some((name, why)) = self.dns.bad_name() {
+            return Err(("dns.records".into(), name.to_owned(), why));
+        }
         self.validate_policy()
     }
 

@@ -32,6 +32,7 @@
 //! when a message is accepted, so that no key ever gets more accepted messages in a window
 //! than its limit, whatever the stage and however many sessions run at once.
 
+mod auth;
 mod content;
 mod lists;
 pub mod mailbox;
@@ -49,6 +50,7 @@ use crate::clock::{parse_rfc3339, unix_secs};
 use crate::config::{Blacklist, Config, ConfigError, Content, Memory, Quota, Quotas, Reputation};
 use crate::reply::ReplyKind;
 
+pub use auth::{AuthReport, AuthResult, DkimCheck, DmarcCheck, DmarcPolicy, SpfCheck};
 pub use lists::IpNet;
 pub use mailbox::{Address, AddressError};
 pub use quota::{QuotaName, Window};

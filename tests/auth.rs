@@ -1,0 +1,283 @@
+//! SPF, DKIM and DMARC: messages signed by dkimpy (an independent implementation), checked
+//! by qqmx against a zone the test writes, with no DNS lookup leaving the process.
+
+mod common;
+
+use std::net::IpAddr;
+use std::process::Command;
+
+use qqmx::auth::Authenticator;
+use qqmx::policy::{AuthReport, AuthResult, DmarcPolicy};
+use qqmx::Config;
+
+const RSA_KEY: &str = "tests/keys/rsa2048.key";
+const RSA_DNS: &str = include_str!("keys/rsa2048.dns");
+const ED25519_KEY: &str = "tests/keys/ed25519.key";
+const ED25519_DNS: &str = include_str!("keys/ed25519.dns");
+
+const SENDER_IP: &str = "127.0.0.2";
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("an address")
+}
+
+fn message(from: &str, body: &str) -> String {
+    format!(
+        "From: Sender <{from}>\r\nTo: 10001@qq.com\r\nSubject: order 42\r\n\
+         Date: Mon, 02 Jun 2025 09:00:00 +0800\r\nMessage-ID: <42@example.com>\r\n\r\n{body}\r\n"
+    )
+}
+
+/// Signs `message` with dkimpy.
+fn sign(message: &str, key: &str, algorithm: &str, domain: &str, selector: &str) -> String {
+    let mut child = Command::new("python3")
+        .args([
+            "tests/clients/dkim_sign.py",
+            "--key",
+            key,
+            "--algorithm",
+            algorithm,
+            "--domain",
+            domain,
+            "--selector",
+            selector,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test.sh installs dkimpy)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(message.as_bytes()).expect("write message");
+    }
+    let out = child.wait_with_output().expect("signer finishes");
+    assert!(
+        out.status.success(),
+        "dkim_sign.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("signed message is text")
+}
+
+fn rsa(message: &str, domain: &str, selector: &str) -> String {
+    sign(message, RSA_KEY, "rsa-sha256", domain, selector)
+}
+
+fn ed25519(message: &str, domain: &str, selector: &str) -> String {
+    sign(message, ED25519_KEY, "ed25519-sha256", domain, selector)
+}
+
+/// example.com: SPF allows 127.0.0.2 only, keys `rsa` and `ed` published, DMARC reject.
+fn zone() -> Config {
+    let mut config = Config::default();
+    config
+        .dns
+        .txt("example.com", "v=spf1 ip4:127.0.0.2 -all")
+        .txt("rsa._domainkey.example.com", RSA_DNS.trim())
+        .txt("ed._domainkey.example.com", ED25519_DNS.trim())
+        .txt("_dmarc.example.com", "v=DMARC1; p=reject");
+    config
+}
+
+async fn check(config: &Config, ip: &str, mail_from: &str, raw: &str) -> AuthReport {
+    let auth = Authenticator::new(config).expect("authenticator");
+    let spf = auth.spf(self::ip(ip), "mail.example.com", mail_from).await;
+    auth.message(&spf, mail_from, raw.as_bytes()).await
+}
+
+#[tokio::test]
+async fn rsa_and_ed25519_signatures_pass_and_align() {
+    let config = zone();
+    for (signed, algorithm) in [
+        (
+            rsa(&message("a@example.com", "Hello"), "example.com", "rsa"),
+            "rsa-sha256",
+        ),
+        (
+            ed25519(&message("a@example.com", "Hello"), "example.com", "ed"),
+            "ed25519-sha256",
+        ),
+    ] {
+        let report = check(&config, SENDER_IP, "a@example.com", &signed).await;
+        assert_eq!(report.spf.result, AuthResult::Pass, "{report:?}");
+        assert_eq!(report.dkim.len(), 1, "{report:?}");
+        let dkim = &report.dkim[0];
+        assert_eq!(dkim.result, AuthResult::Pass, "{report:?}");
+        assert_eq!(dkim.algorithm, algorithm);
+        assert_eq!(dkim.domain, "example.com");
+        assert_eq!(report.dmarc.result, AuthResult::Pass, "{report:?}");
+        assert_eq!(report.dmarc.policy, Some(DmarcPolicy::Reject));
+        assert!(report.dmarc.spf_aligned && report.dmarc.dkim_aligned);
+    }
+}
+
+#[tokio::test]
+async fn each_dkim_failure_has_its_reason() {
+    let mut config = zone();
+    config
+        .dns
+        .txt("revoked._domainkey.example.com", "v=DKIM1; k=rsa; p=");
+    let original = message("a@example.com", "Pay 10 yuan");
+    let cases = [
+        (
+            rsa(&original, "example.com", "rsa").replace("Pay 10 yuan", "Pay 99 yuan"),
+            AuthResult::Fail,
+            "body hash mismatch",
+        ),
+        (
+            ed25519(&original, "example.com", "ed").replace("order 42", "order 43"),
+            AuthResult::Fail,
+            "signature does not verify",
+        ),
+        (
+            rsa(&original, "example.com", "nosuch"),
+            AuthResult::PermError,
+            "no key at nosuch._domainkey.example.com",
+        ),
+        (
+            rsa(&original, "example.com", "revoked"),
+            AuthResult::PermError,
+            "key revoked",
+        ),
+        (
+            // The Ed25519 key published under the RSA selector: the wrong key.
+            ed25519(&original, "example.com", "rsa"),
+            AuthResult::Fail,
+            "",
+        ),
+    ];
+    for (raw, result, reason) in cases {
+        let report = check(&config, SENDER_IP, "a@example.com", &raw).await;
+        let dkim = &report.dkim[0];
+        assert_eq!(dkim.result, result, "{reason}: {report:?}");
+        assert!(dkim.reason.contains(reason), "{reason}: {report:?}");
+        // SPF still passes aligned, so DMARC passes: DKIM alone does not decide.
+        assert_eq!(report.dmarc.result, AuthResult::Pass, "{report:?}");
+        assert!(!report.dmarc.dkim_aligned);
+    }
+}
+
+#[tokio::test]
+async fn unsigned_mail_from_an_unlisted_ip_fails_dmarc() {
+    let report = check(
+        &zone(),
+        "127.0.0.9",
+        "a@example.com",
+        &message("a@example.com", "Hello"),
+    )
+    .await;
+    assert!(report.dkim.is_empty(), "{report:?}");
+    assert_eq!(report.spf.result, AuthResult::Fail);
+    assert_eq!(report.spf.reason, "127.0.0.9 is not permitted by example.com");
+    assert_eq!(report.dmarc.result, AuthResult::Fail);
+    assert_eq!(
+        report.dmarc.reason,
+        "neither SPF nor DKIM passed aligned with example.com"
+    );
+}
+
+#[tokio::test]
+async fn spf_softfail_is_not_fail() {
+    let mut config = Config::default();
+    config
+        .dns
+        .txt("soft.example", "v=spf1 ip4:192.0.2.1 ~all")
+        .txt("hard.example", "v=spf1 ip4:192.0.2.1 -all")
+        .txt("open.example", "v=spf1 ?all");
+    let auth = Authenticator::new(&config).expect("authenticator");
+    let at = |domain: &str| format!("x@{domain}");
+    for (domain, result) in [
+        ("soft.example", AuthResult::SoftFail),
+        ("hard.example", AuthResult::Fail),
+        ("open.example", AuthResult::Neutral),
+        ("unknown.example", AuthResult::None),
+    ] {
+        let spf = auth.spf(ip(SENDER_IP), "helo.example", &at(domain)).await;
+        assert_eq!(spf.result, result, "{domain}: {spf:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_from_domain_that_is_not_aligned_fails_dmarc() {
+    let mut config = zone();
+    config
+        .dns
+        .txt("esp.example", "v=spf1 ip4:127.0.0.2 -all")
+        .txt("rsa._domainkey.esp.example", RSA_DNS.trim());
+    // Signed by the ESP and sent from its envelope: both pass, neither aligns.
+    let raw = rsa(&message("a@example.com", "Hello"), "esp.example", "rsa");
+    let report = check(&config, SENDER_IP, "bounce@esp.example", &raw).await;
+    assert_eq!(report.spf.result, AuthResult::Pass);
+    assert_eq!(report.dkim[0].result, AuthResult::Pass);
+    assert_eq!(report.dmarc.result, AuthResult::Fail, "{report:?}");
+    assert!(!report.dmarc.spf_aligned && !report.dmarc.dkim_aligned);
+}
+
+#[tokio::test]
+async fn alignment_is_relaxed_unless_the_record_says_strict() {
+    let raw = rsa(&message("a@news.example.com", "Hi"), "example.com", "rsa");
+    let relaxed = check(&zone(), "127.0.0.9", "a@news.example.com", &raw).await;
+    assert_eq!(relaxed.dmarc.result, AuthResult::Pass, "{relaxed:?}");
+    let mut strict = zone();
+    strict
+        .dns
+        .records
+        .get_mut("_dmarc.example.com")
+        .expect("record")
+        .txt = vec!["v=DMARC1; p=reject; adkim=s".into()];
+    let report = check(&strict, "127.0.0.9", "a@news.example.com", &raw).await;
+    assert_eq!(report.dmarc.result, AuthResult::Fail, "{report:?}");
+}
+
+#[tokio::test]
+async fn subdomains_follow_sp() {
+    let mut config = Config::default();
+    config
+        .dns
+        .txt("_dmarc.example.org", "v=DMARC1; p=none; sp=reject; pct=40");
+    let raw = message("a@news.example.org", "Hi");
+    let report = check(&config, SENDER_IP, "a@news.example.org", &raw).await;
+    assert_eq!(report.dmarc.result, AuthResult::Fail);
+    assert_eq!(report.dmarc.policy, Some(DmarcPolicy::Reject));
+    assert_eq!(report.dmarc.pct, 40);
+    let top = check(&config, SENDER_IP, "a@example.org", &message("a@example.org", "Hi")).await;
+    assert_eq!(top.dmarc.policy, Some(DmarcPolicy::None));
+}
+
+#[tokio::test]
+async fn a_forged_qq_sender_fails_spf_against_the_builtin_records() {
+    let auth = Authenticator::new(&Config::default()).expect("authenticator");
+    let spf = auth.spf(ip("127.0.0.1"), "localhost", "admin@qq.com").await;
+    assert_eq!(spf.result, AuthResult::Fail, "{spf:?}");
+    let spf = auth
+        .spf(ip("192.0.2.7"), "localhost", "admin@foxmail.com")
+        .await;
+    assert_eq!(spf.result, AuthResult::Pass, "the stand-in range passes: {spf:?}");
+}
+
+/// Every check above, with an empty zone and with names nobody publishes: with the
+/// network unplugged (the resolver has no name servers), every answer still comes from
+/// the zone, so nothing is a temporary DNS error.
+#[tokio::test]
+async fn no_lookup_leaves_the_process() {
+    let mut config = Config::default();
+    config.dns.builtin = false;
+    config
+        .dns
+        .txt("chain.example", "v=spf1 include:a.example mx a ptr -all")
+        .txt("a.example", "v=spf1 a:host.nowhere.example mx:nowhere.example -all");
+    let raw = rsa(
+        &message("someone@chain.example", "Hello"),
+        "nowhere.example",
+        "sel",
+    );
+    let report = check(&config, SENDER_IP, "someone@chain.example", &raw).await;
+    let text = format!("{report:?}");
+    assert!(!text.contains("TempError"), "{text}");
+    assert!(!text.to_lowercase().contains("resolution"), "{text}");
+    assert_eq!(report.spf.result, AuthResult::Fail, "{text}");
+    assert_eq!(report.dkim[0].result, AuthResult::PermError, "{text}");
+    assert_eq!(report.dmarc.result, AuthResult::None, "{text}");
+}
