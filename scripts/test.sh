@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every qqmx test. The tests drive real clients: lettre (a dev-dependency),
 # Python's smtplib (python3) and swaks, which this script installs from Debian when it
-# is missing.
+# is missing, and sign mail with dkimpy (and PyNaCl for Ed25519), installed from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "scripts/test.sh: please install ${need_apt[*]} (Debian: sudo apt-get install ${need_apt[*]})" >&2
     exit 1
   fi
+fi
+
+if ! python3 -c 'import dkim, nacl' 2>/dev/null; then
+  user=()
+  [ "$(id -u)" = 0 ] || user=(--user)
+  python3 -m pip install -q "${user[@]}" 'dkimpy==1.1.8' 'pynacl>=1.5' >&2
 fi
 
 exec cargo test --all-features "$@"
