@@ -6,9 +6,9 @@ mod common;
 use std::net::IpAddr;
 use std::process::Command;
 
+use qqmx::Config;
 use qqmx::auth::Authenticator;
 use qqmx::policy::{AuthReport, AuthResult, DmarcPolicy};
-use qqmx::Config;
 
 const RSA_KEY: &str = "tests/keys/rsa2048.key";
 const RSA_DNS: &str = include_str!("keys/rsa2048.dns");
@@ -170,7 +170,10 @@ async fn unsigned_mail_from_an_unlisted_ip_fails_dmarc() {
     .await;
     assert!(report.dkim.is_empty(), "{report:?}");
     assert_eq!(report.spf.result, AuthResult::Fail);
-    assert_eq!(report.spf.reason, "127.0.0.9 is not permitted by example.com");
+    assert_eq!(
+        report.spf.reason,
+        "127.0.0.9 is not permitted by example.com"
+    );
     assert_eq!(report.dmarc.result, AuthResult::Fail);
     assert_eq!(
         report.dmarc.reason,
@@ -242,7 +245,13 @@ async fn subdomains_follow_sp() {
     assert_eq!(report.dmarc.result, AuthResult::Fail);
     assert_eq!(report.dmarc.policy, Some(DmarcPolicy::Reject));
     assert_eq!(report.dmarc.pct, 40);
-    let top = check(&config, SENDER_IP, "a@example.org", &message("a@example.org", "Hi")).await;
+    let top = check(
+        &config,
+        SENDER_IP,
+        "a@example.org",
+        &message("a@example.org", "Hi"),
+    )
+    .await;
     assert_eq!(top.dmarc.policy, Some(DmarcPolicy::None));
 }
 
@@ -254,7 +263,11 @@ async fn a_forged_qq_sender_fails_spf_against_the_builtin_records() {
     let spf = auth
         .spf(ip("192.0.2.7"), "localhost", "admin@foxmail.com")
         .await;
-    assert_eq!(spf.result, AuthResult::Pass, "the stand-in range passes: {spf:?}");
+    assert_eq!(
+        spf.result,
+        AuthResult::Pass,
+        "the stand-in range passes: {spf:?}"
+    );
 }
 
 /// Every check above, with an empty zone and with names nobody publishes: with the
@@ -267,7 +280,10 @@ async fn no_lookup_leaves_the_process() {
     config
         .dns
         .txt("chain.example", "v=spf1 include:a.example mx a ptr -all")
-        .txt("a.example", "v=spf1 a:host.nowhere.example mx:nowhere.example -all");
+        .txt(
+            "a.example",
+            "v=spf1 a:host.nowhere.example mx:nowhere.example -all",
+        );
     let raw = rsa(
         &message("someone@chain.example", "Hello"),
         "nowhere.example",

@@ -172,14 +172,8 @@ fn with_zone<'x, P>(
             P,
             mail_auth::common::cache::NoCache<Box<str>, mail_auth::Txt>,
             mail_auth::common::cache::NoCache<Box<str>, mail_auth::RecordSet<mail_auth::MX>>,
-            mail_auth::common::cache::NoCache<
-                Box<str>,
-                mail_auth::RecordSet<std::net::Ipv4Addr>,
-            >,
-            mail_auth::common::cache::NoCache<
-                Box<str>,
-                mail_auth::RecordSet<std::net::Ipv6Addr>,
-            >,
+            mail_auth::common::cache::NoCache<Box<str>, mail_auth::RecordSet<std::net::Ipv4Addr>>,
+            mail_auth::common::cache::NoCache<Box<str>, mail_auth::RecordSet<std::net::Ipv6Addr>>,
             mail_auth::common::cache::NoCache<IpAddr, mail_auth::RecordSet<Box<str>>>,
         >,
     >,

@@ -25,7 +25,10 @@ use crate::config::{DnsConfig, Records, Resolver};
 /// documentation addresses that no test sends from.
 const BUILTIN: &[(&str, &str)] = &[
     ("qq.com", "v=spf1 include:spf.mail.qq.com -all"),
-    ("_dmarc.qq.com", "v=DMARC1; p=none; rua=mailto:mailauth-reports@qq.com"),
+    (
+        "_dmarc.qq.com",
+        "v=DMARC1; p=none; rua=mailto:mailauth-reports@qq.com",
+    ),
     ("foxmail.com", "v=spf1 include:spf.mail.qq.com -all"),
     (
         "_dmarc.foxmail.com",
@@ -115,14 +118,13 @@ impl Zone {
                 zone.aaaa.insert(name.clone(), set(r.aaaa));
             }
             if !r.mx.is_empty() {
-                let mx = r
-                    .mx
-                    .into_iter()
-                    .map(|m| MX {
-                        exchanges: vec![fqdn(&m.exchange)].into_boxed_slice(),
-                        preference: m.preference,
-                    })
-                    .collect::<Vec<_>>();
+                let mx =
+                    r.mx.into_iter()
+                        .map(|m| MX {
+                            exchanges: vec![fqdn(&m.exchange)].into_boxed_slice(),
+                            preference: m.preference,
+                        })
+                        .collect::<Vec<_>>();
                 zone.mx.insert(name, set(mx));
             }
         }
@@ -243,10 +245,7 @@ macro_rules! cache {
                 $key: Borrow<Q>,
                 Q: Hash + Eq + ?Sized,
             {
-                self.$field
-                    .get(name)
-                    .cloned()
-                    .or_else(|| self.miss($miss))
+                self.$field.get(name).cloned().or_else(|| self.miss($miss))
             }
 
             fn remove<Q>(&self, _: &Q) -> Option<$value>

@@ -214,10 +214,7 @@ impl DnsConfig {
                 return Some((name, "a name is at most 253 bytes".into()));
             }
             if let Some(label) = bare.split('.').find(|l| l.is_empty() || l.len() > 63) {
-                return Some((
-                    name,
-                    format!("label `{label}` must be 1 to 63 bytes long"),
-                ));
+                return Some((name, format!("label `{label}` must be 1 to 63 bytes long")));
             }
         }
         None

@@ -138,6 +138,12 @@ impl Directory {
         self.domains.contains(address.domain())
     }
 
+    /// Whether `domain` is a hosted customer domain (served, but not QQ's own).
+    pub(crate) fn is_hosted(&self, domain: &str) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        self.domains.contains(&domain) && !QQ_DOMAINS.contains(&domain.as_str())
+    }
+
     /// Why the mailbox exists, or `None` when it does not.
     pub(crate) fn lookup(&self, address: &Address) -> Option<&'static str> {
         if self.listed.contains(&address.canonical()) {

@@ -51,6 +51,7 @@ use crate::config::{Blacklist, Config, ConfigError, Content, Memory, Quota, Quot
 use crate::reply::ReplyKind;
 
 pub use auth::{AuthReport, AuthResult, DkimCheck, DmarcCheck, DmarcPolicy, SpfCheck};
+use auth::{AuthRules, Disposition};
 pub use lists::IpNet;
 pub use mailbox::{Address, AddressError};
 pub use quota::{QuotaName, Window};
@@ -101,6 +102,8 @@ pub enum Verdict {
     Reject(ReplyKind),
     /// Send this reply and close the connection.
     Disconnect(ReplyKind),
+    /// Accept the message into the junk folder (DMARC `p=quarantine`).
+    Junk,
 }
 
 /// A verdict with the rule behind it.
@@ -189,13 +192,13 @@ impl Decision {
 
     /// Whether the verdict lets the client go on.
     pub fn is_accept(&self) -> bool {
-        self.verdict == Verdict::Accept
+        matches!(self.verdict, Verdict::Accept | Verdict::Junk)
     }
 
     /// The reply a refusal sends.
     pub fn reply(&self) -> Option<ReplyKind> {
         match self.verdict {
-            Verdict::Accept => None,
+            Verdict::Accept | Verdict::Junk => None,
             Verdict::Reject(kind) | Verdict::Disconnect(kind) => Some(kind),
         }
     }
@@ -205,6 +208,7 @@ impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.verdict {
             Verdict::Accept => write!(f, "{}: accept by {}", self.stage, self.rule)?,
+            Verdict::Junk => write!(f, "{}: junk by {}", self.stage, self.rule)?,
             Verdict::Reject(kind) => write!(f, "{}: reject ({kind}) by {}", self.stage, self.rule)?,
             Verdict::Disconnect(kind) => {
                 write!(f, "{}: disconnect ({kind}) by {}", self.stage, self.rule)?;
@@ -235,6 +239,13 @@ pub struct Facts<'a> {
     pub rcpt: Option<&'a str>,
     /// At the end of data: the message as received.
     pub message: Option<&'a [u8]>,
+    /// From MAIL on: SPF for the envelope sender.
+    pub spf: Option<&'a SpfCheck>,
+    /// At MAIL, when a PTR record is required: whether the client's address has one that
+    /// resolves back to it.
+    pub ptr_matches: Option<bool>,
+    /// At the end of data: DKIM and DMARC.
+    pub auth: Option<&'a AuthReport>,
 }
 
 impl<'a> Facts<'a> {
@@ -248,6 +259,9 @@ impl<'a> Facts<'a> {
             rcpts: &[],
             rcpt: None,
             message: None,
+            spf: None,
+            ptr_matches: None,
+            auth: None,
         }
     }
 
@@ -279,6 +293,24 @@ impl<'a> Facts<'a> {
     /// With the message.
     pub fn message(mut self, message: &'a [u8]) -> Self {
         self.message = Some(message);
+        self
+    }
+
+    /// With the SPF result of the envelope sender.
+    pub fn spf(mut self, spf: &'a SpfCheck) -> Self {
+        self.spf = Some(spf);
+        self
+    }
+
+    /// With whether the client's PTR record resolves back to it.
+    pub fn ptr_matches(mut self, matches: bool) -> Self {
+        self.ptr_matches = Some(matches);
+        self
+    }
+
+    /// With the DKIM and DMARC results of the message.
+    pub fn auth(mut self, report: &'a AuthReport) -> Self {
+        self.auth = Some(report);
         self
     }
 }
@@ -347,6 +379,7 @@ pub struct Policy {
     personal: HashMap<String, HashSet<String>>,
     outbound: HashSet<(String, IpAddr)>,
     bulk: IdMap<content::Bulk>,
+    auth: AuthRules,
     last_sweep: u64,
 }
 
@@ -429,6 +462,7 @@ impl Policy {
             personal,
             outbound: HashSet::new(),
             bulk: IdMap::default(),
+            auth: AuthRules::new(&config.auth, config.seed),
             last_sweep: 0,
         })
     }
@@ -524,6 +558,11 @@ impl Policy {
         if let Some(d) = intrinsic {
             return d;
         }
+        if stage == Stage::Mail
+            && let Some(d) = self.auth.at_mail(facts)
+        {
+            return d;
+        }
         if stage == Stage::Rcpt
             && let Some(d) = self.personal_and_backscatter(facts)
         {
@@ -552,6 +591,12 @@ impl Policy {
         if let Some(d) = self.blacklisted(STAGE, facts, now) {
             return d;
         }
+        let mailboxes = &self.mailboxes;
+        let junk = match self.auth.at_end_of_data(facts, |d| mailboxes.is_hosted(d)) {
+            Disposition::Reject(d) => return d,
+            Disposition::Junk(detail) => Some(detail),
+            Disposition::Inbox => None,
+        };
         // Every message quota, wherever else it is answered, is checked again here, so
         // that concurrent sessions cannot take a key past its limit between their checks.
         if let Some(d) = self.message_quotas(STAGE, facts, now, true) {
@@ -565,6 +610,9 @@ impl Policy {
             return d;
         }
         self.commit(facts, print, now);
+        if let Some(detail) = junk {
+            return Decision::new(STAGE, Verdict::Junk, "auth.dmarc", detail);
+        }
         let size = facts.message.map_or(0, <[u8]>::len);
         Decision::accept(STAGE, "message.ok", format!("{size} bytes"))
     }
