@@ -566,3 +566,19 @@ fn a_missing_pem_file_is_a_start_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_line_the_parser_finds_unfinished_does_not_spill_into_the_next() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+
+    // smtp-proto asks for more data after "MAIL FROM" although the line is complete.
+    let unfinished = smtp.send("MAIL FROM").await;
+    let noop = smtp.send("NOOP").await;
+    let mail = smtp.send("MAIL FROM:<a@example.org>").await;
+
+    assert_eq!(unfinished, "501 Error: bad syntax");
+    assert_eq!(noop, "250 OK", "the next line is parsed on its own");
+    assert_eq!(mail, "250 OK.");
+}

@@ -19,11 +19,9 @@ impl Session {
             self.reply(ReplyKind::TooManyCommands);
             return Action::Close("too many commands");
         }
-        let parsed = self
-            .parser
-            .ingest(&mut line.iter())
-            .map(Request::into_owned);
-        match parsed {
+        // Each framed line is parsed on its own: a parser that kept state between lines
+        // would glue a line it found unfinished to the next one.
+        match Request::parse(&mut line.iter()).map(Request::into_owned) {
             Ok(request) => self.request(request),
             Err(error) => {
                 self.parse_error(&error);
@@ -70,6 +68,8 @@ impl Session {
             }
             ParseError::UnsupportedParameter { .. } => ReplyKind::UnsupportedParameter,
             ParseError::ResponseTooLong => ReplyKind::LineTooLong,
+            // On a complete line, "needs more data" means the command stopped short.
+            ParseError::NeedsMoreData { .. } => ReplyKind::SyntaxError,
             _ => ReplyKind::SyntaxError,
         };
         self.reply(kind);

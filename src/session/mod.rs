@@ -3,10 +3,12 @@
 //! [`serve`] greets the client, then alternates between reading bytes and answering
 //! every complete command in them, in order, so pipelined commands get correct replies
 //! although PIPELINING is never advertised (QQ does not). Commands are framed here (the
-//! line-length limit is ours, not smtp-proto's) and parsed by smtp-proto's
-//! `RequestReceiver`; message data goes through its `DataReceiver`, primed so that an
-//! empty message or a dot-stuffed first line is read correctly, and fed in slices that
-//! never let the body grow past the SIZE limit.
+//! line-length limit is ours, not smtp-proto's) and each complete line is parsed on its
+//! own by smtp-proto's `Request::parse`, so nothing of a bad line is carried over to the
+//! next; a line the parser finds unfinished is a syntax error. Message data goes through
+//! smtp-proto's `DataReceiver`, primed so that an empty message or a dot-stuffed first
+//! line is read correctly, and fed in slices that never let the body grow past the SIZE
+//! limit.
 //!
 //! At each stage the session asks `policy` for a decision, records it in the `store`,
 //! and renders the verdict through the `reply` catalogue; it writes no text of its own.
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, RequestReceiver};
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -129,7 +131,6 @@ pub(crate) struct Session {
     tls: bool,
     tx: Option<Transaction>,
     commands: usize,
-    parser: RequestReceiver,
     input: Vec<u8>,
     output: Vec<u8>,
     mode: Mode,
@@ -184,7 +185,6 @@ impl Session {
             tls: false,
             tx: None,
             commands: 0,
-            parser: RequestReceiver::default(),
             input: Vec::with_capacity(READ_CHUNK),
             output: Vec::with_capacity(1024),
             mode: Mode::Commands,
