@@ -582,3 +582,34 @@ async fn a_line_the_parser_finds_unfinished_does_not_spill_into_the_next() {
     assert_eq!(noop, "250 OK", "the next line is parsed on its own");
     assert_eq!(mail, "250 OK.");
 }
+
+#[tokio::test]
+async fn a_message_of_exactly_the_size_limit_is_accepted() {
+    let server = server_with("[limits]\nmax_message_size = 1000\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+    let head = "Subject: size\r\n\r\n";
+    let exact = format!("{head}{}\r\n", "x".repeat(1000 - head.len() - 2));
+    let over = format!("{head}{}\r\n", "x".repeat(1001 - head.len() - 2));
+    assert_eq!((exact.len(), over.len()), (1000, 1001));
+
+    smtp.send("MAIL FROM:<a@example.org> SIZE=1000").await;
+    smtp.send("RCPT TO:<10001@qq.com>").await;
+    smtp.send("DATA").await;
+    let at_limit = smtp.data(&exact).await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    smtp.send("RCPT TO:<10001@qq.com>").await;
+    smtp.send("DATA").await;
+    let one_over = smtp.data(&over).await;
+    let after = smtp.send("NOOP").await;
+
+    assert_eq!(at_limit, "250 Ok: queued as ");
+    assert!(
+        one_over.starts_with("552 Message too large ["),
+        "{one_over}"
+    );
+    assert_eq!(after, "250 OK");
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].raw.ends_with(exact.as_bytes()));
+}

@@ -7,8 +7,9 @@
 //! own by smtp-proto's `Request::parse`, so nothing of a bad line is carried over to the
 //! next; a line the parser finds unfinished is a syntax error. Message data goes through
 //! smtp-proto's `DataReceiver`, primed so that an empty message or a dot-stuffed first
-//! line is read correctly, and fed in slices that never let the body grow past the SIZE
-//! limit.
+//! line is read correctly, and fed in slices that never let the body grow more than two
+//! bytes past the SIZE limit (which is inclusive); the rest of an oversize message is
+//! read and thrown away.
 //!
 //! At each stage the session asks `policy` for a decision, records it in the `store`,
 //! and renders the verdict through the `reply` catalogue; it writes no text of its own.
