@@ -613,3 +613,31 @@ async fn a_message_of_exactly_the_size_limit_is_accepted() {
     assert_eq!(messages.len(), 1);
     assert!(messages[0].raw.ends_with(exact.as_bytes()));
 }
+
+#[tokio::test]
+async fn a_size_too_big_for_any_integer_is_too_large_not_small() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+
+    let huge = smtp
+        .send("MAIL FROM:<a@example.org> SIZE=99999999999999999999999999")
+        .await;
+    let max_u64 = smtp
+        .send("MAIL FROM:<a@example.org> SIZE=18446744073709551615")
+        .await;
+    let lower_case = smtp
+        .send("MAIL FROM:<a@example.org> size=000000000000000000000000073400321")
+        .await;
+    let padded = smtp
+        .send("MAIL FROM:<a@example.org> SIZE=000000000000000000000000073400320")
+        .await;
+    let not_a_number = smtp.send("MAIL FROM:<a@example.org> SIZE=12x").await;
+
+    for reply in [&huge, &max_u64, &lower_case] {
+        assert!(reply.starts_with("552 Message too large ["), "{reply}");
+    }
+    assert_eq!(padded, "250 OK.", "leading zeros do not make it larger");
+    assert_eq!(not_a_number, "501 Error: bad syntax");
+    assert!(server.messages().is_empty());
+}
