@@ -641,3 +641,20 @@ async fn a_size_too_big_for_any_integer_is_too_large_not_small() {
     assert_eq!(not_a_number, "501 Error: bad syntax");
     assert!(server.messages().is_empty());
 }
+
+#[tokio::test]
+async fn over_long_lines_count_towards_the_command_limit() {
+    let server = server_with("[limits]\nmax_commands = 3\nmax_line_length = 100\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+    let long = format!("NOOP {}", "a".repeat(200));
+
+    for _ in 0..3 {
+        assert_eq!(smtp.send(&long).await, "500 Error: line too long");
+    }
+    // The fourth arrives in pieces, without a newline yet.
+    smtp.write_raw(long.as_bytes()).await;
+    let cut = smtp.read_reply().await;
+
+    assert_eq!(cut, "421 newxmmxszc23-0.qq.com Error: too many commands");
+    assert!(smtp.closed().await);
+}

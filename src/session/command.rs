@@ -11,13 +11,12 @@ use crate::store::EventKind;
 impl Session {
     /// Answers one complete command line (CRLF included).
     pub(super) fn command(&mut self, line: &[u8]) -> Action {
-        self.commands += 1;
         self.record(EventKind::Command {
             line: loggable(line),
         });
-        if self.commands > self.shared.config.limits.max_commands {
-            self.reply(ReplyKind::TooManyCommands);
-            return Action::Close("too many commands");
+        let counted = self.count_command();
+        if counted != Action::Continue {
+            return counted;
         }
         // Each framed line is parsed on its own: a parser that kept state between lines
         // would glue a line it found unfinished to the next one.

@@ -341,14 +341,12 @@ impl Session {
                     }
                     Some(end) => {
                         pos += end + 1;
-                        self.commands += 1;
-                        self.reply(ReplyKind::LineTooLong);
+                        action = self.too_long();
                     }
                     None if rest.len() >= max_line => {
                         pos = self.input.len();
                         self.mode = Mode::SkipLine;
-                        self.commands += 1;
-                        self.reply(ReplyKind::LineTooLong);
+                        action = self.too_long();
                     }
                     None => break,
                 },
@@ -379,6 +377,26 @@ impl Session {
             }
         }
         self.input.drain(..pos);
+        action
+    }
+
+    /// Counts a command line against the per-session limit; past it, queues the closing
+    /// reply.
+    fn count_command(&mut self) -> Action {
+        self.commands += 1;
+        if self.commands > self.shared.config.limits.max_commands {
+            self.reply(ReplyKind::TooManyCommands);
+            return Action::Close("too many commands");
+        }
+        Action::Continue
+    }
+
+    /// Answers an over-long command line, which counts as a command like any other.
+    fn too_long(&mut self) -> Action {
+        let action = self.count_command();
+        if action == Action::Continue {
+            self.reply(ReplyKind::LineTooLong);
+        }
         action
     }
 
