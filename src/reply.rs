@@ -426,30 +426,6 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
     }
 }
 
-/// Whether the built-in text of `kind` is taken verbatim from QQ for `generation`.
-///
-/// Everything else is an assumption made in QQ's style; the README lists them.
-pub fn is_verbatim(kind: ReplyKind, generation: Generation) -> bool {
-    use Generation::*;
-    use ReplyKind::*;
-    match kind {
-        Greeting | Ehlo | Helo | DataStart | Queued | StartTlsReady | DmarcFailed
-        | MimeFromLocal => true,
-        MailOk | RcptOk => generation != G2025,
-        Bye => generation != G2017,
-        MailboxNotFound | MailboxUnavailable | RejectedByRecipients | SpfFailed | BounceAttack => {
-            true
-        }
-        IpFrequency | ConnectionFrequency => generation != G2025,
-        SenderFrequency | ContentDenied | BadAddressSyntax => generation == G2017,
-        DomainFrequency | ConnectionDenied | SuspectedSpamIp | SuspectedSpam | SpamEmbedded => {
-            generation != G2025
-        }
-        SuspectedSpamSender => true,
-        _ => false,
-    }
-}
-
 /// A rendered reply, ready for the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply {
