@@ -299,11 +299,10 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
         }
         (MailboxNotFound, _) => concat!("550 Mailbox not found. ", old_url!("1000728")),
         (MailboxUnavailable, G2025) => "550 Mailbox unavailable or access denied [{b64} IP: {ip}]",
+        // The second variant in qq-reference.md: an http URL of the new kind, no token.
+        // (no=1000742 is disputed and was never seen in this text.)
         (MailboxUnavailable, _) => {
-            concat!(
-                "550 Mailbox unavailable or access denied. ",
-                old_url!("1000742")
-            )
+            "550 Mailbox unavailable or access denied. http://service.mail.qq.com/detail/122/166"
         }
         (IpFrequency, G2017) => concat!("550 Ip frequency limited. ", old_url!("1000725")),
         (IpFrequency, G2019) => concat!(
@@ -656,6 +655,17 @@ mod tests {
             assert_eq!(
                 template(ReplyKind::SuspectedSpamSender, generation),
                 "550 Suspected spam sender.",
+                "{generation}"
+            );
+        }
+    }
+
+    #[test]
+    fn old_mailbox_unavailable_has_the_detail_url_qq_gives() {
+        for generation in [Generation::G2017, Generation::G2019] {
+            assert_eq!(
+                template(ReplyKind::MailboxUnavailable, generation),
+                "550 Mailbox unavailable or access denied. http://service.mail.qq.com/detail/122/166",
                 "{generation}"
             );
         }
