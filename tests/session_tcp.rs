@@ -377,7 +377,10 @@ async fn accepted_messages_carry_qq_headers_and_the_virtual_time() {
     let mid = message.header("X-QQ-mid").expect("X-QQ-mid");
     assert!(mid.starts_with("xmmxszc23-0t1748912400t"), "{mid}");
     assert_eq!(mid.len(), "xmmxszc23-0t1748912400t".len() + 8);
-    assert_eq!(message.header("X-QQ-XMRINFO").map(|v| v.len()), Some(24));
+    // Like QQ's `NgToQqU5s31XQ+vYT/V7+uk=`: 17 bytes, 24 characters, a single `=`.
+    let info = message.header("X-QQ-XMRINFO").expect("X-QQ-XMRINFO");
+    assert_eq!(info.len(), 24, "{info}");
+    assert!(info.ends_with('=') && !info.ends_with("=="), "{info}");
     assert_eq!(message.helo, "client.example.org");
     assert_eq!(message.client.ip().to_string(), "127.0.0.1");
 }

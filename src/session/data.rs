@@ -128,7 +128,9 @@ impl Session {
             let n = self.rng.random_range(0..36u32);
             out.push(char::from_digit(n, 36).expect("below 36"));
         }
-        let mut info = [0u8; 16];
+        // 17 bytes: 24 base64 characters ending in a single `=`, like QQ's
+        // `X-QQ-XMRINFO: NgToQqU5s31XQ+vYT/V7+uk=`.
+        let mut info = [0u8; 17];
         self.rng.fill_bytes(&mut info);
         let info = base64::engine::general_purpose::STANDARD.encode(info);
         let _ = write!(out, "\r\nX-QQ-XMRINFO: {info}\r\n");
