@@ -18,7 +18,9 @@
 //! | `{n}` | the recipient's ordinal in the transaction |
 //!
 //! A template may span several lines (the EHLO reply); its lines are separated by `\n`.
-//! When STARTTLS is not on offer, a line that reads exactly `250-STARTTLS` is left out.
+//! When STARTTLS is not on offer (inside TLS, or with TLS switched off), a line that reads
+//! exactly `250-STARTTLS` is left out, and the word `STARTTLS` is taken out of a `214`
+//! (HELP) line.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -525,7 +527,12 @@ impl Catalogue {
             if !text.is_empty() {
                 text.push_str("\r\n");
             }
-            self.fill(line, ctx, rng, &mut text);
+            if !ctx.starttls && (line.starts_with("214 ") || line.starts_with("214-")) {
+                let help: Vec<&str> = line.split(' ').filter(|w| *w != "STARTTLS").collect();
+                self.fill(&help.join(" "), ctx, rng, &mut text);
+            } else {
+                self.fill(line, ctx, rng, &mut text);
+            }
         }
         let code = text
             .get(..3)
@@ -712,6 +719,26 @@ mod tests {
         assert_eq!(
             reply.text,
             "250-newxmmxsza22.qq.com\r\n250-SIZE 73400320\r\n250 OK"
+        );
+    }
+
+    #[test]
+    fn help_drops_starttls_when_not_offered() {
+        let cat = Catalogue::new(Generation::G2025, "h", 1);
+        let mut rng = StdRng::seed_from_u64(1);
+        let no_tls = Context {
+            starttls: false,
+            ..ctx()
+        };
+        let offered = cat.render(ReplyKind::Help, &ctx(), &mut rng);
+        let hidden = cat.render(ReplyKind::Help, &no_tls, &mut rng);
+        assert_eq!(
+            offered.text,
+            "214 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT STARTTLS"
+        );
+        assert_eq!(
+            hidden.text,
+            "214 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT"
         );
     }
 

@@ -661,3 +661,28 @@ async fn over_long_lines_count_towards_the_command_limit() {
     assert_eq!(cut, "421 newxmmxszc23-0.qq.com Error: too many commands");
     assert!(smtp.closed().await);
 }
+
+#[tokio::test]
+async fn help_lists_starttls_only_while_it_is_on_offer() {
+    let with_tls = QqMx::start();
+    let without_tls = server_with("[tls]\nenabled = false\n");
+    let mut plain = Smtp::connect(with_tls.addr()).await;
+    let mut off = Smtp::connect(without_tls.addr()).await;
+
+    let offered = plain.send("HELP").await;
+    plain.send("EHLO a.example").await;
+    plain.send("STARTTLS").await;
+    let mut inside = plain.tls().await;
+    let inside_tls = inside.send("HELP").await;
+    let switched_off = off.send("HELP").await;
+
+    assert_eq!(
+        offered,
+        "214 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT STARTTLS"
+    );
+    assert_eq!(
+        inside_tls,
+        "214 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT"
+    );
+    assert_eq!(switched_off, inside_tls);
+}
