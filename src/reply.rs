@@ -492,7 +492,8 @@ impl Catalogue {
     /// # Errors
     ///
     /// When the template does not start with a three-digit code from 200 to 599 followed
-    /// by a space or (on all but the last line) a dash, or names an unknown placeholder.
+    /// by a space or (on all but the last line) a dash, or names an unknown placeholder,
+    /// or opens a placeholder with `{` and never closes it.
     pub fn set_override(&mut self, kind: ReplyKind, template: &str) -> Result<(), TemplateError> {
         validate(kind, template)?;
         self.overrides.insert(kind, template.to_owned());
@@ -603,7 +604,12 @@ fn validate(kind: ReplyKind, template: &str) -> Result<(), TemplateError> {
         let mut rest = *line;
         while let Some(start) = rest.find('{') {
             let after = &rest[start + 1..];
-            let end = after.find('}').unwrap_or(after.len());
+            let Some(end) = after.find('}') else {
+                return Err(problem(format!(
+                    "unterminated placeholder `{{{after}`, expected one of {}",
+                    PLACEHOLDERS.join(", ")
+                )));
+            };
             let name = &after[..end];
             if !PLACEHOLDERS.contains(&name) {
                 return Err(problem(format!(
@@ -611,7 +617,7 @@ fn validate(kind: ReplyKind, template: &str) -> Result<(), TemplateError> {
                     PLACEHOLDERS.join(", ")
                 )));
             }
-            rest = after.get(end + 1..).unwrap_or("");
+            rest = &after[end + 1..];
         }
     }
     Ok(())
@@ -739,6 +745,22 @@ mod tests {
         assert_eq!(
             hidden.text,
             "214 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT"
+        );
+    }
+
+    #[test]
+    fn an_unterminated_placeholder_is_refused() {
+        let mut cat = Catalogue::new(Generation::G2025, "h", 1);
+        let err = cat
+            .set_override(ReplyKind::IpFrequency, "550 Ip frequency limited {ip")
+            .expect_err("no closing brace");
+        assert!(
+            err.problem.contains("unterminated placeholder `{ip`"),
+            "{err}"
+        );
+        assert!(
+            cat.set_override(ReplyKind::Bye, "221 {host} {").is_err(),
+            "a lone brace at the end"
         );
     }
 
