@@ -18,7 +18,9 @@
 //! | `{n}` | the recipient's ordinal in the transaction |
 //!
 //! A template may span several lines (the EHLO reply); its lines are separated by `\n`.
-//! When STARTTLS is not on offer, a line that reads exactly `250-STARTTLS` is left out.
+//! When STARTTLS is not on offer (inside TLS, or with TLS switched off), a line that reads
+//! exactly `250-STARTTLS` is left out, and the word `STARTTLS` is taken out of a `214`
+//! (HELP) line.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -299,11 +301,10 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
         }
         (MailboxNotFound, _) => concat!("550 Mailbox not found. ", old_url!("1000728")),
         (MailboxUnavailable, G2025) => "550 Mailbox unavailable or access denied [{b64} IP: {ip}]",
+        // The second variant in qq-reference.md: an http URL of the new kind, no token.
+        // (no=1000742 is disputed and was never seen in this text.)
         (MailboxUnavailable, _) => {
-            concat!(
-                "550 Mailbox unavailable or access denied. ",
-                old_url!("1000742")
-            )
+            "550 Mailbox unavailable or access denied. http://service.mail.qq.com/detail/122/166"
         }
         (IpFrequency, G2017) => concat!("550 Ip frequency limited. ", old_url!("1000725")),
         (IpFrequency, G2019) => concat!(
@@ -375,7 +376,8 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
         ),
         (SpfFailed, _) => concat!("550 SPF check failed. ", old_url!("1001445")),
         (DmarcFailed, _) => DMARC_TEXT,
-        (SuspectedSpamSender, _) => concat!("550 Suspected spam sender. ", old_url!("1001461")),
+        // qq-reference.md: no URL with this one, although its old help number is known.
+        (SuspectedSpamSender, _) => "550 Suspected spam sender.",
         (SuspectedSpamIp, G2025) => {
             concat!(
                 "550 Suspected spam ip [{b64} IP: {ip}]. ",
@@ -423,30 +425,6 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
         ),
         (RecipientRate, _) => "550 The frequency of receiving messages is limited",
         (MimeFromLocal, _) => "550 Mime from domain is a local domain",
-    }
-}
-
-/// Whether the built-in text of `kind` is taken verbatim from QQ for `generation`.
-///
-/// Everything else is an assumption made in QQ's style; the README lists them.
-pub fn is_verbatim(kind: ReplyKind, generation: Generation) -> bool {
-    use Generation::*;
-    use ReplyKind::*;
-    match kind {
-        Greeting | Ehlo | Helo | DataStart | Queued | StartTlsReady | DmarcFailed
-        | MimeFromLocal => true,
-        MailOk | RcptOk => generation != G2025,
-        Bye => generation != G2017,
-        MailboxNotFound | MailboxUnavailable | RejectedByRecipients | SpfFailed | BounceAttack => {
-            true
-        }
-        IpFrequency | ConnectionFrequency => generation != G2025,
-        SenderFrequency | ContentDenied | BadAddressSyntax => generation == G2017,
-        DomainFrequency | ConnectionDenied | SuspectedSpamIp | SuspectedSpam | SpamEmbedded => {
-            generation != G2025
-        }
-        SuspectedSpamSender => true,
-        _ => false,
     }
 }
 
@@ -514,7 +492,8 @@ impl Catalogue {
     /// # Errors
     ///
     /// When the template does not start with a three-digit code from 200 to 599 followed
-    /// by a space or (on all but the last line) a dash, or names an unknown placeholder.
+    /// by a space or (on all but the last line) a dash, or names an unknown placeholder,
+    /// or opens a placeholder with `{` and never closes it.
     pub fn set_override(&mut self, kind: ReplyKind, template: &str) -> Result<(), TemplateError> {
         validate(kind, template)?;
         self.overrides.insert(kind, template.to_owned());
@@ -549,7 +528,12 @@ impl Catalogue {
             if !text.is_empty() {
                 text.push_str("\r\n");
             }
-            self.fill(line, ctx, rng, &mut text);
+            if !ctx.starttls && (line.starts_with("214 ") || line.starts_with("214-")) {
+                let help: Vec<&str> = line.split(' ').filter(|w| *w != "STARTTLS").collect();
+                self.fill(&help.join(" "), ctx, rng, &mut text);
+            } else {
+                self.fill(line, ctx, rng, &mut text);
+            }
         }
         let code = text
             .get(..3)
@@ -620,7 +604,12 @@ fn validate(kind: ReplyKind, template: &str) -> Result<(), TemplateError> {
         let mut rest = *line;
         while let Some(start) = rest.find('{') {
             let after = &rest[start + 1..];
-            let end = after.find('}').unwrap_or(after.len());
+            let Some(end) = after.find('}') else {
+                return Err(problem(format!(
+                    "unterminated placeholder `{{{after}`, expected one of {}",
+                    PLACEHOLDERS.join(", ")
+                )));
+            };
             let name = &after[..end];
             if !PLACEHOLDERS.contains(&name) {
                 return Err(problem(format!(
@@ -628,7 +617,7 @@ fn validate(kind: ReplyKind, template: &str) -> Result<(), TemplateError> {
                     PLACEHOLDERS.join(", ")
                 )));
             }
-            rest = after.get(end + 1..).unwrap_or("");
+            rest = &after[end + 1..];
         }
     }
     Ok(())
@@ -668,6 +657,30 @@ mod tests {
             for generation in [Generation::G2017, Generation::G2019, Generation::G2025] {
                 assert_eq!(validate(kind, template(kind, generation)), Ok(()), "{kind}");
             }
+        }
+    }
+
+    const GENERATIONS: [Generation; 3] = [Generation::G2017, Generation::G2019, Generation::G2025];
+
+    #[test]
+    fn suspected_spam_sender_is_qqs_text_alone() {
+        for generation in GENERATIONS {
+            assert_eq!(
+                template(ReplyKind::SuspectedSpamSender, generation),
+                "550 Suspected spam sender.",
+                "{generation}"
+            );
+        }
+    }
+
+    #[test]
+    fn old_mailbox_unavailable_has_the_detail_url_qq_gives() {
+        for generation in [Generation::G2017, Generation::G2019] {
+            assert_eq!(
+                template(ReplyKind::MailboxUnavailable, generation),
+                "550 Mailbox unavailable or access denied. http://service.mail.qq.com/detail/122/166",
+                "{generation}"
+            );
         }
     }
 
@@ -712,6 +725,42 @@ mod tests {
         assert_eq!(
             reply.text,
             "250-newxmmxsza22.qq.com\r\n250-SIZE 73400320\r\n250 OK"
+        );
+    }
+
+    #[test]
+    fn help_drops_starttls_when_not_offered() {
+        let cat = Catalogue::new(Generation::G2025, "h", 1);
+        let mut rng = StdRng::seed_from_u64(1);
+        let no_tls = Context {
+            starttls: false,
+            ..ctx()
+        };
+        let offered = cat.render(ReplyKind::Help, &ctx(), &mut rng);
+        let hidden = cat.render(ReplyKind::Help, &no_tls, &mut rng);
+        assert_eq!(
+            offered.text,
+            "214 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT STARTTLS"
+        );
+        assert_eq!(
+            hidden.text,
+            "214 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT"
+        );
+    }
+
+    #[test]
+    fn an_unterminated_placeholder_is_refused() {
+        let mut cat = Catalogue::new(Generation::G2025, "h", 1);
+        let err = cat
+            .set_override(ReplyKind::IpFrequency, "550 Ip frequency limited {ip")
+            .expect_err("no closing brace");
+        assert!(
+            err.problem.contains("unterminated placeholder `{ip`"),
+            "{err}"
+        );
+        assert!(
+            cat.set_override(ReplyKind::Bye, "221 {host} {").is_err(),
+            "a lone brace at the end"
         );
     }
 

@@ -377,7 +377,10 @@ async fn accepted_messages_carry_qq_headers_and_the_virtual_time() {
     let mid = message.header("X-QQ-mid").expect("X-QQ-mid");
     assert!(mid.starts_with("xmmxszc23-0t1748912400t"), "{mid}");
     assert_eq!(mid.len(), "xmmxszc23-0t1748912400t".len() + 8);
-    assert_eq!(message.header("X-QQ-XMRINFO").map(|v| v.len()), Some(24));
+    // Like QQ's `NgToQqU5s31XQ+vYT/V7+uk=`: 17 bytes, 24 characters, a single `=`.
+    let info = message.header("X-QQ-XMRINFO").expect("X-QQ-XMRINFO");
+    assert_eq!(info.len(), 24, "{info}");
+    assert!(info.ends_with('=') && !info.ends_with("=="), "{info}");
     assert_eq!(message.helo, "client.example.org");
     assert_eq!(message.client.ip().to_string(), "127.0.0.1");
 }
@@ -565,4 +568,121 @@ fn a_missing_pem_file_is_a_start_error() {
         err.to_string().starts_with("/nonexistent/cert.pem: "),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_line_the_parser_finds_unfinished_does_not_spill_into_the_next() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+
+    // smtp-proto asks for more data after "MAIL FROM" although the line is complete.
+    let unfinished = smtp.send("MAIL FROM").await;
+    let noop = smtp.send("NOOP").await;
+    let mail = smtp.send("MAIL FROM:<a@example.org>").await;
+
+    assert_eq!(unfinished, "501 Error: bad syntax");
+    assert_eq!(noop, "250 OK", "the next line is parsed on its own");
+    assert_eq!(mail, "250 OK.");
+}
+
+#[tokio::test]
+async fn a_message_of_exactly_the_size_limit_is_accepted() {
+    let server = server_with("[limits]\nmax_message_size = 1000\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+    let head = "Subject: size\r\n\r\n";
+    let exact = format!("{head}{}\r\n", "x".repeat(1000 - head.len() - 2));
+    let over = format!("{head}{}\r\n", "x".repeat(1001 - head.len() - 2));
+    assert_eq!((exact.len(), over.len()), (1000, 1001));
+
+    smtp.send("MAIL FROM:<a@example.org> SIZE=1000").await;
+    smtp.send("RCPT TO:<10001@qq.com>").await;
+    smtp.send("DATA").await;
+    let at_limit = smtp.data(&exact).await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    smtp.send("RCPT TO:<10001@qq.com>").await;
+    smtp.send("DATA").await;
+    let one_over = smtp.data(&over).await;
+    let after = smtp.send("NOOP").await;
+
+    assert_eq!(at_limit, "250 Ok: queued as ");
+    assert!(
+        one_over.starts_with("552 Message too large ["),
+        "{one_over}"
+    );
+    assert_eq!(after, "250 OK");
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].raw.ends_with(exact.as_bytes()));
+}
+
+#[tokio::test]
+async fn a_size_too_big_for_any_integer_is_too_large_not_small() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+
+    let huge = smtp
+        .send("MAIL FROM:<a@example.org> SIZE=99999999999999999999999999")
+        .await;
+    let max_u64 = smtp
+        .send("MAIL FROM:<a@example.org> SIZE=18446744073709551615")
+        .await;
+    let lower_case = smtp
+        .send("MAIL FROM:<a@example.org> size=000000000000000000000000073400321")
+        .await;
+    let padded = smtp
+        .send("MAIL FROM:<a@example.org> SIZE=000000000000000000000000073400320")
+        .await;
+    let not_a_number = smtp.send("MAIL FROM:<a@example.org> SIZE=12x").await;
+
+    for reply in [&huge, &max_u64, &lower_case] {
+        assert!(reply.starts_with("552 Message too large ["), "{reply}");
+    }
+    assert_eq!(padded, "250 OK.", "leading zeros do not make it larger");
+    assert_eq!(not_a_number, "501 Error: bad syntax");
+    assert!(server.messages().is_empty());
+}
+
+#[tokio::test]
+async fn over_long_lines_count_towards_the_command_limit() {
+    let server = server_with("[limits]\nmax_commands = 3\nmax_line_length = 100\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+    let long = format!("NOOP {}", "a".repeat(200));
+
+    for _ in 0..3 {
+        assert_eq!(smtp.send(&long).await, "500 Error: line too long");
+    }
+    // The fourth arrives in pieces, without a newline yet.
+    smtp.write_raw(long.as_bytes()).await;
+    let cut = smtp.read_reply().await;
+
+    assert_eq!(cut, "421 newxmmxszc23-0.qq.com Error: too many commands");
+    assert!(smtp.closed().await);
+}
+
+#[tokio::test]
+async fn help_lists_starttls_only_while_it_is_on_offer() {
+    let with_tls = QqMx::start();
+    let without_tls = server_with("[tls]\nenabled = false\n");
+    let mut plain = Smtp::connect(with_tls.addr()).await;
+    let mut off = Smtp::connect(without_tls.addr()).await;
+
+    let offered = plain.send("HELP").await;
+    plain.send("EHLO a.example").await;
+    plain.send("STARTTLS").await;
+    let mut inside = plain.tls().await;
+    let inside_tls = inside.send("HELP").await;
+    let switched_off = off.send("HELP").await;
+
+    assert_eq!(
+        offered,
+        "214 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT STARTTLS"
+    );
+    assert_eq!(
+        inside_tls,
+        "214 HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT"
+    );
+    assert_eq!(switched_off, inside_tls);
 }

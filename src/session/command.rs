@@ -11,20 +11,28 @@ use crate::store::EventKind;
 impl Session {
     /// Answers one complete command line (CRLF included).
     pub(super) fn command(&mut self, line: &[u8]) -> Action {
-        self.commands += 1;
         self.record(EventKind::Command {
             line: loggable(line),
         });
-        if self.commands > self.shared.config.limits.max_commands {
-            self.reply(ReplyKind::TooManyCommands);
-            return Action::Close("too many commands");
+        let counted = self.count_command();
+        if counted != Action::Continue {
+            return counted;
         }
-        let parsed = self
-            .parser
-            .ingest(&mut line.iter())
-            .map(Request::into_owned);
+        // Each framed line is parsed on its own: a parser that kept state between lines
+        // would glue a line it found unfinished to the next one.
+        let size = mail_size(line);
+        let parsed = match &size {
+            // smtp-proto wraps a SIZE with too many digits round to a small number, or
+            // refuses one of exactly usize::MAX: it reads SIZE=0 and the value is ours.
+            Some(size) => {
+                let mut line = line.to_vec();
+                line.splice(size.digits.clone(), *b"0");
+                Request::parse(&mut line.iter()).map(Request::into_owned)
+            }
+            None => Request::parse(&mut line.iter()).map(Request::into_owned),
+        };
         match parsed {
-            Ok(request) => self.request(request),
+            Ok(request) => self.request(request, size.map_or(0, |s| s.value)),
             Err(error) => {
                 self.parse_error(&error);
                 Action::Continue
@@ -32,11 +40,12 @@ impl Session {
         }
     }
 
-    fn request(&mut self, request: Request<String>) -> Action {
+    /// Answers a parsed command; `size` is the exact SIZE of a MAIL command.
+    fn request(&mut self, request: Request<String>, size: u64) -> Action {
         match request {
             Request::Ehlo { host } => self.hello(host, ReplyKind::Ehlo),
             Request::Helo { host } => self.hello(host, ReplyKind::Helo),
-            Request::Mail { from } => self.mail(&from),
+            Request::Mail { from } => self.mail(&from, size),
             Request::Rcpt { to } => self.rcpt(&to),
             Request::Data => self.data_command(),
             Request::Rset => {
@@ -70,6 +79,8 @@ impl Session {
             }
             ParseError::UnsupportedParameter { .. } => ReplyKind::UnsupportedParameter,
             ParseError::ResponseTooLong => ReplyKind::LineTooLong,
+            // On a complete line, "needs more data" means the command stopped short.
+            ParseError::NeedsMoreData { .. } => ReplyKind::SyntaxError,
             _ => ReplyKind::SyntaxError,
         };
         self.reply(kind);
@@ -84,7 +95,7 @@ impl Session {
         }
     }
 
-    fn mail(&mut self, from: &MailFrom<String>) {
+    fn mail(&mut self, from: &MailFrom<String>, size: u64) {
         if self.helo.is_none() {
             self.reply(ReplyKind::NeedHelo);
             return;
@@ -94,7 +105,7 @@ impl Session {
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
         let facts = Facts::new(self.peer.ip())
             .from(&from.address)
-            .mail_params(from.size as u64, smtputf8);
+            .mail_params(size, smtputf8);
         if self.ask(Stage::Mail, &facts) {
             self.tx = Some(Transaction {
                 from: from.address.clone(),
@@ -163,5 +174,69 @@ impl Session {
         }
         self.reply(ReplyKind::StartTlsReady);
         Action::StartTls
+    }
+}
+
+/// The `SIZE=` parameter of a MAIL command line.
+#[derive(Debug, PartialEq, Eq)]
+struct MailSize {
+    /// Where its digits are in the line.
+    digits: std::ops::Range<usize>,
+    /// Its value; `u64::MAX` when the digits do not fit, which is over any limit.
+    value: u64,
+}
+
+/// Reads the `SIZE=<digits>` parameter of a MAIL line exactly. Parameters follow the last
+/// `>`; anything but plain digits is left to the parser to refuse.
+fn mail_size(line: &[u8]) -> Option<MailSize> {
+    if !line.get(..4)?.eq_ignore_ascii_case(b"MAIL") {
+        return None;
+    }
+    let params = line.iter().rposition(|&b| b == b'>')? + 1;
+    let mut start = params;
+    for word in line[params..].split(|b| b.is_ascii_whitespace()) {
+        let end = start + word.len();
+        let name = word.get(..5).filter(|n| n.eq_ignore_ascii_case(b"SIZE="));
+        let digits = word.get(5..).filter(|d| !d.is_empty());
+        if let (Some(_), Some(digits)) = (name, digits)
+            && digits.iter().all(u8::is_ascii_digit)
+        {
+            let value = digits.iter().try_fold(0u64, |value, &d| {
+                value.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            });
+            return Some(MailSize {
+                digits: start + 5..end,
+                value: value.unwrap_or(u64::MAX),
+            });
+        }
+        start = end + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mail_size_is_read_exactly() {
+        let size = |line: &str| mail_size(line.as_bytes()).map(|s| s.value);
+        assert_eq!(size("MAIL FROM:<a@b> SIZE=3147\r\n"), Some(3147));
+        assert_eq!(size("mail from:<a@b> BODY=8BITMIME size=12\r\n"), Some(12));
+        assert_eq!(
+            size("MAIL FROM:<a@b> SIZE=99999999999999999999999999\r\n"),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            size("MAIL FROM:<a@b> SIZE=18446744073709551615\r\n"),
+            Some(u64::MAX)
+        );
+        assert_eq!(size("MAIL FROM:<a@b> SIZE=12x\r\n"), None);
+        assert_eq!(size("MAIL FROM:<a@b> SIZE=\r\n"), None);
+        assert_eq!(size("MAIL FROM:<a@b>\r\n"), None);
+        assert_eq!(size("RCPT TO:<a@b> SIZE=1\r\n"), None);
+        let line = b"MAIL FROM:<a@b> SIZE=42 BODY=7BIT\r\n";
+        let digits = mail_size(line).map(|s| s.digits).expect("a SIZE");
+        assert_eq!(&line[digits], b"42");
     }
 }

@@ -21,20 +21,26 @@ impl Session {
         let rest = &self.input[pos..];
         match &mut self.mode {
             Mode::Data { receiver, body } => {
-                // Never let the body hold more than one byte past the limit.
-                let room = usize::try_from(max)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(1)
-                    .saturating_sub(body.len());
+                // The limit is inclusive: a body of exactly `max` bytes is accepted. The
+                // receiver pushes the CR of the final `.CRLF` before it sees the LF and
+                // takes the CR back, so a body of `max` bytes passes through `max + 1`;
+                // only `max + 2` bytes prove the message too large. Never hold more.
+                let cap = usize::try_from(max).unwrap_or(usize::MAX).saturating_add(2);
+                let room = cap.saturating_sub(body.len());
                 let slice = &rest[..rest.len().min(room)];
                 let mut bytes = slice.iter();
                 let done = receiver.ingest(&mut bytes, body);
                 let used = slice.len() - bytes.len();
-                if done {
+                if done && body.len() as u64 > max {
+                    let received = body.len() as u64;
+                    *body = Vec::new();
+                    self.mode = Mode::Commands;
+                    self.refuse_oversize(received);
+                } else if done {
                     let body = std::mem::take(body);
                     self.mode = Mode::Commands;
                     self.end_of_data(body);
-                } else if body.len() as u64 > max {
+                } else if body.len() >= cap {
                     let received = body.len() as u64;
                     let receiver = DummyDataReceiver::new_data(receiver);
                     self.mode = Mode::Discard { receiver, received };
@@ -47,15 +53,21 @@ impl Session {
                 let used = rest.len() - bytes.len();
                 *received += used as u64;
                 if done {
-                    let decision = self.shared.policy().oversize(*received);
+                    let received = *received;
                     self.mode = Mode::Commands;
-                    self.tx = None;
-                    self.decide(decision);
+                    self.refuse_oversize(received);
                 }
                 (used, done)
             }
             Mode::Commands | Mode::SkipLine => unreachable!("only called while reading data"),
         }
+    }
+
+    /// Ends a transaction whose message was over the size limit.
+    fn refuse_oversize(&mut self, received: u64) {
+        let decision = self.shared.policy().oversize(received);
+        self.tx = None;
+        self.decide(decision);
     }
 
     fn end_of_data(&mut self, body: Vec<u8>) {
@@ -116,7 +128,9 @@ impl Session {
             let n = self.rng.random_range(0..36u32);
             out.push(char::from_digit(n, 36).expect("below 36"));
         }
-        let mut info = [0u8; 16];
+        // 17 bytes: 24 base64 characters ending in a single `=`, like QQ's
+        // `X-QQ-XMRINFO: NgToQqU5s31XQ+vYT/V7+uk=`.
+        let mut info = [0u8; 17];
         self.rng.fill_bytes(&mut info);
         let info = base64::engine::general_purpose::STANDARD.encode(info);
         let _ = write!(out, "\r\nX-QQ-XMRINFO: {info}\r\n");

@@ -3,10 +3,13 @@
 //! [`serve`] greets the client, then alternates between reading bytes and answering
 //! every complete command in them, in order, so pipelined commands get correct replies
 //! although PIPELINING is never advertised (QQ does not). Commands are framed here (the
-//! line-length limit is ours, not smtp-proto's) and parsed by smtp-proto's
-//! `RequestReceiver`; message data goes through its `DataReceiver`, primed so that an
-//! empty message or a dot-stuffed first line is read correctly, and fed in slices that
-//! never let the body grow past the SIZE limit.
+//! line-length limit is ours, not smtp-proto's) and each complete line is parsed on its
+//! own by smtp-proto's `Request::parse`, so nothing of a bad line is carried over to the
+//! next; a line the parser finds unfinished is a syntax error. Message data goes through
+//! smtp-proto's `DataReceiver`, primed so that an empty message or a dot-stuffed first
+//! line is read correctly, and fed in slices that never let the body grow more than two
+//! bytes past the SIZE limit (which is inclusive); the rest of an oversize message is
+//! read and thrown away.
 //!
 //! At each stage the session asks `policy` for a decision, records it in the `store`,
 //! and renders the verdict through the `reply` catalogue; it writes no text of its own.
@@ -26,7 +29,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, RequestReceiver};
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -129,7 +132,6 @@ pub(crate) struct Session {
     tls: bool,
     tx: Option<Transaction>,
     commands: usize,
-    parser: RequestReceiver,
     input: Vec<u8>,
     output: Vec<u8>,
     mode: Mode,
@@ -184,7 +186,6 @@ impl Session {
             tls: false,
             tx: None,
             commands: 0,
-            parser: RequestReceiver::default(),
             input: Vec::with_capacity(READ_CHUNK),
             output: Vec::with_capacity(1024),
             mode: Mode::Commands,
@@ -340,14 +341,12 @@ impl Session {
                     }
                     Some(end) => {
                         pos += end + 1;
-                        self.commands += 1;
-                        self.reply(ReplyKind::LineTooLong);
+                        action = self.too_long();
                     }
                     None if rest.len() >= max_line => {
                         pos = self.input.len();
                         self.mode = Mode::SkipLine;
-                        self.commands += 1;
-                        self.reply(ReplyKind::LineTooLong);
+                        action = self.too_long();
                     }
                     None => break,
                 },
@@ -378,6 +377,26 @@ impl Session {
             }
         }
         self.input.drain(..pos);
+        action
+    }
+
+    /// Counts a command line against the per-session limit; past it, queues the closing
+    /// reply.
+    fn count_command(&mut self) -> Action {
+        self.commands += 1;
+        if self.commands > self.shared.config.limits.max_commands {
+            self.reply(ReplyKind::TooManyCommands);
+            return Action::Close("too many commands");
+        }
+        Action::Continue
+    }
+
+    /// Answers an over-long command line, which counts as a command like any other.
+    fn too_long(&mut self) -> Action {
+        let action = self.count_command();
+        if action == Action::Continue {
+            self.reply(ReplyKind::LineTooLong);
+        }
         action
     }
 
