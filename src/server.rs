@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::policy::Policy;
@@ -41,6 +42,9 @@ pub enum StartError {
     /// The config does not pass [`Config::check`].
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The DNS resolver for authentication could not be set up.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The server's thread or runtime could not be started.
     #[error("cannot start the server's runtime: {0}")]
     Runtime(std::io::Error),
@@ -72,9 +76,15 @@ impl Server {
         let policy = Policy::new(&config)?;
         let tls = tls::acceptor(&config.tls, config.host())?;
         let store = Store::new(clock.clone(), config.store.clone());
+        let auth = if config.auth.enabled {
+            Some(Authenticator::new(&config)?)
+        } else {
+            None
+        };
         Ok(Self {
             shared: Arc::new(Shared {
                 catalogue: config.catalogue(),
+                auth,
                 policy: Mutex::new(policy),
                 store,
                 clock,

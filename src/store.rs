@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
-use crate::policy::Decision;
+use crate::policy::{AuthReport, Decision, SpfCheck};
 use crate::reply::{Reply, ReplyKind};
 
 /// Where an accepted message was delivered.
@@ -54,6 +54,8 @@ pub struct Message {
     pub tls: bool,
     /// Where it was delivered.
     pub folder: Folder,
+    /// SPF, DKIM and DMARC results, when authentication is on.
+    pub auth: Option<AuthReport>,
     /// The message as stored, with the headers qqmx added (`Received`, `X-QQ-mid`).
     #[serde(skip)]
     pub raw: Arc<[u8]>,
@@ -146,6 +148,10 @@ pub enum EventKind {
         /// How many.
         bytes: usize,
     },
+    /// SPF for the envelope sender, checked at MAIL.
+    Spf(SpfCheck),
+    /// SPF, DKIM and DMARC for a complete message, checked at the end of data.
+    Authenticated(AuthReport),
     /// A message went into the store.
     Accepted {
         /// Its id.
@@ -400,6 +406,7 @@ mod tests {
             rcpt_to: vec![],
             tls: false,
             folder: Folder::Inbox,
+            auth: None,
             raw: vec![b'x'; bytes].into(),
         }
     }

@@ -6,9 +6,11 @@ mod common;
 use std::net::IpAddr;
 use std::process::Command;
 
-use qqmx::Config;
 use qqmx::auth::Authenticator;
 use qqmx::policy::{AuthReport, AuthResult, DmarcPolicy};
+use qqmx::{Config, EventKind, Folder, QqMx};
+
+use common::Smtp;
 
 const RSA_KEY: &str = "tests/keys/rsa2048.key";
 const RSA_DNS: &str = include_str!("keys/rsa2048.dns");
@@ -296,4 +298,140 @@ async fn no_lookup_leaves_the_process() {
     assert_eq!(report.spf.result, AuthResult::Fail, "{text}");
     assert_eq!(report.dkim[0].result, AuthResult::PermError, "{text}");
     assert_eq!(report.dmarc.result, AuthResult::None, "{text}");
+}
+
+// ---- over SMTP ---------------------------------------------------------------------
+
+/// Sends `raw` from `source` as `mail_from`; returns the replies to MAIL and to the final dot.
+async fn send(server: &QqMx, source: &str, mail_from: &str, raw: &str) -> (String, String) {
+    let mut smtp = Smtp::connect_from(ip(source), server.addr()).await;
+    smtp.send("EHLO mail.example.com").await;
+    let mail = smtp.send(&format!("MAIL FROM:<{mail_from}>")).await;
+    if !mail.starts_with("250") {
+        return (mail, String::new());
+    }
+    assert!(smtp.send("RCPT TO:<10001@qq.com>").await.starts_with("250"));
+    assert!(smtp.send("DATA").await.starts_with("354"));
+    let stuffed = raw.replace("\r\n.", "\r\n..");
+    let end = smtp.data(&stuffed).await;
+    smtp.send("QUIT").await;
+    (mail, end)
+}
+
+#[tokio::test]
+async fn a_forged_qq_sender_from_127_0_0_1_gets_qqs_spf_text_at_mail() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO qq.com").await;
+    let reply = smtp.send("MAIL FROM:<admin@qq.com>").await;
+    let prefix = "550 SPF check failed. \
+        http://service.mail.qq.com/cgi-bin/help?subtype=1&&id=20022&&no=1001445 [";
+    let rest = reply
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{reply}"));
+    let (token, tail) = rest.split_once(' ').expect("token then IP");
+    assert_eq!(token.len(), 68, "{reply}");
+    assert!(token.starts_with('M'), "{reply}");
+    assert_eq!(tail, "IP: 127.0.0.1]");
+    let why = server
+        .explain(ip("127.0.0.1"), server.clock().now())
+        .expect("a refusal");
+    assert_eq!(why.rule, "auth.spf");
+    assert_eq!(why.detail, "127.0.0.1 is not permitted by qq.com");
+}
+
+#[tokio::test]
+async fn dmarc_reject_is_refused_at_the_end_of_data_with_qqs_text() {
+    let server = QqMx::builder().config(zone()).start();
+    let (mail, end) = send(
+        &server,
+        "127.0.0.9",
+        "a@example.com",
+        &message("a@example.com", "Hello"),
+    )
+    .await;
+    assert!(
+        mail.starts_with("250"),
+        "SPF alone does not refuse example.com: {mail}"
+    );
+    assert_eq!(
+        end,
+        "550 DMARC check failed. http://service.mail.qq.com/cgi-bin/help?subtype=1&&no=1001508&&id=16."
+    );
+    assert!(server.messages().is_empty());
+}
+
+#[tokio::test]
+async fn signed_mail_is_delivered_with_its_results() {
+    let server = QqMx::builder().config(zone()).start();
+    let raw = ed25519(&message("a@example.com", "Hello"), "example.com", "ed");
+    let (_, end) = send(&server, SENDER_IP, "a@example.com", &raw).await;
+    assert!(end.starts_with("250"), "{end}");
+    let stored = &server.messages()[0];
+    assert_eq!(stored.folder, Folder::Inbox);
+    assert_eq!(
+        stored.header("Authentication-Results").as_deref(),
+        Some(
+            "mx.qq.com; spf=pass smtp.mailfrom=a@example.com; dkim=pass header.d=example.com; \
+             dmarc=pass(p=reject) header.from=example.com"
+        )
+    );
+    let auth = stored.auth.as_ref().expect("results kept with the message");
+    assert_eq!(auth.dkim[0].algorithm, "ed25519-sha256");
+    assert!(server.events().iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Authenticated(r) if r.dmarc.result == AuthResult::Pass
+    )));
+}
+
+#[tokio::test]
+async fn quarantine_delivers_to_the_junk_folder() {
+    let mut config = zone();
+    config
+        .dns
+        .records
+        .get_mut("_dmarc.example.com")
+        .expect("record")
+        .txt = vec!["v=DMARC1; p=quarantine".into()];
+    let server = QqMx::builder().config(config).start();
+    let raw = rsa(
+        &message("a@example.com", "Pay 10 yuan"),
+        "example.com",
+        "rsa",
+    )
+    .replace("Pay 10 yuan", "Pay 99 yuan");
+    let (_, end) = send(&server, "127.0.0.9", "a@example.com", &raw).await;
+    assert!(end.starts_with("250"), "{end}");
+    let stored = &server.messages()[0];
+    assert_eq!(stored.folder, Folder::Junk);
+    let auth = stored.auth.as_ref().expect("results");
+    assert_eq!(auth.dkim[0].reason, "body hash mismatch");
+    assert_eq!(
+        stored.header("Authentication-Results").as_deref(),
+        Some(
+            "mx.qq.com; spf=fail smtp.mailfrom=a@example.com; dkim=fail header.d=example.com; \
+             dmarc=fail(p=quarantine) header.from=example.com"
+        )
+    );
+}
+
+#[tokio::test]
+async fn auth_can_be_switched_off() {
+    let mut config = zone();
+    config.auth.enabled = false;
+    let server = QqMx::builder().config(config).start();
+    let (mail, end) = send(
+        &server,
+        "127.0.0.9",
+        "admin@qq.com",
+        &message("a@example.com", "Hi"),
+    )
+    .await;
+    assert!(
+        mail.starts_with("250") && end.starts_with("250"),
+        "{mail} / {end}"
+    );
+    let stored = &server.messages()[0];
+    assert!(stored.auth.is_none());
+    assert!(stored.header("Authentication-Results").is_none());
 }

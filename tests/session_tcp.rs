@@ -417,6 +417,8 @@ async fn every_command_reply_and_decision_is_an_event() {
             EventKind::Decision(d) => format!("D {}", d.rule),
             EventKind::Accepted { message } => format!("accepted {message}"),
             EventKind::Closed { reason } => format!("closed: {reason}"),
+            EventKind::Spf(spf) => format!("spf {}", spf.result),
+            EventKind::Authenticated(report) => format!("dmarc {}", report.dmarc.result),
             other => format!("{other:?}"),
         })
         .collect();
@@ -430,6 +432,7 @@ async fn every_command_reply_and_decision_is_an_event() {
             "D helo.ok",
             "S ehlo",
             "C MAIL FROM:<a@example.org>",
+            "spf none",
             "D mail.ok",
             "S mail_ok",
             "C RCPT TO:<10001@qq.com>",
@@ -438,6 +441,7 @@ async fn every_command_reply_and_decision_is_an_event() {
             "C DATA",
             "D data.ok",
             "S data_start",
+            "dmarc none",
             "D message.ok",
             "accepted 1",
             "S queued",

@@ -3,8 +3,8 @@
 use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{Error as ParseError, MAIL_SMTPUTF8, MailFrom, RcptTo, Request};
 
-use super::{Action, Mode, Session, Transaction, loggable};
-use crate::policy::{Facts, Stage, contains_address};
+use super::{Action, Mode, Pending, Session, Transaction, loggable};
+use crate::policy::{Facts, SpfCheck, Stage, contains_address};
 use crate::reply::ReplyKind;
 use crate::store::EventKind;
 
@@ -103,14 +103,45 @@ impl Session {
         // A second MAIL without RSET is answered 250 by QQ: it replaces the transaction.
         self.tx = None;
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
-        let facts = Facts::new(self.peer.ip())
-            .from(&from.address)
+        let from = from.address.clone();
+        if self.shared.auth.is_some() {
+            self.pending = Some(Pending::Mail {
+                from,
+                size,
+                smtputf8,
+            });
+        } else {
+            self.finish_mail(from, size, smtputf8, None, None);
+        }
+    }
+
+    /// Decides MAIL once SPF (and the PTR check) are known.
+    pub(super) fn finish_mail(
+        &mut self,
+        from: String,
+        size: u64,
+        smtputf8: bool,
+        spf: Option<SpfCheck>,
+        ptr_matches: Option<bool>,
+    ) {
+        if let Some(spf) = &spf {
+            self.record(EventKind::Spf(spf.clone()));
+        }
+        let mut facts = Facts::new(self.peer.ip())
+            .from(&from)
             .mail_params(size, smtputf8);
+        if let Some(spf) = &spf {
+            facts = facts.spf(spf);
+        }
+        if let Some(matches) = ptr_matches {
+            facts = facts.ptr_matches(matches);
+        }
         if self.ask(Stage::Mail, &facts) {
             self.tx = Some(Transaction {
-                from: from.address.clone(),
+                from,
                 rcpts: Vec::new(),
                 smtputf8,
+                spf,
             });
             self.reply(ReplyKind::MailOk);
         }

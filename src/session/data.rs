@@ -7,9 +7,10 @@ use base64::Engine as _;
 use rand::{Rng, RngCore};
 use smtp_proto::request::receiver::DummyDataReceiver;
 
-use super::{Mode, Session};
+use super::{Mode, Pending, Session};
+use crate::auth::results_header;
 use crate::clock::{rfc5322_cst, unix_secs};
-use crate::policy::{Facts, Stage};
+use crate::policy::{AuthReport, Facts, Stage, Verdict};
 use crate::reply::ReplyKind;
 use crate::store::{EventKind, Folder, Message};
 
@@ -71,19 +72,40 @@ impl Session {
     }
 
     fn end_of_data(&mut self, body: Vec<u8>) {
+        if self.shared.auth.is_some() {
+            self.pending = Some(Pending::Message { body });
+        } else {
+            self.finish_message(body, None);
+        }
+    }
+
+    /// Decides and stores a complete message once DKIM and DMARC are known.
+    pub(super) fn finish_message(&mut self, body: Vec<u8>, report: Option<AuthReport>) {
         let Some(tx) = self.tx.take() else {
             unreachable!("DATA is only accepted inside a transaction");
         };
-        let facts = Facts::new(self.peer.ip())
+        if let Some(report) = &report {
+            self.record(EventKind::Authenticated(report.clone()));
+        }
+        let mut facts = Facts::new(self.peer.ip())
             .from(&tx.from)
             .rcpts(&tx.rcpts)
             .message(&body);
-        if !self.ask(Stage::EndOfData, &facts) {
-            return;
+        if let Some(report) = &report {
+            facts = facts.auth(report);
         }
+        let folder = match self.verdict(Stage::EndOfData, &facts) {
+            Verdict::Accept => Folder::Inbox,
+            Verdict::Junk => Folder::Junk,
+            _ => return,
+        };
         let now = self.shared.clock.now();
         let helo = self.helo.clone().unwrap_or_default();
-        let headers = self.qq_headers(&helo, &tx.rcpts, now);
+        let mut headers = self.qq_headers(&helo, &tx.rcpts, now);
+        if let Some(report) = &report {
+            let value = results_header(&self.shared.config.auth.authserv_id, &tx.from, report);
+            let _ = write!(headers, "Authentication-Results: {value}\r\n");
+        }
         let mut raw = Vec::with_capacity(headers.len() + body.len());
         raw.extend_from_slice(headers.as_bytes());
         raw.extend_from_slice(&body);
@@ -98,7 +120,8 @@ impl Session {
             mail_from: tx.from,
             rcpt_to: tx.rcpts,
             tls,
-            folder: Folder::Inbox,
+            folder,
+            auth: report,
             raw: raw.into(),
         });
         self.record(EventKind::Accepted { message: id });

@@ -36,9 +36,10 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
+use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::policy::{Decision, Facts, Policy, Stage, Verdict};
+use crate::policy::{Decision, Facts, Policy, SpfCheck, Stage, Verdict};
 use crate::reply::{Catalogue, Context, ReplyKind};
 use crate::store::{EventKind, Store};
 
@@ -46,6 +47,8 @@ use crate::store::{EventKind, Store};
 pub(crate) struct Shared {
     pub config: Config,
     pub catalogue: Catalogue,
+    /// SPF, DKIM and DMARC, unless `auth.enabled` is off.
+    pub auth: Option<Authenticator>,
     pub policy: Mutex<Policy>,
     pub store: Store,
     pub clock: Clock,
@@ -89,6 +92,20 @@ struct Transaction {
     from: String,
     rcpts: Vec<String>,
     smtputf8: bool,
+    /// SPF for `from`, when authentication is on.
+    spf: Option<SpfCheck>,
+}
+
+/// A command whose answer waits for DNS-based checks, which are asynchronous.
+enum Pending {
+    /// MAIL, waiting for SPF (and the PTR record, when one is required).
+    Mail {
+        from: String,
+        size: u64,
+        smtputf8: bool,
+    },
+    /// The end of data, waiting for DKIM and DMARC.
+    Message { body: Vec<u8> },
 }
 
 /// What the session is reading.
@@ -112,6 +129,8 @@ enum Mode {
 #[derive(Debug, PartialEq, Eq)]
 enum Action {
     Continue,
+    /// Run the pending checks, then go on.
+    Authenticate,
     StartTls,
     Close(&'static str),
 }
@@ -138,6 +157,8 @@ pub(crate) struct Session {
     deadline: Instant,
     /// Refusals decided at connect and answered at a later stage.
     deferred: Vec<Decision>,
+    /// A command waiting for its checks.
+    pending: Option<Pending>,
 }
 
 /// Serves one connection from greeting to close.
@@ -191,6 +212,7 @@ impl Session {
             mode: Mode::Commands,
             deadline,
             deferred: Vec::new(),
+            pending: None,
         }
     }
 
@@ -258,12 +280,16 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         loop {
-            let action = self.process();
+            let mut action = self.process();
+            while action == Action::Authenticate {
+                self.authenticate().await;
+                action = self.process();
+            }
             if !self.flush(stream).await {
                 return Outcome::Closed("write failed");
             }
             match action {
-                Action::Continue => {}
+                Action::Continue | Action::Authenticate => {}
                 Action::StartTls => return Outcome::StartTls,
                 Action::Close(reason) => return Outcome::Closed(reason),
             }
@@ -375,9 +401,47 @@ impl Session {
                 }
                 pos = self.input.len();
             }
+            if action == Action::Continue && self.pending.is_some() {
+                action = Action::Authenticate;
+            }
         }
         self.input.drain(..pos);
         action
+    }
+
+    /// Runs the checks a pending command waits for, then answers it.
+    async fn authenticate(&mut self) {
+        let Some(auth) = self.shared.auth.as_ref() else {
+            unreachable!("commands only wait for checks when authentication is on");
+        };
+        let ip = self.peer.ip();
+        match self.pending.take() {
+            Some(Pending::Mail {
+                from,
+                size,
+                smtputf8,
+            }) => {
+                let helo = self.helo.as_deref().unwrap_or_default();
+                let spf = auth.spf(ip, helo, &from).await;
+                let ptr = if self.shared.config.auth.require_ptr {
+                    Some(auth.ptr_matches(ip).await)
+                } else {
+                    None
+                };
+                self.finish_mail(from, size, smtputf8, Some(spf), ptr);
+            }
+            Some(Pending::Message { body }) => {
+                let Some(tx) = self.tx.as_ref() else {
+                    unreachable!("DATA is only accepted inside a transaction");
+                };
+                let report = match &tx.spf {
+                    Some(spf) => Some(auth.message(spf, &tx.from, &body).await),
+                    None => None,
+                };
+                self.finish_message(body, report);
+            }
+            None => {}
+        }
     }
 
     /// Counts a command line against the per-session limit; past it, queues the closing
@@ -433,6 +497,11 @@ impl Session {
     /// Asks the policy about `stage`, after any refusal deferred to it; records the
     /// decision and queues a refusal. Returns whether the client may go on.
     fn ask(&mut self, stage: Stage, facts: &Facts<'_>) -> bool {
+        matches!(self.verdict(stage, facts), Verdict::Accept | Verdict::Junk)
+    }
+
+    /// [`ask`](Self::ask), returning the verdict.
+    fn verdict(&mut self, stage: Stage, facts: &Facts<'_>) -> Verdict {
         let decision = match self.deferred.iter().find(|d| d.stage == stage) {
             Some(deferred) => deferred.clone(),
             None => {
@@ -445,7 +514,9 @@ impl Session {
                 }
             }
         };
-        self.decide(decision)
+        let verdict = decision.verdict;
+        self.decide(decision);
+        verdict
     }
 
     fn record(&self, kind: EventKind) {
