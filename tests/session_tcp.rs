@@ -686,3 +686,44 @@ async fn help_lists_starttls_only_while_it_is_on_offer() {
     );
     assert_eq!(switched_off, inside_tls);
 }
+
+#[tokio::test]
+async fn postmaster_and_quoted_local_parts_are_mailboxes_like_any_other() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+
+    let quoted_sender = smtp.send("MAIL FROM:<\"john doe\"@example.org>").await;
+    let bare_postmaster = smtp.send("RCPT TO:<Postmaster>").await;
+    let postmaster = smtp.send("RCPT TO:<postmaster@foxmail.com>").await;
+    let quoted_unknown = smtp.send("RCPT TO:<\"john doe\"@qq.com>").await;
+    let quoted_number = smtp.send("RCPT TO:<\"10001\"@qq.com>").await;
+    let null = smtp.send("RCPT TO:<>").await;
+    smtp.send("DATA").await;
+    let queued = smtp.data("Subject: hi\r\n\r\nhello").await;
+
+    assert_eq!(quoted_sender, "250 OK.");
+    // RFC 5321 4.5.1: <Postmaster> without a domain must be accepted.
+    assert_eq!(bare_postmaster, "250 OK 1");
+    assert_eq!(postmaster, "250 OK 2");
+    assert!(
+        quoted_unknown.starts_with("550 Mailbox not found. "),
+        "judged by the mailbox rules, not as bad syntax: {quoted_unknown}"
+    );
+    assert_eq!(
+        quoted_number, "250 OK 3",
+        "\"10001\" is the QQ number 10001"
+    );
+    assert!(null.starts_with("501 Bad address syntax ["), "{null}");
+    assert_eq!(queued, "250 Ok: queued as ");
+    let messages = server.messages();
+    assert_eq!(messages[0].mail_from, "\"john doe\"@example.org");
+    assert_eq!(
+        messages[0].rcpt_to,
+        [
+            "Postmaster@qq.com",
+            "postmaster@foxmail.com",
+            "10001@qq.com"
+        ]
+    );
+}
