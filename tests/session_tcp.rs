@@ -727,3 +727,26 @@ async fn postmaster_and_quoted_local_parts_are_mailboxes_like_any_other() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_proxy_v2_header_without_an_ip_leaves_the_real_peer() {
+    let server = server_with("[server]\nproxy_protocol = true\n");
+    let signature = b"\r\n\r\n\0\r\nQUIT\n";
+    // PROXY over AF_UNIX: two 108-byte socket paths, no IP address.
+    let mut unix = signature.to_vec();
+    unix.extend_from_slice(&[0x21, 0x31, 0, 216]);
+    unix.extend_from_slice(&[0u8; 216]);
+    // LOCAL, the proxy's own health check.
+    let mut local = signature.to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+
+    let mut over_unix = Smtp::connect_after_proxy(server.addr(), &unix).await;
+    let mut health_check = Smtp::connect_after_proxy(server.addr(), &local).await;
+    over_unix.send("HELO a.example").await;
+    over_unix.send("MAIL FROM:<a@example.org>").await;
+    let refused = over_unix.send("RCPT TO:<nobody@qq.com>").await;
+    let bye = health_check.send("QUIT").await;
+
+    assert!(refused.ends_with(" IP: 127.0.0.1]"), "{refused}");
+    assert_eq!(bye, "221 Bye.");
+}
