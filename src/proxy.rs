@@ -32,8 +32,9 @@ fn io(e: std::io::Error) -> ProxyError {
     ProxyError::Io(e.to_string())
 }
 
-/// Reads a header; returns the client address it carries, or `None` for a `LOCAL`
-/// (v2) or `UNKNOWN` (v1) header, where the connection's own peer address stands.
+/// Reads a header; returns the client address it carries, or `None` when it carries no
+/// IP address — a `LOCAL` (v2) or `UNKNOWN` (v1) header, or a v2 header for an `AF_UNIX`
+/// or unspecified family — where the connection's own peer address stands.
 pub(crate) async fn read_header<S>(stream: &mut S) -> Result<Option<SocketAddr>, ProxyError>
 where
     S: AsyncRead + Unpin,
@@ -121,9 +122,11 @@ where
             let port = u16::from_be_bytes([body[32], body[33]]);
             Ok(Some(SocketAddr::new(Ipv6Addr::from(octets).into(), port)))
         }
-        0 => Ok(None),
+        // UNSPEC, or AF_UNIX (socket paths): no client IP, so the peer address stands.
+        0 | 3 => Ok(None),
+        1 | 2 => Err(ProxyError::Malformed("v2 address block too short")),
         _ => Err(ProxyError::Malformed(
-            "v2 address family is not IPv4 or IPv6",
+            "v2 address family is not UNSPEC, IPv4, IPv6 or UNIX",
         )),
     }
 }
@@ -174,6 +177,31 @@ mod tests {
         let mut local = V2_SIGNATURE.to_vec();
         local.extend_from_slice(&[0x20, 0x00, 0, 0]);
         assert_eq!(read(&local).await.0, Ok(None));
+        // LOCAL with addresses, and PROXY over AF_UNIX (two 108-byte paths) or UNSPEC:
+        // no client IP in them, so the connection's own peer address stands.
+        let mut local_with_addresses = V2_SIGNATURE.to_vec();
+        local_with_addresses.extend_from_slice(&[0x20, 0x11, 0, 12]);
+        local_with_addresses.extend_from_slice(&[198, 51, 100, 7, 127, 0, 0, 1, 0, 1, 0, 25]);
+        assert_eq!(read(&local_with_addresses).await.0, Ok(None));
+        let mut unix = V2_SIGNATURE.to_vec();
+        unix.extend_from_slice(&[0x21, 0x31, 0, 216]);
+        unix.extend_from_slice(&[b'/'; 216]);
+        unix.extend_from_slice(b"EHLO x\r\n");
+        let (addr, rest) = read(&unix).await;
+        assert_eq!(addr, Ok(None));
+        assert_eq!(rest, b"EHLO x\r\n");
+        let mut unix_dgram = V2_SIGNATURE.to_vec();
+        unix_dgram.extend_from_slice(&[0x21, 0x32, 0, 0]);
+        assert_eq!(read(&unix_dgram).await.0, Ok(None));
+        let mut unspec = V2_SIGNATURE.to_vec();
+        unspec.extend_from_slice(&[0x21, 0x00, 0, 3, 1, 2, 3]);
+        assert_eq!(read(&unspec).await.0, Ok(None));
+        let mut unknown_family = V2_SIGNATURE.to_vec();
+        unknown_family.extend_from_slice(&[0x21, 0x41, 0, 0]);
+        assert!(matches!(
+            read(&unknown_family).await.0,
+            Err(ProxyError::Malformed(_))
+        ));
         let truncated = [&V2_SIGNATURE[..], &[0x21, 0x11, 0, 12, 1, 2]].concat();
         assert!(matches!(read(&truncated).await.0, Err(ProxyError::Io(_))));
     }

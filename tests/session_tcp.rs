@@ -690,3 +690,67 @@ async fn help_lists_starttls_only_while_it_is_on_offer() {
     );
     assert_eq!(switched_off, inside_tls);
 }
+
+#[tokio::test]
+async fn postmaster_and_quoted_local_parts_are_mailboxes_like_any_other() {
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example").await;
+
+    let quoted_sender = smtp.send("MAIL FROM:<\"john doe\"@example.org>").await;
+    let bare_postmaster = smtp.send("RCPT TO:<Postmaster>").await;
+    let postmaster = smtp.send("RCPT TO:<postmaster@foxmail.com>").await;
+    let quoted_unknown = smtp.send("RCPT TO:<\"john doe\"@qq.com>").await;
+    let quoted_number = smtp.send("RCPT TO:<\"10001\"@qq.com>").await;
+    let null = smtp.send("RCPT TO:<>").await;
+    smtp.send("DATA").await;
+    let queued = smtp.data("Subject: hi\r\n\r\nhello").await;
+
+    assert_eq!(quoted_sender, "250 OK.");
+    // RFC 5321 4.5.1: <Postmaster> without a domain must be accepted.
+    assert_eq!(bare_postmaster, "250 OK 1");
+    assert_eq!(postmaster, "250 OK 2");
+    assert!(
+        quoted_unknown.starts_with("550 Mailbox not found. "),
+        "judged by the mailbox rules, not as bad syntax: {quoted_unknown}"
+    );
+    assert_eq!(
+        quoted_number, "250 OK 3",
+        "\"10001\" is the QQ number 10001"
+    );
+    assert!(null.starts_with("501 Bad address syntax ["), "{null}");
+    assert_eq!(queued, "250 Ok: queued as ");
+    let messages = server.messages();
+    assert_eq!(messages[0].mail_from, "\"john doe\"@example.org");
+    assert_eq!(
+        messages[0].rcpt_to,
+        [
+            "Postmaster@qq.com",
+            "postmaster@foxmail.com",
+            "10001@qq.com"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_proxy_v2_header_without_an_ip_leaves_the_real_peer() {
+    let server = server_with("[server]\nproxy_protocol = true\n");
+    let signature = b"\r\n\r\n\0\r\nQUIT\n";
+    // PROXY over AF_UNIX: two 108-byte socket paths, no IP address.
+    let mut unix = signature.to_vec();
+    unix.extend_from_slice(&[0x21, 0x31, 0, 216]);
+    unix.extend_from_slice(&[0u8; 216]);
+    // LOCAL, the proxy's own health check.
+    let mut local = signature.to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+
+    let mut over_unix = Smtp::connect_after_proxy(server.addr(), &unix).await;
+    let mut health_check = Smtp::connect_after_proxy(server.addr(), &local).await;
+    over_unix.send("HELO a.example").await;
+    over_unix.send("MAIL FROM:<a@example.org>").await;
+    let refused = over_unix.send("RCPT TO:<nobody@qq.com>").await;
+    let bye = health_check.send("QUIT").await;
+
+    assert!(refused.ends_with(" IP: 127.0.0.1]"), "{refused}");
+    assert_eq!(bye, "221 Bye.");
+}

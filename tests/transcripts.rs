@@ -4,7 +4,10 @@
 mod common;
 
 use common::{Smtp, deliver};
-use qqmx::{Config, Generation, QqMx};
+use qqmx::reply::{Catalogue, Context};
+use qqmx::{Config, Generation, QqMx, ReplyKind};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 const GENERATIONS: [Generation; 3] = [Generation::G2017, Generation::G2019, Generation::G2025];
 
@@ -159,5 +162,33 @@ async fn rejection_snapshots() {
         let server = QqMx::builder().config(config(generation)).start();
         let transcript = rejections(&server).await;
         insta::assert_snapshot!(format!("rejections_{generation}"), transcript);
+    }
+}
+
+/// Every reply kind of `generation`, rendered with a fixed host, client address and seed:
+/// one line per reply line, quoted so that a trailing space shows.
+fn catalogue_of(generation: Generation) -> String {
+    let catalogue = Catalogue::new(generation, generation.default_host(), 73_400_320);
+    let ctx = Context {
+        ip: "60.233.9.39".parse().expect("ip"),
+        n: 1,
+        starttls: true,
+    };
+    let mut out = String::new();
+    for &kind in ReplyKind::ALL {
+        // A fresh generator per kind: adding a kind does not change the others' tokens.
+        let mut rng = StdRng::seed_from_u64(2025);
+        let reply = catalogue.render(kind, &ctx, &mut rng);
+        for line in reply.text.split("\r\n") {
+            out.push_str(&format!("{:<22} {line:?}\n", kind.name()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_reply_text_is_pinned_per_generation() {
+    for generation in GENERATIONS {
+        insta::assert_snapshot!(format!("replies_{generation}"), catalogue_of(generation));
     }
 }

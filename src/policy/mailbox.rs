@@ -1,5 +1,6 @@
 //! Addresses and mailboxes: which domains QQ serves and which users exist there.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -104,6 +105,45 @@ fn valid_domain(domain: &str) -> bool {
         })
 }
 
+/// The domain of a bare `<Postmaster>` recipient: the first domain QQ serves.
+pub(crate) const POSTMASTER_DOMAIN: &str = QQ_DOMAINS[0];
+
+/// `address` with its local part in quotes when it needs them (`"john doe"@qq.com`).
+///
+/// smtp-proto hands over quoted local parts without their quotes (`john doe@qq.com`);
+/// this puts them back, escaping `"` and `\`, so that [`Address::parse`] reads the
+/// local part the client meant. A local part that is a dot-atom (`"10001"` as well as
+/// `10001`) is left bare: quoting it changes nothing (RFC 5321, 4.1.2).
+pub(crate) fn quote_local_part(address: &str) -> Cow<'_, str> {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Cow::Borrowed(address);
+    };
+    if local.is_empty() || is_dot_atom(local) {
+        return Cow::Borrowed(address);
+    }
+    let mut quoted = String::with_capacity(address.len() + 4);
+    quoted.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push_str("\"@");
+    quoted.push_str(domain);
+    Cow::Owned(quoted)
+}
+
+/// Atoms of RFC 5322 `atext` (non-ASCII allowed, for SMTPUTF8) joined by single dots.
+fn is_dot_atom(local: &str) -> bool {
+    local.split('.').all(|atom| {
+        !atom.is_empty()
+            && atom.chars().all(|c| {
+                c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+            })
+    })
+}
+
 /// Whether `local` is a QQ number: 5 to 11 digits, no leading zero.
 pub fn is_qq_number(local: &str) -> bool {
     (5..=11).contains(&local.len())
@@ -149,6 +189,9 @@ impl Directory {
         if self.listed.contains(&address.canonical()) {
             return Some("is listed");
         }
+        if address.local().eq_ignore_ascii_case("postmaster") {
+            return Some("is the postmaster (RFC 5321 requires it)");
+        }
         match self.existing {
             Existing::All => Some("exists (every address exists)"),
             Existing::QqNumbers if is_qq_number(address.local()) => Some("is a QQ number"),
@@ -161,5 +204,36 @@ impl Directory {
             Existing::QqNumbers => "is neither a QQ number nor listed",
             _ => "is not listed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_are_put_back_where_the_local_part_needs_them() {
+        assert_eq!(quote_local_part("john doe@qq.com"), "\"john doe\"@qq.com");
+        assert_eq!(quote_local_part("a@b@qq.com"), "\"a@b\"@qq.com");
+        assert_eq!(quote_local_part("a\"b@qq.com"), "\"a\\\"b\"@qq.com");
+        assert_eq!(quote_local_part("a..b@qq.com"), "\"a..b\"@qq.com");
+        assert_eq!(quote_local_part("10001@qq.com"), "10001@qq.com");
+        assert_eq!(
+            quote_local_part("first.last+tag@qq.com"),
+            "first.last+tag@qq.com"
+        );
+        assert_eq!(quote_local_part("用户@qq.com"), "用户@qq.com");
+        assert_eq!(quote_local_part(""), "");
+        assert_eq!(quote_local_part("no-at-sign"), "no-at-sign");
+    }
+
+    #[test]
+    fn quoted_local_parts_parse_and_postmaster_exists() {
+        let quoted = Address::parse("\"john doe\"@qq.com", false).expect("quoted");
+        assert_eq!(quoted.local(), "\"john doe\"");
+        let directory = Directory::new(&Mailboxes::default());
+        assert_eq!(directory.lookup(&quoted), None);
+        let postmaster = Address::parse("PostMaster@vip.qq.com", false).expect("postmaster");
+        assert!(directory.lookup(&postmaster).is_some());
     }
 }

@@ -1,9 +1,12 @@
 //! Command handlers: one method per SMTP command, each an `impl Session` block entry.
 
+use std::borrow::Cow;
+
 use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{Error as ParseError, MAIL_SMTPUTF8, MailFrom, RcptTo, Request};
 
 use super::{Action, Mode, Pending, Session, Transaction, loggable};
+use crate::policy::mailbox::{POSTMASTER_DOMAIN, quote_local_part};
 use crate::policy::{Facts, SpfCheck, Stage, contains_address};
 use crate::reply::ReplyKind;
 use crate::store::EventKind;
@@ -32,7 +35,7 @@ impl Session {
             None => Request::parse(&mut line.iter()).map(Request::into_owned),
         };
         match parsed {
-            Ok(request) => self.request(request, size.map_or(0, |s| s.value)),
+            Ok(request) => self.request(request, line, size.map_or(0, |s| s.value)),
             Err(error) => {
                 self.parse_error(&error);
                 Action::Continue
@@ -40,13 +43,13 @@ impl Session {
         }
     }
 
-    /// Answers a parsed command; `size` is the exact SIZE of a MAIL command.
-    fn request(&mut self, request: Request<String>, size: u64) -> Action {
+    /// Answers a parsed command from `line`; `size` is the exact SIZE of a MAIL command.
+    fn request(&mut self, request: Request<String>, line: &[u8], size: u64) -> Action {
         match request {
             Request::Ehlo { host } => self.hello(host, ReplyKind::Ehlo),
             Request::Helo { host } => self.hello(host, ReplyKind::Helo),
             Request::Mail { from } => self.mail(&from, size),
-            Request::Rcpt { to } => self.rcpt(&to),
+            Request::Rcpt { to } => self.rcpt(&to, line),
             Request::Data => self.data_command(),
             Request::Rset => {
                 self.tx = None;
@@ -103,7 +106,7 @@ impl Session {
         // A second MAIL without RSET is answered 250 by QQ: it replaces the transaction.
         self.tx = None;
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
-        let from = from.address.clone();
+        let from = quote_local_part(&from.address).into_owned();
         if self.shared.auth.is_some() {
             self.pending = Some(Pending::Mail {
                 from,
@@ -147,21 +150,22 @@ impl Session {
         }
     }
 
-    fn rcpt(&mut self, to: &RcptTo<String>) {
+    fn rcpt(&mut self, to: &RcptTo<String>, line: &[u8]) {
         let Some(tx) = self.tx.take() else {
             self.reply(ReplyKind::NeedMail);
             return;
         };
+        let address = recipient(&to.address, line);
         let facts = Facts::new(self.peer.ip())
             .from(&tx.from)
             .mail_params(0, tx.smtputf8)
             .rcpts(&tx.rcpts)
-            .rcpt(&to.address);
+            .rcpt(&address);
         let accepted = self.ask(Stage::Rcpt, &facts);
         let mut tx = tx;
         // A recipient named twice gets the message once.
-        if accepted && !contains_address(&tx.rcpts, &to.address) {
-            tx.rcpts.push(to.address.clone());
+        if accepted && !contains_address(&tx.rcpts, &address) {
+            tx.rcpts.push(address.into_owned());
         }
         self.tx = Some(tx);
         if accepted {
@@ -206,6 +210,31 @@ impl Session {
         self.reply(ReplyKind::StartTlsReady);
         Action::StartTls
     }
+}
+
+/// The recipient of a RCPT line, as the policy should judge it.
+///
+/// smtp-proto gives a bare `<Postmaster>` as an empty address, like `<>`: it becomes the
+/// postmaster of the first domain QQ serves (RFC 5321 requires accepting it). A quoted
+/// local part gets back the quotes smtp-proto took off.
+fn recipient<'a>(address: &'a str, line: &[u8]) -> Cow<'a, str> {
+    if address.is_empty() {
+        let path = line
+            .iter()
+            .position(|&b| b == b'<')
+            .and_then(|open| {
+                let rest = &line[open + 1..];
+                rest.iter()
+                    .position(|&b| b == b'>')
+                    .map(|close| &rest[..close])
+            })
+            .unwrap_or_default();
+        if path.trim_ascii().eq_ignore_ascii_case(b"postmaster") {
+            let local = String::from_utf8_lossy(path.trim_ascii());
+            return Cow::Owned(format!("{local}@{POSTMASTER_DOMAIN}"));
+        }
+    }
+    quote_local_part(address)
 }
 
 /// The `SIZE=` parameter of a MAIL command line.
