@@ -228,6 +228,9 @@ kinds! {
     RecipientRate => "recipient_rate",
     /// exmail's `Mime from domain is a local domain`.
     MimeFromLocal => "mime_from_local",
+    /// A client without a PTR record that resolves back to it (`auth.require_ptr`; the
+    /// text is an assumption that keeps `Connection denied` for bounce classifiers).
+    NoPtr => "no_ptr",
 }
 
 impl fmt::Display for ReplyKind {
@@ -425,6 +428,7 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
         ),
         (RecipientRate, _) => "550 The frequency of receiving messages is limited",
         (MimeFromLocal, _) => "550 Mime from domain is a local domain",
+        (NoPtr, _) => "550 Connection denied: {ip} has no PTR record",
     }
 }
 

@@ -192,7 +192,7 @@ impl AuthRules {
         if facts.ptr_matches == Some(false) {
             return Some(Decision::reject(
                 STAGE,
-                ReplyKind::ConnectionDenied,
+                ReplyKind::NoPtr,
                 "auth.ptr",
                 format!("{} has no PTR record that resolves back to it", facts.ip),
             ));
