@@ -435,3 +435,47 @@ async fn auth_can_be_switched_off() {
     assert!(stored.auth.is_none());
     assert!(stored.header("Authentication-Results").is_none());
 }
+
+#[tokio::test]
+async fn a_client_needs_a_ptr_record_that_resolves_back_when_asked() {
+    let mut config = zone();
+    config.auth.require_ptr = true;
+    config
+        .dns
+        .ptr(ip(SENDER_IP), "mail.example.com")
+        .ip("mail.example.com", ip(SENDER_IP))
+        .ptr(ip("127.0.0.3"), "liar.example.com");
+    let server = QqMx::builder().config(config).start();
+    let raw = message("a@example.com", "Hi");
+    let (mail, _) = send(&server, SENDER_IP, "a@example.com", &raw).await;
+    assert!(mail.starts_with("250"), "{mail}");
+    for source in ["127.0.0.9", "127.0.0.3"] {
+        let (mail, _) = send(&server, source, "a@example.com", &raw).await;
+        assert_eq!(
+            mail,
+            format!("550 Connection denied: {source} has no PTR record")
+        );
+    }
+}
+
+#[tokio::test]
+async fn unsigned_mail_claiming_a_hosted_domain_gets_exmails_text() {
+    let mut config = zone();
+    config.mailboxes.hosted_domains = vec!["corp.example".into()];
+    config.mailboxes.listed = vec!["boss@corp.example".into()];
+    config.auth.mime_from_local = true;
+    let server = QqMx::builder().config(config).start();
+    let mut smtp = Smtp::connect_from(ip("127.0.0.9"), server.addr()).await;
+    smtp.send("EHLO outside.example").await;
+    smtp.send("MAIL FROM:<x@outside.example>").await;
+    assert!(
+        smtp.send("RCPT TO:<boss@corp.example>")
+            .await
+            .starts_with("250")
+    );
+    smtp.send("DATA").await;
+    let end = smtp
+        .data(&message("ceo@corp.example", "Wire the money"))
+        .await;
+    assert_eq!(end, "550 Mime from domain is a local domain");
+}
