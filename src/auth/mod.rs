@@ -7,7 +7,7 @@
 //! ([`SpfCheck`], [`AuthReport`]); the policy turns them into verdicts and the session
 //! writes the `Authentication-Results` header ([`results_header`]).
 //!
-//! By default every DNS question is answered from the zone (see [`zone`]); the resolver
+//! By default every DNS question is answered from the zone; the resolver
 //! mail-auth carries then has no name servers at all, so even a lookup that slipped past
 //! the zone could not leave the process. With `dns.resolver = "system"` misses go to the
 //! system's resolver.
