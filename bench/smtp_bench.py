@@ -9,6 +9,7 @@ table and written to bench/results/latest.json.
 
     python3 bench/smtp_bench.py              # full run, 5 repetitions
     python3 bench/smtp_bench.py --runs 1     # quick check
+    python3 bench/smtp_bench.py --sign ed25519   # DKIM + DMARC verified on every message
     python3 bench/smtp_bench.py --help
 
 Python 3.11 standard library only. Linux only (/proc, taskset). See bench/README.md.
@@ -44,6 +45,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SENDER = "sender@example.org"
 RECIPIENT = "10001@qq.com"  # qqmx accepts QQ numbers on qq.com
 HELO_NAME = "client.example.org"
+
+# --sign: the test keys of tests/auth.rs and dkimpy's signer (an implementation independent
+# of the one qqmx verifies with). The key is published under example.org in qqmx's zone.
+SIGNER = REPO / "tests" / "clients" / "dkim_sign.py"
+KEYS_DIR = REPO / "tests" / "keys"
+SIGN_DOMAIN = SENDER.rsplit("@", 1)[1]
+SIGNATURES = {
+    # --sign value: (key file stem, dkimpy algorithm, selector)
+    "ed25519": ("ed25519", "ed25519-sha256", "ed"),
+    "rsa": ("rsa2048", "rsa-sha256", "rsa"),
+}
+SIGN_CHECK_MESSAGES = 20  # messages of the pre-check that DKIM passes (see check_signed)
 
 
 @dataclass(frozen=True)
@@ -268,12 +281,16 @@ class Server:
 class Qqmx(Server):
     name = "qqmx"
 
+    def __init__(self, args: argparse.Namespace, workdir: Path, cpu: int, config: Path | None = None):
+        super().__init__(args, workdir, cpu)
+        self.config = config or args.qqmx_config
+
     def command(self) -> list[str]:
         return [
             str(self.args.qqmx),
             "serve",
             "--config",
-            str(self.args.qqmx_config),
+            str(self.config),
             "--smtp",
             f"{HOST}:{self.port}",
         ]
@@ -315,6 +332,169 @@ class SmtpSink(Server):
 SERVERS = {"qqmx": Qqmx, "smtp-sink": SmtpSink}
 
 
+# --------------------------------------------------------------------------- --sign
+
+
+def message_body(size: int) -> str:
+    """The body smtp-source -l SIZE sends (lines of a digit and 77 X, 80 bytes with CRLF,
+    then the rest), so that a signed message carries the same payload as the default load."""
+    lines, left, i = [], size, 1
+    while left >= 80:
+        lines.append(str(i % 10) + "X" * 77)
+        left -= 80
+        i += 1
+    if left:
+        lines.append("X" * left)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def zone_toml(spf: str, dkim_record: str, selector: str) -> str:
+    """qqmx [dns] records for example.org: SPF, the DKIM key, DMARC p=reject."""
+    q = json.dumps  # a JSON string of ASCII text is a TOML basic string
+    return (
+        f"\n# Added by smtp_bench.py --sign: the zone of {SIGN_DOMAIN}.\n"
+        f'[dns.records.{q(SIGN_DOMAIN)}]\ntxt = [{q(spf)}]\n\n'
+        f'[dns.records.{q(selector + "._domainkey." + SIGN_DOMAIN)}]\ntxt = [{q(dkim_record)}]\n\n'
+        f'[dns.records.{q("_dmarc." + SIGN_DOMAIN)}]\ntxt = [{q("v=DMARC1; p=reject")}]\n'
+    )
+
+
+def prepare_signed(args: argparse.Namespace, workdir: Path) -> dict:
+    """Signs one message with dkimpy and writes, in workdir: the message file for
+    smtp-source -F (LF line ends: smtp-source sends every line followed by CRLF), a copy
+    with one body byte changed (for the check), and two qqmx configs, the one measured
+    (SPF passes for 127.0.0.1) and the one of the check (SPF fails, so that DMARC passes
+    only through DKIM). Returns facts about the message for the JSON."""
+    stem, algorithm, selector = SIGNATURES[args.sign]
+    key = KEYS_DIR / f"{stem}.key"
+    dkim_record = (KEYS_DIR / f"{stem}.dns").read_text().strip()
+    message = (
+        f"From: <{SENDER}>\r\n"
+        f"To: <{RECIPIENT}>\r\n"
+        f"Subject: qqmx benchmark, {algorithm}\r\n"
+        f"Date: Mon, 02 Jun 2025 09:00:00 +0800\r\n"
+        f"Message-ID: <bench.{args.sign}@{HELO_NAME}>\r\n"
+        f"\r\n"
+        + message_body(args.size)
+    )
+    cmd = [args.python, str(SIGNER), "--key", str(key), "--algorithm", algorithm,
+           "--domain", SIGN_DOMAIN, "--selector", selector]
+    try:
+        r = subprocess.run(cmd, input=message.encode(), capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BenchError(f"{SIGNER.name} did not run: {e}") from None
+    if r.returncode != 0:
+        raise BenchError(f"{SIGNER.name} failed (is dkimpy installed for {args.python}?):\n"
+                         f"{r.stderr.decode(errors='replace')[-1500:]}")
+    signed = r.stdout
+    if not signed.startswith(b"DKIM-Signature:") or b"\n." in signed:
+        raise BenchError(f"unexpected output of {SIGNER.name}: {signed[:200]!r}")
+    # CRLF on the wire, LF in the file: smtp-source -F reads lines and appends CRLF itself
+    # (a CRLF file would be sent with CR CR LF line ends).
+    wire = signed
+    text = signed.replace(b"\r\n", b"\n")
+    if b"\r" in text:
+        raise BenchError("the signed message has a bare CR")
+    message_file = workdir / f"message.{args.sign}.eml"
+    message_file.write_bytes(text)
+    tampered = workdir / f"message.{args.sign}.tampered.eml"
+    body_at = text.index(b"\n\n") + 2
+    assert text[body_at + 1 : body_at + 2] == b"X"
+    tampered.write_bytes(text[: body_at + 1] + b"Y" + text[body_at + 2 :])
+
+    base = args.qqmx_config.read_text()
+    config = workdir / f"qqmx-sign-{args.sign}.toml"
+    config.write_text(base + zone_toml(f"v=spf1 ip4:{HOST} -all", dkim_record, selector))
+    check_config = workdir / f"qqmx-sign-{args.sign}-check.toml"
+    check_config.write_text(base + zone_toml("v=spf1 -all", dkim_record, selector))
+    args.message_file = message_file
+    args.qqmx_config = config
+    args.sign_check_config = check_config
+    args.sign_tampered = tampered
+    header_end = wire.index(b"\r\n\r\n") + 4
+    return {
+        "sign": args.sign,
+        "algorithm": algorithm,
+        "key": str(key.relative_to(REPO)),
+        "selector": f"{selector}._domainkey.{SIGN_DOMAIN}",
+        "dkim_record": dkim_record,
+        # What the server receives between DATA and the final dot (smtp-source adds one
+        # empty line before the dot, which DKIM's body canonicalisation ignores).
+        "data_bytes": len(wire) + 2,
+        "header_bytes": header_end,
+        "body_bytes": len(wire) - header_end,
+        "message_text": text.decode(),
+    }
+
+
+def source_cmd(args: argparse.Namespace, port: int, sessions: int, messages: int,
+               message_file: Path | None) -> list[str]:
+    cmd = [
+        "taskset", "-c", str(args.client_cpu),
+        args.smtp_source,
+        "-c",  # count completed DATA commands (checked by the caller)
+        "-d",  # keep the connection: every session sends many messages
+        "-s", str(sessions),
+        "-m", str(messages),
+    ]
+    if message_file is not None:
+        cmd += ["-F", str(message_file)]  # this exact message, headers and all
+    else:
+        cmd += ["-l", str(args.size)]  # smtp-source writes From/To/Date/Message-Id itself
+    return cmd + [
+        "-M", HELO_NAME,
+        "-f", SENDER,
+        "-t", RECIPIENT,
+        f"inet:{HOST}:{port}",
+    ]  # no -L (LMTP) and no -o: plain SMTP with HELO and message headers
+
+
+def last_count(path: Path) -> int:
+    raw = path.read_text(errors="replace").replace("\n", "\r").split("\r")
+    counts = [int(x) for x in raw if x.strip().isdigit()]
+    return counts[-1] if counts else 0
+
+
+def check_signed(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """Proves, before measuring, that qqmx finds dkim=pass for the message file.
+
+    In the measured zone SPF passes and is aligned, so DMARC would pass (and the message
+    be accepted) even with a broken signature. The check runs qqmx with SPF failing
+    instead: DMARC can then pass only through an aligned DKIM pass, and its p=reject
+    refuses anything else with 550. The file must be accepted SIGN_CHECK_MESSAGES times,
+    and a copy with one body byte changed must be refused, which shows the check bites."""
+    notes = []
+    for message_file, expect_pass in ((args.message_file, True), (args.sign_tampered, False)):
+        messages = SIGN_CHECK_MESSAGES if expect_pass else 1
+        with Qqmx(args, workdir, args.server_cpu, config=args.sign_check_config) as server:
+            out = workdir / f"check.{message_file.name}.out"
+            err = workdir / f"check.{message_file.name}.err"
+            cmd = source_cmd(args, server.port, 1, messages, message_file)
+            with open(out, "wb") as o, open(err, "wb") as e:
+                try:
+                    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=o, stderr=e,
+                                       timeout=args.load_timeout)
+                except subprocess.TimeoutExpired:
+                    raise BenchError("the DKIM check's smtp-source timed out") from None
+            counted = last_count(out)
+            stderr_text = err.read_text(errors="replace").strip()
+        if expect_pass:
+            if r.returncode != 0 or counted != messages:
+                raise BenchError(
+                    f"qqmx did not accept the {args.sign}-signed message through DKIM alone "
+                    f"(smtp-source status {r.returncode}, {counted}/{messages} DATA): "
+                    f"the signature does not verify?\n{stderr_text[-1500:]}")
+            notes.append(f"DKIM check: {messages}/{messages} accepted with SPF failing "
+                         f"(DMARC p=reject passed through DKIM)")
+        else:
+            if r.returncode == 0 or " 550" not in stderr_text:
+                raise BenchError(
+                    f"qqmx did not refuse the tampered message with 550 (smtp-source status "
+                    f"{r.returncode}): the DKIM check proves nothing\n{stderr_text[-1500:]}")
+            notes.append(f"DKIM check: tampered copy refused: {stderr_text.splitlines()[-1][:200]}")
+    return notes
+
+
 # --------------------------------------------------------------------------- one run
 
 
@@ -324,19 +504,7 @@ def run_load(args: argparse.Namespace, workdir: Path, server_name: str, load: Lo
     with SERVERS[server_name](args, workdir, args.server_cpu) as server:
         counter = workdir / f"source.{server_name}.{load.name}.{run}.out"
         errors = workdir / f"source.{server_name}.{load.name}.{run}.err"
-        cmd = [
-            "taskset", "-c", str(args.client_cpu),
-            args.smtp_source,
-            "-c",  # count completed DATA commands (checked below)
-            "-d",  # keep the connection: every session sends many messages
-            "-s", str(load.sessions),
-            "-m", str(load.messages),
-            "-l", str(args.size),
-            "-M", HELO_NAME,
-            "-f", SENDER,
-            "-t", RECIPIENT,
-            f"inet:{HOST}:{server.port}",
-        ]  # no -L (LMTP) and no -o: plain SMTP with HELO and message headers
+        cmd = source_cmd(args, server.port, load.sessions, load.messages, args.message_file)
         pid = server.proc.pid
         u0, s0 = proc_cpu(pid)
         c0 = core_times()
@@ -362,9 +530,7 @@ def run_load(args: argparse.Namespace, workdir: Path, server_name: str, load: Lo
             raise BenchError(
                 f"smtp-source against {server_name} exited with status {status}:\n{tail(errors)}"
             )
-        raw = counter.read_text(errors="replace").replace("\n", "\r").split("\r")
-        counts = [int(x) for x in raw if x.strip().isdigit()]
-        counted = counts[-1] if counts else 0
+        counted = last_count(counter)
         sample = Sample(
             load=load.name,
             server=server_name,
@@ -441,8 +607,9 @@ def summarise(samples: list[Sample], loads: list[str], servers: list[str]) -> li
     return rows
 
 
-def markdown(rows: list[dict], runs: int) -> str:
-    out = [
+def markdown(rows: list[dict], runs: int, title: str = "") -> str:
+    out = [title, ""] if title else []
+    out += [
         f"| load | server | msgs/s (median) | server CPU µs/msg (median) | min–max | of which user | "
         f"server core busy | client CPU µs/msg | CPU/msg qqmx ÷ smtp-sink | runs (disturbed) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -527,6 +694,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loads", default="serial,parallel", help=f"comma-separated, from {sorted(LOADS)}")
     p.add_argument("--servers", default="qqmx,smtp-sink", help="comma-separated, from qqmx,smtp-sink")
     p.add_argument("--size", type=int, default=1024, help="message payload bytes (smtp-source -l)")
+    p.add_argument("--sign", choices=sorted(SIGNATURES),
+                   help="send one DKIM-signed message (dkimpy, tests/keys) with smtp-source -F to "
+                        "both servers, qqmx verifying SPF, DKIM and DMARC against a zone of example.org")
+    p.add_argument("--python", default=sys.executable,
+                   help="Python with dkimpy, for tests/clients/dkim_sign.py (--sign)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply every load's message count (e.g. 0.1 for a smoke test)")
     p.add_argument("--server-cpu", type=int, default=1, help="CPU the server is pinned to")
@@ -562,6 +734,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"unknown server {x!r}")
     if args.runs < 1:
         p.error("--runs must be at least 1")
+    if args.sign and args.size < 80:
+        p.error("--sign needs --size of at least 80")
+    args.message_file = None  # set by prepare_signed for --sign
     return args
 
 
@@ -609,6 +784,12 @@ def main(argv: list[str] | None = None) -> int:
                  for l in (LOADS[n] for n in args.loads)]
         samples: list[Sample] = []
         workdir = Path(tempfile.mkdtemp(prefix="qqmx-bench-"))
+        signed = None
+        if args.sign:
+            signed = prepare_signed(args, workdir)
+            log(f"signed message ({signed['algorithm']}, {signed['data_bytes']} bytes of DATA, "
+                f"headers {signed['header_bytes']}): {args.message_file}")
+        qqmx_config_text = args.qqmx_config.read_text() if "qqmx" in args.servers else None
         if "qqmx" in args.servers:
             # Run a private copy: a `cargo build` elsewhere cannot swap the binary mid-run.
             copy = workdir / "qqmx"
@@ -620,6 +801,10 @@ def main(argv: list[str] | None = None) -> int:
         done = 0
         started = time.monotonic()
         try:
+            if signed is not None and "qqmx" in args.servers:
+                signed["check"] = check_signed(args, workdir)
+                for note in signed["check"]:
+                    log(note)
             for run in range(1, args.runs + 1):
                 for load in loads:
                     # Alternate which server goes first, so drift affects both alike.
@@ -641,7 +826,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
         rows = summarise(samples, [l.name for l in loads], args.servers)
-        table = markdown(rows, args.runs)
+        if signed is not None:
+            title = (f"Message: one {signed['algorithm']}-signed message of {signed['data_bytes']} "
+                     f"bytes (smtp-source -F), qqmx verifying SPF, DKIM and DMARC (p=reject).")
+        else:
+            title = ""
+        table = markdown(rows, args.runs, title)
         print(table)
         result = {
             "description": "server CPU time (utime+stime) per message, qqmx vs Postfix smtp-sink, "
@@ -656,7 +846,8 @@ def main(argv: list[str] | None = None) -> int:
                 "recipient": RECIPIENT,
                 "helo": HELO_NAME,
                 "qqmx_config": str(args.qqmx_config),
-                "qqmx_config_text": args.qqmx_config.read_text() if "qqmx" in args.servers else None,
+                "qqmx_config_text": qqmx_config_text,
+                "sign": signed,
                 "qqmx_log": args.qqmx_log,
                 "loads": [asdict(l) for l in loads],
                 "elapsed_s": round(time.monotonic() - started, 1),

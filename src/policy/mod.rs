@@ -1141,7 +1141,7 @@ impl Policy {
         );
         let history = self.ips.entry(ip).or_insert_with(|| IpHistory {
             first_seen: now,
-            random_until: lists::draw(seed, "ip", &ip, p).then_some(now + duration),
+            random_until: lists::draw(seed, "ip", &ip.to_string(), p).then_some(now + duration),
             ..IpHistory::default()
         });
         history.last_seen = now;
@@ -1161,7 +1161,7 @@ impl Policy {
             .entry(domain.into())
             .or_insert_with(|| DomainHistory {
                 last_seen: now,
-                random_until: lists::draw(seed, "domain", &domain, p).then_some(now + duration),
+                random_until: lists::draw(seed, "domain", domain, p).then_some(now + duration),
             });
         history.last_seen = now;
         history.random_until.filter(|u| *u > now)
