@@ -116,8 +116,11 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// A [`StartError`] when the address cannot be bound or TLS cannot be set up.
+    /// A [`StartError`] when the config is invalid, the address cannot be bound or TLS
+    /// cannot be set up.
     pub fn try_start(self) -> Result<QqMx, StartError> {
+        // Checked before the clock is made from it: a bad `clock.start` is an error here.
+        self.config.check()?;
         let clock = self
             .clock
             .unwrap_or_else(|| self.config.make_clock(ClockMode::Manual));

@@ -234,3 +234,16 @@ fn the_same_seed_blacklists_the_same_ips() {
     assert_ne!(randomly_listed(2026), first);
     assert!((5..35).contains(&first.len()), "{first:?}");
 }
+
+#[test]
+fn an_invalid_config_is_an_error_not_a_panic() {
+    let config = Config::from_toml("[clock]\nmode = \"manual\"\n").expect("valid");
+    let mut broken = config.clone();
+    broken.clock.start = Some("yesterday".into());
+    let error = QqMx::builder()
+        .config(broken)
+        .try_start()
+        .expect_err("a bad clock.start");
+    assert!(error.to_string().contains("clock.start"), "{error}");
+    assert!(QqMx::builder().config(config).try_start().is_ok());
+}
