@@ -985,14 +985,18 @@ impl Policy {
             // Only the warm-up allowance applies.
             (quota.minute, quota.hour, quota.day) = (None, None, None);
         }
-        let counter = self.counter(name, subject);
-        let breach = counter
-            .check(
-                &quota,
-                now,
-                warmup.map(|(_, allowance)| (Window::Day, allowance)),
-            )
-            .err()?;
+        let extra = warmup.map(|(_, allowance)| (Window::Day, allowance));
+        // A key is only remembered once something is counted or it is blocked: looking
+        // at a flood of new keys must not grow the state.
+        let id = subject.id(name);
+        let breach = if let Some(counter) = self.counters.get_mut(&id) {
+            counter.check(&quota, now, extra).err()?
+        } else {
+            let mut counter = Counter::new(name, subject.label());
+            let breach = counter.check(&quota, now, extra).err()?;
+            self.counters.insert(id, counter);
+            breach
+        };
         let (rule, detail) = match (breach.extra, breach.already) {
             (true, false) => {
                 let day = warmup.map_or(0, |(day, _)| day);

@@ -634,6 +634,25 @@ fn idle_state_expires() {
 }
 
 #[test]
+fn looking_at_a_key_does_not_remember_it() {
+    let mut p = policy(
+        "[quotas.sender]\nstage = \"mail\"\nreply = \"sender_frequency\"\nminute = { limit = 5 }\n",
+    );
+    let before = p.tracked_keys();
+    for n in 0..1000 {
+        let from = format!("sender{n}@example.org");
+        let d = p.check(Stage::Mail, &Facts::new(ip(2)).from(&from), t0());
+        assert!(d.is_accept(), "{d}");
+    }
+    // MAIL without a message: nothing was counted, so no counter is kept.
+    assert!(
+        p.tracked_keys() <= before + 2,
+        "only the IP's and the domain's history are new: {} keys",
+        p.tracked_keys()
+    );
+}
+
+#[test]
 fn runtime_control() {
     let mut p = policy(MINUTE_3);
     p.set_limit(QuotaName::IpMessages, Window::Minute, Some(1));
