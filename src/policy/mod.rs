@@ -354,6 +354,14 @@ fn secs(t: SystemTime) -> u64 {
     unix_secs(t)
 }
 
+/// The octets of an IP, as the random draw hashes them.
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    }
+}
+
 fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, d)| d)
 }
@@ -1091,7 +1099,7 @@ impl Policy {
         );
         let history = self.ips.entry(ip).or_insert_with(|| IpHistory {
             first_seen: now,
-            random_until: lists::draw(seed, "ip", &ip, p).then_some(now + duration),
+            random_until: lists::draw(seed, "ip", &ip_bytes(ip), p).then_some(now + duration),
             ..IpHistory::default()
         });
         history.last_seen = now;
@@ -1111,7 +1119,8 @@ impl Policy {
             .entry(domain.into())
             .or_insert_with(|| DomainHistory {
                 last_seen: now,
-                random_until: lists::draw(seed, "domain", &domain, p).then_some(now + duration),
+                random_until: lists::draw(seed, "domain", domain.as_bytes(), p)
+                    .then_some(now + duration),
             });
         history.last_seen = now;
         history.random_until.filter(|u| *u > now)
