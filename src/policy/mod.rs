@@ -362,6 +362,16 @@ fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     }
 }
 
+fn quota_of(quotas: &Quotas, name: QuotaName) -> &Quota {
+    match name {
+        QuotaName::IpMessages => &quotas.ip_messages,
+        QuotaName::IpConnections => &quotas.ip_connections,
+        QuotaName::Sender => &quotas.sender,
+        QuotaName::Domain => &quotas.domain,
+        QuotaName::Recipient => &quotas.recipient,
+    }
+}
+
 fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, d)| d)
 }
@@ -908,13 +918,7 @@ impl Policy {
     }
 
     fn quota(&self, name: QuotaName) -> &Quota {
-        match name {
-            QuotaName::IpMessages => &self.quotas.ip_messages,
-            QuotaName::IpConnections => &self.quotas.ip_connections,
-            QuotaName::Sender => &self.quotas.sender,
-            QuotaName::Domain => &self.quotas.domain,
-            QuotaName::Recipient => &self.quotas.recipient,
-        }
+        quota_of(&self.quotas, name)
     }
 
     fn quota_mut(&mut self, name: QuotaName) -> &mut Quota {
@@ -1249,9 +1253,10 @@ impl Policy {
     }
 
     /// Sets (or with `None` removes) the limit of one tier of a quota. The tier keeps
-    /// its block time, or gets the default of its window when it had none.
+    /// its block time, or gets the default block of that quota's tier when it had none.
     pub fn set_limit(&mut self, quota: QuotaName, window: Window, limit: Option<u64>) {
-        let default = Window::tier(window, &Quotas::default().ip_messages).map(|t| t.block);
+        let defaults = Quotas::default();
+        let default = window.tier(quota_of(&defaults, quota)).map(|t| t.block);
         let tier = window.tier_mut(self.quota_mut(quota));
         *tier = limit.map(|limit| crate::config::Tier {
             limit,

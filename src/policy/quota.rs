@@ -177,7 +177,12 @@ impl Subject<'_> {
     }
 }
 
-/// One step of a fast multiplicative hash (the keys are ours, not an attacker's).
+/// One step of a fast multiplicative hash.
+///
+/// It is not keyed and not collision-resistant, and the keys it hashes come from clients
+/// (sender addresses, domains, recipients), so a client that wants to can craft two keys
+/// with one id: they then share a counter. qqmx is a test double on a test network, where
+/// that is an accepted risk; do not reuse this hash where clients are hostile.
 pub(crate) fn mix(h: u64, v: u64) -> u64 {
     (h.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
@@ -286,21 +291,14 @@ impl Counter {
     }
 
     /// Checks whether one more event fits; blocks the key when it does not.
+    ///
+    /// (There is deliberately no form for `n` events: one event over the limit means the
+    /// window is full, so the block is deserved; `n` events that do not fit may find a
+    /// window far from full, and blocking it then would be wrong.)
     pub fn check(
         &mut self,
         quota: &Quota,
         now: u64,
-        extra_limit: Option<(Window, u64)>,
-    ) -> Result<(), Breach> {
-        self.check_n(quota, now, 1, extra_limit)
-    }
-
-    /// Checks whether `n` more events fit; blocks the key when they do not.
-    pub fn check_n(
-        &mut self,
-        quota: &Quota,
-        now: u64,
-        n: u64,
         extra_limit: Option<(Window, u64)>,
     ) -> Result<(), Breach> {
         self.last_seen = now;
@@ -327,14 +325,14 @@ impl Counter {
                 continue;
             };
             let count = self.count(window, now);
-            if count + n > tier.limit {
+            if count >= tier.limit {
                 let until = block_end(tier.block, window, now);
                 return Err(self.block(window, count, tier.limit, until, false));
             }
         }
         if let Some((window, limit)) = extra_limit {
             let count = self.count(window, now);
-            if count + n > limit {
+            if count >= limit {
                 let until = window.end(now);
                 return Err(self.block(window, count, limit, until, true));
             }

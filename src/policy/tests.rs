@@ -737,3 +737,19 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_new_tier_gets_the_block_of_its_own_quota() {
+    let mut p = policy("[quotas.recipient]\nenabled = true\nminute = \"off\"\nday = \"off\"\n");
+    p.set_limit(QuotaName::Recipient, Window::Minute, Some(1));
+    p.set_limit(QuotaName::Recipient, Window::Day, Some(9));
+    let q = &p.quotas.recipient;
+    let defaults = Quotas::default().recipient;
+    assert_eq!(q.minute.map(|t| t.block), defaults.minute.map(|t| t.block));
+    assert_eq!(q.day.map(|t| t.block), defaults.day.map(|t| t.block));
+    assert_eq!(
+        q.minute.map(|t| t.block),
+        Some(crate::config::Block::For(Duration::from_secs(300))),
+        "the recipient quota blocks for 5 minutes, not ip_messages' 10"
+    );
+}
