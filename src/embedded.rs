@@ -116,8 +116,12 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// A [`StartError`] when the address cannot be bound or TLS cannot be set up.
+    /// A [`StartError`] when the config does not pass [`Config::check`], the address
+    /// cannot be bound or TLS cannot be set up.
     pub fn try_start(self) -> Result<QqMx, StartError> {
+        // Before anything reads the config: a clock start that is not a time would
+        // otherwise panic in `make_clock`.
+        self.config.check()?;
         let clock = self
             .clock
             .unwrap_or_else(|| self.config.make_clock(ClockMode::Manual));

@@ -506,12 +506,21 @@ impl Config {
     }
 
     /// The start of a manual clock.
+    ///
+    /// # Panics
+    ///
+    /// When `clock.start` is not an RFC 3339 time, which [`check`](Self::check) and
+    /// parsing report as an error: check a config built in code first.
     pub fn clock_start(&self) -> SystemTime {
         let start = self.clock.start.as_deref().unwrap_or(DEFAULT_START);
         parse_rfc3339(start).expect("the start is checked when the config is parsed")
     }
 
     /// The clock this config asks for; `fallback` decides when the mode is unset.
+    ///
+    /// # Panics
+    ///
+    /// As [`clock_start`](Self::clock_start), for a manual clock.
     pub fn make_clock(&self, fallback: ClockMode) -> Clock {
         match self.clock.mode.unwrap_or(fallback) {
             ClockMode::System => Clock::system(),
