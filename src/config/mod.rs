@@ -370,8 +370,10 @@ impl Config {
         use crate::policy::{IpNet, Stage};
         let err = |t: &str, k: &str, m: String| Err((t.to_owned(), k.to_owned(), m));
         let q = &self.quotas;
+        // Message quotas are checked by `Policy::check` and at the end of data; only the
+        // connection quota has a check at connect.
         for (name, quota, earliest) in [
-            ("ip_messages", &q.ip_messages, Stage::Connect),
+            ("ip_messages", &q.ip_messages, Stage::Helo),
             ("ip_connections", &q.ip_connections, Stage::Connect),
             ("sender", &q.sender, Stage::Mail),
             ("domain", &q.domain, Stage::Mail),
@@ -751,6 +753,24 @@ mod tests {
         let err =
             Config::from_toml("[quotas.sender]\nminute = { limit = \"x\" }\n").expect_err("bad");
         assert!(err.to_string().contains("key `quotas.sender"), "{err}");
+    }
+
+    #[test]
+    fn message_quotas_cannot_be_answered_at_connect() {
+        let text = "seed = 1\n[quotas.ip_messages]\nstage = \"connect\"\n";
+        let err = Config::from_toml(text).expect_err("ip_messages at connect");
+        assert_eq!(
+            err.to_string(),
+            "<inline>:3:1: key `quotas.ip_messages.stage`: the ip_messages quota cannot be \
+             answered before `helo`"
+        );
+        let text = "[quotas.ip_messages]\nstage = \"helo\"\n";
+        assert!(Config::from_toml(text).is_ok(), "helo is the earliest");
+        let text = "[quotas.ip_connections]\nstage = \"connect\"\n";
+        assert!(
+            Config::from_toml(text).is_ok(),
+            "connections are counted at connect"
+        );
     }
 
     #[test]

@@ -142,7 +142,8 @@ impl Default for Concurrency {
 #[serde(default, deny_unknown_fields, try_from = "QuotasText")]
 #[non_exhaustive]
 pub struct Quotas {
-    /// Messages accepted from one IP (one per message, whatever its recipients).
+    /// Messages accepted from one IP (one per message, whatever its recipients). Answered
+    /// from `helo` on; `connect` is refused.
     pub ip_messages: Quota,
     /// Connections opened by one IP.
     pub ip_connections: Quota,
