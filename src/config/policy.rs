@@ -464,7 +464,9 @@ impl Default for Content {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Memory {
-    /// Quota counters idle this long (and not blocked) are forgotten.
+    /// Quota counters idle this long are forgotten, once their block and every window
+    /// they counted in (up to the day, UTC+8) are over: a short value saves memory but
+    /// never resets a quota.
     #[serde(with = "duration_text")]
     pub idle_counters: Duration,
     /// IP history (age, complaints) idle this long is forgotten: the IP is new again.

@@ -1137,8 +1137,10 @@ impl Policy {
         }
         self.last_sweep = now;
         let idle = self.memory.idle_counters.as_secs();
+        // A counter goes only once its windows and its block are over, whatever
+        // `idle_counters` says: forgetting it earlier would reset a quota.
         self.counters
-            .retain(|_, c| c.blocked(now) || now < c.last_seen + idle);
+            .retain(|_, c| c.matters(now) || now < c.last_seen + idle);
         let idle_ips = self.memory.idle_ips.as_secs();
         let window = self.reputation.complaint_window.as_secs();
         let active = &self.active;

@@ -285,6 +285,12 @@ impl Counter {
         if index == window.index(now) { count } else { 0 }
     }
 
+    /// Whether forgetting the counter at `now` would change a decision: it is blocked, or
+    /// one of its windows with events is still the current one.
+    pub fn matters(&self, now: u64) -> bool {
+        self.blocked(now) || Window::ALL.into_iter().any(|w| self.count(w, now) > 0)
+    }
+
     /// Whether the key is blocked at `now`.
     pub fn blocked(&self, now: u64) -> bool {
         self.blocked_until > now

@@ -35,6 +35,9 @@ fn policy(toml: &str) -> Policy {
     if toml.contains("[content") {
         config.content = extra.content;
     }
+    if toml.contains("[memory") {
+        config.memory = extra.memory;
+    }
     config.blacklist = extra.blacklist;
     config.mailboxes = extra.mailboxes;
     config.limits = extra.limits;
@@ -752,4 +755,26 @@ fn a_new_tier_gets_the_block_of_its_own_quota() {
         Some(crate::config::Block::For(Duration::from_secs(300))),
         "the recipient quota blocks for 5 minutes, not ip_messages' 10"
     );
+}
+
+#[test]
+fn a_short_idle_expiry_does_not_reset_the_day_quota() {
+    let mut p = policy(
+        "[quotas.sender]\nenabled = true\nminute = \"off\"\nhour = \"off\"\nday = { limit = 2 }\n\
+         [memory]\nidle_counters = \"1h\"\n",
+    );
+    let mut send_at = |secs| send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(secs));
+    assert!(send_at(0).is_accept());
+    assert!(send_at(1).is_accept());
+    // Two hours of silence: the counter is idle past `idle_counters` but its day is
+    // not over, so it must not be forgotten.
+    let d = send_at(2 * 3600);
+    assert_eq!(reply(&d), Some(SenderFrequency), "{d}");
+    let d = send_at(5 * 3600);
+    assert_eq!(
+        reply(&d),
+        Some(SenderFrequency),
+        "blocked until midnight: {d}"
+    );
+    assert!(send_at(15 * 3600).is_accept(), "a new day (UTC+8)");
 }
