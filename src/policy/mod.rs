@@ -947,14 +947,22 @@ impl Policy {
             // Only the warm-up allowance applies.
             (quota.minute, quota.hour, quota.day) = (None, None, None);
         }
-        let counter = self.counter(name, subject);
-        let breach = counter
-            .check(
-                &quota,
-                now,
-                warmup.map(|(_, allowance)| (Window::Day, allowance)),
-            )
-            .err()?;
+        let extra = warmup.map(|(_, allowance)| (Window::Day, allowance));
+        // Only a lookup: a key that is merely checked leaves nothing behind, so a flood
+        // of refused senders or recipients cannot grow memory. A counter is created when
+        // an event is counted (`commit`) or, here, when a block must be remembered.
+        let id = subject.id(name);
+        let breach = match self.counters.get_mut(&id) {
+            Some(counter) => counter.check(&quota, now, extra).err()?,
+            None => {
+                let mut fresh = Counter::default();
+                let breach = fresh.check(&quota, now, extra).err()?;
+                fresh.quota = Some(name);
+                fresh.label = subject.label();
+                self.counters.insert(id, fresh);
+                breach
+            }
+        };
         let (rule, detail) = match (breach.extra, breach.already) {
             (true, false) => {
                 let day = warmup.map_or(0, |(day, _)| day);
@@ -982,11 +990,8 @@ impl Policy {
                 ),
             ),
         };
-        let key = format!(
-            "{}:{}",
-            name.key_prefix(),
-            self.counter(name, subject).label
-        );
+        let label = self.counters.get(&id).map_or("", |c| &c.label);
+        let key = format!("{}:{label}", name.key_prefix());
         Some(
             Decision::reject(stage, quota.reply, rule, detail)
                 .keyed(key)
@@ -1042,14 +1047,15 @@ impl Policy {
         if found.is_none()
             && let Some(print) = print
         {
-            let window = now / self.content.bulk_window.as_secs().max(1);
-            let bulk = self.bulk.entry(print).or_default();
-            if bulk.window != window {
-                bulk.window = window;
-                bulk.recipients.clear();
-            }
-            bulk.last_seen = now;
-            let would = bulk.with(facts.rcpts) as u64;
+            // Only a lookup: the body is remembered when a message is accepted.
+            let window = self.bulk_window(now);
+            let would = match self.bulk.get_mut(&print) {
+                Some(bulk) => {
+                    bulk.enter(window, now);
+                    bulk.with(facts.rcpts)
+                }
+                None => content::Bulk::default().with(facts.rcpts),
+            } as u64;
             if would > limit {
                 let d = Decision::reject(
                     STAGE,
@@ -1072,6 +1078,11 @@ impl Policy {
         Some(found)
     }
 
+    /// The number of the bulk-detection window holding `now`.
+    fn bulk_window(&self, now: u64) -> u64 {
+        now / self.content.bulk_window.as_secs().max(1)
+    }
+
     /// Counts an accepted message.
     fn commit(&mut self, facts: &Facts<'_>, print: Option<u64>, now: u64) {
         self.counter(QuotaName::IpMessages, Subject::Ip(facts.ip))
@@ -1088,7 +1099,10 @@ impl Policy {
                     .add(now, 1);
             }
         }
-        if let Some(bulk) = print.and_then(|print| self.bulk.get_mut(&print)) {
+        if let Some(print) = print {
+            let window = self.bulk_window(now);
+            let bulk = self.bulk.entry(print).or_default();
+            bulk.enter(window, now);
             bulk.add(facts.rcpts);
         }
     }
@@ -1118,16 +1132,24 @@ impl Policy {
         if p <= 0.0 {
             return None;
         }
-        let history = self
-            .domains
-            .entry(domain.into())
-            .or_insert_with(|| DomainHistory {
+        if let Some(history) = self.domains.get_mut(domain) {
+            history.last_seen = now;
+            return history.random_until.filter(|u| *u > now);
+        }
+        // The draw is a pure function of the seed and the domain: only a domain it lists
+        // needs remembering (for when its listing ends).
+        if !lists::draw(seed, "domain", domain.as_bytes(), p) {
+            return None;
+        }
+        let until = now + duration;
+        self.domains.insert(
+            domain.into(),
+            DomainHistory {
                 last_seen: now,
-                random_until: lists::draw(seed, "domain", domain.as_bytes(), p)
-                    .then_some(now + duration),
-            });
-        history.last_seen = now;
-        history.random_until.filter(|u| *u > now)
+                random_until: Some(until),
+            },
+        );
+        Some(until)
     }
 
     /// Forgets idle state; runs at most every ten virtual minutes.

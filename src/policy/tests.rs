@@ -778,3 +778,41 @@ fn a_short_idle_expiry_does_not_reset_the_day_quota() {
     );
     assert!(send_at(15 * 3600).is_accept(), "a new day (UTC+8)");
 }
+
+#[test]
+fn refused_keys_leave_no_state_behind() {
+    let mut p = policy(
+        "[quotas.sender]\nenabled = true\n[quotas.domain]\nenabled = true\n\
+         [quotas.recipient]\nenabled = true\n[quotas.ip_messages]\nenabled = true\n\
+         [content]\nbulk_recipients = 1\nphrases = [{ phrase = \"cheap pills\" }]\n\
+         [blacklist]\nrandom_domain_probability = 0.001\n\
+         [reputation]\ncontent_complaints = false\nwarmup = false\n",
+    );
+    let before = p.tracked_keys();
+    for i in 0..1000 {
+        let from = format!("s{i}@d{i}.org");
+        let rcpts = [
+            format!("{}@qq.com", 10_000 + i),
+            format!("{}@qq.com", 20_000 + i),
+        ];
+        let mail = Facts::new(ip(2)).from(&from);
+        // Looked at at MAIL and RCPT, then refused by content at the end of data.
+        assert!(p.check(Stage::Mail, &mail, t0()).is_accept());
+        for r in &rcpts {
+            p.check(Stage::Rcpt, &mail.rcpt(r), t0());
+        }
+        let spam = mail
+            .rcpts(&rcpts[..1])
+            .message(b"Subject: cheap pills\r\n\r\nx");
+        assert!(!p.end_of_data(&spam, t0()).is_accept());
+        // A new body to two recipients, over the bulk limit of one.
+        let body = format!("Subject: hi\r\n\r\nbody {i}");
+        let bulk = mail.rcpts(&rcpts).message(body.as_bytes());
+        assert_eq!(p.end_of_data(&bulk, t0()).rule, "content.bulk");
+    }
+    let grown = p.tracked_keys() - before;
+    assert!(
+        grown <= 5,
+        "{grown} keys remembered for 1000 refused senders"
+    );
+}
