@@ -812,11 +812,7 @@ impl Policy {
                 Some(until),
             )
         } else if self.reputation_at(ip, now) == 0 {
-            let until = self
-                .ips
-                .get(&ip)
-                .and_then(|h| h.complaints.front().copied());
-            let until = until.map(|first| first + self.reputation.complaint_window.as_secs());
+            let until = self.reputation_restored_at(ip, now);
             (
                 "blacklist.ip.reputation",
                 format!("{ip} has reputation 0 after complaints"),
@@ -1197,6 +1193,31 @@ impl Policy {
                 .complaint_penalty
                 .saturating_mul(complaints as u64),
         )
+    }
+
+    /// When the reputation of `ip`, zero at `now`, is above zero again if no complaint
+    /// comes in the meantime: when enough of its complaints have aged out. `None` when
+    /// it never will (a zero initial reputation, or complaints that cost nothing).
+    fn reputation_restored_at(&self, ip: IpAddr, now: u64) -> Option<u64> {
+        let (initial, penalty) = (self.reputation.initial, self.reputation.complaint_penalty);
+        if initial == 0 || penalty == 0 {
+            return None;
+        }
+        let window = self.reputation.complaint_window.as_secs();
+        let mut times: Vec<u64> = self
+            .ips
+            .get(&ip)?
+            .complaints
+            .iter()
+            .copied()
+            .filter(|t| *t + window > now)
+            .collect();
+        times.sort_unstable();
+        // Reputation is above zero with at most `kept` complaints counting.
+        let kept = usize::try_from((initial - 1) / penalty).unwrap_or(usize::MAX);
+        let must_age = times.len().checked_sub(kept)?;
+        let last = times.get(must_age.checked_sub(1)?)?;
+        Some(last + window)
     }
 
     // ---- control and inspection ------------------------------------------------------

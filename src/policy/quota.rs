@@ -248,6 +248,8 @@ pub(crate) struct Counter {
     pub blocked_until: u64,
     /// The window whose tier imposed the block.
     pub blocked_by: Option<Window>,
+    /// The limit that imposed the block (a tier's or the extra limit).
+    blocked_limit: u64,
     /// Refusals since the block began.
     pub refused: u64,
     /// Whether the block came from the extra limit (the warm-up) rather than a tier.
@@ -314,7 +316,7 @@ impl Counter {
             return Err(Breach {
                 window,
                 count: self.count(window, now),
-                limit: window.tier(quota).map_or(0, |t| t.limit),
+                limit: self.blocked_limit,
                 until: self.blocked_until,
                 already: true,
                 extra: self.by_extra,
@@ -349,6 +351,7 @@ impl Counter {
     fn block(&mut self, window: Window, count: u64, limit: u64, until: u64, extra: bool) -> Breach {
         self.blocked_until = until;
         self.blocked_by = Some(window);
+        self.blocked_limit = limit;
         self.by_extra = extra;
         self.refused = 1;
         Breach {

@@ -816,3 +816,47 @@ fn refused_keys_leave_no_state_behind() {
         "{grown} keys remembered for 1000 refused senders"
     );
 }
+
+#[test]
+fn repeat_refusals_under_the_warm_up_report_its_allowance() {
+    let mut p = policy("[quotas.recipient]\nenabled = false\n[reputation]\nwarmup = true\n");
+    for i in 0..50 {
+        assert!(send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(i)).is_accept());
+    }
+    let first = send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(60));
+    let again = send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(120));
+    for d in [&first, &again] {
+        assert_eq!(d.rule, "reputation.warmup", "{d}");
+        assert_eq!(
+            (d.counter, d.limit, d.window),
+            (Some(50), Some(50), Some(Window::Day)),
+            "{d}"
+        );
+        assert_eq!(d.block_until, Some(at(15 * 3600)), "midnight UTC+8");
+    }
+}
+
+#[test]
+fn a_reputation_listing_ends_when_enough_complaints_have_aged_out() {
+    let mut p = policy(
+        "[reputation]\ninitial = 30\ncomplaint_penalty = 10\ncomplaint_window = \"60d\"\nwarmup = false\n",
+    );
+    // Five complaints on days 0 to 4: reputation 0 until only two count, i.e. until the
+    // third (day 2) is 60 days old.
+    for day in 0..5 {
+        p.complain(ip(4), None, at(day * 86_400));
+    }
+    let d = send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], at(5 * 86_400));
+    assert_eq!(d.rule, "blacklist.ip.reputation");
+    assert_eq!(d.block_until, Some(at(62 * 86_400)));
+    let d = send(
+        &mut p,
+        ip(4),
+        "a@x.org",
+        &["10001@qq.com"],
+        at(62 * 86_400 - 1),
+    );
+    assert!(!d.is_accept(), "still listed a second before");
+    let d = send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], at(62 * 86_400));
+    assert!(d.is_accept(), "{d}");
+}
