@@ -14,7 +14,11 @@
 //! 2. personal blacklists and backscatter (RCPT);
 //! 3. blacklists: static (IPs, CIDR ranges, senders, domains, with optional expiry),
 //!    random (a seeded draw for each new IP and sender domain) and earned (an IP whose
-//!    reputation fell to zero through complaints). A recipient's whitelist beats them;
+//!    reputation fell to zero through complaints). A recipient's whitelist beats them:
+//!    when one may apply to the sender, the listing is answered at RCPT, recipient by
+//!    recipient, so that the whitelisting recipients get the mail and the others are
+//!    refused. A complaint about the sender (through the API, or raised by a content
+//!    rule) ends its whitelistings;
 //! 4. quotas with minute, hour and day tiers per IP, sender, domain and recipient, and the
 //!    warm-up allowance of new IPs;
 //! 5. content rules at the end of data: spam phrases and bulk detection.
@@ -512,7 +516,7 @@ impl Policy {
         let mut decision = Decision::accept(Stage::Connect, "connect.ok", format!("{ip}"));
         if let Some(pos) = deferred.iter().position(|d| d.stage == Stage::Connect) {
             decision = deferred.remove(pos);
-        } else if let Some(d) = self.ip_blacklisted(Stage::Connect, &Facts::new(ip), now) {
+        } else if let Some(d) = self.blacklisted(Stage::Connect, &Facts::new(ip), now) {
             decision = d;
         }
         Connect { decision, deferred }
@@ -731,11 +735,45 @@ impl Policy {
         }
     }
 
+    /// Whether some recipient's whitelist may let this client's mail through: before
+    /// MAIL, any whitelist at all; from MAIL on, one that names the sender or its domain.
+    fn whitelist_may_apply(&self, stage: Stage, facts: &Facts<'_>) -> bool {
+        if stage < Stage::Mail {
+            return !self.whitelist.is_empty();
+        }
+        let Some(from) = facts.from.filter(|f| !f.is_empty()) else {
+            return false;
+        };
+        let from = from.to_lowercase();
+        let domain = domain_of(&from);
+        self.whitelist
+            .iter()
+            .any(|(_, s)| *s == from || s == domain)
+    }
+
+    /// Whether a blacklisting configured for stage `configured` is answered at `stage`.
+    ///
+    /// Whitelists are per recipient, so when one may apply the listing is answered at
+    /// RCPT, one recipient at a time: a listing configured before RCPT waits for it (and
+    /// is then always answered there), and one configured after it is answered there too
+    /// for the recipients who did not whitelist the sender, so that one transaction can
+    /// deliver to those who did.
+    fn answers(configured: Stage, stage: Stage, may_whitelist: bool) -> bool {
+        if configured < Stage::Rcpt {
+            (stage == configured && !may_whitelist) || stage == Stage::Rcpt
+        } else {
+            stage == configured || (stage == Stage::Rcpt && may_whitelist)
+        }
+    }
+
     fn blacklisted(&mut self, stage: Stage, facts: &Facts<'_>, now: u64) -> Option<Decision> {
-        if let Some(d) = self.ip_blacklisted(stage, facts, now) {
+        let may_whitelist = self.whitelist_may_apply(stage, facts);
+        if Self::answers(self.blacklist.ip_stage, stage, may_whitelist)
+            && let Some(d) = self.ip_blacklisted(stage, facts, now)
+        {
             return Some(d);
         }
-        if self.blacklist.sender_stage != stage {
+        if !Self::answers(self.blacklist.sender_stage, stage, may_whitelist) {
             return None;
         }
         let from = facts.from.filter(|f| !f.is_empty())?.to_lowercase();
@@ -784,10 +822,9 @@ impl Policy {
         })
     }
 
-    fn ip_blacklisted(&mut self, stage: Stage, facts: &Facts<'_>, now: u64) -> Option<Decision> {
-        if self.blacklist.ip_stage != stage {
-            return None;
-        }
+    /// The IP's blacklisting, unless the recipients whitelisted the sender. The caller
+    /// decides whether it is answered at `stage`.
+    fn ip_blacklisted(&self, stage: Stage, facts: &Facts<'_>, now: u64) -> Option<Decision> {
         let ip = facts.ip;
         let reply = self.blacklist.ip_reply;
         let (rule, detail, until) = if let Some(l) = self
@@ -1069,7 +1106,8 @@ impl Policy {
         }
         let found = found?;
         if self.reputation.content_complaints {
-            self.add_complaint(facts.ip, now);
+            // As a complaint through the API: it also ends the sender's whitelistings.
+            self.complaint(facts.ip, facts.from.filter(|f| !f.is_empty()), now);
         }
         Some(found)
     }
@@ -1276,7 +1314,11 @@ impl Policy {
     /// A QQ user marks mail from `ip` as spam. With a `sender`, the complaint also ends
     /// every whitelisting of that sender and of its domain.
     pub fn complain(&mut self, ip: IpAddr, sender: Option<&str>, now: SystemTime) {
-        self.add_complaint(ip, secs(now));
+        self.complaint(ip, sender, secs(now));
+    }
+
+    fn complaint(&mut self, ip: IpAddr, sender: Option<&str>, now: u64) {
+        self.add_complaint(ip, now);
         if let Some(sender) = sender {
             let sender = sender.to_lowercase();
             let domain = domain_of(&sender).to_owned();

@@ -860,3 +860,78 @@ fn a_reputation_listing_ends_when_enough_complaints_have_aged_out() {
     let d = send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], at(62 * 86_400));
     assert!(d.is_accept(), "{d}");
 }
+
+#[test]
+fn a_whitelist_lets_mail_through_to_its_recipient_among_others() {
+    let mut p = policy("[blacklist]\nips = [\"127.0.0.5\"]\n");
+    p.whitelist("10001@qq.com", "a@x.org");
+    let (d, accepted) = send_to(
+        &mut p,
+        ip(5),
+        "a@x.org",
+        &["10002@qq.com", "10001@qq.com", "10003@qq.com"],
+        t0(),
+    );
+    assert!(d.is_accept(), "{d}");
+    assert_eq!(accepted, ["10001@qq.com"], "the others are refused at RCPT");
+    let refused = p.check(
+        Stage::Rcpt,
+        &Facts::new(ip(5)).from("a@x.org").rcpt("10002@qq.com"),
+        t0(),
+    );
+    assert_eq!(
+        (reply(&refused), refused.rule.as_ref()),
+        (Some(IpFrequency), "blacklist.ip")
+    );
+    // A sender nobody whitelisted is still refused at the configured stage.
+    let (d, accepted) = send_to(&mut p, ip(5), "b@x.org", &["10001@qq.com"], t0());
+    assert_eq!((reply(&d), d.stage), (Some(IpFrequency), Stage::EndOfData));
+    assert_eq!(accepted, ["10001@qq.com"]);
+}
+
+#[test]
+fn a_whitelist_beats_an_ip_blacklist_answered_before_rcpt() {
+    for stage in ["connect", "helo", "mail"] {
+        let mut p = policy(&format!(
+            "[blacklist]\nips = [\"127.0.0.5\"]\nip_stage = \"{stage}\"\n\
+             senders = [\"a@x.org\"]\nsender_stage = \"mail\"\n"
+        ));
+        p.whitelist("10001@qq.com", "x.org");
+        let (d, accepted) = send_to(
+            &mut p,
+            ip(5),
+            "a@x.org",
+            &["10001@qq.com", "10002@qq.com"],
+            t0(),
+        );
+        assert!(d.is_accept(), "{stage}: {d}");
+        assert_eq!(accepted, ["10001@qq.com"], "{stage}");
+        let d = send(&mut p, ip(5), "a@x.org", &["10002@qq.com"], t0());
+        assert_eq!(reply(&d), Some(IpFrequency), "{stage}: {d}");
+        assert_eq!(d.stage, Stage::Rcpt, "{stage}: postponed to RCPT");
+        let d = send(&mut p, ip(5), "c@y.org", &["10001@qq.com"], t0());
+        assert!(!d.is_accept(), "{stage}: a sender nobody whitelisted: {d}");
+    }
+}
+
+#[test]
+fn content_complaints_drop_whitelists() {
+    let mut p = policy(
+        "[blacklist]\nips = [\"127.0.0.5\"]\n\
+         [content]\nphrases = [{ phrase = \"cheap pills\" }]\n",
+    );
+    p.whitelist("10001@qq.com", "a@x.org");
+    assert!(send(&mut p, ip(5), "a@x.org", &["10001@qq.com"], t0()).is_accept());
+    let rcpts = ["10001@qq.com".to_owned()];
+    let spam = Facts::new(ip(5))
+        .from("a@x.org")
+        .rcpts(&rcpts)
+        .message(b"Subject: cheap pills\r\n\r\nx");
+    assert_eq!(reply(&p.end_of_data(&spam, at(1))), Some(SuspectedSpam));
+    let d = send(&mut p, ip(5), "a@x.org", &["10001@qq.com"], at(2));
+    assert_eq!(
+        (reply(&d), d.rule.as_ref()),
+        (Some(IpFrequency), "blacklist.ip"),
+        "the complaint ended the whitelisting: {d}"
+    );
+}
