@@ -204,6 +204,10 @@ pub struct StoreConfig {
     pub max_bytes: usize,
     /// Events kept in the log.
     pub max_events: usize,
+    /// Bytes the event log may hold, counted roughly (each event's fixed size plus its
+    /// text); the oldest events are evicted (and counted) beyond this. The newest event
+    /// is always kept.
+    pub max_event_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -212,6 +216,7 @@ impl Default for StoreConfig {
             max_messages: 100_000,
             max_bytes: 512 * 1024 * 1024,
             max_events: 1_000_000,
+            max_event_bytes: 256 * 1024 * 1024,
         }
     }
 }
