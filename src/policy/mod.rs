@@ -101,7 +101,9 @@ pub enum Verdict {
     Accept,
     /// Refuse with this reply.
     Reject(ReplyKind),
-    /// Send this reply and close the connection.
+    /// Send this reply and close the connection. The policy returns it only at
+    /// [`Stage::Connect`] (a refusal at any other stage is a [`Reject`](Self::Reject)),
+    /// which is the only stage where the session closes on it.
     Disconnect(ReplyKind),
 }
 

@@ -935,3 +935,43 @@ fn content_complaints_drop_whitelists() {
         "the complaint ended the whitelisting: {d}"
     );
 }
+
+#[test]
+fn only_connect_disconnects() {
+    // The session closes on `Disconnect` only at connect; a rule that disconnects later
+    // would need the session to close after its reply too.
+    let mut p = policy(
+        "[quotas.ip_connections]\nenabled = true\nstage = \"helo\"\nminute = { limit = 1 }\n\
+         [quotas.ip_concurrent]\nenabled = true\nlimit = 1\nstage = \"mail\"\n\
+         [quotas.ip_messages]\nenabled = true\nstage = \"helo\"\nminute = { limit = 1 }\n\
+         [quotas]\ndeny_after = 1\n\
+         [blacklist]\nips = [\"127.0.0.9\"]\nip_stage = \"helo\"\nip_reply = \"connection_denied\"\n",
+    );
+    let mut later = Vec::new();
+    for (i, last) in [2, 2, 2, 2, 9].into_iter().enumerate() {
+        let now = at(i as u64);
+        let connect = p.connect(ip(last), now);
+        later.extend(connect.deferred.clone());
+        let extra = p.connect(ip(last), now);
+        later.extend(extra.deferred);
+        for stage in [Stage::Helo, Stage::Mail, Stage::Rcpt, Stage::Data] {
+            let facts = Facts::new(ip(last)).from("a@x.org").rcpt("10001@qq.com");
+            later.push(p.check(stage, &facts, now));
+        }
+        let rcpts = ["10001@qq.com".to_owned()];
+        let facts = Facts::new(ip(last))
+            .from("a@x.org")
+            .rcpts(&rcpts)
+            .message(b"x");
+        later.push(p.end_of_data(&facts, now));
+        p.disconnect(ip(last));
+        p.disconnect(ip(last));
+    }
+    assert!(
+        later.iter().any(|d| !d.is_accept()),
+        "some refusals happened"
+    );
+    for d in later {
+        assert!(!matches!(d.verdict, Verdict::Disconnect(_)), "{d}");
+    }
+}
