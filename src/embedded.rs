@@ -116,10 +116,11 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// A [`StartError`] when the config is invalid, the address cannot be bound or TLS
-    /// cannot be set up.
+    /// A [`StartError`] when the config does not pass [`Config::check`], the address
+    /// cannot be bound or TLS cannot be set up.
     pub fn try_start(self) -> Result<QqMx, StartError> {
-        // Checked before the clock is made from it: a bad `clock.start` is an error here.
+        // Before anything reads the config: a clock start that is not a time would
+        // otherwise panic in `make_clock`.
         self.config.check()?;
         let clock = self
             .clock

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
-use crate::policy::{AuthReport, Decision, SpfCheck};
+use crate::policy::{AuthReport, Decision, DkimCheck, SpfCheck};
 use crate::reply::{Reply, ReplyKind};
 
 /// Where an accepted message was delivered.
@@ -117,6 +117,37 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl Event {
+    /// Roughly the memory the event holds: its fixed size plus the text it owns.
+    fn approx_bytes(&self) -> usize {
+        let text = match &self.kind {
+            EventKind::Command { line } => line.len(),
+            EventKind::Reply(reply) => reply.text.len(),
+            EventKind::Decision(d) => {
+                d.rule.len() + d.detail.len() + d.key.as_ref().map_or(0, String::len)
+            }
+            EventKind::TlsFailed { error } => error.len(),
+            EventKind::Closed { reason } => reason.len(),
+            EventKind::Spf(spf) => spf.domain.len() + spf.reason.len(),
+            EventKind::Authenticated(report) => {
+                let dkim: usize = report
+                    .dkim
+                    .iter()
+                    .map(|d| d.domain.len() + d.selector.len() + d.algorithm.len() + d.reason.len())
+                    .sum();
+                let spf = report.spf.domain.len() + report.spf.reason.len();
+                let dmarc = report.dmarc.domain.len() + report.dmarc.reason.len();
+                dkim + report.dkim.len() * std::mem::size_of::<DkimCheck>() + spf + dmarc
+            }
+            EventKind::Connected { .. }
+            | EventKind::TlsStarted
+            | EventKind::Discarded { .. }
+            | EventKind::Accepted { .. } => 0,
+        };
+        std::mem::size_of::<Self>() + text
+    }
+}
+
 /// What an [`Event`] records.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -174,11 +205,13 @@ pub struct StoreStats {
     pub bytes: usize,
     /// Events held now.
     pub events: usize,
+    /// Bytes the events held use, roughly (fixed size plus text).
+    pub event_bytes: usize,
     /// Messages ever accepted.
     pub accepted_total: u64,
     /// Messages evicted to stay under the caps.
     pub messages_evicted: u64,
-    /// Events evicted to stay under the cap.
+    /// Events evicted to stay under the caps (count and bytes).
     pub events_evicted: u64,
 }
 
@@ -248,15 +281,23 @@ impl Store {
         let mut state = self.state();
         let seq = state.next_event;
         state.next_event += 1;
-        state.events.push_back(Event {
+        let event = Event {
             seq,
             at,
             session,
             client,
             kind,
-        });
-        if state.events.len() > self.shared.limits.max_events {
-            state.events.pop_front();
+        };
+        state.stats.event_bytes += event.approx_bytes();
+        state.events.push_back(event);
+        let limits = &self.shared.limits;
+        while state.events.len() > limits.max_events
+            || (state.stats.event_bytes > limits.max_event_bytes && state.events.len() > 1)
+        {
+            let Some(old) = state.events.pop_front() else {
+                break;
+            };
+            state.stats.event_bytes -= old.approx_bytes();
             state.stats.events_evicted += 1;
         }
     }
@@ -417,6 +458,7 @@ mod tests {
             max_messages: 2,
             max_bytes: 1000,
             max_events: 3,
+            ..StoreConfig::default()
         };
         let store = Store::new(Clock::manual_at_unix(0), limits);
         for _ in 0..3 {
@@ -432,6 +474,34 @@ mod tests {
         let stats = store.stats();
         assert_eq!((stats.messages_evicted, stats.events_evicted), (3, 2));
         assert_eq!((stats.messages, stats.events, stats.bytes), (1, 3, 995));
+    }
+
+    #[test]
+    fn the_event_log_is_capped_in_bytes_too() {
+        let limits = StoreConfig {
+            max_event_bytes: 25_000,
+            ..StoreConfig::default()
+        };
+        let store = Store::new(Clock::manual_at_unix(0), limits);
+        let client = "127.0.0.1".parse().expect("ip");
+        for _ in 0..10 {
+            let error = "x".repeat(10_000);
+            store.record(1, client, EventKind::TlsFailed { error });
+        }
+        let stats = store.stats();
+        assert_eq!((stats.events, stats.events_evicted), (2, 8));
+        assert!(
+            (20_000..=25_000).contains(&stats.event_bytes),
+            "{}",
+            stats.event_bytes
+        );
+        // One event larger than the cap is still kept, alone.
+        let error = "y".repeat(40_000);
+        store.record(1, client, EventKind::TlsFailed { error });
+        let stats = store.stats();
+        assert_eq!((stats.events, stats.events_evicted), (1, 10));
+        store.clear();
+        assert_eq!(store.stats().event_bytes, 0);
     }
 
     #[test]

@@ -210,6 +210,10 @@ pub struct StoreConfig {
     pub max_bytes: usize,
     /// Events kept in the log.
     pub max_events: usize,
+    /// Bytes the event log may hold, counted roughly (each event's fixed size plus its
+    /// text); the oldest events are evicted (and counted) beyond this. The newest event
+    /// is always kept.
+    pub max_event_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -218,6 +222,7 @@ impl Default for StoreConfig {
             max_messages: 100_000,
             max_bytes: 512 * 1024 * 1024,
             max_events: 1_000_000,
+            max_event_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -379,8 +384,10 @@ impl Config {
         use crate::policy::{IpNet, Stage};
         let err = |t: &str, k: &str, m: String| Err((t.to_owned(), k.to_owned(), m));
         let q = &self.quotas;
+        // Message quotas are checked by `Policy::check` and at the end of data; only the
+        // connection quota has a check at connect.
         for (name, quota, earliest) in [
-            ("ip_messages", &q.ip_messages, Stage::Connect),
+            ("ip_messages", &q.ip_messages, Stage::Helo),
             ("ip_connections", &q.ip_connections, Stage::Connect),
             ("sender", &q.sender, Stage::Mail),
             ("domain", &q.domain, Stage::Mail),
@@ -515,12 +522,21 @@ impl Config {
     }
 
     /// The start of a manual clock.
+    ///
+    /// # Panics
+    ///
+    /// When `clock.start` is not an RFC 3339 time, which [`check`](Self::check) and
+    /// parsing report as an error: check a config built in code first.
     pub fn clock_start(&self) -> SystemTime {
         let start = self.clock.start.as_deref().unwrap_or(DEFAULT_START);
         parse_rfc3339(start).expect("the start is checked when the config is parsed")
     }
 
     /// The clock this config asks for; `fallback` decides when the mode is unset.
+    ///
+    /// # Panics
+    ///
+    /// As [`clock_start`](Self::clock_start), for a manual clock.
     pub fn make_clock(&self, fallback: ClockMode) -> Clock {
         match self.clock.mode.unwrap_or(fallback) {
             ClockMode::System => Clock::system(),
@@ -751,6 +767,24 @@ mod tests {
         let err =
             Config::from_toml("[quotas.sender]\nminute = { limit = \"x\" }\n").expect_err("bad");
         assert!(err.to_string().contains("key `quotas.sender"), "{err}");
+    }
+
+    #[test]
+    fn message_quotas_cannot_be_answered_at_connect() {
+        let text = "seed = 1\n[quotas.ip_messages]\nstage = \"connect\"\n";
+        let err = Config::from_toml(text).expect_err("ip_messages at connect");
+        assert_eq!(
+            err.to_string(),
+            "<inline>:3:1: key `quotas.ip_messages.stage`: the ip_messages quota cannot be \
+             answered before `helo`"
+        );
+        let text = "[quotas.ip_messages]\nstage = \"helo\"\n";
+        assert!(Config::from_toml(text).is_ok(), "helo is the earliest");
+        let text = "[quotas.ip_connections]\nstage = \"connect\"\n";
+        assert!(
+            Config::from_toml(text).is_ok(),
+            "connections are counted at connect"
+        );
     }
 
     #[test]

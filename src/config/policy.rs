@@ -142,7 +142,8 @@ impl Default for Concurrency {
 #[serde(default, deny_unknown_fields, try_from = "QuotasText")]
 #[non_exhaustive]
 pub struct Quotas {
-    /// Messages accepted from one IP (one per message, whatever its recipients).
+    /// Messages accepted from one IP (one per message, whatever its recipients). Answered
+    /// from `helo` on; `connect` is refused.
     pub ip_messages: Quota,
     /// Connections opened by one IP.
     pub ip_connections: Quota,
@@ -463,7 +464,9 @@ impl Default for Content {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Memory {
-    /// Quota counters idle this long (and not blocked) are forgotten.
+    /// Quota counters idle this long are forgotten, once their block and every window
+    /// they counted in (up to the day, UTC+8) are over: a short value saves memory but
+    /// never resets a quota.
     #[serde(with = "duration_text")]
     pub idle_counters: Duration,
     /// IP history (age, complaints) idle this long is forgotten: the IP is new again.

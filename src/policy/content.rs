@@ -28,6 +28,16 @@ pub(crate) struct Bulk {
 }
 
 impl Bulk {
+    /// Moves the body into bulk window `window` (forgetting an older window's
+    /// recipients) and marks it seen at `now`.
+    pub fn enter(&mut self, window: u64, now: u64) {
+        if self.window != window {
+            self.window = window;
+            self.recipients.clear();
+        }
+        self.last_seen = now;
+    }
+
     /// How many distinct recipients the body would have after adding `rcpts`.
     pub fn with(&self, rcpts: &[String]) -> usize {
         self.recipients.len()

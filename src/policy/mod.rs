@@ -14,7 +14,11 @@
 //! 2. personal blacklists and backscatter (RCPT);
 //! 3. blacklists: static (IPs, CIDR ranges, senders, domains, with optional expiry),
 //!    random (a seeded draw for each new IP and sender domain) and earned (an IP whose
-//!    reputation fell to zero through complaints). A recipient's whitelist beats them;
+//!    reputation fell to zero through complaints). A recipient's whitelist beats them:
+//!    when one may apply to the sender, the listing is answered at RCPT, recipient by
+//!    recipient, so that the whitelisting recipients get the mail and the others are
+//!    refused. A complaint about the sender (through the API, or raised by a content
+//!    rule) ends its whitelistings;
 //! 4. quotas with minute, hour and day tiers per IP, sender, domain and recipient, and the
 //!    warm-up allowance of new IPs;
 //! 5. content rules at the end of data: spam phrases and bulk detection.
@@ -100,7 +104,9 @@ pub enum Verdict {
     Accept,
     /// Refuse with this reply.
     Reject(ReplyKind),
-    /// Send this reply and close the connection.
+    /// Send this reply and close the connection. The policy returns it only at
+    /// [`Stage::Connect`] (a refusal at any other stage is a [`Reject`](Self::Reject)),
+    /// which is the only stage where the session closes on it.
     Disconnect(ReplyKind),
     /// Accept the message into the junk folder (DMARC `p=quarantine`).
     Junk,
@@ -389,6 +395,24 @@ fn secs(t: SystemTime) -> u64 {
     unix_secs(t)
 }
 
+/// The octets of an IP, as the random draw hashes them.
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    }
+}
+
+fn quota_of(quotas: &Quotas, name: QuotaName) -> &Quota {
+    match name {
+        QuotaName::IpMessages => &quotas.ip_messages,
+        QuotaName::IpConnections => &quotas.ip_connections,
+        QuotaName::Sender => &quotas.sender,
+        QuotaName::Domain => &quotas.domain,
+        QuotaName::Recipient => &quotas.recipient,
+    }
+}
+
 fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, d)| d)
 }
@@ -530,7 +554,7 @@ impl Policy {
         let mut decision = Decision::accept(Stage::Connect, "connect.ok", format!("{ip}"));
         if let Some(pos) = deferred.iter().position(|d| d.stage == Stage::Connect) {
             decision = deferred.remove(pos);
-        } else if let Some(d) = self.ip_blacklisted(Stage::Connect, &Facts::new(ip), now) {
+        } else if let Some(d) = self.blacklisted(Stage::Connect, &Facts::new(ip), now) {
             decision = d;
         }
         Connect { decision, deferred }
@@ -763,11 +787,45 @@ impl Policy {
         }
     }
 
+    /// Whether some recipient's whitelist may let this client's mail through: before
+    /// MAIL, any whitelist at all; from MAIL on, one that names the sender or its domain.
+    fn whitelist_may_apply(&self, stage: Stage, facts: &Facts<'_>) -> bool {
+        if stage < Stage::Mail {
+            return !self.whitelist.is_empty();
+        }
+        let Some(from) = facts.from.filter(|f| !f.is_empty()) else {
+            return false;
+        };
+        let from = from.to_lowercase();
+        let domain = domain_of(&from);
+        self.whitelist
+            .iter()
+            .any(|(_, s)| *s == from || s == domain)
+    }
+
+    /// Whether a blacklisting configured for stage `configured` is answered at `stage`.
+    ///
+    /// Whitelists are per recipient, so when one may apply the listing is answered at
+    /// RCPT, one recipient at a time: a listing configured before RCPT waits for it (and
+    /// is then always answered there), and one configured after it is answered there too
+    /// for the recipients who did not whitelist the sender, so that one transaction can
+    /// deliver to those who did.
+    fn answers(configured: Stage, stage: Stage, may_whitelist: bool) -> bool {
+        if configured < Stage::Rcpt {
+            (stage == configured && !may_whitelist) || stage == Stage::Rcpt
+        } else {
+            stage == configured || (stage == Stage::Rcpt && may_whitelist)
+        }
+    }
+
     fn blacklisted(&mut self, stage: Stage, facts: &Facts<'_>, now: u64) -> Option<Decision> {
-        if let Some(d) = self.ip_blacklisted(stage, facts, now) {
+        let may_whitelist = self.whitelist_may_apply(stage, facts);
+        if Self::answers(self.blacklist.ip_stage, stage, may_whitelist)
+            && let Some(d) = self.ip_blacklisted(stage, facts, now)
+        {
             return Some(d);
         }
-        if self.blacklist.sender_stage != stage {
+        if !Self::answers(self.blacklist.sender_stage, stage, may_whitelist) {
             return None;
         }
         let from = facts.from.filter(|f| !f.is_empty())?.to_lowercase();
@@ -816,10 +874,9 @@ impl Policy {
         })
     }
 
-    fn ip_blacklisted(&mut self, stage: Stage, facts: &Facts<'_>, now: u64) -> Option<Decision> {
-        if self.blacklist.ip_stage != stage {
-            return None;
-        }
+    /// The IP's blacklisting, unless the recipients whitelisted the sender. The caller
+    /// decides whether it is answered at `stage`.
+    fn ip_blacklisted(&self, stage: Stage, facts: &Facts<'_>, now: u64) -> Option<Decision> {
         let ip = facts.ip;
         let reply = self.blacklist.ip_reply;
         let (rule, detail, until) = if let Some(l) = self
@@ -844,11 +901,7 @@ impl Policy {
                 Some(until),
             )
         } else if self.reputation_at(ip, now) == 0 {
-            let until = self
-                .ips
-                .get(&ip)
-                .and_then(|h| h.complaints.front().copied());
-            let until = until.map(|first| first + self.reputation.complaint_window.as_secs());
+            let until = self.reputation_restored_at(ip, now);
             (
                 "blacklist.ip.reputation",
                 format!("{ip} has reputation 0 after complaints"),
@@ -950,13 +1003,7 @@ impl Policy {
     }
 
     fn quota(&self, name: QuotaName) -> &Quota {
-        match name {
-            QuotaName::IpMessages => &self.quotas.ip_messages,
-            QuotaName::IpConnections => &self.quotas.ip_connections,
-            QuotaName::Sender => &self.quotas.sender,
-            QuotaName::Domain => &self.quotas.domain,
-            QuotaName::Recipient => &self.quotas.recipient,
-        }
+        quota_of(&self.quotas, name)
     }
 
     fn quota_mut(&mut self, name: QuotaName) -> &mut Quota {
@@ -986,16 +1033,20 @@ impl Policy {
             (quota.minute, quota.hour, quota.day) = (None, None, None);
         }
         let extra = warmup.map(|(_, allowance)| (Window::Day, allowance));
-        // A key is only remembered once something is counted or it is blocked: looking
-        // at a flood of new keys must not grow the state.
+        // Only a lookup: a key that is merely checked leaves nothing behind, so a flood
+        // of refused senders or recipients cannot grow memory. A counter is created when
+        // an event is counted (`commit`) or, here, when a block must be remembered.
         let id = subject.id(name);
-        let breach = if let Some(counter) = self.counters.get_mut(&id) {
-            counter.check(&quota, now, extra).err()?
-        } else {
-            let mut counter = Counter::new(name, subject.label());
-            let breach = counter.check(&quota, now, extra).err()?;
-            self.counters.insert(id, counter);
-            breach
+        let breach = match self.counters.get_mut(&id) {
+            Some(counter) => counter.check(&quota, now, extra).err()?,
+            None => {
+                let mut fresh = Counter::default();
+                let breach = fresh.check(&quota, now, extra).err()?;
+                fresh.quota = Some(name);
+                fresh.label = subject.label();
+                self.counters.insert(id, fresh);
+                breach
+            }
         };
         let (rule, detail) = match (breach.extra, breach.already) {
             (true, false) => {
@@ -1024,11 +1075,8 @@ impl Policy {
                 ),
             ),
         };
-        let key = format!(
-            "{}:{}",
-            name.key_prefix(),
-            self.counter(name, subject).label
-        );
+        let label = self.counters.get(&id).map_or("", |c| &c.label);
+        let key = format!("{}:{label}", name.key_prefix());
         Some(
             Decision::reject(stage, quota.reply, rule, detail)
                 .keyed(key)
@@ -1084,14 +1132,15 @@ impl Policy {
         if found.is_none()
             && let Some(print) = print
         {
-            let window = now / self.content.bulk_window.as_secs().max(1);
-            let bulk = self.bulk.entry(print).or_default();
-            if bulk.window != window {
-                bulk.window = window;
-                bulk.recipients.clear();
-            }
-            bulk.last_seen = now;
-            let would = bulk.with(facts.rcpts) as u64;
+            // Only a lookup: the body is remembered when a message is accepted.
+            let window = self.bulk_window(now);
+            let would = match self.bulk.get_mut(&print) {
+                Some(bulk) => {
+                    bulk.enter(window, now);
+                    bulk.with(facts.rcpts)
+                }
+                None => content::Bulk::default().with(facts.rcpts),
+            } as u64;
             if would > limit {
                 let d = Decision::reject(
                     STAGE,
@@ -1109,9 +1158,15 @@ impl Policy {
         }
         let found = found?;
         if self.reputation.content_complaints {
-            self.add_complaint(facts.ip, now);
+            // As a complaint through the API: it also ends the sender's whitelistings.
+            self.complaint(facts.ip, facts.from.filter(|f| !f.is_empty()), now);
         }
         Some(found)
+    }
+
+    /// The number of the bulk-detection window holding `now`.
+    fn bulk_window(&self, now: u64) -> u64 {
+        now / self.content.bulk_window.as_secs().max(1)
     }
 
     /// Counts an accepted message.
@@ -1130,7 +1185,10 @@ impl Policy {
                     .add(now, 1);
             }
         }
-        if let Some(bulk) = print.and_then(|print| self.bulk.get_mut(&print)) {
+        if let Some(print) = print {
+            let window = self.bulk_window(now);
+            let bulk = self.bulk.entry(print).or_default();
+            bulk.enter(window, now);
             bulk.add(facts.rcpts);
         }
     }
@@ -1145,7 +1203,7 @@ impl Policy {
         );
         let history = self.ips.entry(ip).or_insert_with(|| IpHistory {
             first_seen: now,
-            random_until: lists::draw(seed, "ip", &ip.to_string(), p).then_some(now + duration),
+            random_until: lists::draw(seed, "ip", &ip_bytes(ip), p).then_some(now + duration),
             ..IpHistory::default()
         });
         history.last_seen = now;
@@ -1160,15 +1218,24 @@ impl Policy {
         if p <= 0.0 {
             return None;
         }
-        let history = self
-            .domains
-            .entry(domain.into())
-            .or_insert_with(|| DomainHistory {
+        if let Some(history) = self.domains.get_mut(domain) {
+            history.last_seen = now;
+            return history.random_until.filter(|u| *u > now);
+        }
+        // The draw is a pure function of the seed and the domain: only a domain it lists
+        // needs remembering (for when its listing ends).
+        if !lists::draw(seed, "domain", domain.as_bytes(), p) {
+            return None;
+        }
+        let until = now + duration;
+        self.domains.insert(
+            domain.into(),
+            DomainHistory {
                 last_seen: now,
-                random_until: lists::draw(seed, "domain", domain, p).then_some(now + duration),
-            });
-        history.last_seen = now;
-        history.random_until.filter(|u| *u > now)
+                random_until: Some(until),
+            },
+        );
+        Some(until)
     }
 
     /// Forgets idle state; runs at most every ten virtual minutes.
@@ -1178,8 +1245,10 @@ impl Policy {
         }
         self.last_sweep = now;
         let idle = self.memory.idle_counters.as_secs();
+        // A counter goes only once its windows and its block are over, whatever
+        // `idle_counters` says: forgetting it earlier would reset a quota.
         self.counters
-            .retain(|_, c| c.blocked(now) || now < c.last_seen + idle);
+            .retain(|_, c| c.matters(now) || now < c.last_seen + idle);
         let idle_ips = self.memory.idle_ips.as_secs();
         let window = self.reputation.complaint_window.as_secs();
         let active = &self.active;
@@ -1214,6 +1283,31 @@ impl Policy {
                 .complaint_penalty
                 .saturating_mul(complaints as u64),
         )
+    }
+
+    /// When the reputation of `ip`, zero at `now`, is above zero again if no complaint
+    /// comes in the meantime: when enough of its complaints have aged out. `None` when
+    /// it never will (a zero initial reputation, or complaints that cost nothing).
+    fn reputation_restored_at(&self, ip: IpAddr, now: u64) -> Option<u64> {
+        let (initial, penalty) = (self.reputation.initial, self.reputation.complaint_penalty);
+        if initial == 0 || penalty == 0 {
+            return None;
+        }
+        let window = self.reputation.complaint_window.as_secs();
+        let mut times: Vec<u64> = self
+            .ips
+            .get(&ip)?
+            .complaints
+            .iter()
+            .copied()
+            .filter(|t| *t + window > now)
+            .collect();
+        times.sort_unstable();
+        // Reputation is above zero with at most `kept` complaints counting.
+        let kept = usize::try_from((initial - 1) / penalty).unwrap_or(usize::MAX);
+        let must_age = times.len().checked_sub(kept)?;
+        let last = times.get(must_age.checked_sub(1)?)?;
+        Some(last + window)
     }
 
     // ---- control and inspection ------------------------------------------------------
@@ -1272,7 +1366,11 @@ impl Policy {
     /// A QQ user marks mail from `ip` as spam. With a `sender`, the complaint also ends
     /// every whitelisting of that sender and of its domain.
     pub fn complain(&mut self, ip: IpAddr, sender: Option<&str>, now: SystemTime) {
-        self.add_complaint(ip, secs(now));
+        self.complaint(ip, sender, secs(now));
+    }
+
+    fn complaint(&mut self, ip: IpAddr, sender: Option<&str>, now: u64) {
+        self.add_complaint(ip, now);
         if let Some(sender) = sender {
             let sender = sender.to_lowercase();
             let domain = domain_of(&sender).to_owned();
@@ -1294,9 +1392,10 @@ impl Policy {
     }
 
     /// Sets (or with `None` removes) the limit of one tier of a quota. The tier keeps
-    /// its block time, or gets the default of its window when it had none.
+    /// its block time, or gets the default block of that quota's tier when it had none.
     pub fn set_limit(&mut self, quota: QuotaName, window: Window, limit: Option<u64>) {
-        let default = Window::tier(window, &Quotas::default().ip_messages).map(|t| t.block);
+        let defaults = Quotas::default();
+        let default = window.tier(quota_of(&defaults, quota)).map(|t| t.block);
         let tier = window.tier_mut(self.quota_mut(quota));
         *tier = limit.map(|limit| crate::config::Tier {
             limit,

@@ -177,7 +177,12 @@ impl Subject<'_> {
     }
 }
 
-/// One step of a fast multiplicative hash (the keys are ours, not an attacker's).
+/// One step of a fast multiplicative hash.
+///
+/// It is not keyed and not collision-resistant, and the keys it hashes come from clients
+/// (sender addresses, domains, recipients), so a client that wants to can craft two keys
+/// with one id: they then share a counter. qqmx is a test double on a test network, where
+/// that is an accepted risk; do not reuse this hash where clients are hostile.
 pub(crate) fn mix(h: u64, v: u64) -> u64 {
     (h.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
@@ -243,6 +248,8 @@ pub(crate) struct Counter {
     pub blocked_until: u64,
     /// The window whose tier imposed the block.
     pub blocked_by: Option<Window>,
+    /// The limit that imposed the block (a tier's or the extra limit).
+    blocked_limit: u64,
     /// Refusals since the block began.
     pub refused: u64,
     /// Whether the block came from the extra limit (the warm-up) rather than a tier.
@@ -280,27 +287,26 @@ impl Counter {
         if index == window.index(now) { count } else { 0 }
     }
 
+    /// Whether forgetting the counter at `now` would change a decision: it is blocked, or
+    /// one of its windows with events is still the current one.
+    pub fn matters(&self, now: u64) -> bool {
+        self.blocked(now) || Window::ALL.into_iter().any(|w| self.count(w, now) > 0)
+    }
+
     /// Whether the key is blocked at `now`.
     pub fn blocked(&self, now: u64) -> bool {
         self.blocked_until > now
     }
 
     /// Checks whether one more event fits; blocks the key when it does not.
+    ///
+    /// (There is deliberately no form for `n` events: one event over the limit means the
+    /// window is full, so the block is deserved; `n` events that do not fit may find a
+    /// window far from full, and blocking it then would be wrong.)
     pub fn check(
         &mut self,
         quota: &Quota,
         now: u64,
-        extra_limit: Option<(Window, u64)>,
-    ) -> Result<(), Breach> {
-        self.check_n(quota, now, 1, extra_limit)
-    }
-
-    /// Checks whether `n` more events fit; blocks the key when they do not.
-    pub fn check_n(
-        &mut self,
-        quota: &Quota,
-        now: u64,
-        n: u64,
         extra_limit: Option<(Window, u64)>,
     ) -> Result<(), Breach> {
         self.last_seen = now;
@@ -310,7 +316,7 @@ impl Counter {
             return Err(Breach {
                 window,
                 count: self.count(window, now),
-                limit: window.tier(quota).map_or(0, |t| t.limit),
+                limit: self.blocked_limit,
                 until: self.blocked_until,
                 already: true,
                 extra: self.by_extra,
@@ -327,14 +333,14 @@ impl Counter {
                 continue;
             };
             let count = self.count(window, now);
-            if count + n > tier.limit {
+            if count >= tier.limit {
                 let until = block_end(tier.block, window, now);
                 return Err(self.block(window, count, tier.limit, until, false));
             }
         }
         if let Some((window, limit)) = extra_limit {
             let count = self.count(window, now);
-            if count + n > limit {
+            if count >= limit {
                 let until = window.end(now);
                 return Err(self.block(window, count, limit, until, true));
             }
@@ -345,6 +351,7 @@ impl Counter {
     fn block(&mut self, window: Window, count: u64, limit: u64, until: u64, extra: bool) -> Breach {
         self.blocked_until = until;
         self.blocked_by = Some(window);
+        self.blocked_limit = limit;
         self.by_extra = extra;
         self.refused = 1;
         Breach {

@@ -35,6 +35,9 @@ fn policy(toml: &str) -> Policy {
     if toml.contains("[content") {
         config.content = extra.content;
     }
+    if toml.contains("[memory") {
+        config.memory = extra.memory;
+    }
     config.blacklist = extra.blacklist;
     config.mailboxes = extra.mailboxes;
     config.limits = extra.limits;
@@ -634,25 +637,6 @@ fn idle_state_expires() {
 }
 
 #[test]
-fn looking_at_a_key_does_not_remember_it() {
-    let mut p = policy(
-        "[quotas.sender]\nstage = \"mail\"\nreply = \"sender_frequency\"\nminute = { limit = 5 }\n",
-    );
-    let before = p.tracked_keys();
-    for n in 0..1000 {
-        let from = format!("sender{n}@example.org");
-        let d = p.check(Stage::Mail, &Facts::new(ip(2)).from(&from), t0());
-        assert!(d.is_accept(), "{d}");
-    }
-    // MAIL without a message: nothing was counted, so no counter is kept.
-    assert!(
-        p.tracked_keys() <= before + 2,
-        "only the IP's and the domain's history are new: {} keys",
-        p.tracked_keys()
-    );
-}
-
-#[test]
 fn runtime_control() {
     let mut p = policy(MINUTE_3);
     p.set_limit(QuotaName::IpMessages, Window::Minute, Some(1));
@@ -754,5 +738,240 @@ mod properties {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn a_new_tier_gets_the_block_of_its_own_quota() {
+    let mut p = policy("[quotas.recipient]\nenabled = true\nminute = \"off\"\nday = \"off\"\n");
+    p.set_limit(QuotaName::Recipient, Window::Minute, Some(1));
+    p.set_limit(QuotaName::Recipient, Window::Day, Some(9));
+    let q = &p.quotas.recipient;
+    let defaults = Quotas::default().recipient;
+    assert_eq!(q.minute.map(|t| t.block), defaults.minute.map(|t| t.block));
+    assert_eq!(q.day.map(|t| t.block), defaults.day.map(|t| t.block));
+    assert_eq!(
+        q.minute.map(|t| t.block),
+        Some(crate::config::Block::For(Duration::from_secs(300))),
+        "the recipient quota blocks for 5 minutes, not ip_messages' 10"
+    );
+}
+
+#[test]
+fn a_short_idle_expiry_does_not_reset_the_day_quota() {
+    let mut p = policy(
+        "[quotas.sender]\nenabled = true\nminute = \"off\"\nhour = \"off\"\nday = { limit = 2 }\n\
+         [memory]\nidle_counters = \"1h\"\n",
+    );
+    let mut send_at = |secs| send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(secs));
+    assert!(send_at(0).is_accept());
+    assert!(send_at(1).is_accept());
+    // Two hours of silence: the counter is idle past `idle_counters` but its day is
+    // not over, so it must not be forgotten.
+    let d = send_at(2 * 3600);
+    assert_eq!(reply(&d), Some(SenderFrequency), "{d}");
+    let d = send_at(5 * 3600);
+    assert_eq!(
+        reply(&d),
+        Some(SenderFrequency),
+        "blocked until midnight: {d}"
+    );
+    assert!(send_at(15 * 3600).is_accept(), "a new day (UTC+8)");
+}
+
+#[test]
+fn refused_keys_leave_no_state_behind() {
+    let mut p = policy(
+        "[quotas.sender]\nenabled = true\n[quotas.domain]\nenabled = true\n\
+         [quotas.recipient]\nenabled = true\n[quotas.ip_messages]\nenabled = true\n\
+         [content]\nbulk_recipients = 1\nphrases = [{ phrase = \"cheap pills\" }]\n\
+         [blacklist]\nrandom_domain_probability = 0.001\n\
+         [reputation]\ncontent_complaints = false\nwarmup = false\n",
+    );
+    let before = p.tracked_keys();
+    for i in 0..1000 {
+        let from = format!("s{i}@d{i}.org");
+        let rcpts = [
+            format!("{}@qq.com", 10_000 + i),
+            format!("{}@qq.com", 20_000 + i),
+        ];
+        let mail = Facts::new(ip(2)).from(&from);
+        // Looked at at MAIL and RCPT, then refused by content at the end of data.
+        assert!(p.check(Stage::Mail, &mail, t0()).is_accept());
+        for r in &rcpts {
+            p.check(Stage::Rcpt, &mail.rcpt(r), t0());
+        }
+        let spam = mail
+            .rcpts(&rcpts[..1])
+            .message(b"Subject: cheap pills\r\n\r\nx");
+        assert!(!p.end_of_data(&spam, t0()).is_accept());
+        // A new body to two recipients, over the bulk limit of one.
+        let body = format!("Subject: hi\r\n\r\nbody {i}");
+        let bulk = mail.rcpts(&rcpts).message(body.as_bytes());
+        assert_eq!(p.end_of_data(&bulk, t0()).rule, "content.bulk");
+    }
+    let grown = p.tracked_keys() - before;
+    assert!(
+        grown <= 5,
+        "{grown} keys remembered for 1000 refused senders"
+    );
+}
+
+#[test]
+fn repeat_refusals_under_the_warm_up_report_its_allowance() {
+    let mut p = policy("[quotas.recipient]\nenabled = false\n[reputation]\nwarmup = true\n");
+    for i in 0..50 {
+        assert!(send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(i)).is_accept());
+    }
+    let first = send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(60));
+    let again = send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(120));
+    for d in [&first, &again] {
+        assert_eq!(d.rule, "reputation.warmup", "{d}");
+        assert_eq!(
+            (d.counter, d.limit, d.window),
+            (Some(50), Some(50), Some(Window::Day)),
+            "{d}"
+        );
+        assert_eq!(d.block_until, Some(at(15 * 3600)), "midnight UTC+8");
+    }
+}
+
+#[test]
+fn a_reputation_listing_ends_when_enough_complaints_have_aged_out() {
+    let mut p = policy(
+        "[reputation]\ninitial = 30\ncomplaint_penalty = 10\ncomplaint_window = \"60d\"\nwarmup = false\n",
+    );
+    // Five complaints on days 0 to 4: reputation 0 until only two count, i.e. until the
+    // third (day 2) is 60 days old.
+    for day in 0..5 {
+        p.complain(ip(4), None, at(day * 86_400));
+    }
+    let d = send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], at(5 * 86_400));
+    assert_eq!(d.rule, "blacklist.ip.reputation");
+    assert_eq!(d.block_until, Some(at(62 * 86_400)));
+    let d = send(
+        &mut p,
+        ip(4),
+        "a@x.org",
+        &["10001@qq.com"],
+        at(62 * 86_400 - 1),
+    );
+    assert!(!d.is_accept(), "still listed a second before");
+    let d = send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], at(62 * 86_400));
+    assert!(d.is_accept(), "{d}");
+}
+
+#[test]
+fn a_whitelist_lets_mail_through_to_its_recipient_among_others() {
+    let mut p = policy("[blacklist]\nips = [\"127.0.0.5\"]\n");
+    p.whitelist("10001@qq.com", "a@x.org");
+    let (d, accepted) = send_to(
+        &mut p,
+        ip(5),
+        "a@x.org",
+        &["10002@qq.com", "10001@qq.com", "10003@qq.com"],
+        t0(),
+    );
+    assert!(d.is_accept(), "{d}");
+    assert_eq!(accepted, ["10001@qq.com"], "the others are refused at RCPT");
+    let refused = p.check(
+        Stage::Rcpt,
+        &Facts::new(ip(5)).from("a@x.org").rcpt("10002@qq.com"),
+        t0(),
+    );
+    assert_eq!(
+        (reply(&refused), refused.rule.as_ref()),
+        (Some(IpFrequency), "blacklist.ip")
+    );
+    // A sender nobody whitelisted is still refused at the configured stage.
+    let (d, accepted) = send_to(&mut p, ip(5), "b@x.org", &["10001@qq.com"], t0());
+    assert_eq!((reply(&d), d.stage), (Some(IpFrequency), Stage::EndOfData));
+    assert_eq!(accepted, ["10001@qq.com"]);
+}
+
+#[test]
+fn a_whitelist_beats_an_ip_blacklist_answered_before_rcpt() {
+    for stage in ["connect", "helo", "mail"] {
+        let mut p = policy(&format!(
+            "[blacklist]\nips = [\"127.0.0.5\"]\nip_stage = \"{stage}\"\n\
+             senders = [\"a@x.org\"]\nsender_stage = \"mail\"\n"
+        ));
+        p.whitelist("10001@qq.com", "x.org");
+        let (d, accepted) = send_to(
+            &mut p,
+            ip(5),
+            "a@x.org",
+            &["10001@qq.com", "10002@qq.com"],
+            t0(),
+        );
+        assert!(d.is_accept(), "{stage}: {d}");
+        assert_eq!(accepted, ["10001@qq.com"], "{stage}");
+        let d = send(&mut p, ip(5), "a@x.org", &["10002@qq.com"], t0());
+        assert_eq!(reply(&d), Some(IpFrequency), "{stage}: {d}");
+        assert_eq!(d.stage, Stage::Rcpt, "{stage}: postponed to RCPT");
+        let d = send(&mut p, ip(5), "c@y.org", &["10001@qq.com"], t0());
+        assert!(!d.is_accept(), "{stage}: a sender nobody whitelisted: {d}");
+    }
+}
+
+#[test]
+fn content_complaints_drop_whitelists() {
+    let mut p = policy(
+        "[blacklist]\nips = [\"127.0.0.5\"]\n\
+         [content]\nphrases = [{ phrase = \"cheap pills\" }]\n",
+    );
+    p.whitelist("10001@qq.com", "a@x.org");
+    assert!(send(&mut p, ip(5), "a@x.org", &["10001@qq.com"], t0()).is_accept());
+    let rcpts = ["10001@qq.com".to_owned()];
+    let spam = Facts::new(ip(5))
+        .from("a@x.org")
+        .rcpts(&rcpts)
+        .message(b"Subject: cheap pills\r\n\r\nx");
+    assert_eq!(reply(&p.end_of_data(&spam, at(1))), Some(SuspectedSpam));
+    let d = send(&mut p, ip(5), "a@x.org", &["10001@qq.com"], at(2));
+    assert_eq!(
+        (reply(&d), d.rule.as_ref()),
+        (Some(IpFrequency), "blacklist.ip"),
+        "the complaint ended the whitelisting: {d}"
+    );
+}
+
+#[test]
+fn only_connect_disconnects() {
+    // The session closes on `Disconnect` only at connect; a rule that disconnects later
+    // would need the session to close after its reply too.
+    let mut p = policy(
+        "[quotas.ip_connections]\nenabled = true\nstage = \"helo\"\nminute = { limit = 1 }\n\
+         [quotas.ip_concurrent]\nenabled = true\nlimit = 1\nstage = \"mail\"\n\
+         [quotas.ip_messages]\nenabled = true\nstage = \"helo\"\nminute = { limit = 1 }\n\
+         [quotas]\ndeny_after = 1\n\
+         [blacklist]\nips = [\"127.0.0.9\"]\nip_stage = \"helo\"\nip_reply = \"connection_denied\"\n",
+    );
+    let mut later = Vec::new();
+    for (i, last) in [2, 2, 2, 2, 9].into_iter().enumerate() {
+        let now = at(i as u64);
+        let connect = p.connect(ip(last), now);
+        later.extend(connect.deferred.clone());
+        let extra = p.connect(ip(last), now);
+        later.extend(extra.deferred);
+        for stage in [Stage::Helo, Stage::Mail, Stage::Rcpt, Stage::Data] {
+            let facts = Facts::new(ip(last)).from("a@x.org").rcpt("10001@qq.com");
+            later.push(p.check(stage, &facts, now));
+        }
+        let rcpts = ["10001@qq.com".to_owned()];
+        let facts = Facts::new(ip(last))
+            .from("a@x.org")
+            .rcpts(&rcpts)
+            .message(b"x");
+        later.push(p.end_of_data(&facts, now));
+        p.disconnect(ip(last));
+        p.disconnect(ip(last));
+    }
+    assert!(
+        later.iter().any(|d| !d.is_accept()),
+        "some refusals happened"
+    );
+    for d in later {
+        assert!(!matches!(d.verdict, Verdict::Disconnect(_)), "{d}");
     }
 }
