@@ -8,7 +8,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -202,7 +202,7 @@ impl QqMx {
     }
 
     /// The config in force.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> Arc<Config> {
         self.server.config()
     }
 

@@ -60,6 +60,25 @@ impl Generation {
             Self::G2025 => "newxmmxszc23-0.qq.com",
         }
     }
+
+    /// The banner host name a simulated MX host (`mx1`, `mx2`, `mx3`, `mxbiz1`) answers
+    /// with in this generation; `None` for other names. `mx1` answers with
+    /// [`default_host`](Self::default_host). The names are front-end hosts seen on the
+    /// real fleet, but which MX name led to which front end is an assumption.
+    pub fn mx_host(self, mx: &str) -> Option<&'static str> {
+        let host = match (self, mx) {
+            (_, "mx1") => self.default_host(),
+            (Self::G2017, "mx2") => "newmx33.qq.com",
+            (Self::G2017, "mx3") => "newmx59.qq.com",
+            (Self::G2019, "mx2") => "newxmmxszc27.qq.com",
+            (Self::G2019, "mx3") => "newxmmxsza6-6.qq.com",
+            (Self::G2025, "mx2") => "newxmmxszc27.qq.com",
+            (Self::G2025, "mx3") => "newxmmxszc3-2.qq.com",
+            (_, "mxbiz1") => "bizmx17.qq.com",
+            _ => return None,
+        };
+        Some(host)
+    }
 }
 
 impl fmt::Display for Generation {

@@ -7,10 +7,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -50,9 +49,10 @@ pub enum StartError {
     Runtime(std::io::Error),
 }
 
-/// A qqmx server: shared state plus the accept loop.
+/// A qqmx server: shared state plus the accept loops of its listeners.
 ///
-/// The embedded [`QqMx`](crate::QqMx) and `qqmx serve` both run one of these.
+/// The embedded [`QqMx`](crate::QqMx) and `qqmx serve` both run one of these. Every
+/// listener (one per simulated MX host) shares the policy, the store and the clock.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -63,7 +63,20 @@ pub enum StartError {
 /// ```
 #[derive(Clone)]
 pub struct Server {
-    shared: Arc<Shared>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The state built from the config in force; replaced by [`Server::reload`].
+    engine: RwLock<Arc<Shared>>,
+    store: Store,
+    clock: Clock,
+    /// Connections served at once, across listeners (sized by the first config).
+    slots: Arc<Semaphore>,
+    /// Set once shutdown has begun: open sessions answer `421`.
+    stop: watch::Sender<bool>,
+    /// Connections open now.
+    active: watch::Sender<usize>,
 }
 
 impl Server {
@@ -71,43 +84,65 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`StartError::Tls`] when the certificate cannot be loaded or generated.
+    /// [`StartError::Tls`] when the certificate cannot be loaded or generated,
+    /// [`StartError::Auth`] when the resolver cannot be set up.
     pub fn new(config: Config, clock: Clock) -> Result<Self, StartError> {
-        let policy = Policy::new(&config)?;
-        let tls = tls::acceptor(&config.tls, config.host())?;
         let store = Store::new(clock.clone(), config.store.clone());
-        let auth = if config.auth.enabled {
-            Some(Authenticator::new(&config)?)
-        } else {
-            None
-        };
+        let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+        let engine = engine(config, store.clone(), clock.clone())?;
         Ok(Self {
-            shared: Arc::new(Shared {
-                catalogue: config.catalogue(),
-                auth,
-                policy: Mutex::new(policy),
+            inner: Arc::new(Inner {
+                engine: RwLock::new(Arc::new(engine)),
                 store,
                 clock,
-                tls,
-                sessions: AtomicU64::new(0),
-                config,
+                slots,
+                stop: watch::Sender::new(false),
+                active: watch::Sender::new(0),
             }),
         })
     }
 
+    fn engine(&self) -> Arc<Shared> {
+        self.inner
+            .engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The store of messages and events.
     pub fn store(&self) -> &Store {
-        &self.shared.store
+        &self.inner.store
     }
 
     /// The clock.
     pub fn clock(&self) -> &Clock {
-        &self.shared.clock
+        &self.inner.clock
     }
 
     /// The config in force.
-    pub fn config(&self) -> &Config {
-        &self.shared.config
+    pub fn config(&self) -> Arc<Config> {
+        self.engine().config.clone()
+    }
+
+    /// Puts `config` in force without a restart. Sessions already open finish under the
+    /// old one; new sessions get the new replies, limits and checks. The policy starts
+    /// afresh from the new config (counters, blocks and reputation are forgotten); the
+    /// store, the clock and the listeners' addresses stay as they are.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), and when the config does not pass [`Config::check`]; the
+    /// old config then stays in force.
+    pub fn reload(&self, config: Config) -> Result<(), StartError> {
+        config.check()?;
+        let engine = engine(config, self.inner.store.clone(), self.inner.clock.clone())?;
+        *self
+            .inner
+            .engine
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(engine);
+        Ok(())
     }
 
     /// Runs `f` on the policy, locked, with the server's current time: how the embedded
@@ -119,27 +154,61 @@ impl Server {
     /// server.with_policy(|policy, _now| policy.set_limit(QuotaName::IpMessages, Window::Minute, Some(5)));
     /// ```
     pub fn with_policy<R>(&self, f: impl FnOnce(&mut Policy, std::time::SystemTime) -> R) -> R {
-        let now = self.shared.clock.now();
-        f(&mut self.shared.policy(), now)
+        let now = self.inner.clock.now();
+        let engine = self.engine();
+        let mut policy = engine.policy();
+        f(&mut policy, now)
     }
 
-    /// Serves connections from `listener` until `shutdown` completes; then answers open
-    /// sessions with `421` and returns once they have all ended.
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        *self.inner.stop.borrow()
+    }
+
+    /// Connections open now, across listeners.
+    pub fn active_connections(&self) -> usize {
+        *self.inner.active.borrow()
+    }
+
+    /// Serves connections from `listener` as `mx1` until `shutdown` completes; then
+    /// answers open sessions with `421` and returns once they have all ended.
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let (stop, stopped) = watch::channel(false);
-        let limit = Arc::new(Semaphore::new(self.shared.config.limits.max_connections));
-        let mut sessions = JoinSet::new();
-        tokio::pin!(shutdown);
+        self.run_all(vec![("mx1".to_owned(), listener)], shutdown)
+            .await;
+    }
+
+    /// Serves every listener, each as the simulated MX host it is named after (`mx1`,
+    /// `mx2`, ...), until `shutdown` completes; then stops accepting, answers open
+    /// sessions with `421` and returns once they have all ended.
+    pub async fn run_all(
+        &self,
+        listeners: Vec<(String, TcpListener)>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut accepting = JoinSet::new();
+        for (mx, listener) in listeners {
+            let server = self.clone();
+            accepting.spawn(async move {
+                server.accept_loop(Arc::from(mx), listener).await;
+            });
+        }
+        shutdown.await;
+        self.inner.stop.send_replace(true);
+        info!(open = self.active_connections(), "shutting down");
+        accepting.abort_all();
+        while accepting.join_next().await.is_some() {}
+        // Sessions see `stop`, answer 421 and end on their own.
+        let _ = self.inner.active.subscribe().wait_for(|&open| open == 0).await;
+    }
+
+    async fn accept_loop(&self, mx: Arc<str>, listener: TcpListener) {
+        let local_default = listener.local_addr().ok();
         loop {
-            let permit = tokio::select! {
-                permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                () = &mut shutdown => break,
+            let permit = match self.inner.slots.clone().acquire_owned().await {
+                Ok(permit) => permit,
+                Err(_) => return,
             };
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = &mut shutdown => break,
-            };
-            let (stream, peer) = match accepted {
+            let (stream, peer) = match listener.accept().await {
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors and the like: back off and go on.
@@ -149,48 +218,75 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let local = stream.local_addr().unwrap_or_else(|_| {
-                listener
-                    .local_addr()
-                    .expect("a bound listener has an address")
-            });
-            let shared = self.shared.clone();
-            let stopped = stopped.clone();
-            sessions.spawn(async move {
-                let mut stream = stream;
-                let peer = if shared.config.server.proxy_protocol {
-                    let idle = shared.config.limits.idle_timeout;
-                    match tokio::time::timeout(idle, proxy::read_header(&mut stream)).await {
-                        Ok(Ok(addr)) => addr.unwrap_or(peer),
-                        Ok(Err(e)) => {
-                            warn!(%peer, error = %e, "connection closed");
-                            return;
-                        }
-                        Err(_) => {
-                            warn!(%peer, "no PROXY header in time; connection closed");
-                            return;
-                        }
-                    }
-                } else {
-                    peer
-                };
-                session::serve(shared, stream, peer, local, stopped).await;
+            let Some(local) = stream.local_addr().ok().or(local_default) else {
+                continue;
+            };
+            let server = self.clone();
+            let mx = mx.clone();
+            server.inner.active.send_modify(|open| *open += 1);
+            tokio::spawn(async move {
+                server.connection(stream, peer, local, &mx).await;
+                server.inner.active.send_modify(|open| *open -= 1);
                 drop(permit);
             });
-            while sessions.try_join_next().is_some() {}
         }
-        while sessions.try_join_next().is_some() {}
-        info!(open = sessions.len(), "shutting down");
-        let _ = stop.send(true);
-        while sessions.join_next().await.is_some() {}
     }
+
+    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, local: SocketAddr, mx: &str) {
+        let shared = self.engine();
+        let peer = if shared.config.server.proxy_protocol {
+            let idle = shared.config.limits.idle_timeout;
+            match tokio::time::timeout(idle, proxy::read_header(&mut stream)).await {
+                Ok(Ok(addr)) => addr.unwrap_or(peer),
+                Ok(Err(e)) => {
+                    warn!(%peer, error = %e, "connection closed");
+                    return;
+                }
+                Err(_) => {
+                    warn!(%peer, "no PROXY header in time; connection closed");
+                    return;
+                }
+            }
+        } else {
+            peer
+        };
+        let listener = session::Listener { mx, local };
+        session::serve(shared, stream, peer, listener, self.inner.stop.subscribe()).await;
+    }
+}
+
+/// The state a config describes, over `store` and `clock`.
+fn engine(config: Config, store: Store, clock: Clock) -> Result<Shared, StartError> {
+    let policy = Policy::new(&config)?;
+    let tls = tls::acceptor(&config.tls, config.host())?;
+    let auth = if config.auth.enabled {
+        Some(Authenticator::new(&config)?)
+    } else {
+        None
+    };
+    let catalogues = config
+        .listeners
+        .0
+        .keys()
+        .map(|mx| (mx.clone(), Arc::new(config.catalogue_for(config.listener_host(mx)))))
+        .collect();
+    Ok(Shared {
+        catalogue: Arc::new(config.catalogue()),
+        catalogues,
+        auth,
+        policy: Mutex::new(policy),
+        store,
+        clock,
+        tls,
+        config: Arc::new(config),
+    })
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("host", &self.shared.catalogue.host())
-            .field("generation", &self.shared.catalogue.generation())
+            .field("host", &self.engine().catalogue.host())
+            .field("generation", &self.engine().catalogue.generation())
             .finish()
     }
 }

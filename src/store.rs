@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -127,6 +128,7 @@ impl Event {
                 d.rule.len() + d.detail.len() + d.key.as_ref().map_or(0, String::len)
             }
             EventKind::TlsFailed { error } => error.len(),
+            EventKind::Connected { mx, .. } => mx.len(),
             EventKind::Closed { reason } => reason.len(),
             EventKind::Spf(spf) => spf.domain.len() + spf.reason.len(),
             EventKind::Authenticated(report) => {
@@ -139,8 +141,7 @@ impl Event {
                 let dmarc = report.dmarc.domain.len() + report.dmarc.reason.len();
                 dkim + report.dkim.len() * std::mem::size_of::<DkimCheck>() + spf + dmarc
             }
-            EventKind::Connected { .. }
-            | EventKind::TlsStarted
+            EventKind::TlsStarted
             | EventKind::Discarded { .. }
             | EventKind::Accepted { .. } => 0,
         };
@@ -153,10 +154,12 @@ impl Event {
 #[serde(rename_all = "snake_case", tag = "type")]
 #[non_exhaustive]
 pub enum EventKind {
-    /// A client connected to `local`.
+    /// A client connected to the listener of MX host `mx` on `local`.
     Connected {
         /// The listener's address.
         local: SocketAddr,
+        /// The simulated MX host (`mx1`).
+        mx: String,
     },
     /// A command line, without CRLF (cut at 512 bytes).
     Command {
@@ -225,6 +228,9 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     notify: tokio::sync::Notify,
+    /// The sequence number of the newest event, for live readers.
+    newest: tokio::sync::watch::Sender<u64>,
+    sessions: AtomicU64,
     clock: Clock,
     limits: StoreConfig,
 }
@@ -238,6 +244,8 @@ struct State {
     /// Threads blocked in `wait_for_messages`; the condvar is only signalled for them
     /// (signalling costs a system call even when nobody waits).
     waiters: usize,
+    /// Replies ever sent, indexed by kind.
+    replies_total: Vec<u64>,
 }
 
 impl Store {
@@ -252,9 +260,12 @@ impl Store {
                     next_event: 1,
                     stats: StoreStats::default(),
                     waiters: 0,
+                    replies_total: vec![0; ReplyKind::ALL.len()],
                 }),
                 changed: Condvar::new(),
                 notify: tokio::sync::Notify::new(),
+                newest: tokio::sync::watch::Sender::new(0),
+                sessions: AtomicU64::new(0),
                 clock,
                 limits,
             }),
@@ -288,6 +299,9 @@ impl Store {
             client,
             kind,
         };
+        if let EventKind::Reply(reply) = &event.kind {
+            state.replies_total[reply.kind as usize] += 1;
+        }
         state.stats.event_bytes += event.approx_bytes();
         state.events.push_back(event);
         let limits = &self.shared.limits;
@@ -300,6 +314,46 @@ impl Store {
             state.stats.event_bytes -= old.approx_bytes();
             state.stats.events_evicted += 1;
         }
+        drop(state);
+        if self.shared.newest.receiver_count() > 0 {
+            self.shared.newest.send_replace(seq);
+        }
+    }
+
+    /// A number for a new session, from 1.
+    pub(crate) fn next_session(&self) -> u64 {
+        self.shared.sessions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Sessions begun so far.
+    pub fn sessions_total(&self) -> u64 {
+        self.shared.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Watches the sequence number of the newest event: a live reader waits for a change,
+    /// then reads [`events_after`](Self::events_after) the last one it saw.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.newest.subscribe()
+    }
+
+    /// Up to `limit` events held whose sequence number is above `seq`, oldest first.
+    pub fn events_after(&self, seq: u64, limit: usize) -> Vec<Event> {
+        let state = self.state();
+        let first = state.events.front().map_or(0, |e| e.seq);
+        let skip = usize::try_from(seq.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
+        state.events.iter().skip(skip).take(limit).cloned().collect()
+    }
+
+    /// Replies sent since the store was made, by kind; unlike
+    /// [`reply_counts`](Self::reply_counts) these survive eviction and
+    /// [`clear`](Self::clear), as a metric's counters must.
+    pub fn replies_total(&self) -> std::collections::BTreeMap<ReplyKind, u64> {
+        let state = self.state();
+        ReplyKind::ALL
+            .iter()
+            .map(|&kind| (kind, state.replies_total[kind as usize]))
+            .filter(|&(_, n)| n > 0)
+            .collect()
     }
 
     /// Stores an accepted message and returns its id. `build` receives the id.

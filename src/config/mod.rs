@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -53,6 +54,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Listener behaviour.
     pub server: ServerConfig,
+    /// The simulated MX hosts `qqmx serve` listens as, by name.
+    pub listeners: Listeners,
     /// Quotas per IP, sender, domain and recipient.
     pub quotas: Quotas,
     /// Static and random blacklists.
@@ -79,6 +82,48 @@ pub struct ServerConfig {
     /// Read a PROXY protocol header (v1 or v2) before the greeting and take the client's
     /// address from it. Connections without one are closed.
     pub proxy_protocol: bool,
+}
+
+/// The simulated MX hosts, by name: one SMTP listener each, all sharing one state (quotas,
+/// blacklists, store). A config that names any replaces the default four.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Listeners(pub BTreeMap<String, ListenerConfig>);
+
+impl Default for Listeners {
+    /// `mx1`, `mx2`, `mx3` and `mxbiz1` on 127.0.0.1 ports 2525 to 2528.
+    fn default() -> Self {
+        let listener = |port: u16| ListenerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            host: None,
+        };
+        Self(BTreeMap::from([
+            ("mx1".to_owned(), listener(2525)),
+            ("mx2".to_owned(), listener(2526)),
+            ("mx3".to_owned(), listener(2527)),
+            ("mxbiz1".to_owned(), listener(2528)),
+        ]))
+    }
+}
+
+/// One simulated MX host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ListenerConfig {
+    /// Address to accept SMTP on (port 0: any free port).
+    pub addr: SocketAddr,
+    /// Banner host name. Unset: the top-level `host` if set, else the name the generation's
+    /// fleet used for this MX ([`Generation::mx_host`]), else the generation's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl ListenerConfig {
+    /// A listener on `addr` with the default banner.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, host: None }
+    }
 }
 
 /// How time passes.
@@ -509,10 +554,26 @@ impl Config {
             .unwrap_or_else(|| self.generation.default_host())
     }
 
-    /// The reply catalogue this config describes.
+    /// The banner host name of the listener called `mx` (see [`ListenerConfig::host`]).
+    pub fn listener_host(&self, mx: &str) -> &str {
+        self.listeners
+            .0
+            .get(mx)
+            .and_then(|l| l.host.as_deref())
+            .or(self.host.as_deref())
+            .or_else(|| self.generation.mx_host(mx))
+            .unwrap_or_else(|| self.generation.default_host())
+    }
+
+    /// The reply catalogue this config describes, for the banner host name in force.
     pub fn catalogue(&self) -> Catalogue {
+        self.catalogue_for(self.host())
+    }
+
+    /// The reply catalogue this config describes, answering as `host`.
+    pub fn catalogue_for(&self, host: &str) -> Catalogue {
         let mut catalogue =
-            Catalogue::new(self.generation, self.host(), self.limits.max_message_size);
+            Catalogue::new(self.generation, host, self.limits.max_message_size);
         for (kind, template) in &self.replies {
             catalogue
                 .set_override(*kind, template)

@@ -130,7 +130,7 @@ impl Session {
 
     /// The trace headers QQ puts on top of an accepted message.
     fn qq_headers(&mut self, helo: &str, rcpts: &[String], now: std::time::SystemTime) -> String {
-        let host = self.shared.catalogue.host().to_owned();
+        let host = self.catalogue.host().to_owned();
         let ip = self.peer.ip();
         let queue_id = self.rng.next_u32();
         let mut out = String::with_capacity(320);

@@ -22,8 +22,8 @@
 mod command;
 mod data;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -43,22 +43,30 @@ use crate::policy::{Decision, Facts, Policy, SpfCheck, Stage, Verdict};
 use crate::reply::{Catalogue, Context, ReplyKind};
 use crate::store::{EventKind, Store};
 
-/// Everything sessions of one server share.
+/// Everything sessions of one server share: built from one config, and replaced as a
+/// whole when the server loads another (sessions already open keep the one they began
+/// with). The store and the clock outlive every replacement.
 pub(crate) struct Shared {
-    pub config: Config,
-    pub catalogue: Catalogue,
+    pub config: Arc<Config>,
+    /// The catalogue of each listener, by MX name.
+    pub catalogues: BTreeMap<String, Arc<Catalogue>>,
+    /// The catalogue of a listener without a name in the config.
+    pub catalogue: Arc<Catalogue>,
     /// SPF, DKIM and DMARC, unless `auth.enabled` is off.
     pub auth: Option<Authenticator>,
     pub policy: Mutex<Policy>,
     pub store: Store,
     pub clock: Clock,
     pub tls: Option<TlsAcceptor>,
-    pub sessions: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn next_session_id(&self) -> u64 {
-        self.sessions.fetch_add(1, Ordering::Relaxed) + 1
+    /// The catalogue of the listener called `mx`.
+    pub(crate) fn catalogue(&self, mx: &str) -> Arc<Catalogue> {
+        self.catalogues
+            .get(mx)
+            .unwrap_or(&self.catalogue)
+            .clone()
     }
 
     /// The policy, locked. It is a plain value: a poisoned lock still guards valid state.
@@ -144,6 +152,8 @@ enum Outcome {
 /// One client's conversation.
 pub(crate) struct Session {
     shared: Arc<Shared>,
+    /// The replies of the listener the client reached.
+    catalogue: Arc<Catalogue>,
     id: u64,
     peer: SocketAddr,
     rng: StdRng,
@@ -161,18 +171,30 @@ pub(crate) struct Session {
     pending: Option<Pending>,
 }
 
+/// Which listener a connection arrived on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Listener<'a> {
+    /// The simulated MX host's name (`mx1`).
+    pub mx: &'a str,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+}
+
 /// Serves one connection from greeting to close.
 pub(crate) async fn serve<S>(
     shared: Arc<Shared>,
     mut stream: S,
     peer: SocketAddr,
-    local: SocketAddr,
+    listener: Listener<'_>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut session = Session::new(shared.clone(), peer);
-    session.record(EventKind::Connected { local });
+    let mut session = Session::new(shared.clone(), peer, listener.mx);
+    session.record(EventKind::Connected {
+        local: listener.local,
+        mx: listener.mx.to_owned(),
+    });
     info!(session = session.id, %peer, "connected");
     let connect = shared.policy().connect(peer.ip(), shared.clock.now());
     let _open = Open {
@@ -194,11 +216,12 @@ pub(crate) async fn serve<S>(
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
-        let id = shared.next_session_id();
+    fn new(shared: Arc<Shared>, peer: SocketAddr, mx: &str) -> Self {
+        let id = shared.store.next_session();
         let seed = shared.config.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let deadline = Instant::now() + shared.config.limits.session_timeout;
         Self {
+            catalogue: shared.catalogue(mx),
             shared,
             id,
             peer,
@@ -475,7 +498,7 @@ impl Session {
     /// Queues the reply of `kind` and records it.
     fn reply(&mut self, kind: ReplyKind) {
         let ctx = self.context();
-        let reply = self.shared.catalogue.render(kind, &ctx, &mut self.rng);
+        let reply = self.catalogue.render(kind, &ctx, &mut self.rng);
         debug!(session = self.id, reply = %reply.text, "reply");
         self.output.extend_from_slice(reply.text.as_bytes());
         self.output.extend_from_slice(b"\r\n");
