@@ -193,7 +193,8 @@ pub(crate) fn rfc5322_cst(t: SystemTime) -> String {
     )
 }
 
-/// Formats a time as RFC 3339 in UTC (`2025-06-02T01:00:00Z`).
+/// Formats a time as RFC 3339 in UTC (`2025-06-02T01:00:00Z`), with microseconds when
+/// the time has a fraction of a second (`2025-06-02T01:00:00.250000Z`).
 pub struct Rfc3339(pub SystemTime);
 
 impl fmt::Display for Rfc3339 {
@@ -201,9 +202,58 @@ impl fmt::Display for Rfc3339 {
         let c = civil(self.0, 0);
         write!(
             f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
             c.year, c.month, c.day, c.hour, c.minute, c.second
-        )
+        )?;
+        let micros = self
+            .0
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_micros());
+        if micros > 0 {
+            write!(f, ".{micros:06}")?;
+        }
+        f.write_str("Z")
+    }
+}
+
+/// Serde for times as RFC 3339 text, as the JSON API writes them.
+pub(crate) mod rfc3339 {
+    use super::{Rfc3339, SystemTime, parse_rfc3339};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&Rfc3339(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_rfc3339(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not an RFC 3339 time")))
+    }
+
+    /// The same for `Option<SystemTime>`.
+    pub mod option {
+        use super::{Rfc3339, SystemTime, parse_rfc3339};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.collect_str(&Rfc3339(*t)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SystemTime>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| {
+                    parse_rfc3339(&text).ok_or_else(|| {
+                        serde::de::Error::custom(format!("`{text}` is not an RFC 3339 time"))
+                    })
+                })
+                .transpose()
+        }
     }
 }
 
@@ -231,7 +281,18 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     if second > 60 {
         return None;
     }
-    let zone = &s[19..];
+    let mut zone = &s[19..];
+    let mut nanos = 0u32;
+    if let Some(rest) = zone.strip_prefix('.') {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        nanos = rest[..digits].parse::<u32>().ok()? * 10u32.pow(9 - digits as u32);
+        zone = &rest[digits..];
+    }
     let offset: i64 = match zone {
         "Z" | "z" => 0,
         _ if zone.len() == 6 && zone.as_bytes()[3] == b':' => {
@@ -250,7 +311,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset;
     u64::try_from(secs)
         .ok()
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+        .map(|s| UNIX_EPOCH + Duration::new(s, nanos))
 }
 
 #[cfg(test)]
@@ -271,6 +332,19 @@ mod tests {
         // 2023-08-28T23:07:17Z is Tuesday 07:07:17 in UTC+8.
         let t = parse_rfc3339("2023-08-28T23:07:17Z").expect("valid date");
         assert_eq!(rfc5322_cst(t), "Tue, 29 Aug 2023 07:07:17 +0800");
+    }
+
+    #[test]
+    fn fractions_of_a_second_round_trip() {
+        let t = UNIX_EPOCH + Duration::new(1_748_826_000, 250_000_000);
+        let text = Rfc3339(t).to_string();
+        assert_eq!(text, "2025-06-02T01:00:00.250000Z");
+        assert_eq!(parse_rfc3339(&text), Some(t));
+        assert_eq!(
+            parse_rfc3339("2025-06-02T09:00:00.5+08:00"),
+            Some(UNIX_EPOCH + Duration::new(1_748_826_000, 500_000_000))
+        );
+        assert_eq!(parse_rfc3339("2025-06-02T01:00:00.Z"), None);
     }
 
     #[test]

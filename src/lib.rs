@@ -26,6 +26,7 @@
 //! - `session` (private): the SMTP state machine over any async stream, STARTTLS.
 //! - [`Server`]: the listener, accept loop and graceful shutdown.
 //! - [`QqMx`]: the embedded server for tests, with [`Expectation`]s checked on drop.
+//! - `control` (feature `control`): the sidecar's HTTP JSON API and Prometheus metrics.
 //!
 //! The `qqmx` command-line tool (`serve`) is behind the `cli` feature, so a
 //! dev-dependency compiles only the library.
@@ -36,6 +37,8 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "control")]
+pub mod control;
 mod embedded;
 pub mod policy;
 mod proxy;

@@ -198,7 +198,12 @@ impl Server {
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
         // Sessions see `stop`, answer 421 and end on their own.
-        let _ = self.inner.active.subscribe().wait_for(|&open| open == 0).await;
+        let _ = self
+            .inner
+            .active
+            .subscribe()
+            .wait_for(|&open| open == 0)
+            .await;
     }
 
     async fn accept_loop(&self, mx: Arc<str>, listener: TcpListener) {
@@ -232,7 +237,13 @@ impl Server {
         }
     }
 
-    async fn connection(&self, mut stream: TcpStream, peer: SocketAddr, local: SocketAddr, mx: &str) {
+    async fn connection(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        mx: &str,
+    ) {
         let shared = self.engine();
         let peer = if shared.config.server.proxy_protocol {
             let idle = shared.config.limits.idle_timeout;
@@ -268,7 +279,12 @@ fn engine(config: Config, store: Store, clock: Clock) -> Result<Shared, StartErr
         .listeners
         .0
         .keys()
-        .map(|mx| (mx.clone(), Arc::new(config.catalogue_for(config.listener_host(mx)))))
+        .map(|mx| {
+            (
+                mx.clone(),
+                Arc::new(config.catalogue_for(config.listener_host(mx))),
+            )
+        })
         .collect();
     Ok(Shared {
         catalogue: Arc::new(config.catalogue()),

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
@@ -23,7 +23,7 @@ use crate::policy::{AuthReport, Decision, DkimCheck, SpfCheck};
 use crate::reply::{Reply, ReplyKind};
 
 /// Where an accepted message was delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Folder {
@@ -34,14 +34,17 @@ pub enum Folder {
 }
 
 /// A message answered `250` at end of data.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Message {
     /// Store-wide number, from 1.
     pub id: u64,
     /// The session it arrived in.
     pub session: u64,
+    /// The simulated MX host it arrived at (`mx1`).
+    pub mx: String,
     /// When it was accepted, by the server's clock.
+    #[serde(with = "crate::clock::rfc3339")]
     pub received_at: SystemTime,
     /// The client's address.
     pub client: SocketAddr,
@@ -103,12 +106,13 @@ impl Message {
 }
 
 /// One thing that happened, in order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Event {
     /// Store-wide sequence number, from 1.
     pub seq: u64,
     /// When, by the server's clock.
+    #[serde(with = "crate::clock::rfc3339")]
     pub at: SystemTime,
     /// The session, numbered from 1 in accept order.
     pub session: u64,
@@ -141,16 +145,14 @@ impl Event {
                 let dmarc = report.dmarc.domain.len() + report.dmarc.reason.len();
                 dkim + report.dkim.len() * std::mem::size_of::<DkimCheck>() + spf + dmarc
             }
-            EventKind::TlsStarted
-            | EventKind::Discarded { .. }
-            | EventKind::Accepted { .. } => 0,
+            EventKind::TlsStarted | EventKind::Discarded { .. } | EventKind::Accepted { .. } => 0,
         };
         std::mem::size_of::<Self>() + text
     }
 }
 
 /// What an [`Event`] records.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 #[non_exhaustive]
 pub enum EventKind {
@@ -199,7 +201,7 @@ pub enum EventKind {
 }
 
 /// How much the store holds and how much it has dropped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct StoreStats {
     /// Messages held now.
@@ -246,6 +248,17 @@ struct State {
     waiters: usize,
     /// Replies ever sent, indexed by kind.
     replies_total: Vec<u64>,
+    /// Those with a 4xx or 5xx code.
+    refusals_total: Vec<u64>,
+}
+
+/// The kinds with a count above zero.
+fn nonzero(counts: &[u64]) -> std::collections::BTreeMap<ReplyKind, u64> {
+    ReplyKind::ALL
+        .iter()
+        .map(|&kind| (kind, counts[kind as usize]))
+        .filter(|&(_, n)| n > 0)
+        .collect()
 }
 
 impl Store {
@@ -261,6 +274,7 @@ impl Store {
                     stats: StoreStats::default(),
                     waiters: 0,
                     replies_total: vec![0; ReplyKind::ALL.len()],
+                    refusals_total: vec![0; ReplyKind::ALL.len()],
                 }),
                 changed: Condvar::new(),
                 notify: tokio::sync::Notify::new(),
@@ -301,6 +315,9 @@ impl Store {
         };
         if let EventKind::Reply(reply) = &event.kind {
             state.replies_total[reply.kind as usize] += 1;
+            if !reply.is_positive() {
+                state.refusals_total[reply.kind as usize] += 1;
+            }
         }
         state.stats.event_bytes += event.approx_bytes();
         state.events.push_back(event);
@@ -340,20 +357,28 @@ impl Store {
     pub fn events_after(&self, seq: u64, limit: usize) -> Vec<Event> {
         let state = self.state();
         let first = state.events.front().map_or(0, |e| e.seq);
-        let skip = usize::try_from(seq.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
-        state.events.iter().skip(skip).take(limit).cloned().collect()
+        let skip =
+            usize::try_from(seq.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
+        state
+            .events
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// Replies sent since the store was made, by kind; unlike
     /// [`reply_counts`](Self::reply_counts) these survive eviction and
     /// [`clear`](Self::clear), as a metric's counters must.
     pub fn replies_total(&self) -> std::collections::BTreeMap<ReplyKind, u64> {
-        let state = self.state();
-        ReplyKind::ALL
-            .iter()
-            .map(|&kind| (kind, state.replies_total[kind as usize]))
-            .filter(|&(_, n)| n > 0)
-            .collect()
+        nonzero(&self.state().replies_total)
+    }
+
+    /// Refusals (replies with a 4xx or 5xx code) sent since the store was made, by kind;
+    /// kept like [`replies_total`](Self::replies_total).
+    pub fn refusals_total(&self) -> std::collections::BTreeMap<ReplyKind, u64> {
+        nonzero(&self.state().refusals_total)
     }
 
     /// Stores an accepted message and returns its id. `build` receives the id.
@@ -387,6 +412,23 @@ impl Store {
     /// The messages held, oldest first.
     pub fn messages(&self) -> Vec<Message> {
         self.state().messages.iter().cloned().collect()
+    }
+
+    /// The message with id `id`, if it is still held.
+    pub fn message(&self, id: u64) -> Option<Message> {
+        let state = self.state();
+        let first = state.messages.front()?.id;
+        let index = usize::try_from(id.checked_sub(first)?).ok()?;
+        state.messages.get(index).filter(|m| m.id == id).cloned()
+    }
+
+    /// Forgets every message, keeping the events; returns how many there were.
+    pub fn clear_messages(&self) -> usize {
+        let mut state = self.state();
+        let n = state.messages.len();
+        state.messages.clear();
+        state.stats.bytes = 0;
+        n
     }
 
     /// The events held, oldest first.
@@ -494,6 +536,7 @@ mod tests {
         Message {
             id,
             session: 1,
+            mx: "mx1".into(),
             received_at: SystemTime::UNIX_EPOCH,
             client: "127.0.0.1:1".parse().expect("addr"),
             helo: "h".into(),

@@ -15,7 +15,7 @@ const QQMX: &str = env!("CARGO_BIN_EXE_qqmx");
 /// Starts `qqmx serve` on a free port and returns it with the address it printed.
 fn serve(args: &[&str]) -> (Child, SocketAddr) {
     let mut child = Command::new(QQMX)
-        .args(["serve", "--smtp", "127.0.0.1:0"])
+        .args(["serve", "--smtp", "127.0.0.1:0", "--api", "off"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

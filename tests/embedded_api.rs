@@ -245,7 +245,7 @@ fn an_invalid_config_built_in_code_is_an_error_not_a_panic() {
         .expect_err("a bad clock start");
     let text = err.to_string();
     assert!(
-        text.starts_with("<config>:0:0: key `clock.start`: `tomorrow` is not an RFC 3339 time"),
+        text.starts_with("<config>: key `clock.start`: `tomorrow` is not an RFC 3339 time"),
         "{text}"
     );
     assert!(matches!(err, qqmx::StartError::Config(_)), "{err:?}");

@@ -1,11 +1,15 @@
 //! The `qqmx` command: argument parsing, logging set-up and signals; the library does
 //! the rest.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use qqmx::config::{ClockMode, ListenerConfig, Listeners};
+use qqmx::control::{self, ApiOptions};
 use qqmx::{Config, Generation, Server};
 use tracing_subscriber::EnvFilter;
 
@@ -19,10 +23,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the SMTP server until Ctrl-C or SIGTERM.
-    Serve(Serve),
+    /// Run the SMTP listeners and the control API until Ctrl-C or SIGTERM.
+    Serve(Box<Serve>),
     /// Print the annotated default configuration.
     Config,
+    /// Ask a running qqmx whether it is healthy (exit 0) or not (exit 1), for container
+    /// health checks in images without a shell.
+    Health(Health),
 }
 
 #[derive(Debug, clap::Args)]
@@ -30,18 +37,56 @@ struct Serve {
     /// TOML config file; without one every key has its default.
     #[arg(long, short, env = "QQMX_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to accept SMTP on.
-    #[arg(long, default_value = "127.0.0.1:2525", env = "QQMX_SMTP")]
-    smtp: SocketAddr,
+    /// SMTP listeners, `NAME=ADDR` (`mx2=0.0.0.0:2526`) or `ADDR` for mx1; repeat or
+    /// separate with commas. Replaces the config's `[listeners]` (default: mx1, mx2, mx3
+    /// and mxbiz1 on 127.0.0.1:2525 to 2528).
+    #[arg(long, env = "QQMX_SMTP", value_delimiter = ',')]
+    smtp: Vec<String>,
+    /// Address of the HTTP control API, or `off`.
+    #[arg(long, default_value = "127.0.0.1:8025", env = "QQMX_API")]
+    api: String,
+    /// Bearer token the control API asks for; required when it listens beyond loopback.
+    #[arg(long, env = "QQMX_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// Seed of the random generator (overrides the config).
-    #[arg(long)]
+    #[arg(long, env = "QQMX_SEED")]
     seed: Option<u64>,
     /// QQ generation to imitate: 2017, 2019 or 2025 (overrides the config).
-    #[arg(long)]
+    #[arg(long, env = "QQMX_GENERATION")]
     generation: Option<Generation>,
+    /// The clock: `system`, or `manual` to move it only through the API (overrides the
+    /// config).
+    #[arg(long, env = "QQMX_CLOCK")]
+    clock: Option<ClockArg>,
     /// Switch off every quota, the warm-up and bulk detection.
-    #[arg(long)]
+    #[arg(long, env = "QQMX_NO_LIMITS")]
     no_limits: bool,
+    /// Log lines as human-readable text or as JSON objects, one per line.
+    #[arg(long, default_value = "text", env = "QQMX_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ClockArg {
+    System,
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct Health {
+    /// Address of the control API (an unspecified address such as 0.0.0.0 means
+    /// loopback).
+    #[arg(long, default_value = "127.0.0.1:8025", env = "QQMX_API")]
+    api: SocketAddr,
+    /// Ask `/readyz` (false while draining) instead of `/healthz`.
+    #[arg(long)]
+    ready: bool,
 }
 
 fn main() -> ExitCode {
@@ -51,14 +96,24 @@ fn main() -> ExitCode {
             print!("{}", include_str!("../../qqmx.example.toml"));
             ExitCode::SUCCESS
         }
+        Command::Health(args) => match health(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("qqmx: unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    EnvFilter::try_from_env("QQMX_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .init();
-            match serve(args) {
+            let filter =
+                EnvFilter::try_from_env("QQMX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+            let logs = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr);
+            match args.log_format {
+                LogFormat::Text => logs.init(),
+                LogFormat::Json => logs.json().init(),
+            }
+            match serve(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("qqmx: {e}");
@@ -69,43 +124,124 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: Serve) -> Result<(), Box<dyn std::error::Error>> {
+type Error = Box<dyn std::error::Error>;
+
+/// The config from the file, the `QQMX__...` variables and the flags, in that order.
+fn load_config(args: &Serve) -> Result<Config, Error> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
+    config = config.with_env(std::env::vars())?;
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
     if let Some(generation) = args.generation {
         config.generation = generation;
     }
+    if let Some(clock) = args.clock {
+        config.clock.mode = Some(match clock {
+            ClockArg::System => ClockMode::System,
+            ClockArg::Manual => ClockMode::Manual,
+        });
+    }
     if args.no_limits {
         config = config.no_limits();
     }
-    let clock = config.make_clock(qqmx::config::ClockMode::System);
+    if !args.smtp.is_empty() {
+        let mut listeners = Listeners(Default::default());
+        for spec in &args.smtp {
+            let (mx, addr) = spec.split_once('=').unwrap_or(("mx1", spec));
+            let addr: SocketAddr = addr.trim().parse().map_err(|_| {
+                format!("--smtp {spec}: `{addr}` is not an address such as 127.0.0.1:2525")
+            })?;
+            listeners
+                .0
+                .insert(mx.trim().to_owned(), ListenerConfig::new(addr));
+        }
+        config.listeners = listeners;
+    }
+    config.check()?;
+    Ok(config)
+}
+
+fn serve(args: Serve) -> Result<(), Error> {
+    let config = load_config(&args)?;
+    let api_addr: Option<SocketAddr> = match args.api.as_str() {
+        "off" | "none" => None,
+        addr => Some(addr.parse().map_err(|_| {
+            format!("--api: `{addr}` is not an address such as 127.0.0.1:8025, nor `off`")
+        })?),
+    };
+    let token = args.api_token.filter(|t| !t.is_empty());
+    if let Some(addr) = api_addr {
+        control::check_bind(addr, token.as_deref())?;
+    }
+    let clock = config.make_clock(ClockMode::System);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let server = Server::new(config, clock.clone())?;
-        let listener = tokio::net::TcpListener::bind(args.smtp)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", args.smtp))?;
-        let addr = listener.local_addr()?;
-        println!(
-            "qqmx listening on {addr} (QQ {}, banner {}, {} clock)",
-            server.config().generation,
-            server.config().host(),
-            if clock.is_manual() {
-                "manual"
-            } else {
-                "system"
-            },
-        );
-        server.run(listener, shutdown_signal()).await;
-        Ok::<_, Box<dyn std::error::Error>>(())
+        let server = Server::new(config.clone(), clock.clone())?;
+        let mut listeners = Vec::new();
+        let mut options = ApiOptions::new(token);
+        for (mx, listener) in &config.listeners.0 {
+            let bound = tokio::net::TcpListener::bind(listener.addr)
+                .await
+                .map_err(|e| format!("cannot listen on {} for {mx}: {e}", listener.addr))?;
+            let addr = bound.local_addr()?;
+            options = options.listener(mx.clone(), addr);
+            listeners.push((mx.clone(), bound, addr));
+        }
+        let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let api = match api_addr {
+            Some(addr) => {
+                let bound = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot listen on {addr} for the control API: {e}"))?;
+                let addr = bound.local_addr()?;
+                let router = control::router(server.clone(), options);
+                let task = tokio::spawn(control::serve(bound, router, async {
+                    let _ = api_stopped.await;
+                }));
+                Some((addr, task))
+            }
+            None => None,
+        };
+        let mode = if clock.is_manual() {
+            "manual"
+        } else {
+            "system"
+        };
+        for (mx, _, addr) in &listeners {
+            say(format_args!(
+                "qqmx listening on {addr} as {mx} (QQ {}, banner {}, {mode} clock)",
+                config.generation,
+                config.listener_host(mx),
+            ));
+        }
+        if let Some((addr, _)) = &api {
+            say(format_args!("qqmx control API on http://{addr}"));
+        }
+        let listeners = listeners
+            .into_iter()
+            .map(|(mx, bound, _)| (mx, bound))
+            .collect();
+        server.run_all(listeners, shutdown_signal()).await;
+        let _ = api_stop.send(());
+        if let Some((_, task)) = api {
+            // Live event streams never end on their own; give the rest a moment.
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        Ok::<_, Error>(())
     })
+}
+
+/// Prints a line on standard output; a reader that has gone away (a closed pipe) is no
+/// reason to stop serving.
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -129,5 +265,34 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+/// One `GET /healthz` (or `/readyz`) over plain HTTP/1.1; healthy means status 200.
+fn health(args: &Health) -> Result<(), Error> {
+    let mut addr = args.api;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        });
+    }
+    let timeout = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let path = if args.ready { "/readyz" } else { "/healthz" };
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(format!("http://{addr}{path} answered `{status}`").into())
     }
 }

@@ -137,7 +137,11 @@ pub struct Decision {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
     /// When the block ends.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::clock::rfc3339::option"
+    )]
     pub block_until: Option<SystemTime>,
 }
 
@@ -333,7 +337,7 @@ pub struct Connect {
 }
 
 /// A block in force, for inspection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct BlockInfo {
     /// The quota.
@@ -343,6 +347,7 @@ pub struct BlockInfo {
     /// The window whose limit was crossed.
     pub window: Option<Window>,
     /// When it ends.
+    #[serde(with = "crate::clock::rfc3339")]
     pub until: SystemTime,
     /// Refusals since it began.
     pub refused: u64,

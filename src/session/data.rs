@@ -111,9 +111,11 @@ impl Session {
         raw.extend_from_slice(&body);
         let (session, client, tls) = (self.id, self.peer, self.tls);
         // The message is in the store before the 250 is queued, let alone written.
+        let mx = self.mx.to_string();
         let id = self.shared.store.accept(|id| Message {
             id,
             session,
+            mx,
             received_at: now,
             client,
             helo,

@@ -63,10 +63,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// The catalogue of the listener called `mx`.
     pub(crate) fn catalogue(&self, mx: &str) -> Arc<Catalogue> {
-        self.catalogues
-            .get(mx)
-            .unwrap_or(&self.catalogue)
-            .clone()
+        self.catalogues.get(mx).unwrap_or(&self.catalogue).clone()
     }
 
     /// The policy, locked. It is a plain value: a poisoned lock still guards valid state.
@@ -154,6 +151,8 @@ pub(crate) struct Session {
     shared: Arc<Shared>,
     /// The replies of the listener the client reached.
     catalogue: Arc<Catalogue>,
+    /// That listener's MX name.
+    mx: Arc<str>,
     id: u64,
     peer: SocketAddr,
     rng: StdRng,
@@ -217,11 +216,13 @@ pub(crate) async fn serve<S>(
 
 impl Session {
     fn new(shared: Arc<Shared>, peer: SocketAddr, mx: &str) -> Self {
+        let catalogue = shared.catalogue(mx);
         let id = shared.store.next_session();
         let seed = shared.config.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let deadline = Instant::now() + shared.config.limits.session_timeout;
         Self {
-            catalogue: shared.catalogue(mx),
+            catalogue,
+            mx: Arc::from(mx),
             shared,
             id,
             peer,

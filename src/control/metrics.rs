@@ -1,0 +1,108 @@
+//! `GET /metrics`: the Prometheus text exposition format, version 0.0.4.
+
+use std::fmt::Write;
+
+use crate::server::Server;
+
+/// Renders every metric of `server`.
+pub(super) fn render(server: &Server) -> String {
+    let store = server.store();
+    let stats = store.stats();
+    let replies = store.replies_total();
+    let config = server.config();
+    let blocks = server.with_policy(|policy, now| policy.blocks(now).len());
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    metric(
+        "qqmx_build_info",
+        "gauge",
+        "The running qqmx: version and the QQ generation it imitates.",
+        &[(
+            format!(
+                "{{version=\"{}\",generation=\"{}\"}}",
+                env!("CARGO_PKG_VERSION"),
+                config.generation
+            ),
+            1,
+        )],
+    );
+    metric(
+        "qqmx_messages_accepted_total",
+        "counter",
+        "Messages answered 250 at the end of data and stored.",
+        &[(String::new(), stats.accepted_total)],
+    );
+    let rejected: Vec<(String, u64)> = store
+        .refusals_total()
+        .iter()
+        .map(|(kind, n)| (format!("{{kind=\"{}\"}}", kind.name()), *n))
+        .collect();
+    metric(
+        "qqmx_rejections_total",
+        "counter",
+        "Refusals sent (4xx and 5xx replies), by reply kind.",
+        &rejected,
+    );
+    let all: Vec<(String, u64)> = replies
+        .iter()
+        .map(|(kind, n)| (format!("{{kind=\"{}\"}}", kind.name()), *n))
+        .collect();
+    metric(
+        "qqmx_replies_total",
+        "counter",
+        "Replies sent, by reply kind.",
+        &all,
+    );
+    metric(
+        "qqmx_sessions_total",
+        "counter",
+        "SMTP sessions begun.",
+        &[(String::new(), store.sessions_total())],
+    );
+    metric(
+        "qqmx_connections_active",
+        "gauge",
+        "SMTP connections open now.",
+        &[(String::new(), server.active_connections() as u64)],
+    );
+    metric(
+        "qqmx_blocks_active",
+        "gauge",
+        "Quota blocks in force now.",
+        &[(String::new(), blocks as u64)],
+    );
+    metric(
+        "qqmx_store_messages",
+        "gauge",
+        "Messages held in the store.",
+        &[(String::new(), stats.messages as u64)],
+    );
+    metric(
+        "qqmx_store_events",
+        "gauge",
+        "Events held in the log.",
+        &[(String::new(), stats.events as u64)],
+    );
+    metric(
+        "qqmx_store_evicted_total",
+        "counter",
+        "Messages and events evicted to stay under the store's caps.",
+        &[
+            ("{what=\"messages\"}".to_owned(), stats.messages_evicted),
+            ("{what=\"events\"}".to_owned(), stats.events_evicted),
+        ],
+    );
+    metric(
+        "qqmx_draining",
+        "gauge",
+        "1 once shutdown has begun.",
+        &[(String::new(), u64::from(server.is_draining()))],
+    );
+    out
+}

@@ -1,0 +1,174 @@
+//! The sidecar's HTTP JSON control API and its Prometheus metrics.
+//!
+//! [`router`] builds the API over a running [`Server`]; [`serve`] runs it on a listener.
+//! Every route is listed in `openapi.json` at the root of the repository, which the API
+//! also serves at `/openapi.json`. Requests and answers are JSON (the raw source of a
+//! message and the metrics excepted); a bad request gets `{"error": "..."}` with a 4xx
+//! status. Times are RFC 3339 in UTC, durations text such as `"90s"` or `"1h30m"`.
+//!
+//! When a bearer token is set, every route but `/healthz` and `/readyz` asks for it;
+//! [`check_bind`] refuses an address other than loopback without one.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = qqmx::Server::new(qqmx::Config::default(), qqmx::Clock::system())?;
+//! let api = qqmx::control::router(server.clone(), qqmx::control::ApiOptions::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8025").await?;
+//! qqmx::control::serve(listener, api, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+mod metrics;
+mod routes;
+mod stats;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::server::Server;
+
+pub use stats::{Count, Stats};
+
+/// What the API tells about the server besides its state.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ApiOptions {
+    /// Bearer token every route but the health checks asks for.
+    pub token: Option<String>,
+    /// The SMTP listeners, by MX name, with the addresses they are bound to.
+    pub listeners: Vec<(String, SocketAddr)>,
+}
+
+impl ApiOptions {
+    /// Options with `token` and no listeners.
+    pub fn new(token: Option<String>) -> Self {
+        Self {
+            token,
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Adds a listener to report.
+    #[must_use]
+    pub fn listener(mut self, mx: impl Into<String>, addr: SocketAddr) -> Self {
+        self.listeners.push((mx.into(), addr));
+        self
+    }
+}
+
+/// Why the API cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The API would listen beyond loopback without a token.
+    #[error(
+        "the control API on {0} is reachable from other hosts: set a bearer token (--api-token or QQMX_API_TOKEN), or bind it to a loopback address"
+    )]
+    TokenRequired(SocketAddr),
+    /// The listener failed.
+    #[error("control API: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Refuses an address other than loopback when no token is set.
+///
+/// ```
+/// use qqmx::control::check_bind;
+/// assert!(check_bind("127.0.0.1:8025".parse().unwrap(), None).is_ok());
+/// assert!(check_bind("0.0.0.0:8025".parse().unwrap(), None).is_err());
+/// assert!(check_bind("0.0.0.0:8025".parse().unwrap(), Some("s3cret")).is_ok());
+/// ```
+///
+/// # Errors
+///
+/// [`ControlError::TokenRequired`].
+pub fn check_bind(addr: SocketAddr, token: Option<&str>) -> Result<(), ControlError> {
+    if addr.ip().is_loopback() || token.is_some_and(|t| !t.is_empty()) {
+        Ok(())
+    } else {
+        Err(ControlError::TokenRequired(addr))
+    }
+}
+
+/// The API's routes over `server`.
+pub fn router(server: Server, options: ApiOptions) -> Router {
+    routes::router(Arc::new(Api { server, options }))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+///
+/// # Errors
+///
+/// When the listener fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControlError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The OpenAPI document of the API, as served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// What every handler reads.
+struct Api {
+    server: Server,
+    options: ApiOptions,
+}
+
+/// An error answered as `{"error": "..."}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
+    fn conflict(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(ErrorBody {
+                error: &self.message,
+            }),
+        )
+            .into_response()
+    }
+}
