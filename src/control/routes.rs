@@ -759,31 +759,31 @@ async fn set_limit(State(api): Shared, bytes: Bytes) -> Answer<Json<Done>> {
     Ok(DONE)
 }
 
+/// What to reset; an empty body resets the store and the policy.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Reset {
     /// Forget messages and events.
-    #[serde(default = "yes")]
-    store: bool,
+    store: Option<bool>,
     /// Start the policy afresh from the config: counters, blocks, runtime listings,
-    /// complaints and reputation.
-    #[serde(default = "yes")]
-    policy: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// whitelists, complaints and reputation.
+    policy: Option<bool>,
+    /// Forget quota counters and blocks only.
+    counters: Option<bool>,
 }
 
 async fn reset(State(api): Shared, bytes: Bytes) -> Answer<Json<Done>> {
     let r: Reset = body(&bytes)?;
-    if r.policy {
+    let everything = r.store.is_none() && r.policy.is_none() && r.counters.is_none();
+    if everything || r.policy == Some(true) {
         let config = Config::clone(&api.server.config());
         api.server
             .reload(config)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    } else if r.counters == Some(true) {
+        api.server.with_policy(|p, _| p.reset_counters());
     }
-    if r.store {
+    if everything || r.store == Some(true) {
         api.server.store().clear();
     }
     Ok(DONE)
