@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -75,6 +76,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Set once shutdown has begun: open sessions answer `421`.
     stop: watch::Sender<bool>,
+    /// Set by [`Server::begin_drain`]: not ready, though still serving.
+    draining: AtomicBool,
     /// Connections open now.
     active: watch::Sender<usize>,
 }
@@ -97,6 +100,7 @@ impl Server {
                 clock,
                 slots,
                 stop: watch::Sender::new(false),
+                draining: AtomicBool::new(false),
                 active: watch::Sender::new(0),
             }),
         })
@@ -160,9 +164,17 @@ impl Server {
         f(&mut policy, now)
     }
 
-    /// Whether shutdown has begun.
+    /// Whether shutdown has begun or [`begin_drain`](Self::begin_drain) was called: the
+    /// control API's `/readyz` then answers 503.
     pub fn is_draining(&self) -> bool {
-        *self.inner.stop.borrow()
+        self.inner.draining.load(Ordering::Relaxed) || *self.inner.stop.borrow()
+    }
+
+    /// Marks the server as about to stop, so that readiness checks fail and traffic moves
+    /// elsewhere, while it goes on serving until the shutdown future of
+    /// [`run_all`](Self::run_all) completes.
+    pub fn begin_drain(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
     }
 
     /// Connections open now, across listeners.

@@ -61,6 +61,10 @@ struct Serve {
     /// Switch off every quota, the warm-up and bulk detection.
     #[arg(long, env = "QQMX_NO_LIMITS")]
     no_limits: bool,
+    /// On SIGTERM, answer `/readyz` with 503 and keep serving this long before answering
+    /// open sessions with 421 and stopping (`"5s"`), so that traffic can move elsewhere.
+    #[arg(long, default_value = "0s", env = "QQMX_SHUTDOWN_DELAY", value_parser = parse_duration)]
+    shutdown_delay: Duration,
     /// Log lines as human-readable text or as JSON objects, one per line.
     #[arg(long, default_value = "text", env = "QQMX_LOG_FORMAT")]
     log_format: LogFormat,
@@ -227,7 +231,15 @@ fn serve(args: Serve) -> Result<(), Error> {
             .into_iter()
             .map(|(mx, bound, _)| (mx, bound))
             .collect();
-        server.run_all(listeners, shutdown_signal()).await;
+        let draining = server.clone();
+        let delay = args.shutdown_delay;
+        let shutdown = async move {
+            shutdown_signal().await;
+            draining.begin_drain();
+            tracing::info!(delay = ?delay, "draining");
+            tokio::time::sleep(delay).await;
+        };
+        server.run_all(listeners, shutdown).await;
         let _ = api_stop.send(());
         if let Some((_, task)) = api {
             // Live event streams never end on their own; give the rest a moment.
@@ -235,6 +247,11 @@ fn serve(args: Serve) -> Result<(), Error> {
         }
         Ok::<_, Error>(())
     })
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    qqmx::config::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration such as \"5s\" or \"1m\""))
 }
 
 /// Prints a line on standard output; a reader that has gone away (a closed pipe) is no

@@ -670,6 +670,18 @@ impl Config {
     }
 }
 
+/// Parses a duration written as in config files: `"30s"`, `"5m"`, `"1h30m"`, `"250ms"`,
+/// `"2d"`.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(qqmx::config::parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+/// assert_eq!(qqmx::config::parse_duration("soon"), None);
+/// ```
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    duration_text::parse(text)
+}
+
 /// `:line:column`, or nothing when the line is unknown (0).
 fn location(line: usize, column: usize) -> String {
     if line == 0 {

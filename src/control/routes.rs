@@ -793,21 +793,26 @@ async fn config(State(api): Shared) -> Json<Config> {
     Json(Config::clone(&api.server.config()))
 }
 
-/// Loads a new config, TOML in the body, in place of the one in force.
+/// Loads a new config in place of the one in force: TOML as in a config file, or JSON
+/// (`Content-Type: application/json`) shaped as `GET /api/v1/config` answers.
 async fn load_config(State(api): Shared, headers: HeaderMap, bytes: Bytes) -> Answer<Json<Done>> {
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiError::bad_request("the config must be UTF-8 TOML"))?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        return Err(ApiError::bad_request(
-            "send the config as TOML (Content-Type: application/toml), as in a config file",
-        ));
-    }
-    let config = Config::parse_named(text, std::path::Path::new("<request body>"))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let config = if is_json {
+        let config: Config = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("<request body>: {e}")))?;
+        config
+            .check()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        config
+    } else {
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| ApiError::bad_request("the config must be UTF-8 TOML"))?;
+        Config::parse_named(text, std::path::Path::new("<request body>"))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
     api.server
         .reload(config)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
