@@ -1,7 +1,8 @@
 //! The clock: the only way qqmx reads the time.
 //!
-//! A [`Clock`] is either the system clock or a manual clock that a test moves with
-//! [`Clock::advance`]. Both carry an offset, so a running sidecar on system time can be
+//! A [`Clock`] is the system clock, a manual clock that a test moves with
+//! [`Clock::advance`], or a virtual clock that runs at a multiple of real time (a chaos
+//! scenario plays three weeks in minutes). All carry an offset, so a running sidecar on system time can be
 //! moved forward too. Quotas, blocks, timestamps in headers and the event log all read
 //! [`Clock::now`]; nothing else in the crate calls `SystemTime::now`.
 //!
@@ -45,6 +46,12 @@ struct Inner {
 enum Source {
     System,
     Manual(SystemTime),
+    /// `start` at `origin`, then `speed` virtual seconds per real second.
+    Scaled {
+        start: SystemTime,
+        origin: std::time::Instant,
+        speed: f64,
+    },
 }
 
 impl Clock {
@@ -56,6 +63,36 @@ impl Clock {
     /// A clock frozen at `start` until it is advanced.
     pub fn manual(start: SystemTime) -> Self {
         Self::with_source(Source::Manual(start))
+    }
+
+    /// A virtual clock that starts at `start` now and runs `speed` times as fast as real
+    /// time (3600.0: an hour per second). A speed that is not a positive finite number
+    /// counts as 1.
+    ///
+    /// ```
+    /// let clock = qqmx::Clock::scaled(std::time::SystemTime::UNIX_EPOCH, 3600.0);
+    /// assert_eq!(clock.speed(), 3600.0);
+    /// ```
+    pub fn scaled(start: SystemTime, speed: f64) -> Self {
+        let speed = if speed.is_finite() && speed > 0.0 {
+            speed
+        } else {
+            1.0
+        };
+        Self::with_source(Source::Scaled {
+            start,
+            origin: std::time::Instant::now(),
+            speed,
+        })
+    }
+
+    /// Virtual seconds per real second: 1 for the system clock, 0 for a manual clock.
+    pub fn speed(&self) -> f64 {
+        match self.inner.source {
+            Source::System => 1.0,
+            Source::Manual(_) => 0.0,
+            Source::Scaled { speed, .. } => speed,
+        }
     }
 
     /// A manual clock starting `secs` seconds after the Unix epoch.
@@ -82,6 +119,11 @@ impl Clock {
         let base = match self.inner.source {
             Source::System => SystemTime::now(),
             Source::Manual(start) => start,
+            Source::Scaled {
+                start,
+                origin,
+                speed,
+            } => start + origin.elapsed().mul_f64(speed),
         };
         base + *lock(&self.inner.offset)
     }
@@ -100,7 +142,11 @@ impl Clock {
 
 impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.is_manual() { "manual" } else { "system" };
+        let kind = match self.inner.source {
+            Source::System => "system",
+            Source::Manual(_) => "manual",
+            Source::Scaled { .. } => "scaled",
+        };
         f.debug_struct("Clock")
             .field("kind", &kind)
             .field("now", &Rfc3339(self.now()))
@@ -317,6 +363,17 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scaled_clock_runs_faster_than_real_time() {
+        let clock = Clock::scaled(UNIX_EPOCH, 1_000_000.0);
+        std::thread::sleep(Duration::from_millis(5));
+        let elapsed = unix_secs(clock.now());
+        assert!(elapsed >= 5_000, "{elapsed}");
+        clock.advance(Duration::from_secs(1_000_000));
+        assert!(unix_secs(clock.now()) >= 1_005_000);
+        assert!(!clock.is_manual());
+    }
 
     #[test]
     fn manual_clock_moves_only_when_advanced() {

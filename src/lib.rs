@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod chaos;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "control")]
@@ -43,6 +44,7 @@ mod embedded;
 pub mod policy;
 mod proxy;
 pub mod reply;
+pub mod scenario;
 mod server;
 mod session;
 pub mod store;

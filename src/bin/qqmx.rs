@@ -27,6 +27,12 @@ enum Command {
     Serve(Box<Serve>),
     /// Print the annotated default configuration.
     Config,
+    /// Validate scenario files; errors name the file, line and key.
+    Check {
+        /// Scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
     /// Ask a running qqmx whether it is healthy (exit 0) or not (exit 1), for container
     /// health checks in images without a shell.
     Health(Health),
@@ -99,6 +105,29 @@ fn main() -> ExitCode {
         Command::Config => {
             print!("{}", include_str!("../../qqmx.example.toml"));
             ExitCode::SUCCESS
+        }
+        Command::Check { scenarios } => {
+            let mut failed = false;
+            for path in &scenarios {
+                match qqmx::scenario::Scenario::from_file(path) {
+                    Ok(s) => say(format_args!(
+                        "{}: ok ({}, {} phases, {} expectations)",
+                        path.display(),
+                        s.name,
+                        s.phases.len(),
+                        s.expectations.len()
+                    )),
+                    Err(e) => {
+                        eprintln!("qqmx: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::Health(args) => match health(&args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -722,7 +722,7 @@ fn set_path(tree: &mut toml::Table, keys: &[String], value: toml::Value) -> Resu
 }
 
 /// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -743,7 +743,7 @@ fn table_at(text: &str, line: usize) -> String {
 }
 
 /// The dotted key defined on `line` (1-based), if the line is `key = value`.
-fn key_at(text: &str, line: usize) -> Option<String> {
+pub(crate) fn key_at(text: &str, line: usize) -> Option<String> {
     let source = text.lines().nth(line.checked_sub(1)?)?;
     let trimmed = source.trim();
     if trimmed.starts_with('[') {
@@ -762,7 +762,7 @@ fn key_at(text: &str, line: usize) -> Option<String> {
 }
 
 /// Line and column of `key` inside `[table]` (top level when `table` is empty).
-fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+pub(crate) fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
     let mut current = String::new();
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
@@ -825,6 +825,35 @@ pub(crate) mod duration_text {
             rest = &rest[unit_end..];
         }
         Some(total)
+    }
+
+    /// The same for `Option<Duration>`.
+    pub mod option {
+        use super::{Deserialize, Duration, Text, parse};
+
+        pub fn serialize<S: serde::Serializer>(
+            d: &Option<Duration>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => s.collect_str(&Text(*d)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| {
+                    parse(&text).ok_or_else(|| {
+                        serde::de::Error::custom(format!(
+                            "`{text}` is not a duration such as \"30s\", \"5m\", \"1h30m\" or \"250ms\""
+                        ))
+                    })
+                })
+                .transpose()
+        }
     }
 
     /// Writes a duration in the largest unit that divides it.
