@@ -250,6 +250,9 @@ kinds! {
     /// A client without a PTR record that resolves back to it (`auth.require_ptr`; the
     /// text is an assumption that keeps `Connection denied` for bounce classifiers).
     NoPtr => "no_ptr",
+    /// `451` for the first attempts of a message under a `greylist` fault. QQ has not
+    /// been seen greylisting; the text is an assumption.
+    Greylisted => "greylisted",
 }
 
 impl fmt::Display for ReplyKind {
@@ -317,6 +320,7 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
         (Timeout, _) => "421 {host} Error: timeout exceeded",
         (ShuttingDown, _) => "421 {host} Service not available, closing transmission channel",
         (RelayDenied, _) => "550 Relay access denied",
+        (Greylisted, _) => "451 Greylisted, please try again later",
 
         (MailboxNotFound, G2025) => {
             "550 Mailbox not found. http://service.mail.qq.com/detail/122/169 [{b64} IP: {ip}]"

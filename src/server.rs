@@ -5,6 +5,7 @@
 //! future completes, then tells every open session to answer `421` and waits for them.
 //! This is the only module that touches a listener; it knows nothing about tests.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::auth::Authenticator;
+use crate::chaos::{Fault, Faults};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::policy::Policy;
@@ -80,6 +82,10 @@ struct Inner {
     draining: AtomicBool,
     /// Connections open now.
     active: watch::Sender<usize>,
+    /// Faults in force, for chaos scenarios.
+    faults: Arc<Mutex<Faults>>,
+    /// Whether each listener accepts connections, by MX name (absent: up).
+    up: watch::Sender<BTreeMap<String, bool>>,
 }
 
 impl Server {
@@ -92,7 +98,8 @@ impl Server {
     pub fn new(config: Config, clock: Clock) -> Result<Self, StartError> {
         let store = Store::new(clock.clone(), config.store.clone());
         let slots = Arc::new(Semaphore::new(config.limits.max_connections));
-        let engine = engine(config, store.clone(), clock.clone())?;
+        let faults = Arc::new(Mutex::new(Faults::new(config.seed)));
+        let engine = engine(config, store.clone(), clock.clone(), faults.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 engine: RwLock::new(Arc::new(engine)),
@@ -102,6 +109,8 @@ impl Server {
                 stop: watch::Sender::new(false),
                 draining: AtomicBool::new(false),
                 active: watch::Sender::new(0),
+                faults,
+                up: watch::Sender::new(BTreeMap::new()),
             }),
         })
     }
@@ -140,7 +149,12 @@ impl Server {
     /// old config then stays in force.
     pub fn reload(&self, config: Config) -> Result<(), StartError> {
         config.check()?;
-        let engine = engine(config, self.inner.store.clone(), self.inner.clock.clone())?;
+        let engine = engine(
+            config,
+            self.inner.store.clone(),
+            self.inner.clock.clone(),
+            self.inner.faults.clone(),
+        )?;
         *self
             .inner
             .engine
@@ -162,6 +176,38 @@ impl Server {
         let engine = self.engine();
         let mut policy = engine.policy();
         f(&mut policy, now)
+    }
+
+    /// Replaces the faults in force (see [`chaos`](crate::chaos)).
+    pub fn set_faults(&self, faults: Vec<Fault>) {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set(faults);
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> Vec<Fault> {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .list()
+            .to_vec()
+    }
+
+    /// Takes the listener of MX host `mx` down (its port refuses connections; open
+    /// sessions go on) or brings it back up on the same address.
+    pub fn set_mx_up(&self, mx: &str, up: bool) {
+        self.inner.up.send_modify(|hosts| {
+            hosts.insert(mx.to_owned(), up);
+        });
+    }
+
+    /// Whether the listener of `mx` accepts connections (true unless taken down).
+    pub fn is_mx_up(&self, mx: &str) -> bool {
+        self.inner.up.borrow().get(mx).copied().unwrap_or(true)
     }
 
     /// Whether shutdown has begun or [`begin_drain`](Self::begin_drain) was called: the
@@ -218,8 +264,50 @@ impl Server {
             .await;
     }
 
+    /// Accepts on `listener` while `mx` is up; while it is down, the port is closed, so
+    /// that connections are refused as by a host that is gone.
     async fn accept_loop(&self, mx: Arc<str>, listener: TcpListener) {
-        let local_default = listener.local_addr().ok();
+        let Ok(addr) = listener.local_addr() else {
+            return;
+        };
+        let mut listener = Some(listener);
+        let mut up = self.inner.up.subscribe();
+        loop {
+            if self.is_mx_up(&mx) {
+                let bound = match listener.take() {
+                    Some(bound) => bound,
+                    None => match TcpListener::bind(addr).await {
+                        Ok(bound) => bound,
+                        Err(e) => {
+                            warn!(%mx, %addr, error = %e, "cannot listen again");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                info!(%mx, %addr, "accepting");
+                tokio::select! {
+                    () = self.accept_while_up(&mx, &bound, addr) => {}
+                    _ = up.wait_for(|hosts| hosts.get(&*mx) == Some(&false)) => {}
+                }
+                info!(%mx, %addr, "down: refusing connections");
+                drop(bound);
+            } else if up
+                .wait_for(|hosts| hosts.get(&*mx) != Some(&false))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    async fn accept_while_up(
+        &self,
+        mx: &Arc<str>,
+        listener: &TcpListener,
+        local_default: SocketAddr,
+    ) {
         loop {
             let permit = match self.inner.slots.clone().acquire_owned().await {
                 Ok(permit) => permit,
@@ -235,9 +323,7 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let Some(local) = stream.local_addr().ok().or(local_default) else {
-                continue;
-            };
+            let local = stream.local_addr().unwrap_or(local_default);
             let server = self.clone();
             let mx = mx.clone();
             server.inner.active.send_modify(|open| *open += 1);
@@ -278,8 +364,13 @@ impl Server {
     }
 }
 
-/// The state a config describes, over `store` and `clock`.
-fn engine(config: Config, store: Store, clock: Clock) -> Result<Shared, StartError> {
+/// The state a config describes, over `store`, `clock` and `faults`.
+fn engine(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    faults: Arc<Mutex<Faults>>,
+) -> Result<Shared, StartError> {
     let policy = Policy::new(&config)?;
     let tls = tls::acceptor(&config.tls, config.host())?;
     let auth = if config.auth.enabled {
@@ -306,6 +397,7 @@ fn engine(config: Config, store: Store, clock: Clock) -> Result<Shared, StartErr
         store,
         clock,
         tls,
+        faults,
         config: Arc::new(config),
     })
 }

@@ -145,7 +145,10 @@ impl Event {
                 let dmarc = report.dmarc.domain.len() + report.dmarc.reason.len();
                 dkim + report.dkim.len() * std::mem::size_of::<DkimCheck>() + spf + dmarc
             }
-            EventKind::TlsStarted | EventKind::Discarded { .. } | EventKind::Accepted { .. } => 0,
+            EventKind::Fault { .. }
+            | EventKind::TlsStarted
+            | EventKind::Discarded { .. }
+            | EventKind::Accepted { .. } => 0,
         };
         std::mem::size_of::<Self>() + text
     }
@@ -188,6 +191,14 @@ pub enum EventKind {
     Spf(SpfCheck),
     /// SPF, DKIM and DMARC for a complete message, checked at the end of data.
     Authenticated(AuthReport),
+    /// A chaos fault fired.
+    Fault {
+        /// Which.
+        fault: crate::chaos::FaultKind,
+        /// At which stage, when it is not the one the next reply answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<crate::policy::Stage>,
+    },
     /// A message went into the store.
     Accepted {
         /// Its id.

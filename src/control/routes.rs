@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{Stats, tally};
 use super::{Api, ApiError, OPENAPI, metrics};
+use crate::chaos::Fault;
 use crate::clock::{Rfc3339, parse_rfc3339};
 use crate::config::{Config, duration_text};
 use crate::policy::{BlockInfo, Decision, IpNet, QuotaName, Window};
@@ -50,7 +51,10 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .route("/complain", post(complain))
         .route("/limit", post(set_limit))
         .route("/reset", post(reset))
-        .route("/config", get(config).put(load_config));
+        .route("/config", get(config).put(load_config))
+        .route("/faults", get(faults).put(set_faults))
+        .route("/mx/{mx}/down", post(mx_down))
+        .route("/mx/{mx}/up", post(mx_up));
     let guarded = Router::new()
         .nest("/api/v1", v1)
         .route("/metrics", get(metrics))
@@ -191,6 +195,8 @@ struct ListenerInfo {
     mx: String,
     addr: std::net::SocketAddr,
     host: String,
+    /// Whether it accepts connections (false after `POST /api/v1/mx/{mx}/down`).
+    up: bool,
 }
 
 async fn info(State(api): Shared) -> Json<Info> {
@@ -208,6 +214,7 @@ async fn info(State(api): Shared) -> Json<Info> {
                 mx: mx.clone(),
                 addr: *addr,
                 host: config.listener_host(mx).to_owned(),
+                up: api.server.is_mx_up(mx),
             })
             .collect(),
         draining: api.server.is_draining(),
@@ -406,6 +413,7 @@ fn event_type(kind: &EventKind) -> &'static str {
         EventKind::Discarded { .. } => "discarded",
         EventKind::Spf(_) => "spf",
         EventKind::Authenticated(_) => "authenticated",
+        EventKind::Fault { .. } => "fault",
         EventKind::Accepted { .. } => "accepted",
         EventKind::Closed { .. } => "closed",
     }
@@ -816,5 +824,42 @@ async fn load_config(State(api): Shared, headers: HeaderMap, bytes: Bytes) -> An
     api.server
         .reload(config)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(DONE)
+}
+
+async fn faults(State(api): Shared) -> Json<Vec<Fault>> {
+    Json(api.server.faults())
+}
+
+/// Replaces the faults in force with the list in the body (`[]` clears them).
+async fn set_faults(State(api): Shared, bytes: Bytes) -> Answer<Json<Done>> {
+    let faults: Vec<Fault> = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
+    for (i, fault) in faults.iter().enumerate() {
+        fault
+            .check()
+            .map_err(|e| ApiError::bad_request(format!("fault {i}: {e}")))?;
+    }
+    api.server.set_faults(faults);
+    Ok(DONE)
+}
+
+fn listener(api: &Api, mx: &str) -> Answer<()> {
+    if api.options.listeners.iter().any(|(name, _)| name == mx) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("no listener called `{mx}`")))
+    }
+}
+
+async fn mx_down(State(api): Shared, Path(mx): Path<String>) -> Answer<Json<Done>> {
+    listener(&api, &mx)?;
+    api.server.set_mx_up(&mx, false);
+    Ok(DONE)
+}
+
+async fn mx_up(State(api): Shared, Path(mx): Path<String>) -> Answer<Json<Done>> {
+    listener(&api, &mx)?;
+    api.server.set_mx_up(&mx, true);
     Ok(DONE)
 }

@@ -6,6 +6,7 @@ use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{Error as ParseError, MAIL_SMTPUTF8, MailFrom, RcptTo, Request};
 
 use super::{Action, Mode, Pending, Session, Transaction, loggable};
+use crate::chaos::FaultKind;
 use crate::policy::mailbox::{POSTMASTER_DOMAIN, quote_local_part};
 use crate::policy::{Facts, SpfCheck, Stage, contains_address};
 use crate::reply::ReplyKind;
@@ -162,6 +163,20 @@ impl Session {
             .rcpts(&tx.rcpts)
             .rcpt(&address);
         let accepted = self.ask(Stage::Rcpt, &facts);
+        let greylisted = accepted
+            && self
+                .shared
+                .faults()
+                .greylisted(&self.mx, self.peer.ip(), &tx.from, &address);
+        if greylisted {
+            self.record(EventKind::Fault {
+                fault: FaultKind::Greylist,
+                stage: Some(Stage::Rcpt),
+            });
+            self.tx = Some(tx);
+            self.reply(ReplyKind::Greylisted);
+            return;
+        }
         let mut tx = tx;
         // A recipient named twice gets the message once.
         if accepted && !contains_address(&tx.rcpts, &address) {

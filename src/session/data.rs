@@ -71,7 +71,13 @@ impl Session {
         self.decide(decision);
     }
 
-    fn end_of_data(&mut self, body: Vec<u8>) {
+    pub(super) fn end_of_data(&mut self, body: Vec<u8>) {
+        if let Some(fault) = self.fault_before(Stage::EndOfData) {
+            // Held until the fault is carried out; dropped if it ends the session.
+            self.fault = Some(fault);
+            self.held = Some(body);
+            return;
+        }
         if self.shared.auth.is_some() {
             self.pending = Some(Pending::Message { body });
         } else {

@@ -37,6 +37,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::auth::Authenticator;
+use crate::chaos::{Action as FaultAction, FaultKind, Faults};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::policy::{Decision, Facts, Policy, SpfCheck, Stage, Verdict};
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub store: Store,
     pub clock: Clock,
     pub tls: Option<TlsAcceptor>,
+    /// Faults in force (chaos scenarios); kept across config reloads.
+    pub faults: Arc<Mutex<Faults>>,
 }
 
 impl Shared {
@@ -69,6 +72,29 @@ impl Shared {
     /// The policy, locked. It is a plain value: a poisoned lock still guards valid state.
     pub(crate) fn policy(&self) -> MutexGuard<'_, Policy> {
         self.policy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The faults, locked.
+    pub(crate) fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A client's connection: a stream that can also be reset.
+pub(crate) trait Conn: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Makes the coming close a reset (TCP RST), for the `reset` fault.
+    fn reset_on_close(&self) {}
+}
+
+impl Conn for tokio::net::TcpStream {
+    fn reset_on_close(&self) {
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl<S: Conn> Conn for tokio_rustls::server::TlsStream<S> {
+    fn reset_on_close(&self) {
+        self.get_ref().0.reset_on_close();
     }
 }
 
@@ -136,14 +162,19 @@ enum Action {
     Continue,
     /// Run the pending checks, then go on.
     Authenticate,
+    /// Carry out the fault in `Session::fault`.
+    Fault,
     StartTls,
     Close(&'static str),
 }
 
 /// How [`Session::drive`] ended.
+#[derive(Clone, Copy)]
 enum Outcome {
     StartTls,
     Closed(&'static str),
+    /// Close with a TCP reset.
+    Reset,
 }
 
 /// One client's conversation.
@@ -168,6 +199,14 @@ pub(crate) struct Session {
     deferred: Vec<Decision>,
     /// A command waiting for its checks.
     pending: Option<Pending>,
+    /// A fault to carry out before the next reply.
+    fault: Option<(FaultKind, FaultAction)>,
+    /// The fault before the next command (or end of data) has been carried out.
+    fault_passed: bool,
+    /// A complete message held back by a fault at the end of data.
+    held: Option<Vec<u8>>,
+    /// Bytes per second of a slow link.
+    link_speed: Option<u64>,
 }
 
 /// Which listener a connection arrived on.
@@ -187,7 +226,7 @@ pub(crate) async fn serve<S>(
     listener: Listener<'_>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Conn,
 {
     let mut session = Session::new(shared.clone(), peer, listener.mx);
     session.record(EventKind::Connected {
@@ -207,6 +246,17 @@ pub(crate) async fn serve<S>(
         session.closed("refused at connect");
         let _ = tokio::time::timeout(LAST_WORDS, stream.shutdown()).await;
         return;
+    }
+    session.link_speed = session.shared.faults().link_speed(listener.mx);
+    if let Some(fault) = session.fault_before(Stage::Connect) {
+        session.fault = Some(fault);
+        match session.carry_out_fault(&mut stream, &mut shutdown).await {
+            None => {}
+            Some(outcome) => {
+                session.end(&mut stream, outcome).await;
+                return;
+            }
+        }
     }
     session.reply(ReplyKind::Greeting);
     if let Outcome::StartTls = session.drive(&mut stream, &mut shutdown).await {
@@ -237,13 +287,32 @@ impl Session {
             deadline,
             deferred: Vec::new(),
             pending: None,
+            fault: None,
+            fault_passed: false,
+            held: None,
+            link_speed: None,
         }
     }
 
-    async fn upgrade<S>(&mut self, stream: S, shutdown: &mut watch::Receiver<bool>)
+    async fn upgrade<S>(&mut self, mut stream: S, shutdown: &mut watch::Receiver<bool>)
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: Conn,
     {
+        if self.shared.faults().tls_fails(&self.mx) {
+            self.record(EventKind::Fault {
+                fault: FaultKind::TlsFailure,
+                stage: None,
+            });
+            // The client's hello, answered with a fatal handshake_failure alert, as by a
+            // server that cannot agree on anything, then the close.
+            let idle = self.shared.config.limits.idle_timeout;
+            let mut hello = [0u8; 4096];
+            let _ = tokio::time::timeout(idle, stream.read(&mut hello)).await;
+            let _ = tokio::time::timeout(LAST_WORDS, stream.write_all(&HANDSHAKE_FAILURE)).await;
+            self.closed("fault: tls_failure");
+            let _ = tokio::time::timeout(LAST_WORDS, stream.shutdown()).await;
+            return;
+        }
         let acceptor = self
             .shared
             .tls
@@ -289,31 +358,112 @@ impl Session {
     /// end and closes the stream unless it switches.
     async fn drive<S>(&mut self, stream: &mut S, shutdown: &mut watch::Receiver<bool>) -> Outcome
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: Conn,
     {
         let outcome = self.converse(stream, shutdown).await;
-        if let Outcome::Closed(reason) = outcome {
-            self.closed(reason);
-            let _ = tokio::time::timeout(LAST_WORDS, stream.shutdown()).await;
+        if let Outcome::Closed(_) | Outcome::Reset = outcome {
+            self.end(stream, outcome).await;
         }
         outcome
     }
 
+    /// Records the end and closes the stream, with a reset for [`Outcome::Reset`].
+    async fn end<S: Conn>(&mut self, stream: &mut S, outcome: Outcome) {
+        match outcome {
+            Outcome::Closed(reason) => {
+                self.closed(reason);
+                let _ = tokio::time::timeout(LAST_WORDS, stream.shutdown()).await;
+            }
+            Outcome::Reset => {
+                self.closed("fault: reset");
+                stream.reset_on_close();
+            }
+            Outcome::StartTls => {}
+        }
+    }
+
+    /// The fault that fires before the reply at `stage`, if any.
+    fn fault_before(&mut self, stage: Stage) -> Option<(FaultKind, FaultAction)> {
+        if std::mem::take(&mut self.fault_passed) {
+            return None;
+        }
+        self.shared.faults().before_reply(stage, &self.mx)
+    }
+
+    /// Carries out `self.fault`: `None` to go on, or how the session ends.
+    async fn carry_out_fault<S: Conn>(
+        &mut self,
+        stream: &mut S,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Outcome> {
+        let (kind, action) = self.fault.take()?;
+        self.record(EventKind::Fault {
+            fault: kind,
+            stage: None,
+        });
+        match action {
+            FaultAction::Delay(delay) => {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stopping(shutdown) => {
+                        return Some(self.last_words(stream, ReplyKind::ShuttingDown, "server shutting down").await);
+                    }
+                }
+                self.fault_passed = true;
+                if let Some(body) = self.held.take() {
+                    self.end_of_data(body);
+                }
+                None
+            }
+            FaultAction::Close => Some(Outcome::Closed("fault: close")),
+            FaultAction::Unavailable => Some(
+                self.last_words(stream, ReplyKind::ShuttingDown, "fault: unavailable")
+                    .await,
+            ),
+            FaultAction::Reset => Some(Outcome::Reset),
+            FaultAction::Stall => {
+                let idle = self.shared.config.limits.idle_timeout;
+                tokio::select! {
+                    () = tokio::time::sleep(idle) => {}
+                    () = stopping(shutdown) => {}
+                }
+                Some(Outcome::Closed("fault: stall"))
+            }
+        }
+    }
+
     async fn converse<S>(&mut self, stream: &mut S, shutdown: &mut watch::Receiver<bool>) -> Outcome
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: Conn,
     {
         loop {
             let mut action = self.process();
-            while action == Action::Authenticate {
-                self.authenticate().await;
-                action = self.process();
+            loop {
+                match action {
+                    Action::Authenticate => self.authenticate().await,
+                    Action::Fault => {
+                        // What was answered before the fault goes out first.
+                        if !self.flush(stream).await {
+                            return Outcome::Closed("write failed");
+                        }
+                        if let Some(outcome) = self.carry_out_fault(stream, shutdown).await {
+                            return outcome;
+                        }
+                    }
+                    _ => break,
+                }
+                // A message held by a fault may now wait for its checks.
+                action = if self.pending.is_some() {
+                    Action::Authenticate
+                } else {
+                    self.process()
+                };
             }
             if !self.flush(stream).await {
                 return Outcome::Closed("write failed");
             }
             match action {
-                Action::Continue | Action::Authenticate => {}
+                Action::Continue | Action::Authenticate | Action::Fault => {}
                 Action::StartTls => return Outcome::StartTls,
                 Action::Close(reason) => return Outcome::Closed(reason),
             }
@@ -328,7 +478,7 @@ impl Session {
             };
             match read {
                 Ok(Ok(0)) => return Outcome::Closed("client closed"),
-                Ok(Ok(_)) => {}
+                Ok(Ok(n)) => self.crawl(n).await,
                 Ok(Err(_)) => return Outcome::Closed("read failed"),
                 Err(_) => {
                     let reason = if until == idle {
@@ -366,13 +516,33 @@ impl Session {
             return true;
         }
         let idle = self.shared.config.limits.idle_timeout;
+        let speed = self.link_speed;
+        let output = &self.output;
         let written = tokio::time::timeout(idle, async {
-            stream.write_all(&self.output).await?;
+            match speed {
+                None => stream.write_all(output).await?,
+                Some(speed) => {
+                    // A slow link: a tenth of a second's worth at a time.
+                    let chunk = usize::try_from(speed / 10).unwrap_or(usize::MAX).max(1);
+                    for piece in output.chunks(chunk) {
+                        stream.write_all(piece).await?;
+                        stream.flush().await?;
+                        tokio::time::sleep(transfer_time(piece.len(), speed)).await;
+                    }
+                }
+            }
             stream.flush().await
         })
         .await;
         self.output.clear();
         matches!(written, Ok(Ok(())))
+    }
+
+    /// On a slow link, waits as long as `n` bytes take to arrive.
+    async fn crawl(&self, n: usize) {
+        if let Some(speed) = self.link_speed {
+            tokio::time::sleep(transfer_time(n, speed)).await;
+        }
     }
 
     /// Answers everything complete in the input; keeps what is incomplete.
@@ -386,6 +556,14 @@ impl Session {
                 Mode::Commands => match memchr(b'\n', rest) {
                     Some(end) if end < max_line => {
                         let line = rest[..=end].to_vec();
+                        if let Some(stage) = command_stage(&line)
+                            && let Some(fault) = self.fault_before(stage)
+                        {
+                            // Not answered yet: the line stays in the input.
+                            self.fault = Some(fault);
+                            action = Action::Fault;
+                            break;
+                        }
                         pos += end + 1;
                         action = self.command(&line);
                     }
@@ -427,6 +605,9 @@ impl Session {
             }
             if action == Action::Continue && self.pending.is_some() {
                 action = Action::Authenticate;
+            }
+            if action == Action::Continue && self.fault.is_some() {
+                action = Action::Fault;
             }
         }
         self.input.drain(..pos);
@@ -552,6 +733,31 @@ impl Session {
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`: drop it here, not in the caller.
     let _ = shutdown.wait_for(|stop| *stop).await.is_ok();
+}
+
+/// A TLS alert record: fatal (2), handshake_failure (40).
+const HANDSHAKE_FAILURE: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+
+/// How long `bytes` take at `speed` bytes per second.
+fn transfer_time(bytes: usize, speed: u64) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / speed.max(1) as f64)
+}
+
+/// The stage a command line belongs to, for faults.
+fn command_stage(line: &[u8]) -> Option<Stage> {
+    let verb = line.get(..4)?;
+    let stage = if verb.eq_ignore_ascii_case(b"HELO") || verb.eq_ignore_ascii_case(b"EHLO") {
+        Stage::Helo
+    } else if verb.eq_ignore_ascii_case(b"MAIL") {
+        Stage::Mail
+    } else if verb.eq_ignore_ascii_case(b"RCPT") {
+        Stage::Rcpt
+    } else if verb.eq_ignore_ascii_case(b"DATA") {
+        Stage::Data
+    } else {
+        return None;
+    };
+    Some(stage)
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {

@@ -9,6 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, pki_types};
 
+#[cfg(feature = "cli")]
+pub mod sidecar;
+
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
@@ -131,6 +134,12 @@ impl Smtp {
             .unwrap_or(0);
         self.buf.extend_from_slice(&chunk[..n]);
         n
+    }
+
+    /// The stream, for reading what is not a reply (nothing must be buffered).
+    pub fn into_inner(self) -> Box<dyn Stream> {
+        assert!(self.buf.is_empty(), "unread bytes: {:?}", self.buf);
+        self.stream
     }
 
     /// Whether the server closes the connection with nothing more to say.
