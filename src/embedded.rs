@@ -381,6 +381,24 @@ impl QqMx {
         self.server.with_policy(|p, now| p.blocks(now))
     }
 
+    /// Replaces the faults in force: tarpits, closes, resets, slow links, greylisting
+    /// (see [`chaos`](crate::chaos)).
+    ///
+    /// ```
+    /// use qqmx::chaos::{Fault, FaultKind};
+    /// use qqmx::policy::Stage;
+    /// let server = qqmx::QqMx::start();
+    /// server.set_faults(vec![Fault::new(FaultKind::Close).at(Stage::Rcpt)]);
+    /// ```
+    pub fn set_faults(&self, faults: Vec<crate::chaos::Fault>) {
+        self.server.set_faults(faults);
+    }
+
+    /// Takes the server's port down (connections are refused) or brings it back.
+    pub fn set_up(&self, up: bool) {
+        self.server.set_mx_up("mx1", up);
+    }
+
     /// Anything else the policy offers, locked, with the current time.
     pub fn with_policy<R>(&self, f: impl FnOnce(&mut Policy, SystemTime) -> R) -> R {
         self.server.with_policy(f)

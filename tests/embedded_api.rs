@@ -250,3 +250,41 @@ fn an_invalid_config_built_in_code_is_an_error_not_a_panic() {
     );
     assert!(matches!(err, qqmx::StartError::Config(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn faults_and_an_outage_are_steered_from_the_embedded_handle() {
+    use qqmx::chaos::{Fault, FaultKind};
+    use qqmx::policy::Stage;
+
+    let server = QqMx::start();
+    server.set_faults(vec![Fault::new(FaultKind::Close).at(Stage::Mail)]);
+    let mut smtp = common::Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example.org").await;
+    smtp.write_raw(b"MAIL FROM:<a@example.org>\r\n").await;
+    assert!(smtp.closed().await, "closed at MAIL without a reply");
+
+    server.set_faults(Vec::new());
+    server.set_up(false);
+    let mut refused = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(server.addr()).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the port still accepts");
+    server.set_up(true);
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(server.addr()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let smtp = common::Smtp::connect(server.addr()).await;
+    assert!(
+        smtp.transcript.starts_with("S: 220 "),
+        "{}",
+        smtp.transcript
+    );
+}
