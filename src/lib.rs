@@ -44,6 +44,8 @@ mod embedded;
 pub mod policy;
 mod proxy;
 pub mod reply;
+#[cfg(feature = "runner")]
+pub mod runner;
 pub mod scenario;
 mod server;
 mod session;

@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use qqmx::config::{ClockMode, ListenerConfig, Listeners};
 use qqmx::control::{self, ApiOptions};
+use qqmx::runner::{self, RunOptions};
+use qqmx::scenario::Scenario;
 use qqmx::{Config, Generation, Server};
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +29,10 @@ enum Command {
     Serve(Box<Serve>),
     /// Print the annotated default configuration.
     Config,
+    /// Play a chaos scenario against a sender: `qqmx run SCENARIO -- COMMAND...`. The
+    /// sender finds qqmx through QQMX_SMTP_ADDR, QQMX_SMTP_ADDRS and QQMX_API_URL. Without
+    /// a command, qqmx runs the timeline alone, to be driven through its API.
+    Run(RunArgs),
     /// Validate scenario files; errors name the file, line and key.
     Check {
         /// Scenario files.
@@ -76,6 +82,24 @@ struct Serve {
     log_format: LogFormat,
 }
 
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// Address of the control API.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    api: SocketAddr,
+    /// Where the JSON and JUnit XML reports go (`<scenario name>.json` and `.xml`).
+    #[arg(long, default_value = "qqmx-reports")]
+    report_dir: PathBuf,
+    /// No progress lines while it runs.
+    #[arg(long, short)]
+    quiet: bool,
+    /// The sender under test and its arguments, after `--`.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ClockArg {
     System,
@@ -106,10 +130,21 @@ fn main() -> ExitCode {
             print!("{}", include_str!("../../qqmx.example.toml"));
             ExitCode::SUCCESS
         }
+        Command::Run(args) => {
+            init_logs(LogFormat::Text, "warn");
+            match run(&args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("qqmx: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Check { scenarios } => {
             let mut failed = false;
             for path in &scenarios {
-                match qqmx::scenario::Scenario::from_file(path) {
+                match Scenario::from_file(path) {
                     Ok(s) => say(format_args!(
                         "{}: ok ({}, {} phases, {} expectations)",
                         path.display(),
@@ -137,15 +172,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => {
-            let filter =
-                EnvFilter::try_from_env("QQMX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-            let logs = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr);
-            match args.log_format {
-                LogFormat::Text => logs.init(),
-                LogFormat::Json => logs.json().init(),
-            }
+            init_logs(args.log_format, "info");
             match serve(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -158,6 +185,43 @@ fn main() -> ExitCode {
 }
 
 type Error = Box<dyn std::error::Error>;
+
+/// Logs on standard error, filtered by QQMX_LOG (default `level`).
+fn init_logs(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_env("QQMX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+/// Plays a scenario; true when every expectation held.
+fn run(args: &RunArgs) -> Result<bool, Error> {
+    let scenario = Scenario::from_file(&args.scenario)?;
+    let mut options = RunOptions::default();
+    options.command = args.command.clone();
+    options.api = args.api;
+    options.progress = !args.quiet;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(runner::run(&scenario, &args.scenario, &options))?;
+    print!("{report}");
+    std::fs::create_dir_all(&args.report_dir)
+        .map_err(|e| format!("{}: {e}", args.report_dir.display()))?;
+    let (json, xml) = runner::report_paths(&args.report_dir, &scenario);
+    std::fs::write(&json, report.to_json()).map_err(|e| format!("{}: {e}", json.display()))?;
+    std::fs::write(&xml, report.to_junit_xml()).map_err(|e| format!("{}: {e}", xml.display()))?;
+    say(format_args!(
+        "reports: {} and {}",
+        json.display(),
+        xml.display()
+    ));
+    Ok(report.passed)
+}
 
 /// The config from the file, the `QQMX__...` variables and the flags, in that order.
 fn load_config(args: &Serve) -> Result<Config, Error> {

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod expect;
+pub mod report;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -37,7 +38,8 @@ use crate::clock::{Clock, parse_rfc3339};
 use crate::config::{Config, ConfigError, DEFAULT_START, duration_text, key_at, line_col, locate};
 use crate::policy::{QuotaName, Window};
 
-pub use expect::{Expect, ExpectKind, Outcome, RetryAfter};
+pub use expect::{Expect, ExpectKind, Outage, Outcome, RetryAfter, Run, evaluate};
+pub use report::Report;
 
 /// One scenario file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,416 @@
+//! The scenario runner behind `qqmx run`: starts qqmx under a scenario, runs the sender
+//! under test, plays the timeline, and checks the expectations.
+//!
+//! The sender gets the addresses in its environment:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `QQMX_SMTP_ADDR` | `host:port` of the first MX host (`mx1`) |
+//! | `QQMX_SMTP_ADDRS` | every MX host, `mx1=host:port,mx2=host:port,...` in preference order |
+//! | `QQMX_<MX>_ADDR` | one MX host (`QQMX_MX2_ADDR`) |
+//! | `QQMX_API_URL` | the control API (`http://127.0.0.1:PORT`) |
+//! | `QQMX_CLOCK_SPEED` | virtual seconds per real second |
+//! | `QQMX_SCENARIO` | the scenario file's absolute path |
+//! | `QQMX_SEED` | the scenario's seed |
+//!
+//! The run ends when the sender exits or the timeline ends, whichever is first; a sender
+//! still running then is killed. Without a sender, qqmx runs the timeline alone, for an
+//! external tool that drives it through the control API.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::{ListenerConfig, duration_text};
+use crate::control::{self, ApiOptions};
+use crate::policy::IpNet;
+use crate::scenario::expect::{Outage, Run, evaluate};
+use crate::scenario::report::Report;
+use crate::scenario::{Phase, Scenario};
+use crate::server::{Server, StartError};
+
+/// How to run a scenario.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// The sender under test and its arguments; empty runs qqmx alone.
+    pub command: Vec<String>,
+    /// Address the control API listens on.
+    pub api: SocketAddr,
+    /// Address the SMTP listeners listen on (each on a free port).
+    pub smtp_ip: IpAddr,
+    /// Print progress on standard error while it runs.
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            command: Vec::new(),
+            api: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            smtp_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            progress: false,
+        }
+    }
+}
+
+/// Why a run could not take place (a failed expectation is not an error: see
+/// [`Report::passed`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// qqmx could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A listener could not be bound, or the API failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The sender could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Command {
+        /// The program.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Plays `scenario` (read from `path`) and checks its expectations.
+///
+/// # Errors
+///
+/// [`RunError`] when qqmx or the sender cannot start.
+pub async fn run(
+    scenario: &Scenario,
+    path: &Path,
+    options: &RunOptions,
+) -> Result<Report, RunError> {
+    let mut config = scenario.config.clone();
+    config.seed = scenario.seed;
+    for listener in config.listeners.0.values_mut() {
+        *listener = ListenerConfig {
+            addr: SocketAddr::new(options.smtp_ip, 0),
+            ..listener.clone()
+        };
+    }
+    let clock = scenario.make_clock();
+    let server = Server::new(config.clone(), clock.clone())?;
+    server.set_faults(scenario.faults.clone());
+
+    let mut listeners = Vec::new();
+    let mut api_options = ApiOptions::new(None);
+    for mx in preference_order(config.listeners.0.keys()) {
+        let addr = config.listeners.0[&mx].addr;
+        let bound = TcpListener::bind(addr).await?;
+        let addr = bound.local_addr()?;
+        api_options = api_options.listener(mx.clone(), addr);
+        listeners.push((mx, bound));
+    }
+    let addrs = api_options.listeners.clone();
+    let api_listener = TcpListener::bind(options.api).await?;
+    let api_addr = api_listener.local_addr()?;
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(control::serve(
+        api_listener,
+        control::router(server.clone(), api_options),
+        async {
+            let _ = api_stopped.await;
+        },
+    ));
+    let (stop_smtp, smtp_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .run_all(listeners, async {
+                    let _ = smtp_stopped.await;
+                })
+                .await;
+        })
+    };
+    let started = clock.now();
+    info!(scenario = %scenario.name, api = %api_addr, "running");
+    if options.progress {
+        eprintln!(
+            "qqmx run: {} ({} virtual, {}x): {}",
+            scenario.name,
+            duration_text::Text(scenario.duration),
+            scenario.clock.speed,
+            addrs
+                .iter()
+                .map(|(mx, a)| format!("{mx}={a}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        eprintln!("qqmx run: control API on http://{api_addr}");
+    }
+
+    let mut child = match options.command.split_first() {
+        Some((program, args)) => {
+            let scenario_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            let mut command = Command::new(program);
+            command
+                .args(args)
+                .envs(environment(&addrs, api_addr, scenario, &scenario_path))
+                .kill_on_drop(true);
+            Some(command.spawn().map_err(|source| RunError::Command {
+                command: program.clone(),
+                source,
+            })?)
+        }
+        None => None,
+    };
+
+    let mut timeline = Timeline::new(scenario, &server);
+    let began = Instant::now();
+    let end = began + scenario.real(scenario.duration);
+    let mut status: Option<ExitStatus> = None;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let next = timeline.next_at().map(|at| began + scenario.real(at));
+        let wake = next.map_or(end, |n| n.min(end));
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {
+                if next.is_some_and(|n| n <= wake) {
+                    timeline.play_next(&server);
+                } else {
+                    break;
+                }
+            }
+            exited = wait(&mut child), if child.is_some() && status.is_none() => {
+                status = exited;
+                break;
+            }
+            _ = ticker.tick(), if options.progress => {
+                progress(&server, scenario, started, &timeline);
+            }
+        }
+    }
+    if let Some(child) = child.as_mut()
+        && status.is_none()
+    {
+        if options.progress {
+            eprintln!("qqmx run: the timeline ended; stopping the sender");
+        }
+        let _ = child.start_kill();
+        status = child.wait().await.ok();
+    }
+    let ended = clock.now();
+    let _ = stop_smtp.send(());
+    let _ = serving.await;
+    let _ = stop_api.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(1), api).await;
+
+    let events = server.store().events();
+    let messages = server.store().messages();
+    let outages = timeline.outages(ended);
+    let outcomes = evaluate(
+        &scenario.expectations,
+        &Run::new(&events, &messages, &outages, scenario.seed),
+    );
+    Ok(Report::new(
+        scenario, outcomes, started, ended, &messages, &events, status,
+    ))
+}
+
+/// `mx1`, `mx2`, `mx3`, then the others by name: the order a sender tries them in.
+fn preference_order<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut names: Vec<String> = names.cloned().collect();
+    names.sort_by_key(|n| {
+        let digits: String = n.chars().filter(char::is_ascii_digit).collect();
+        (
+            !n.starts_with("mx") || n.starts_with("mxbiz"),
+            digits.parse::<u32>().unwrap_or(u32::MAX),
+            n.clone(),
+        )
+    });
+    names
+}
+
+/// The variables the sender gets.
+fn environment(
+    addrs: &[(String, SocketAddr)],
+    api: SocketAddr,
+    scenario: &Scenario,
+    path: &Path,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "QQMX_SMTP_ADDRS".to_owned(),
+            addrs
+                .iter()
+                .map(|(mx, a)| format!("{mx}={a}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        ("QQMX_API_URL".to_owned(), format!("http://{api}")),
+        (
+            "QQMX_CLOCK_SPEED".to_owned(),
+            scenario.clock.speed.to_string(),
+        ),
+        ("QQMX_SCENARIO".to_owned(), path.display().to_string()),
+        ("QQMX_SEED".to_owned(), scenario.seed.to_string()),
+    ];
+    if let Some((_, first)) = addrs.first() {
+        env.push(("QQMX_SMTP_ADDR".to_owned(), first.to_string()));
+    }
+    for (mx, addr) in addrs {
+        env.push((
+            format!("QQMX_{}_ADDR", mx.to_ascii_uppercase()),
+            addr.to_string(),
+        ));
+    }
+    env
+}
+
+async fn wait(child: &mut Option<tokio::process::Child>) -> Option<ExitStatus> {
+    match child {
+        Some(child) => child.wait().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+fn progress(server: &Server, scenario: &Scenario, started: SystemTime, timeline: &Timeline) {
+    let now = server.clock().now();
+    let elapsed = now.duration_since(started).unwrap_or_default();
+    let refused: u64 = server.store().refusals_total().values().sum();
+    eprintln!(
+        "qqmx run: [{} / {}] phase {}: {} accepted, {} refused",
+        duration_text::Text(Duration::from_secs(elapsed.as_secs())),
+        duration_text::Text(scenario.duration),
+        timeline.current(),
+        server.store().stats().accepted_total,
+        refused,
+    );
+}
+
+/// The phases still to play, and the outages so far.
+struct Timeline<'a> {
+    phases: &'a [Phase],
+    next: usize,
+    /// MX hosts down now, since when.
+    down: Vec<(String, SystemTime)>,
+    outages: Vec<Outage>,
+}
+
+impl<'a> Timeline<'a> {
+    fn new(scenario: &'a Scenario, server: &Server) -> Self {
+        let mut timeline = Self {
+            phases: &scenario.phases,
+            next: 0,
+            down: Vec::new(),
+            outages: Vec::new(),
+        };
+        // Phases at zero apply before the sender's first connection can arrive.
+        while timeline.next_at() == Some(Duration::ZERO) {
+            timeline.play_next(server);
+        }
+        timeline
+    }
+
+    fn next_at(&self) -> Option<Duration> {
+        self.phases.get(self.next).map(|p| p.at)
+    }
+
+    fn current(&self) -> String {
+        match self.next.checked_sub(1).map(|i| &self.phases[i]) {
+            None => "start".to_owned(),
+            Some(p) if p.name.is_empty() => format!("at {}", duration_text::Text(p.at)),
+            Some(p) => format!("`{}`", p.name),
+        }
+    }
+
+    fn play_next(&mut self, server: &Server) {
+        let Some(phase) = self.phases.get(self.next) else {
+            return;
+        };
+        self.next += 1;
+        let now = server.clock().now();
+        info!(at = %duration_text::Text(phase.at), name = %phase.name, "phase");
+        server.with_policy(|policy, now| {
+            for l in &phase.limits {
+                policy.set_limit(l.quota, l.window, l.limit);
+            }
+            for listing in &phase.blacklist {
+                let until = listing.lasting.map(|d| now + d);
+                if let Some(net) = listing
+                    .ip
+                    .as_deref()
+                    .and_then(|ip| ip.parse::<IpNet>().ok())
+                {
+                    policy.blacklist_ip(net, until);
+                }
+                if let Some(sender) = &listing.sender {
+                    policy.blacklist_sender(sender, until);
+                }
+            }
+            for listing in &phase.unblacklist {
+                if let Some(net) = listing
+                    .ip
+                    .as_deref()
+                    .and_then(|ip| ip.parse::<IpNet>().ok())
+                {
+                    policy.unblacklist_ip(net);
+                }
+                if let Some(sender) = &listing.sender {
+                    policy.unblacklist_sender(sender);
+                }
+            }
+            for w in &phase.whitelist {
+                policy.whitelist(&w.recipient, &w.sender);
+            }
+            for c in &phase.complain {
+                for _ in 0..c.count {
+                    policy.complain(c.ip, c.sender.as_deref(), now);
+                }
+            }
+        });
+        if phase.clear_faults {
+            server.set_faults(Vec::new());
+        }
+        if let Some(faults) = &phase.faults {
+            server.set_faults(faults.clone());
+        }
+        for mx in &phase.mx_down {
+            server.set_mx_up(mx, false);
+            if !self.down.iter().any(|(m, _)| m == mx) {
+                self.down.push((mx.clone(), now));
+            }
+        }
+        for mx in &phase.mx_up {
+            server.set_mx_up(mx, true);
+            if let Some(i) = self.down.iter().position(|(m, _)| m == mx) {
+                let (mx, from) = self.down.remove(i);
+                self.outages.push(Outage::new(mx, from, Some(now)));
+            }
+        }
+        if phase.mx_down.iter().chain(&phase.mx_up).next().is_some() {
+            warn!(down = ?self.down.iter().map(|(m, _)| m).collect::<Vec<_>>(), "MX hosts down");
+        }
+    }
+
+    /// Every outage, those still going ending at `end`.
+    fn outages(&self, end: SystemTime) -> Vec<Outage> {
+        let mut outages = self.outages.clone();
+        outages.extend(
+            self.down
+                .iter()
+                .map(|(mx, from)| Outage::new(mx.clone(), *from, Some(end))),
+        );
+        outages
+    }
+}
+
+/// Where reports go: `DIR/<scenario name>.json` and `.xml`.
+pub fn report_paths(dir: &Path, scenario: &Scenario) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{}.json", scenario.name)),
+        dir.join(format!("{}.xml", scenario.name)),
+    )
+}
