@@ -282,7 +282,7 @@ fn progress(server: &Server, scenario: &Scenario, started: SystemTime, timeline:
     let refused: u64 = server.store().refusals_total().values().sum();
     eprintln!(
         "qqmx run: [{} / {}] phase {}: {} accepted, {} refused",
-        duration_text::Text(Duration::from_secs(elapsed.as_secs())),
+        duration_text::Text(Duration::from_secs(elapsed.as_secs().max(1))),
         duration_text::Text(scenario.duration),
         timeline.current(),
         server.store().stats().accepted_total,
