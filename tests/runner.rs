@@ -1,0 +1,257 @@
+//! `qqmx run` end to end: small scenarios played against small Python senders, checking
+//! the timeline, the environment, the expectations, the reports and the exit codes.
+#![cfg(feature = "cli")]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const QQMX: &str = env!("CARGO_BIN_EXE_qqmx");
+
+/// A scratch folder with a scenario and a sender.
+struct Case {
+    dir: PathBuf,
+}
+
+impl Case {
+    fn new(name: &str, scenario: &str, sender: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("qqmx-runner-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("scenario.toml"), scenario).expect("scenario");
+        std::fs::write(dir.join("sender.py"), sender).expect("sender");
+        Self { dir }
+    }
+
+    fn run(&self, with_sender: bool) -> Output {
+        let mut command = Command::new(QQMX);
+        command
+            .arg("run")
+            .arg(self.dir.join("scenario.toml"))
+            .arg("--report-dir")
+            .arg(self.dir.join("reports"));
+        if with_sender {
+            command
+                .args(["--", "python3"])
+                .arg(self.dir.join("sender.py"));
+        }
+        command.output().expect("qqmx run starts")
+    }
+
+    fn report(&self, name: &str, ext: &str) -> String {
+        std::fs::read_to_string(self.dir.join("reports").join(format!("{name}.{ext}")))
+            .expect("report written")
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Sends `n` messages to the first MX that answers, in QQMX_SMTP_ADDRS order, waiting
+/// `pause` virtual seconds before each.
+const SENDER: &str = r#"
+import os, smtplib, socket, sys, time
+speed = float(os.environ["QQMX_CLOCK_SPEED"])
+hosts = [h.split("=", 1)[1] for h in os.environ["QQMX_SMTP_ADDRS"].split(",")]
+assert os.environ["QQMX_SMTP_ADDR"] == hosts[0]
+assert os.environ["QQMX_MX2_ADDR"] == hosts[1]
+assert os.environ["QQMX_API_URL"].startswith("http://127.0.0.1:")
+assert os.path.isabs(os.environ["QQMX_SCENARIO"])
+n, pause = N, PAUSE
+for i in range(n):
+    time.sleep(pause / speed)
+    for host in hosts:
+        h, p = host.rsplit(":", 1)
+        try:
+            s = smtplib.SMTP(h, int(p), timeout=5)
+        except OSError:
+            continue
+        try:
+            s.sendmail("news@example.org", ["10001@qq.com"], "Subject: %d\r\n\r\nhi\r\n" % i)
+        except smtplib.SMTPException as e:
+            print("refused", e)
+        s.quit()
+        break
+"#;
+
+fn sender(n: u32, pause: u32) -> String {
+    SENDER.replace("N, PAUSE", &format!("{n}, {pause}"))
+}
+
+#[test]
+fn the_timeline_takes_mx1_down_and_the_sender_fails_over() {
+    let case = Case::new(
+        "failover",
+        r#"
+name = "failover"
+seed = 4
+duration = "20m"
+[clock]
+speed = 600.0
+[[phase]]
+at = "5m"
+mx_down = ["mx1"]
+[[phase]]
+at = "15m"
+mx_up = ["mx1"]
+[[expect]]
+kind = "failover"
+mx = "mx1"
+min = 2
+[[expect]]
+kind = "accepted"
+mx = "mx1"
+min = 1
+"#,
+        &sender(6, 60),
+    );
+    let output = case.run(true);
+    assert!(output.status.success(), "{}", text(&output));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(report.starts_with("scenario failover: passed"), "{report}");
+    assert!(
+        report.contains("ok   fails over while mx1 is down"),
+        "{report}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&case.report("failover", "json")).expect("JSON report");
+    assert_eq!(json["passed"], true);
+    assert_eq!(json["exit_code"], 0);
+    assert_eq!(json["seed"], 4);
+}
+
+#[test]
+fn a_failed_expectation_exits_1_names_the_seed_and_writes_junit() {
+    let case = Case::new(
+        "blocks",
+        r#"
+name = "blocks"
+seed = 99
+duration = "10m"
+[clock]
+speed = 600.0
+[config.quotas.ip_messages]
+minute = { limit = 2, block = "5m" }
+[[expect]]
+kind = "respects_blocks"
+[[expect]]
+kind = "rejected"
+reply = "ip_frequency"
+max = 0
+name = "never told <Ip frequency limited> & co"
+"#,
+        &sender(5, 0),
+    );
+    let output = case.run(true);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.contains("FAIL respects blocks (at most 0 attempts while blocked): 2 attempts from 127.0.0.1 while ip:127.0.0.1 was blocked until"),
+        "{report}"
+    );
+    assert!(report.contains("replay with seed 99"), "{report}");
+    let xml = case.report("blocks", "xml");
+    assert!(
+        xml.contains(r#"<testsuite name="blocks" tests="2" failures="2""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"name="never told &lt;Ip frequency limited&gt; &amp; co""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<property name="seed" value="99"/>"#),
+        "{xml}"
+    );
+}
+
+#[test]
+fn greylisting_and_retries_are_measured_in_virtual_time() {
+    let scenario = r#"
+name = "greylist"
+seed = 1
+duration = "2h"
+[clock]
+speed = 3600.0
+[[fault]]
+kind = "greylist"
+stage = "rcpt"
+attempts = 1
+[[expect]]
+kind = "retries"
+after = "temporary"
+min_delay = "5m"
+max_delay = "1h"
+[[expect]]
+kind = "accepted"
+min = 1
+"#;
+    // Retries after ten virtual minutes: within the window.
+    let patient = Case::new("patient", scenario, &sender(2, 600));
+    let output = patient.run(true);
+    assert!(output.status.success(), "{}", text(&output));
+    // Retries at once: too soon.
+    let hasty = Case::new("hasty", scenario, &sender(2, 0));
+    let output = hasty.run(true);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.contains("FAIL retries after a temporary failure no sooner than 5m no later than 1h: retry of 10001@qq.com"),
+        "{report}"
+    );
+}
+
+#[test]
+fn without_a_sender_the_timeline_runs_to_its_end() {
+    let case = Case::new(
+        "alone",
+        r#"
+name = "alone"
+duration = "30m"
+[clock]
+speed = 3600.0
+[[expect]]
+kind = "accepted"
+max = 0
+"#,
+        "",
+    );
+    let output = case.run(false);
+    assert!(output.status.success(), "{}", text(&output));
+    let json: serde_json::Value =
+        serde_json::from_str(&case.report("alone", "json")).expect("JSON report");
+    assert_eq!(json["exit_code"], serde_json::Value::Null);
+    let started = json["started"].as_str().expect("started");
+    let ended = json["ended"].as_str().expect("ended");
+    assert!(started.starts_with("2025-06-02T01:00:0"), "{started}");
+    assert!(ended.starts_with("2025-06-02T01:3"), "{ended}");
+}
+
+#[test]
+fn a_bad_scenario_is_named_by_file_line_and_key() {
+    let case = Case::new(
+        "bad",
+        "name = \"bad\"\nduration = \"1h\"\n\n[[phase]]\nat = \"2h\"\n",
+        "",
+    );
+    let output = case.run(false);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let path = case.dir.join("scenario.toml");
+    assert!(
+        stderr.contains(&format!(
+            "{}:5:1: key `phase.at`: `2h` is after the end of the scenario",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
