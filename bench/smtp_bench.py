@@ -293,11 +293,13 @@ class Qqmx(Server):
             str(self.config),
             "--smtp",
             f"{HOST}:{self.port}",
+            "--api",
+            "off",
         ]
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        for key in ("QQMX_CONFIG", "QQMX_SMTP"):
+        for key in ("QQMX_CONFIG", "QQMX_SMTP", "QQMX_API"):
             env.pop(key, None)
         env["QQMX_LOG"] = self.args.qqmx_log
         return env

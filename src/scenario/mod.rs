@@ -119,6 +119,9 @@ pub struct Workload {
     pub dkim_selector: Option<String>,
     /// The body of every message.
     pub body: String,
+    /// The envelope sender and `From:` the naive reference sender uses instead of
+    /// `from` (to forge a qq.com sender, say).
+    pub naive_from: Option<String>,
 }
 
 impl Default for Workload {
@@ -132,6 +135,7 @@ impl Default for Workload {
             dkim_key: None,
             dkim_selector: None,
             body: "Hello from a qqmx scenario.".into(),
+            naive_from: None,
         }
     }
 }

@@ -1,0 +1,140 @@
+"""What both reference senders share: the environment `qqmx run` gives them, the
+scenario's [workload], virtual time, message building and one SMTP delivery attempt.
+
+Standard library only, plus dkimpy (`import dkim`) when the workload signs.
+"""
+import datetime
+import email.utils
+import json
+import os
+import smtplib
+import socket
+import time
+import tomllib
+import urllib.request
+
+SPEED = float(os.environ.get("QQMX_CLOCK_SPEED", "1"))
+BUDGET = float(os.environ.get("QQMX_SENDER_BUDGET", "60"))
+SCENARIO = os.environ["QQMX_SCENARIO"]
+HOSTS = []
+for item in os.environ["QQMX_SMTP_ADDRS"].split(","):
+    name, addr = item.split("=", 1)
+    host, port = addr.rsplit(":", 1)
+    HOSTS.append((name, host, int(port)))
+
+with open(SCENARIO, "rb") as f:
+    SCENARIO_DATA = tomllib.load(f)
+WORKLOAD = {
+    "messages": 10,
+    "per_minute": 10,
+    "from": "news@example.org",
+    "recipients": [],
+    "recipient_count": 10,
+    "body": "Hello from a qqmx scenario.",
+    "dkim_key": None,
+    "dkim_selector": None,
+}
+WORKLOAD.update(SCENARIO_DATA.get("workload", {}))
+RECIPIENTS = WORKLOAD["recipients"] or [
+    "%d@qq.com" % (10001 + i) for i in range(WORKLOAD["recipient_count"])
+]
+
+_REAL_START = time.monotonic()
+
+
+def _virtual_start():
+    """The server's virtual time when the sender starts, from the control API (a sender
+    under a virtual clock has no other way to know the date)."""
+    try:
+        with urllib.request.urlopen(os.environ["QQMX_API_URL"] + "/api/v1/clock", timeout=5) as r:
+            now = json.load(r)["now"]
+        return datetime.datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp()
+    except (OSError, KeyError, ValueError):
+        return time.time()
+
+
+VIRTUAL_START = _virtual_start()
+
+
+def vnow():
+    """Virtual seconds since the Unix epoch."""
+    return VIRTUAL_START + (time.monotonic() - _REAL_START) * SPEED
+
+
+def vsleep(seconds):
+    """Waits `seconds` of virtual time."""
+    if seconds > 0:
+        time.sleep(seconds / SPEED)
+
+
+def out_of_budget():
+    return time.monotonic() - _REAL_START > BUDGET
+
+
+def cst_day(t):
+    """The China Standard Time day number of virtual time `t`."""
+    return int((t + 8 * 3600) // 86400)
+
+
+def message(i, rcpt, sender=None, sign=True, personal=False):
+    """Message `i` to `rcpt`; `personal` greets the recipient by address, so that no two
+    recipients get the same body."""
+    sender = sender or WORKLOAD["from"]
+    domain = sender.rsplit("@", 1)[1]
+    body = WORKLOAD["body"]
+    if personal:
+        body = "Dear %s,\r\n\r\n%s" % (rcpt, body)
+    text = (
+        "From: <%s>\r\nTo: <%s>\r\nSubject: scenario message %d\r\nDate: %s\r\n"
+        "Message-ID: <%d.%d@%s>\r\n\r\n%s\r\n"
+        % (sender, rcpt, i, email.utils.formatdate(vnow()), i, os.getpid(), domain, body)
+    ).encode()
+    key, selector = WORKLOAD["dkim_key"], WORKLOAD["dkim_selector"]
+    if sign and key and selector:
+        import dkim
+
+        path = os.path.join(os.path.dirname(SCENARIO), key)
+        with open(path, "rb") as f:
+            secret = f.read().strip()
+        algorithm = b"rsa-sha256" if secret.startswith(b"-----") else b"ed25519-sha256"
+        text = dkim.sign(
+            text,
+            selector.encode(),
+            domain.encode(),
+            secret,
+            include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
+            signature_algorithm=algorithm,
+        ) + text
+    return text
+
+
+class Dropped(Exception):
+    """The connection failed or closed without a reply."""
+
+
+def attempt(host, port, sender, rcpt, data, timeout=10):
+    """One transaction. Returns (code, text) of the reply that ended it: the end of data
+    on success, or the first refusal. Raises Dropped when there was no reply."""
+    try:
+        s = smtplib.SMTP(timeout=timeout)
+        code, text = s.connect(host, port)
+        if code != 220:
+            s.close()
+            return code, text.decode(errors="replace")
+        for command in ("EHLO sender.example.org", "MAIL FROM:<%s>" % sender, "RCPT TO:<%s>" % rcpt, "DATA"):
+            code, text = s.docmd(command)
+            if code >= 400:
+                try:
+                    s.quit()
+                except (smtplib.SMTPException, OSError):
+                    pass
+                return code, text.decode(errors="replace")
+        s.send(data.replace(b"\r\n.", b"\r\n..") + b"\r\n.\r\n")
+        code, text = s.getreply()
+        try:
+            s.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        return code, text.decode(errors="replace")
+    except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as e:
+        raise Dropped(str(e)) from e
