@@ -5,6 +5,7 @@
 //! clock and store. The handle reads the store, moves the clock, waits for messages and
 //! checks [`Expectation`]s when it is dropped.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::ops::{Bound, RangeBounds};
@@ -286,31 +287,12 @@ impl QqMx {
     pub fn verify(&self) -> Result<(), Report> {
         let stats = self.stats();
         let counts = self.store().reply_counts();
-        let failures: Vec<String> = self
-            .lock_expectations()
-            .iter()
-            .filter_map(|e| {
-                let got = match e.what {
-                    What::Accepted => stats.accepted_total as usize,
-                    What::Replies(kind) => counts.get(&kind).copied().unwrap_or(0),
-                };
-                (!e.times.contains(got)).then(|| e.failure(got))
-            })
-            .collect();
-        if failures.is_empty() {
-            return Ok(());
-        }
-        Err(Report {
-            failures,
-            total: self.lock_expectations().len(),
-            seed: self.config().seed,
-            replies: counts
-                .iter()
-                .map(|(kind, n)| format!("{kind} ×{n}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            accepted: stats.accepted_total,
-        })
+        check(
+            &self.lock_expectations(),
+            stats.accepted_total,
+            &counts,
+            self.config().seed,
+        )
     }
 
     // ---- policy control ----------------------------------------------------------------
@@ -463,6 +445,40 @@ impl fmt::Debug for QqMx {
             .field("server", &self.server)
             .finish()
     }
+}
+
+/// Checks `expectations` against what a server saw: how many messages it accepted and
+/// how many replies of each kind its event log holds.
+pub(crate) fn check(
+    expectations: &[Expectation],
+    accepted: u64,
+    counts: &BTreeMap<ReplyKind, usize>,
+    seed: u64,
+) -> Result<(), Report> {
+    let failures: Vec<String> = expectations
+        .iter()
+        .filter_map(|e| {
+            let got = match e.what {
+                What::Accepted => usize::try_from(accepted).unwrap_or(usize::MAX),
+                What::Replies(kind) => counts.get(&kind).copied().unwrap_or(0),
+            };
+            (!e.times.contains(got)).then(|| e.failure(got))
+        })
+        .collect();
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(Report {
+        failures,
+        total: expectations.len(),
+        seed,
+        replies: counts
+            .iter()
+            .map(|(kind, n)| format!("{kind} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        accepted,
+    })
 }
 
 fn parse_net(net: &str) -> IpNet {
@@ -665,3 +681,136 @@ times_from_range!(
     std::ops::RangeTo<usize>,
     std::ops::RangeToInclusive<usize>
 );
+
+/// What the embedded server and a sidecar's [`Remote`](crate::remote::Remote) client have in
+/// common: inspection and control, so that a test can be written once and switched
+/// between the two by changing the line that creates the server.
+///
+/// ```
+/// use qqmx::{Mx, QqMx};
+///
+/// fn no_mail_yet(server: &impl Mx) {
+///     assert!(server.messages().is_empty());
+/// }
+///
+/// let server = QqMx::start(); // or qqmx::remote::Remote::from_env()? with a sidecar
+/// no_mail_yet(&server);
+/// ```
+pub trait Mx {
+    /// The address of the first SMTP listener (`mx1`).
+    fn addr(&self) -> SocketAddr;
+    /// The accepted messages, oldest first, with their raw source.
+    fn messages(&self) -> Vec<Message>;
+    /// The event log, oldest first.
+    fn events(&self) -> Vec<Event>;
+    /// Store counters.
+    fn stats(&self) -> StoreStats;
+    /// Waits (real time) until at least `n` messages were accepted since the last reset.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError`] when the time runs out.
+    fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, WaitError>;
+    /// Forgets messages, events and expectations.
+    fn reset(&self);
+    /// Adds an expectation, checked by [`verify`](Self::verify) and when dropped.
+    fn expect(&self, expectation: Expectation);
+    /// Checks the expectations now.
+    ///
+    /// # Errors
+    ///
+    /// A [`Report`] of those that failed.
+    fn verify(&self) -> Result<(), Report>;
+    /// Moves the server's clock forward.
+    fn advance(&self, by: Duration);
+    /// Blacklists an IP or CIDR range until `until`, or for good.
+    fn blacklist_ip(&self, net: &str, until: Option<SystemTime>);
+    /// Lifts an IP's or range's listings.
+    fn unblacklist_ip(&self, net: &str);
+    /// Blacklists a sender address or domain.
+    fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>);
+    /// Lifts a sender's listings.
+    fn unblacklist_sender(&self, sender: &str);
+    /// `recipient` whitelists a sender address or domain.
+    fn whitelist(&self, recipient: &str, sender: &str);
+    /// A QQ user complains about mail from `ip`.
+    fn complain(&self, ip: IpAddr, sender: Option<&str>);
+    /// Sets (or with `None` removes) one tier of a quota.
+    fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>);
+    /// Forgets quota counters and blocks.
+    fn reset_counters(&self);
+    /// An IP's reputation now.
+    fn reputation(&self, ip: IpAddr) -> u64;
+    /// The quota blocks in force.
+    fn blocks(&self) -> Vec<BlockInfo>;
+    /// The last refusal of `ip` at or before `at`.
+    fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision>;
+    /// Replaces the faults in force.
+    fn set_faults(&self, faults: Vec<crate::chaos::Fault>);
+}
+
+impl Mx for QqMx {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn messages(&self) -> Vec<Message> {
+        QqMx::messages(self)
+    }
+    fn events(&self) -> Vec<Event> {
+        QqMx::events(self)
+    }
+    fn stats(&self) -> StoreStats {
+        QqMx::stats(self)
+    }
+    fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, WaitError> {
+        QqMx::wait_for_messages(self, n, timeout)
+    }
+    fn reset(&self) {
+        QqMx::reset(self);
+    }
+    fn expect(&self, expectation: Expectation) {
+        QqMx::expect(self, expectation);
+    }
+    fn verify(&self) -> Result<(), Report> {
+        QqMx::verify(self)
+    }
+    fn advance(&self, by: Duration) {
+        self.clock().advance(by);
+    }
+    fn blacklist_ip(&self, net: &str, until: Option<SystemTime>) {
+        QqMx::blacklist_ip(self, net, until);
+    }
+    fn unblacklist_ip(&self, net: &str) {
+        QqMx::unblacklist_ip(self, net);
+    }
+    fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>) {
+        QqMx::blacklist_sender(self, sender, until);
+    }
+    fn unblacklist_sender(&self, sender: &str) {
+        QqMx::unblacklist_sender(self, sender);
+    }
+    fn whitelist(&self, recipient: &str, sender: &str) {
+        QqMx::whitelist(self, recipient, sender);
+    }
+    fn complain(&self, ip: IpAddr, sender: Option<&str>) {
+        QqMx::complain(self, ip, sender);
+    }
+    fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>) {
+        QqMx::set_limit(self, quota, window, limit);
+    }
+    fn reset_counters(&self) {
+        QqMx::reset_counters(self);
+    }
+    fn reputation(&self, ip: IpAddr) -> u64 {
+        QqMx::reputation(self, ip)
+    }
+    fn blocks(&self) -> Vec<BlockInfo> {
+        QqMx::blocks(self)
+    }
+    fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision> {
+        QqMx::explain(self, ip, at)
+    }
+    fn set_faults(&self, faults: Vec<crate::chaos::Fault>) {
+        QqMx::set_faults(self, faults);
+    }
+}

@@ -27,6 +27,9 @@
 //! - [`Server`]: the listener, accept loop and graceful shutdown.
 //! - [`QqMx`]: the embedded server for tests, with [`Expectation`]s checked on drop.
 //! - `control` (feature `control`): the sidecar's HTTP JSON API and Prometheus metrics.
+//! - `remote` (feature `remote`): a client for a sidecar with the embedded handle's
+//!   methods; [`Mx`] is what the two share.
+//! - [`scenario`] and `runner` (feature `runner`): chaos scenarios and `qqmx run`.
 //!
 //! The `qqmx` command-line tool (`serve`) is behind the `cli` feature, so a
 //! dev-dependency compiles only the library.
@@ -43,6 +46,8 @@ pub mod control;
 mod embedded;
 pub mod policy;
 mod proxy;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod reply;
 #[cfg(feature = "runner")]
 pub mod runner;
@@ -54,7 +59,7 @@ mod tls;
 
 pub use clock::Clock;
 pub use config::{Config, ConfigError};
-pub use embedded::{Builder, Expectation, QqMx, Report, Times, WaitError};
+pub use embedded::{Builder, Expectation, Mx, QqMx, Report, Times, WaitError};
 pub use proxy::ProxyError;
 pub use reply::{Generation, Reply, ReplyKind};
 pub use server::{Server, StartError};
