@@ -2,12 +2,18 @@
 # Runs every qqmx test. The tests drive real clients: lettre (a dev-dependency),
 # Python's smtplib (python3) and swaks, which this script installs from Debian when it
 # is missing, and sign mail with dkimpy (and PyNaCl for Ed25519), installed from PyPI.
+# The image test builds and runs the container with podman and runc, also from Debian
+# (QQMX_SKIP_IMAGE_TEST=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v swaks >/dev/null || need_apt+=(swaks)
 command -v python3 >/dev/null || need_apt+=(python3)
+if [ -z "${QQMX_SKIP_IMAGE_TEST:-}" ]; then
+  command -v podman >/dev/null || need_apt+=(podman)
+  command -v runc >/dev/null || need_apt+=(runc)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get update -qq
