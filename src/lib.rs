@@ -55,6 +55,7 @@ pub mod scenario;
 mod server;
 mod session;
 pub mod store;
+mod timeline;
 mod tls;
 
 pub use clock::Clock;

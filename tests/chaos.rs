@@ -234,3 +234,68 @@ async fn an_mx_host_that_goes_down_refuses_connections_until_it_is_back() {
     let (status, body) = sidecar.post("/api/v1/mx/mx9/down", "{}");
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test]
+async fn a_scenario_loaded_over_http_plays_its_timeline_by_the_servers_clock() {
+    let sidecar = Sidecar::start(
+        &[
+            "--smtp",
+            "mx1=127.0.0.1:0,mx2=127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--clock",
+            "manual",
+        ],
+        &[],
+    );
+    let scenario = r#"
+name = "loaded"
+duration = "1h"
+[config]
+generation = "2019"
+[config.listeners.mx1]
+addr = "127.0.0.1:0"
+[config.listeners.mx2]
+addr = "127.0.0.1:0"
+[[fault]]
+kind = "greylist"
+attempts = 1
+[[phase]]
+at = "10m"
+mx_down = ["mx2"]
+"#;
+    let (status, body) = http(sidecar.api, "PUT", "/api/v1/scenario", None, scenario);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""name":"loaded""#), "{body}");
+    let smtp = Smtp::connect(sidecar.mx("mx1")).await;
+    assert_eq!(
+        smtp.transcript, "S: 220 newxmmxsza22.qq.com MX QQ Mail Server.\n",
+        "the scenario's config is in force"
+    );
+    assert_eq!(sidecar.json("/api/v1/faults")[0]["kind"], "greylist");
+
+    let (status, _) = sidecar.post("/api/v1/clock/advance", r#"{"by": "11m"}"#);
+    assert_eq!(status, 200);
+    let mut down = false;
+    for _ in 0..100 {
+        if sidecar.json("/api/v1/info")["listeners"][1]["up"] == false {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(down, "mx2 goes down once the clock passes 10m");
+
+    let (status, body) = http(
+        sidecar.api,
+        "PUT",
+        "/api/v1/scenario",
+        None,
+        "name = \"bad\"\nduration = \"0s\"\n",
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("<request body>:2:1: key `duration`: must be longer than zero"),
+        "{body}"
+    );
+}

@@ -108,6 +108,7 @@ fn every_route_is_documented_and_every_operation_is_routed() {
         let body = match (method.as_str(), path.as_str()) {
             ("PUT", "/api/v1/faults") => "[]",
             ("PUT", "/api/v1/config") => "seed = 1\n",
+            ("PUT", "/api/v1/scenario") => "name = \"x\"\nduration = \"1m\"\n",
             ("POST", "/api/v1/clock/advance") => r#"{"seconds": 1}"#,
             ("POST", "/api/v1/blacklist" | "/api/v1/unblacklist") => r#"{"ip": "127.0.0.9"}"#,
             ("POST", "/api/v1/whitelist") => r#"{"recipient": "10001@qq.com", "sender": "a@b.c"}"#,

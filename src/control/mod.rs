@@ -98,7 +98,11 @@ pub fn check_bind(addr: SocketAddr, token: Option<&str>) -> Result<(), ControlEr
 
 /// The API's routes over `server`.
 pub fn router(server: Server, options: ApiOptions) -> Router {
-    routes::router(Arc::new(Api { server, options }))
+    routes::router(Arc::new(Api {
+        server,
+        options,
+        scenario: std::sync::Mutex::new(None),
+    }))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
@@ -124,6 +128,8 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 struct Api {
     server: Server,
     options: ApiOptions,
+    /// The timeline of the scenario loaded last, while it plays.
+    scenario: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// An error answered as `{"error": "..."}`.

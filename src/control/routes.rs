@@ -26,6 +26,7 @@ use crate::chaos::Fault;
 use crate::clock::{Rfc3339, parse_rfc3339};
 use crate::config::{Config, duration_text};
 use crate::policy::{BlockInfo, Decision, IpNet, QuotaName, Window};
+use crate::scenario::Scenario;
 use crate::store::{Event, EventKind, Folder, Message};
 
 type Shared = State<Arc<Api>>;
@@ -53,6 +54,7 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .route("/reset", post(reset))
         .route("/config", get(config).put(load_config))
         .route("/faults", get(faults).put(set_faults))
+        .route("/scenario", axum::routing::put(load_scenario))
         .route("/mx/{mx}/down", post(mx_down))
         .route("/mx/{mx}/up", post(mx_up));
     let guarded = Router::new()
@@ -862,4 +864,41 @@ async fn mx_up(State(api): Shared, Path(mx): Path<String>) -> Answer<Json<Done>>
     listener(&api, &mx)?;
     api.server.set_mx_up(&mx, true);
     Ok(DONE)
+}
+
+#[derive(Serialize)]
+struct Loaded {
+    ok: bool,
+    name: String,
+    phases: usize,
+}
+
+/// Loads a scenario (TOML) in place of the config: its config and seed, its faults, and
+/// its timeline, played from now by the server's clock. A timeline still playing from an
+/// earlier load stops. The scenario's own clock does not apply: the server keeps its.
+async fn load_scenario(State(api): Shared, bytes: Bytes) -> Answer<Json<Loaded>> {
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::bad_request("the scenario must be UTF-8 TOML"))?;
+    let scenario = Scenario::parse_named(text, std::path::Path::new("<request body>"))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut config = scenario.config.clone();
+    config.seed = scenario.seed;
+    api.server
+        .reload(config)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    api.server.set_faults(scenario.faults.clone());
+    let loaded = Loaded {
+        ok: true,
+        name: scenario.name.clone(),
+        phases: scenario.phases.len(),
+    };
+    let task = tokio::spawn(crate::timeline::play(api.server.clone(), scenario));
+    let mut current = api
+        .scenario
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(old) = current.replace(task) {
+        old.abort();
+    }
+    Ok(Json(loaded))
 }

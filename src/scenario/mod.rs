@@ -250,6 +250,15 @@ impl Scenario {
         Self::parse(text, Path::new("<inline>"))
     }
 
+    /// Parses and validates a scenario held in a string; errors name `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the line and key.
+    pub fn parse_named(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(text, path)
+    }
+
     fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let scenario: Scenario = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
