@@ -29,7 +29,7 @@
 //! - `control` (feature `control`): the sidecar's HTTP JSON API and Prometheus metrics.
 //! - `remote` (feature `remote`): a client for a sidecar with the embedded handle's
 //!   methods; [`Mx`] is what the two share.
-//! - [`scenario`] and `runner` (feature `runner`): chaos scenarios and `qqmx run`.
+//! - [`scenario`] and `runner` (feature `control`): chaos scenarios and `qqmx run`.
 //!
 //! The `qqmx` command-line tool (`serve`) is behind the `cli` feature, so a
 //! dev-dependency compiles only the library.
@@ -49,12 +49,13 @@ mod proxy;
 #[cfg(feature = "remote")]
 pub mod remote;
 pub mod reply;
-#[cfg(feature = "runner")]
+#[cfg(feature = "control")]
 pub mod runner;
 pub mod scenario;
 mod server;
 mod session;
 pub mod store;
+#[cfg(feature = "control")]
 mod timeline;
 mod tls;
 
