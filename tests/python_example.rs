@@ -10,17 +10,7 @@ use common::sidecar::Sidecar;
 
 #[test]
 fn the_python_example_passes_against_the_sidecar() {
-    let sidecar = Sidecar::start(
-        &[
-            "--smtp",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-            "--clock",
-            "manual",
-        ],
-        &[("QQMX_API_TOKEN", "py-token")],
-    );
+    let sidecar = Sidecar::manual(&[], &[("QQMX_API_TOKEN", "py-token")]);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/python/test_sender.py"

@@ -14,16 +14,7 @@ use qqmx::remote::{Remote, RemoteError};
 use qqmx::{Expectation, Mx, QqMx, ReplyKind};
 
 fn sidecar(args: &[&str], env: &[(&str, &str)]) -> Sidecar {
-    let mut all = vec![
-        "--smtp",
-        "127.0.0.1:0",
-        "--api",
-        "127.0.0.1:0",
-        "--clock",
-        "manual",
-    ];
-    all.extend_from_slice(args);
-    Sidecar::start(&all, env)
+    Sidecar::manual(args, env)
 }
 
 /// One test, written once: a quota, a blacklisting, a complaint, the clock and

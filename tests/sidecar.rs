@@ -222,17 +222,7 @@ fn settings_come_from_the_environment() {
 
 #[tokio::test]
 async fn the_clock_limits_and_config_are_steered_over_http() {
-    let sidecar = Sidecar::start(
-        &[
-            "--smtp",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-            "--clock",
-            "manual",
-        ],
-        &[],
-    );
+    let sidecar = Sidecar::manual(&[], &[]);
     let mx1 = sidecar.mx("mx1");
     let (status, body) = sidecar.post(
         "/api/v1/limit",

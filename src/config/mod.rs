@@ -347,34 +347,7 @@ impl Config {
     }
 
     fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start);
-            let (line, column) = line_col(text, offset);
-            let key = key_at(text, line).unwrap_or_else(|| "(document)".into());
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                key,
-                message: e.message().trim().to_owned(),
-            }
-        })?;
-        config.validate().map_err(|(table, key, message)| {
-            let (line, column) = locate(text, &table, &key).unwrap_or((0, 0));
-            let key = if table.is_empty() {
-                key.to_owned()
-            } else {
-                format!("{table}.{key}")
-            };
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                key,
-                message,
-            }
-        })?;
-        Ok(config)
+        parse_toml(text, path, Config::validate)
     }
 
     /// Applies settings from environment variables named `QQMX__<TABLE>__<KEY>`: the path
@@ -721,8 +694,43 @@ fn set_path(tree: &mut toml::Table, keys: &[String], value: toml::Value) -> Resu
     Ok(())
 }
 
+/// Parses TOML `text` into a `T` and checks it with `validate`, which returns the
+/// (table, key, message) of the first problem; errors name `path`, the line and the key.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+    validate: impl FnOnce(&T) -> Result<(), (String, String, String)>,
+) -> Result<T, ConfigError> {
+    let value: T = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let (line, column) = line_col(text, offset);
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            line,
+            column,
+            key: key_at(text, line).unwrap_or_else(|| "(document)".into()),
+            message: e.message().trim().to_owned(),
+        }
+    })?;
+    validate(&value).map_err(|(table, key, message)| {
+        let (line, column) = locate(text, &table, &key).unwrap_or((0, 0));
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            line,
+            column,
+            key: if table.is_empty() {
+                key
+            } else {
+                format!("{table}.{key}")
+            },
+            message,
+        }
+    })?;
+    Ok(value)
+}
+
 /// 1-based line and column of a byte offset.
-pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -743,7 +751,7 @@ fn table_at(text: &str, line: usize) -> String {
 }
 
 /// The dotted key defined on `line` (1-based), if the line is `key = value`.
-pub(crate) fn key_at(text: &str, line: usize) -> Option<String> {
+fn key_at(text: &str, line: usize) -> Option<String> {
     let source = text.lines().nth(line.checked_sub(1)?)?;
     let trimmed = source.trim();
     if trimmed.starts_with('[') {
@@ -762,7 +770,7 @@ pub(crate) fn key_at(text: &str, line: usize) -> Option<String> {
 }
 
 /// Line and column of `key` inside `[table]` (top level when `table` is empty).
-pub(crate) fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
     let mut current = String::new();
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chaos::Fault;
 use crate::clock::{Clock, parse_rfc3339};
-use crate::config::{Config, ConfigError, DEFAULT_START, duration_text, key_at, line_col, locate};
+use crate::config::{Config, ConfigError, DEFAULT_START, duration_text, parse_toml};
 use crate::policy::{QuotaName, Window};
 
 pub use expect::{Expect, ExpectKind, Outage, Outcome, RetryAfter, Run, evaluate};
@@ -260,32 +260,7 @@ impl Scenario {
     }
 
     fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let scenario: Scenario = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start);
-            let (line, column) = line_col(text, offset);
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                key: key_at(text, line).unwrap_or_else(|| "(document)".into()),
-                message: e.message().trim().to_owned(),
-            }
-        })?;
-        scenario.validate().map_err(|(table, key, message)| {
-            let (line, column) = locate(text, &table, &key).unwrap_or((0, 0));
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                key: if table.is_empty() {
-                    key
-                } else {
-                    format!("{table}.{key}")
-                },
-                message,
-            }
-        })?;
-        Ok(scenario)
+        parse_toml(text, path, Scenario::validate)
     }
 
     /// Checks what serde cannot: returns (table, key, message) of the first problem.

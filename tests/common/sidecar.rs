@@ -61,6 +61,21 @@ impl Sidecar {
         }
     }
 
+    /// `qqmx serve` with mx1 and the API on free loopback ports and a manual clock, plus
+    /// `args` and `env`.
+    pub fn manual(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all = vec![
+            "--smtp",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--clock",
+            "manual",
+        ];
+        all.extend_from_slice(args);
+        Self::start(&all, env)
+    }
+
     pub fn mx(&self, name: &str) -> SocketAddr {
         self.smtp
             .iter()
