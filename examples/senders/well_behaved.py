@@ -22,15 +22,15 @@ import sys
 
 from workload import (
     HOSTS, RECIPIENTS, SCENARIO_DATA, WORKLOAD, Dropped, attempt, cst_day, message,
-    out_of_budget, vnow, vsleep,
+    out_of_budget, sync, vnow, vsleep,
 )
 
 BLOCKS = ("frequency limited", "Connection denied", "Suspected spam ip")
 MINUTE, HOUR, DAY = 60, 3600, 86400
-# The sender's idea of the server's time can be off by a little; it counts a day as
-# starting this long after midnight (China Standard Time), so it never sends a new day's
-# allowance while the server is still in the old day.
-DAY_MARGIN = 3 * HOUR
+# The sender's idea of the server's time can be off by a little, and a message takes a
+# while to arrive: it sends nothing this close to midnight (China Standard Time), so that
+# it and the server always agree on the day a message counts for.
+DAY_MARGIN = 4 * HOUR
 
 
 def warmup_plan():
@@ -55,7 +55,7 @@ def warmup_plan():
 
 def main():
     allowance = warmup_plan()
-    first_day = cst_day(vnow() - DAY_MARGIN)
+    first_day = cst_day(vnow())
     sent_today, today = 0, first_day
     gap = MINUTE / max(WORKLOAD["per_minute"], 1)
     # (when, seq, index, recipient, tries)
@@ -73,13 +73,17 @@ def main():
         ready = max(when, paused_until, rcpt_paused.get(rcpt, 0.0))
         if ready > vnow():
             vsleep(ready - vnow())
+        if allowance:
+            sync()
         now = vnow()
-        if cst_day(now - DAY_MARGIN) != today:
-            today, sent_today = cst_day(now - DAY_MARGIN), 0
-        if allowance and sent_today >= allowance(today - first_day + 1):
-            tomorrow = (today + 1) * DAY - 8 * HOUR + DAY_MARGIN
+        if cst_day(now) != today:
+            today, sent_today = cst_day(now), 0
+        into_day = (now + 8 * HOUR) % DAY
+        near_midnight = into_day < DAY_MARGIN or into_day >= DAY - DAY_MARGIN
+        if allowance and (near_midnight or sent_today >= allowance(today - first_day + 1)):
+            day = today + 1 if into_day >= DAY_MARGIN else today
             seq += 1
-            heapq.heappush(queue, (tomorrow, seq, i, rcpt, tries))
+            heapq.heappush(queue, (day * DAY - 8 * HOUR + DAY_MARGIN, seq, i, rcpt, tries))
             continue
         result = None
         for name, host, port in HOSTS:
