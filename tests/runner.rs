@@ -96,7 +96,7 @@ name = "failover"
 seed = 4
 duration = "20m"
 [clock]
-speed = 600.0
+speed = 120.0
 [[phase]]
 at = "5m"
 mx_down = ["mx1"]
@@ -112,7 +112,7 @@ kind = "accepted"
 mx = "mx1"
 min = 1
 "#,
-        &sender(6, 60),
+        &sender(8, 60),
     );
     let output = case.run(true);
     assert!(output.status.success(), "{}", text(&output));
@@ -181,7 +181,7 @@ name = "greylist"
 seed = 1
 duration = "2h"
 [clock]
-speed = 3600.0
+speed = 600.0
 [[fault]]
 kind = "greylist"
 stage = "rcpt"
