@@ -96,3 +96,38 @@ fn config_prints_the_annotated_defaults() {
     );
     assert!(text.contains("# Seed of the random generator"));
 }
+
+#[tokio::test]
+async fn logs_can_be_json_lines() {
+    let mut child = Command::new(QQMX)
+        .args(["serve", "--smtp", "127.0.0.1:0", "--api", "off"])
+        .args(["--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qqmx starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .expect("address");
+    let mut smtp = Smtp::connect(addr).await;
+    smtp.send("QUIT").await;
+    terminate(&child);
+    let output = child.wait_with_output().expect("exit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "connected" && l["level"] == "INFO"),
+        "{stderr}"
+    );
+}

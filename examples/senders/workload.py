@@ -116,32 +116,54 @@ def message(i, rcpt, sender=None, sign=True, personal=False):
 
 
 class Dropped(Exception):
-    """The connection failed or closed without a reply."""
+    """The connection failed, or closed without a reply. `stage` is the command that went
+    unanswered: "connect" (refused, or closed before the greeting), "ehlo", "mail",
+    "rcpt", "data" or "end_of_data"."""
+
+    def __init__(self, stage, why):
+        super().__init__("%s: %s" % (stage, why))
+        self.stage = stage
+
+    @property
+    def in_transaction(self):
+        """Whether the transaction had begun (MAIL FROM was sent): the host was up, so
+        the message is retried later rather than at once on another host."""
+        return self.stage not in ("connect", "ehlo")
 
 
 def attempt(host, port, sender, rcpt, data, timeout=10):
-    """One transaction. Returns (code, text) of the reply that ended it: the end of data
-    on success, or the first refusal. Raises Dropped when there was no reply."""
+    """One transaction. Returns (code, text, stage) of the reply that ended it: the end
+    of data on success, or the first refusal and the stage it came at. Raises Dropped
+    when a command got no reply."""
+    stage = "connect"
+    s = smtplib.SMTP(timeout=timeout)
     try:
-        s = smtplib.SMTP(timeout=timeout)
         code, text = s.connect(host, port)
         if code != 220:
             s.close()
-            return code, text.decode(errors="replace")
-        for command in ("EHLO sender.example.org", "MAIL FROM:<%s>" % sender, "RCPT TO:<%s>" % rcpt, "DATA"):
+            return code, text.decode(errors="replace"), stage
+        steps = (
+            ("ehlo", "EHLO sender.example.org"),
+            ("mail", "MAIL FROM:<%s>" % sender),
+            ("rcpt", "RCPT TO:<%s>" % rcpt),
+            ("data", "DATA"),
+        )
+        for stage, command in steps:
             code, text = s.docmd(command)
             if code >= 400:
                 try:
                     s.quit()
                 except (smtplib.SMTPException, OSError):
                     pass
-                return code, text.decode(errors="replace")
+                return code, text.decode(errors="replace"), stage
+        stage = "end_of_data"
         s.send(data.replace(b"\r\n.", b"\r\n..") + b"\r\n.\r\n")
         code, text = s.getreply()
         try:
             s.quit()
         except (smtplib.SMTPException, OSError):
             pass
-        return code, text.decode(errors="replace")
-    except (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as e:
-        raise Dropped(str(e)) from e
+        return code, text.decode(errors="replace"), stage
+    except (OSError, smtplib.SMTPException) as e:
+        s.close()
+        raise Dropped(stage, e) from e

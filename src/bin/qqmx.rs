@@ -279,6 +279,8 @@ fn serve(args: Serve) -> Result<(), Error> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Before anything says it is listening.
+        let signal = shutdown_signal();
         let server = Server::new(config.clone(), clock.clone())?;
         let mut listeners = Vec::new();
         let mut options = ApiOptions::new(token);
@@ -327,7 +329,7 @@ fn serve(args: Serve) -> Result<(), Error> {
         let draining = server.clone();
         let delay = args.shutdown_delay;
         let shutdown = async move {
-            shutdown_signal().await;
+            signal.await;
             draining.begin_drain();
             tracing::info!(delay = ?delay, "draining");
             tokio::time::sleep(delay).await;
@@ -354,27 +356,34 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled, so that a signal that comes right after start-up
+/// drains the server instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams = signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+        async move {
+            match streams {
+                Ok((mut term, mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

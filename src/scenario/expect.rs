@@ -605,3 +605,205 @@ fn authenticated(run: &Run<'_>) -> (bool, String) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::policy::{Stage, Verdict};
+    use crate::reply::Reply;
+
+    /// Builds an event log, one event per call, a minute apart.
+    #[derive(Default)]
+    struct Log {
+        events: Vec<Event>,
+    }
+
+    impl Log {
+        fn at(&self) -> SystemTime {
+            UNIX_EPOCH + Duration::from_secs(self.events.len() as u64 * 60)
+        }
+
+        fn push(&mut self, session: u64, kind: EventKind) -> &mut Self {
+            let seq = self.events.len() as u64 + 1;
+            self.events.push(Event {
+                seq,
+                at: self.at(),
+                session,
+                client: IpAddr::from([127, 0, 0, 1]),
+                kind,
+            });
+            self
+        }
+
+        fn command(&mut self, session: u64, line: &str) -> &mut Self {
+            self.push(
+                session,
+                EventKind::Command {
+                    line: line.to_owned(),
+                },
+            )
+        }
+
+        fn reply(&mut self, session: u64, kind: ReplyKind, code: u16) -> &mut Self {
+            self.push(
+                session,
+                EventKind::Reply(Reply {
+                    kind,
+                    code,
+                    text: format!("{code} {kind}"),
+                }),
+            )
+        }
+
+        fn refusal(&mut self, session: u64, key: &str, until_minutes: u64) -> &mut Self {
+            let decision = Decision {
+                stage: Stage::EndOfData,
+                verdict: Verdict::Reject(ReplyKind::IpFrequency),
+                rule: Cow::Borrowed("quota.ip_messages"),
+                detail: String::new(),
+                key: Some(key.to_owned()),
+                counter: None,
+                limit: None,
+                window: None,
+                block_until: Some(UNIX_EPOCH + Duration::from_secs(until_minutes * 60)),
+            };
+            self.push(session, EventKind::Decision(decision))
+        }
+    }
+
+    fn expect(kind: ExpectKind) -> Expect {
+        Expect {
+            kind,
+            name: None,
+            min: None,
+            max: None,
+            reply: None,
+            mx: None,
+            folder: None,
+            after: None,
+            min_delay: None,
+            max_delay: None,
+        }
+    }
+
+    fn check(e: Expect, log: &Log, outages: &[Outage]) -> Outcome {
+        let run = Run::new(&log.events, &[], outages, 7);
+        evaluate(&[e], &run).remove(0)
+    }
+
+    #[test]
+    fn the_refusal_that_starts_a_block_is_not_an_attempt_while_blocked() {
+        let mut log = Log::default();
+        log.refusal(1, "ip:127.0.0.1", 10);
+        let once = check(expect(ExpectKind::RespectsBlocks), &log, &[]);
+        assert!(once.passed, "{}", once.seen);
+
+        log.refusal(2, "ip:127.0.0.1", 10)
+            .refusal(3, "ip:127.0.0.1", 10);
+        let hammered = check(expect(ExpectKind::RespectsBlocks), &log, &[]);
+        assert!(!hammered.passed);
+        assert!(
+            hammered
+                .seen
+                .starts_with("2 attempts from 127.0.0.1 while ip:127.0.0.1"),
+            "{}",
+            hammered.seen
+        );
+        let lenient = check(
+            Expect {
+                max: Some(2),
+                ..expect(ExpectKind::RespectsBlocks)
+            },
+            &log,
+            &[],
+        );
+        assert!(lenient.passed, "{}", lenient.seen);
+    }
+
+    #[test]
+    fn an_address_found_unknown_must_not_be_tried_again() {
+        let mut log = Log::default();
+        log.command(1, "RCPT TO:<gone@qq.com>")
+            .reply(1, ReplyKind::MailboxNotFound, 550);
+        assert!(check(expect(ExpectKind::NoResendToUnknown), &log, &[]).passed);
+        log.command(2, "rcpt to:<GONE@qq.com>")
+            .reply(2, ReplyKind::MailboxNotFound, 550);
+        let outcome = check(expect(ExpectKind::NoResendToUnknown), &log, &[]);
+        assert!(!outcome.passed);
+        assert!(
+            outcome.seen.contains("gone@qq.com 1 times"),
+            "{}",
+            outcome.seen
+        );
+    }
+
+    #[test]
+    fn a_retry_after_a_temporary_failure_is_timed() {
+        let retries = Expect {
+            after: Some(RetryAfter::Temporary),
+            min_delay: Some(Duration::from_secs(300)),
+            ..expect(ExpectKind::Retries)
+        };
+        // A 451, then the same recipient one minute later: too soon.
+        let mut log = Log::default();
+        log.command(1, "RCPT TO:<10001@qq.com>")
+            .reply(1, ReplyKind::Greylisted, 451)
+            .command(2, "RCPT TO:<10001@qq.com>");
+        let hasty = check(retries.clone(), &log, &[]);
+        assert!(!hasty.passed);
+        assert!(
+            hasty.seen.contains("expected at least 5m"),
+            "{}",
+            hasty.seen
+        );
+
+        let mut log = Log::default();
+        log.command(1, "RCPT TO:<10001@qq.com>")
+            .reply(1, ReplyKind::Greylisted, 451);
+        for _ in 0..6 {
+            log.command(9, "NOOP");
+        }
+        log.command(2, "RCPT TO:<10001@qq.com>");
+        assert!(check(retries, &log, &[]).passed);
+    }
+
+    #[test]
+    fn failover_needs_an_outage_and_mail_elsewhere_during_it() {
+        let log = Log::default();
+        let failover = Expect {
+            mx: Some("mx1".into()),
+            ..expect(ExpectKind::Failover)
+        };
+        let never = check(failover.clone(), &log, &[]);
+        assert!(!never.passed);
+        assert_eq!(never.seen, "mx1 was never down");
+        let outage = Outage::new("mx1", UNIX_EPOCH, None);
+        let nothing = check(failover, &log, &[outage]);
+        assert!(!nothing.passed, "{}", nothing.seen);
+    }
+
+    #[test]
+    fn counts_are_checked_against_their_range() {
+        let mut log = Log::default();
+        log.reply(1, ReplyKind::IpFrequency, 550)
+            .reply(1, ReplyKind::MailboxNotFound, 550)
+            .reply(1, ReplyKind::Queued, 250);
+        let some = Expect {
+            reply: Some(ReplyKind::IpFrequency),
+            max: Some(0),
+            ..expect(ExpectKind::Rejected)
+        };
+        let outcome = check(some, &log, &[]);
+        assert!(!outcome.passed);
+        assert_eq!(outcome.seen, "1 `ip_frequency` replies, expected at most 0");
+        let all = Expect {
+            min: Some(2),
+            max: Some(2),
+            ..expect(ExpectKind::Rejected)
+        };
+        assert!(check(all, &log, &[]).passed);
+    }
+}
