@@ -128,10 +128,9 @@ impl<'a> Timeline<'a> {
     }
 }
 
-/// Plays `scenario`'s phases on `server` from now, each when the server's clock has
-/// moved `at` past the start: at the clock's speed, or when a manual clock is advanced.
-pub(crate) async fn play(server: Server, scenario: Scenario) {
-    let start = server.clock().now();
+/// Plays `scenario`'s phases on `server`, each when the server's clock has moved `at`
+/// past `start`: at the clock's speed, or when a manual clock is advanced.
+pub(crate) async fn play(server: Server, scenario: Scenario, start: SystemTime) {
     let mut timeline = Timeline::new(&scenario, &server);
     while let Some(at) = timeline.next_at() {
         loop {

@@ -19,7 +19,7 @@ def main():
         rcpt = RECIPIENTS[i % len(RECIPIENTS)]
         for tries in range(4):
             try:
-                code, _ = attempt(host, port, sender, rcpt, message(i, rcpt, sender, sign=False), timeout=5)
+                code, _, _ = attempt(host, port, sender, rcpt, message(i, rcpt, sender, sign=False), timeout=5)
             except Dropped:
                 code = None
             if code is not None and code < 400:

@@ -50,17 +50,23 @@ def _server_now():
         return time.time()
 
 
+def _read_clock():
+    """(real instant, virtual time) of one reading of the server's clock; the real
+    instant is the middle of the request, when the server most likely answered."""
+    before = time.monotonic()
+    now = _server_now()
+    return (before + time.monotonic()) / 2, now
+
+
 _STARTED = time.monotonic()
-_REAL_START = _STARTED
-VIRTUAL_START = _server_now()
+_REAL_START, VIRTUAL_START = _read_clock()
 
 
 def sync():
     """Reads the server's virtual time again, so that small real delays, multiplied by
     the clock's speed, do not add up."""
     global VIRTUAL_START, _REAL_START
-    _REAL_START = time.monotonic()
-    VIRTUAL_START = _server_now()
+    _REAL_START, VIRTUAL_START = _read_clock()
 
 
 def vnow():

@@ -892,7 +892,10 @@ async fn load_scenario(State(api): Shared, bytes: Bytes) -> Answer<Json<Loaded>>
         name: scenario.name.clone(),
         phases: scenario.phases.len(),
     };
-    let task = tokio::spawn(crate::timeline::play(api.server.clone(), scenario));
+    // The start is now, not whenever the task first runs: a clock advanced right after
+    // this answer must count.
+    let start = api.server.clock().now();
+    let task = tokio::spawn(crate::timeline::play(api.server.clone(), scenario, start));
     let mut current = api
         .scenario
         .lock()
