@@ -16,9 +16,10 @@
   hours); after a drop the retry starts at the next MX host.
 - A 550 that means "you are sending too much" (`Ip / Connection / Sender / Domain
   frequency limited`, `Connection denied`, `Suspected spam ip`) pauses the whole queue,
-  backing off from 10 virtual minutes (doubling, at most a day), then the message is
-  retried; `Mailbox unavailable or access denied` (one recipient got too much) pauses
-  that recipient only, the same way.
+  backing off from 10 virtual minutes (doubling, but never past the start of the next
+  CST day, when day tiers reset), then the message is retried. `Mailbox unavailable or
+  access denied` (one recipient got too much) pauses that recipient only, as QQ holds
+  off that mailbox and not the IP: from 10 minutes, doubling, at most a day.
 - `Mailbox not found`: the address is dropped for good, with every message queued for
   it. Other 5xx: the message is dropped.
 
@@ -187,7 +188,10 @@ class Sender:
             self.retried += 1
             self.later(vnow(), i, rcpt, tries)
         elif any(b in text for b in BLOCKS):
-            self.paused_until = vnow() + self.pause
+            # Day tiers end at midnight CST: no pause runs past the next day's start.
+            now = vnow()
+            next_day = (cst_day(now) + 1) * DAY - CST + 5 * MINUTE
+            self.paused_until = min(now + self.pause, next_day)
             self.pause = min(self.pause * 2, DAY)
             self.retried += 1
             self.later(vnow(), i, rcpt, tries)
