@@ -30,7 +30,7 @@ import heapq
 import sys
 
 from workload import (
-    HOSTS, RECIPIENTS, SCENARIO_DATA, WORKLOAD, Dropped, attempt, cst_day, message,
+    HOSTS, RECIPIENTS, SCENARIO_DATA, WORKLOAD, Dropped, attempt, cst_day, debug, message,
     out_of_budget, sync, vnow, vsleep,
 )
 
@@ -136,6 +136,7 @@ class Sender:
                 vsleep(ready - vnow())
             wait = self.held_back()
             if wait is not None:
+                debug("message %d held back by the warm-up plan" % i)
                 self.later(wait, i, rcpt, tries, mx)
                 continue
             if self.first_day is None:
@@ -156,10 +157,12 @@ class Sender:
             try:
                 code, text, stage = attempt(host, port, WORKLOAD["from"], rcpt, data)
             except Dropped as e:
+                debug("message %d to %s via %s: dropped at %s" % (i, rcpt, HOSTS[n][0], e))
                 if e.in_transaction:
                     dropped_at = n
                     break
                 continue  # refused or dropped before the transaction: next host
+            debug("message %d to %s via %s: %s" % (i, rcpt, HOSTS[n][0], text))
             if 400 <= code < 500 and stage == "connect":
                 continue  # a host that turns connections away: next host
             result = (code, text)

@@ -9,12 +9,14 @@ import json
 import os
 import smtplib
 import socket
+import sys
 import time
 import tomllib
 import urllib.request
 
 SPEED = float(os.environ.get("QQMX_CLOCK_SPEED", "1"))
 BUDGET = float(os.environ.get("QQMX_SENDER_BUDGET", "60"))
+DEBUG = bool(os.environ.get("QQMX_SENDER_DEBUG"))
 SCENARIO = os.environ["QQMX_SCENARIO"]
 HOSTS = []
 for item in os.environ["QQMX_SMTP_ADDRS"].split(","):
@@ -137,12 +139,32 @@ class Dropped(Exception):
         return self.stage not in ("connect", "ehlo")
 
 
+class _SMTP(smtplib.SMTP):
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        # A port nobody listens on can be handed out as the local end of this very
+        # connection, which then connects to itself (TCP simultaneous open) and waits
+        # for a greeting that never comes: that is a refused connection.
+        if sock.getsockname() == sock.getpeername():
+            sock.close()
+            raise ConnectionRefusedError("nothing listens on %s:%s" % (host, port))
+        return sock
+
+
+def debug(text):
+    """One line on standard error when QQMX_SENDER_DEBUG is set, stamped with the
+    virtual time."""
+    if DEBUG:
+        stamp = datetime.datetime.fromtimestamp(vnow(), datetime.timezone.utc)
+        print("%s %s" % (stamp.strftime("%m-%dT%H:%M:%SZ"), text), file=sys.stderr)
+
+
 def attempt(host, port, sender, rcpt, data, timeout=10):
     """One transaction. Returns (code, text, stage) of the reply that ended it: the end
     of data on success, or the first refusal and the stage it came at. Raises Dropped
     when a command got no reply."""
     stage = "connect"
-    s = smtplib.SMTP(timeout=timeout)
+    s = _SMTP(timeout=timeout)
     try:
         code, text = s.connect(host, port)
         if code != 220:
