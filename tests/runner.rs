@@ -136,7 +136,7 @@ fn a_failed_expectation_exits_1_names_the_seed_and_writes_junit() {
         r#"
 name = "blocks"
 seed = 99
-duration = "10m"
+duration = "3h"
 [clock]
 speed = 600.0
 [config.quotas.ip_messages]
