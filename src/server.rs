@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -264,19 +264,31 @@ impl Server {
             .await;
     }
 
-    /// Accepts on `listener` while `mx` is up; while it is down, the port is closed, so
-    /// that connections are refused as by a host that is gone.
+    /// Accepts on `listener` while `mx` is up. While it is down, the port is held by a
+    /// socket that is bound but not listening: connections are refused, as by a host that
+    /// is gone, and no other program (nor a client's own end of a connection) can take
+    /// the port in the meantime. Coming back, that socket starts listening.
     async fn accept_loop(&self, mx: Arc<str>, listener: TcpListener) {
         let Ok(addr) = listener.local_addr() else {
             return;
         };
         let mut listener = Some(listener);
+        let mut held: Option<TcpSocket> = None;
         let mut up = self.inner.up.subscribe();
         loop {
             if self.is_mx_up(&mx) {
-                let bound = match listener.take() {
-                    Some(bound) => bound,
-                    None => match TcpListener::bind(addr).await {
+                let bound = match (listener.take(), held.take()) {
+                    (Some(bound), _) => bound,
+                    (None, Some(socket)) => match socket.listen(1024) {
+                        Ok(bound) => bound,
+                        Err(e) => {
+                            warn!(%mx, %addr, error = %e, "cannot listen again");
+                            held = hold(addr);
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    (None, None) => match TcpListener::bind(addr).await {
                         Ok(bound) => bound,
                         Err(e) => {
                             warn!(%mx, %addr, error = %e, "cannot listen again");
@@ -292,6 +304,7 @@ impl Server {
                 }
                 info!(%mx, %addr, "down: refusing connections");
                 drop(bound);
+                held = hold(addr);
             } else if up
                 .wait_for(|hosts| hosts.get(&*mx) != Some(&false))
                 .await
@@ -362,6 +375,20 @@ impl Server {
         let listener = session::Listener { mx, local };
         session::serve(shared, stream, peer, listener, self.inner.stop.subscribe()).await;
     }
+}
+
+/// A socket bound to `addr` but not listening, which keeps the port while its MX host is
+/// down; `None` if the port cannot be bound (the loop then binds anew when it comes up).
+fn hold(addr: SocketAddr) -> Option<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .ok()?;
+    socket.set_reuseaddr(true).ok()?;
+    socket.bind(addr).ok()?;
+    Some(socket)
 }
 
 /// The state a config describes, over `store`, `clock` and `faults`.

@@ -303,3 +303,28 @@ mx_down = ["mx2"]
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_command_cut_off_by_a_fault_is_still_in_the_log() {
+    let sidecar = sidecar(&[]);
+    set_faults(&sidecar, r#"[{"kind": "close", "stage": "rcpt"}]"#);
+    let mut smtp = Smtp::connect(sidecar.mx("mx1")).await;
+    smtp.send("EHLO a.example.org").await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    smtp.write_raw(b"RCPT TO:<10001@qq.com>\r\n").await;
+    assert!(smtp.closed().await);
+    let commands: Vec<String> = sidecar.json("/api/v1/events?type=command")["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"]["line"].as_str().expect("line").to_owned())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "EHLO a.example.org",
+            "MAIL FROM:<a@example.org>",
+            "RCPT TO:<10001@qq.com>"
+        ]
+    );
+}

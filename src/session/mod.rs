@@ -559,7 +559,14 @@ impl Session {
                         if let Some(stage) = command_stage(&line)
                             && let Some(fault) = self.fault_before(stage)
                         {
-                            // Not answered yet: the line stays in the input.
+                            // Not answered yet: the line stays in the input, to be
+                            // answered after a delay. A fault that ends the session
+                            // leaves the command unanswered, but in the log.
+                            if !matches!(fault.1, FaultAction::Delay(_)) {
+                                self.record(EventKind::Command {
+                                    line: loggable(&line),
+                                });
+                            }
                             self.fault = Some(fault);
                             action = Action::Fault;
                             break;
