@@ -1,13 +1,20 @@
-//! The report of a scenario run: readable text, JSON and JUnit XML.
+//! The report of a scenario run: readable text ([`Display`](fmt::Display)), JSON and
+//! JUnit XML.
+//!
+//! [`Report`] is plain data and `Serialize`: the JSON form is serde's. [`Report::to_json`]
+//! needs serde_json, which the crate only brings with the `control` (or `remote`)
+//! feature, so it exists only then (`qqmx run` has it); a caller without either
+//! serializes the report with the serializer it has. The text and the XML are written by
+//! hand and need nothing.
 
 use std::fmt;
 use std::process::ExitStatus;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use super::{Outcome, Scenario};
-use crate::clock::Rfc3339;
+use crate::clock::{Rfc3339, unix_secs};
 use crate::store::{Event, EventKind, Message};
 
 /// What a run of a scenario showed.
@@ -30,9 +37,10 @@ pub struct Report {
     pub ended: SystemTime,
     /// Messages accepted.
     pub accepted: usize,
-    /// Refusals sent (4xx and 5xx replies).
-    pub refused: usize,
-    /// The sender's exit code, when there was a sender and it exited with one.
+    /// Refusals sent (replies of 400 and more).
+    pub rejected: usize,
+    /// The sender's exit code, when there was a sender and it exited with one (not when
+    /// a signal ended it).
     pub exit_code: Option<i32>,
 }
 
@@ -47,9 +55,9 @@ impl Report {
         events: &[Event],
         status: Option<ExitStatus>,
     ) -> Self {
-        let refused = events
+        let rejected = events
             .iter()
-            .filter(|e| matches!(&e.kind, EventKind::Reply(r) if !r.is_positive()))
+            .filter(|e| matches!(&e.kind, EventKind::Reply(r) if r.code >= 400))
             .count();
         Self {
             scenario: scenario.name.clone(),
@@ -59,72 +67,105 @@ impl Report {
             started,
             ended,
             accepted: messages.len(),
-            refused,
+            rejected,
             exit_code: status.and_then(|s| s.code()),
         }
     }
 
-    /// The report as JSON (feature `control`, which brings serde_json).
-    #[cfg(feature = "control")]
+    /// How many expectations failed.
+    pub fn failures(&self) -> usize {
+        self.outcomes.iter().filter(|o| !o.passed).count()
+    }
+
+    /// The report as pretty-printed JSON: the fields of [`Report`], times in RFC 3339.
+    #[cfg(any(feature = "control", feature = "remote"))]
     pub fn to_json(&self) -> String {
         // Plain data with string keys: serializing it cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// The report as a JUnit XML test suite: one test case per expectation.
+    /// The report as a JUnit XML document: a `<testsuite>` named after the scenario, one
+    /// `<testcase>` per expectation, a `<failure>` (message: what was seen) for each that
+    /// failed, and the seed, counts, times and exit code as `<property>`s. The suite's
+    /// `timestamp` is the virtual start in UTC, without a zone as the JUnit schema wants.
     pub fn to_junit_xml(&self) -> String {
-        let failures = self.outcomes.iter().filter(|o| !o.passed).count();
+        let suite = escape(&self.scenario);
         let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         xml.push_str(&format!(
-            "<testsuites>\n  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" timestamp=\"{}\">\n",
-            escape(&self.scenario),
+            "<testsuites name=\"qqmx run\" tests=\"{}\" failures=\"{}\" errors=\"0\">\n",
             self.outcomes.len(),
-            Rfc3339(self.started),
+            self.failures(),
         ));
         xml.push_str(&format!(
-            "    <properties>\n      <property name=\"seed\" value=\"{}\"/>\n    </properties>\n",
-            self.seed
+            "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{}\" errors=\"0\" \
+             skipped=\"0\" timestamp=\"{}\">\n",
+            self.outcomes.len(),
+            self.failures(),
+            junit_timestamp(self.started),
         ));
+        xml.push_str("    <properties>\n");
+        let mut properties = vec![
+            ("seed", self.seed.to_string()),
+            ("started", Rfc3339(self.started).to_string()),
+            ("ended", Rfc3339(self.ended).to_string()),
+            ("accepted", self.accepted.to_string()),
+            ("rejected", self.rejected.to_string()),
+        ];
+        if let Some(code) = self.exit_code {
+            properties.push(("exit_code", code.to_string()));
+        }
+        for (name, value) in properties {
+            xml.push_str(&format!(
+                "      <property name=\"{name}\" value=\"{}\"/>\n",
+                escape(&value)
+            ));
+        }
+        xml.push_str("    </properties>\n");
         for outcome in &self.outcomes {
             let name = escape(&outcome.name);
-            let class = escape(&self.scenario);
+            let seen = escape(&outcome.seen);
+            xml.push_str(&format!(
+                "    <testcase classname=\"{suite}\" name=\"{name}\">\n"
+            ));
             if outcome.passed {
-                xml.push_str(&format!(
-                    "    <testcase classname=\"{class}\" name=\"{name}\">\n      <system-out>{}</system-out>\n    </testcase>\n",
-                    escape(&outcome.seen)
-                ));
+                xml.push_str(&format!("      <system-out>{seen}</system-out>\n"));
             } else {
                 xml.push_str(&format!(
-                    "    <testcase classname=\"{class}\" name=\"{name}\">\n      <failure message=\"{}\">{} (replay with seed {})</failure>\n    </testcase>\n",
-                    escape(&outcome.seen),
-                    escape(&outcome.seen),
+                    "      <failure message=\"{seen}\" type=\"expectation\">{seen}&#10;\
+                     replay with seed {}</failure>\n",
                     self.seed
                 ));
             }
+            xml.push_str("    </testcase>\n");
         }
         xml.push_str("  </testsuite>\n</testsuites>\n");
         xml
     }
 }
 
+/// One line per expectation, `✓ ok` or `✗ FAIL`, its name and what was seen; on a
+/// failure, a last line with the seed that replays the run.
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "scenario {}: {} ({} accepted, {} refused, {} to {})",
+            "scenario {}: {} ({} accepted, {} rejected, {} to {})",
             self.scenario,
             if self.passed { "passed" } else { "FAILED" },
             self.accepted,
-            self.refused,
-            Rfc3339(self.started),
-            Rfc3339(self.ended),
+            self.rejected,
+            to_the_second(self.started),
+            to_the_second(self.ended),
         )?;
         for o in &self.outcomes {
-            let mark = if o.passed { "ok  " } else { "FAIL" };
+            let mark = if o.passed { "✓ ok  " } else { "✗ FAIL" };
             writeln!(f, "  {mark} {}: {}", o.name, o.seen)?;
         }
-        if let Some(code) = self.exit_code {
-            writeln!(f, "  the sender exited with {code}")?;
+        let held = self.outcomes.len() - self.failures();
+        write!(f, "  {held} of {} expectations held", self.outcomes.len())?;
+        match self.exit_code {
+            Some(code) => writeln!(f, "; the sender exited with {code}")?,
+            None => writeln!(f)?,
         }
         if !self.passed {
             writeln!(f, "  replay with seed {}", self.seed)?;
@@ -133,7 +174,20 @@ impl fmt::Display for Report {
     }
 }
 
-/// Escapes text for XML attributes and content.
+/// RFC 3339 to the second.
+fn to_the_second(t: SystemTime) -> Rfc3339 {
+    Rfc3339(UNIX_EPOCH + Duration::from_secs(unix_secs(t)))
+}
+
+/// `2025-06-02T01:00:00`: JUnit's `timestamp` (UTC, no zone, no fraction).
+fn junit_timestamp(t: SystemTime) -> String {
+    let text = to_the_second(t).to_string();
+    text.trim_end_matches('Z').to_owned()
+}
+
+/// Escapes text for XML attributes and content: the five markup characters, line breaks
+/// and tabs as character references (so that attributes keep them), and the control
+/// characters XML 1.0 cannot carry dropped.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -143,7 +197,11 @@ fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            '\u{FFFE}' | '\u{FFFF}' => {}
+            c if (c as u32) < 0x20 => {}
             c => out.push(c),
         }
     }
@@ -154,11 +212,199 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn report(outcomes: Vec<Outcome>) -> Report {
+        let started = UNIX_EPOCH + Duration::from_secs(1_748_826_000);
+        Report {
+            scenario: "blocks <&> \"co\"".into(),
+            seed: 99,
+            passed: outcomes.iter().all(|o| o.passed),
+            outcomes,
+            started,
+            ended: started + Duration::from_millis(600_250),
+            accepted: 3,
+            rejected: 5,
+            exit_code: Some(0),
+        }
+    }
+
+    fn mixed() -> Report {
+        report(vec![
+            Outcome::new(
+                "accepted at least 1",
+                true,
+                "3 accepted, expected at least 1",
+            ),
+            Outcome::new(
+                "never told <Ip frequency limited> & co",
+                false,
+                "2 attempts from 127.0.0.1 while ip:127.0.0.1 was blocked until \
+                 2025-06-02T01:10:00Z, at most 0 allowed",
+            ),
+        ])
+    }
+
     #[test]
     fn xml_text_is_escaped() {
         assert_eq!(
-            escape("<a href=\"x\">&'\u{1}</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&apos;&lt;/a&gt;"
+            escape("<a href=\"x\">&'\u{1}\u{7f}</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&apos;\u{7f}&lt;/a&gt;"
+        );
+        assert_eq!(escape("two\nlines\tand\r"), "two&#10;lines&#9;and&#13;");
+        assert_eq!(escape("✓ 中文"), "✓ 中文");
+    }
+
+    #[test]
+    fn junit_has_a_case_per_expectation_a_failure_per_failed_one_and_the_seed() {
+        let xml = mixed().to_junit_xml();
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites "));
+        assert!(
+            xml.contains(
+                "<testsuite name=\"blocks &lt;&amp;&gt; &quot;co&quot;\" tests=\"2\" \
+                 failures=\"1\" errors=\"0\" skipped=\"0\" timestamp=\"2025-06-02T01:00:00\">"
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<property name=\"seed\" value=\"99\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<property name=\"exit_code\" value=\"0\"/>"),
+            "{xml}"
+        );
+        assert_eq!(xml.matches("<testcase ").count(), 2, "{xml}");
+        assert_eq!(xml.matches("</testcase>").count(), 2, "{xml}");
+        assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
+        assert!(
+            xml.contains("name=\"never told &lt;Ip frequency limited&gt; &amp; co\">"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<failure message=\"2 attempts from 127.0.0.1 while ip:127.0.0.1 was blocked \
+                 until 2025-06-02T01:10:00Z, at most 0 allowed\" type=\"expectation\">"
+            ),
+            "{xml}"
+        );
+        assert!(xml.contains("&#10;replay with seed 99</failure>"), "{xml}");
+        assert!(
+            xml.contains("<system-out>3 accepted, expected at least 1</system-out>"),
+            "{xml}"
+        );
+        assert!(xml.ends_with("  </testsuite>\n</testsuites>\n"), "{xml}");
+        // Nothing unescaped between the tags: every `<` opens a known element.
+        for tag in xml.split('<').skip(1) {
+            let name: String = tag
+                .trim_start_matches(['/', '?'])
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            assert!(
+                [
+                    "xml",
+                    "testsuites",
+                    "testsuite",
+                    "properties",
+                    "property",
+                    "testcase",
+                    "failure",
+                    "system-out"
+                ]
+                .contains(&name.as_str()),
+                "unexpected `<{tag}` in {xml}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_text_marks_each_expectation_and_names_the_seed_on_failure() {
+        let text = mixed().to_string();
+        assert!(
+            text.starts_with(
+                "scenario blocks <&> \"co\": FAILED (3 accepted, 5 rejected, \
+                 2025-06-02T01:00:00Z to 2025-06-02T01:10:00Z)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  ✓ ok   accepted at least 1: 3 accepted, expected at least 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  ✗ FAIL never told <Ip frequency limited> & co: 2 attempts from 127.0.0.1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  1 of 2 expectations held; the sender exited with 0\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("  replay with seed 99\n"), "{text}");
+
+        let passed = report(vec![Outcome::new(
+            "accepted at least 1",
+            true,
+            "3 accepted",
+        )]);
+        let text = passed.to_string();
+        assert!(
+            text.starts_with("scenario blocks <&> \"co\": passed"),
+            "{text}"
+        );
+        assert!(!text.contains("replay"), "{text}");
+        assert!(!text.contains('✗'), "{text}");
+    }
+
+    #[test]
+    fn counts_come_from_the_log() {
+        let scenario =
+            Scenario::from_toml("name = \"x\"\nseed = 3\nduration = \"1m\"\n").expect("scenario");
+        let at = UNIX_EPOCH;
+        let event = |code: u16| Event {
+            seq: 1,
+            at,
+            session: 1,
+            client: std::net::IpAddr::from([127, 0, 0, 1]),
+            kind: EventKind::Reply(crate::reply::Reply {
+                kind: crate::reply::ReplyKind::Greeting,
+                code,
+                text: String::new(),
+            }),
+        };
+        let events = [event(220), event(451), event(550), event(354)];
+        let report = Report::new(
+            &scenario,
+            vec![Outcome::new("a", false, "b")],
+            at,
+            at,
+            &[],
+            &events,
+            None,
+        );
+        assert_eq!((report.accepted, report.rejected), (0, 2));
+        assert_eq!(
+            (report.seed, report.passed, report.exit_code),
+            (3, false, None)
+        );
+    }
+
+    #[cfg(any(feature = "control", feature = "remote"))]
+    #[test]
+    fn the_json_has_every_field() {
+        let json: serde_json::Value = serde_json::from_str(&mixed().to_json()).expect("valid JSON");
+        assert_eq!(json["scenario"], "blocks <&> \"co\"");
+        assert_eq!(json["seed"], 99);
+        assert_eq!(json["passed"], false);
+        assert_eq!(json["accepted"], 3);
+        assert_eq!(json["rejected"], 5);
+        assert_eq!(json["exit_code"], 0);
+        assert_eq!(json["started"], "2025-06-02T01:00:00Z");
+        assert_eq!(json["ended"], "2025-06-02T01:10:00.250000Z");
+        assert_eq!(json["outcomes"][1]["passed"], false);
+        assert_eq!(
+            json["outcomes"][1]["name"],
+            "never told <Ip frequency limited> & co"
         );
     }
 }
