@@ -1,5 +1,9 @@
 //! The same check against an in-process server or a running sidecar.
 //!
+//! `QqMx` and `Remote` have the same methods, and both implement `qqmx::Mx`: in a test,
+//! `let server = QqMx::start();` becomes `let server = Remote::from_env()?;` and nothing
+//! else changes. Here the choice is made at run time, through `Box<dyn Mx>`.
+//!
 //! In-process: `cargo run --example remote --features remote`.
 //! Against a sidecar: start `qqmx serve --clock manual` elsewhere, then
 //! `QQMX_API_URL=http://127.0.0.1:8025 cargo run --example remote --features remote`.

@@ -202,6 +202,17 @@ impl QqMx {
         self.server.clock()
     }
 
+    /// The time on the server's clock; short for `clock().now()`.
+    pub fn now(&self) -> SystemTime {
+        self.clock().now()
+    }
+
+    /// Moves the server's clock forward; short for `clock().advance(by)`, and what
+    /// `Remote::advance` (feature `remote`) does to a sidecar's.
+    pub fn advance(&self, by: Duration) {
+        self.clock().advance(by);
+    }
+
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
         self.server.config()
@@ -534,6 +545,15 @@ impl fmt::Display for Report {
 
 impl std::error::Error for Report {}
 
+impl Report {
+    /// The same report, naming `seed` as the seed in force.
+    #[cfg(feature = "remote")]
+    pub(crate) fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+}
+
 /// Something the test expects the server to have seen by the end.
 ///
 /// ```
@@ -682,34 +702,49 @@ times_from_range!(
     std::ops::RangeToInclusive<usize>
 );
 
-/// What the embedded server and a sidecar's [`Remote`](crate::remote::Remote) client have in
+/// What the embedded server and a sidecar's `Remote` client (feature `remote`) have in
 /// common: inspection and control, so that a test can be written once and switched
 /// between the two by changing the line that creates the server.
 ///
-/// ```
-/// use qqmx::{Mx, QqMx};
+/// Both types also have each of these as an inherent method, so a test that does not
+/// need to be generic does not need the trait in scope.
 ///
-/// fn no_mail_yet(server: &impl Mx) {
+/// ```
+/// use std::time::Duration;
+/// use qqmx::{Expectation, Mx, QqMx};
+///
+/// fn nothing_sent(server: &impl Mx) {
+///     server.expect(Expectation::accepted(0));
+///     server.advance(Duration::from_secs(3600));
 ///     assert!(server.messages().is_empty());
+///     server.verify().unwrap();
 /// }
 ///
 /// let server = QqMx::start(); // or qqmx::remote::Remote::from_env()? with a sidecar
-/// no_mail_yet(&server);
+/// nothing_sent(&server);
 /// ```
-pub trait Mx {
+///
+/// The trait is sealed: only qqmx implements it, so that methods can be added to it
+/// without breaking anyone. It is dyn-compatible (`Box<dyn Mx>`).
+pub trait Mx: sealed::Sealed {
     /// The address of the first SMTP listener (`mx1`).
     fn addr(&self) -> SocketAddr;
-    /// The accepted messages, oldest first, with their raw source.
+    /// The time on the server's clock.
+    fn now(&self) -> SystemTime;
+    /// Moves the server's clock forward.
+    fn advance(&self, by: Duration);
+    /// The accepted messages still held, oldest first, with their raw source.
     fn messages(&self) -> Vec<Message>;
-    /// The event log, oldest first.
+    /// The events still held, oldest first.
     fn events(&self) -> Vec<Event>;
-    /// Store counters.
+    /// Counts of what is held and what was evicted.
     fn stats(&self) -> StoreStats;
-    /// Waits (real time) until at least `n` messages were accepted since the last reset.
+    /// Waits (real time) until `n` messages have been accepted since start or
+    /// [`reset`](Self::reset).
     ///
     /// # Errors
     ///
-    /// [`WaitError`] when the time runs out.
+    /// [`WaitError`] with the number accepted when `timeout` passes first.
     fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, WaitError>;
     /// Forgets messages, events and expectations.
     fn reset(&self);
@@ -721,37 +756,53 @@ pub trait Mx {
     ///
     /// A [`Report`] of those that failed.
     fn verify(&self) -> Result<(), Report>;
-    /// Moves the server's clock forward.
-    fn advance(&self, by: Duration);
     /// Blacklists an IP or CIDR range until `until`, or for good.
     fn blacklist_ip(&self, net: &str, until: Option<SystemTime>);
-    /// Lifts an IP's or range's listings.
+    /// Lifts the listings of an IP or range, its random listing and its complaints.
     fn unblacklist_ip(&self, net: &str);
     /// Blacklists a sender address or domain.
     fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>);
-    /// Lifts a sender's listings.
+    /// Lifts the listings of a sender address or domain.
     fn unblacklist_sender(&self, sender: &str);
     /// `recipient` whitelists a sender address or domain.
     fn whitelist(&self, recipient: &str, sender: &str);
-    /// A QQ user complains about mail from `ip`.
+    /// A QQ user marks mail from `ip` (and `sender`) as spam.
     fn complain(&self, ip: IpAddr, sender: Option<&str>);
     /// Sets (or with `None` removes) one tier of a quota.
     fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>);
-    /// Forgets quota counters and blocks.
+    /// Forgets every quota counter and block.
     fn reset_counters(&self);
-    /// An IP's reputation now.
+    /// An IP's reputation now; 0 means blacklisted.
     fn reputation(&self, ip: IpAddr) -> u64;
-    /// The quota blocks in force.
+    /// The quota blocks in force now.
     fn blocks(&self) -> Vec<BlockInfo>;
     /// The last refusal of `ip` at or before `at`.
     fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision>;
+    /// Every refusal of `ip` still in the event log, with its time, oldest first.
+    fn refusals(&self, ip: IpAddr) -> Vec<(SystemTime, Decision)>;
     /// Replaces the faults in force.
     fn set_faults(&self, faults: Vec<crate::chaos::Fault>);
+    /// Takes the first MX host down (connections are refused) or brings it back.
+    fn set_up(&self, up: bool);
 }
+
+/// Keeps [`Mx`] to the types of this crate.
+pub(crate) mod sealed {
+    /// Implemented by the types that implement [`Mx`](super::Mx).
+    pub trait Sealed {}
+}
+
+impl sealed::Sealed for QqMx {}
 
 impl Mx for QqMx {
     fn addr(&self) -> SocketAddr {
-        self.addr
+        QqMx::addr(self)
+    }
+    fn now(&self) -> SystemTime {
+        QqMx::now(self)
+    }
+    fn advance(&self, by: Duration) {
+        QqMx::advance(self, by);
     }
     fn messages(&self) -> Vec<Message> {
         QqMx::messages(self)
@@ -773,9 +824,6 @@ impl Mx for QqMx {
     }
     fn verify(&self) -> Result<(), Report> {
         QqMx::verify(self)
-    }
-    fn advance(&self, by: Duration) {
-        self.clock().advance(by);
     }
     fn blacklist_ip(&self, net: &str, until: Option<SystemTime>) {
         QqMx::blacklist_ip(self, net, until);
@@ -810,7 +858,13 @@ impl Mx for QqMx {
     fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision> {
         QqMx::explain(self, ip, at)
     }
+    fn refusals(&self, ip: IpAddr) -> Vec<(SystemTime, Decision)> {
+        QqMx::refusals(self, ip)
+    }
     fn set_faults(&self, faults: Vec<crate::chaos::Fault>) {
         QqMx::set_faults(self, faults);
+    }
+    fn set_up(&self, up: bool) {
+        QqMx::set_up(self, up);
     }
 }

@@ -1,12 +1,13 @@
 //! A client for a qqmx sidecar (`qqmx serve`) over its HTTP control API, with the
 //! inspection and control methods of the embedded [`QqMx`](crate::QqMx).
 //!
-//! A test written against the [`Mx`] trait runs in-process or against a sidecar; only
-//! the line that makes the server changes:
+//! [`Remote`] has the same methods, with the same arguments, as [`QqMx`](crate::QqMx),
+//! and both implement [`Mx`]; a test switches between an in-process server and a sidecar
+//! by changing the line that makes the server:
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use qqmx::{Expectation, Mx};
+//! use qqmx::Expectation;
 //!
 //! // let server = qqmx::QqMx::start();
 //! let server = qqmx::remote::Remote::from_env()?; // QQMX_API_URL, QQMX_API_TOKEN
@@ -14,17 +15,25 @@
 //! // ... the code under test sends one message to server.addr() ...
 //! server.wait_for_messages(1, Duration::from_secs(5))?;
 //! server.advance(Duration::from_secs(86_400));
+//! server.verify()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The methods of [`Mx`] panic when the sidecar cannot be reached or answers with an
-//! error, as a test helper should; [`Remote::get`] and [`Remote::post`] return the error
-//! instead.
+//! Like the embedded handle's, the methods are test helpers: they panic when the sidecar
+//! cannot be reached or answers with an error, saying which request failed and why.
+//! [`Remote::get`] and [`Remote::post`] return a [`RemoteError`] instead, for any route of
+//! the API.
+//!
+//! The client speaks plain HTTP/1.1 (a sidecar's API has no TLS), ignores the
+//! `HTTP_PROXY` variables, and gives up on a request after 30 seconds. The sidecar's API
+//! shows times to the microsecond, so the times a `Remote` returns are truncated to it.
 
 use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -33,25 +42,25 @@ use serde_json::{Value, json};
 
 use crate::chaos::Fault;
 use crate::clock::Rfc3339;
-use crate::embedded::{Expectation, Mx, Report, WaitError, check};
+use crate::embedded::{Expectation, Mx, Report, WaitError, check, sealed};
 use crate::policy::{BlockInfo, Decision, QuotaName, Window};
 use crate::reply::ReplyKind;
-use crate::store::{Event, Message, StoreStats};
+use crate::store::{Event, EventKind, Message, StoreStats};
 
 /// Why a request to the sidecar failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RemoteError {
-    /// The sidecar could not be reached, or the exchange broke.
-    #[error("qqmx at {url}: {source}")]
+    /// The sidecar could not be reached, or the exchange broke off.
+    #[error("qqmx API at {url}: {source}")]
     Http {
         /// The URL asked.
         url: String,
         /// Why.
-        source: Box<ureq::Error>,
+        source: Box<dyn StdError + Send + Sync>,
     },
     /// The sidecar answered with an error status.
-    #[error("qqmx at {url}: {status}: {message}")]
+    #[error("qqmx API at {url} answered {status}: {message}")]
     Status {
         /// The URL asked.
         url: String,
@@ -60,26 +69,41 @@ pub enum RemoteError {
         /// The `error` of the JSON answer, or the body.
         message: String,
     },
-    /// The answer was not the JSON expected.
-    #[error("qqmx at {url}: unexpected answer: {source}")]
-    Json {
+    /// The answer was not what that route gives.
+    #[error("qqmx API at {url}: unexpected answer: {source}")]
+    Decode {
         /// The URL asked.
         url: String,
         /// Why.
-        source: serde_json::Error,
+        source: Box<dyn StdError + Send + Sync>,
     },
     /// `QQMX_API_URL` is not set.
-    #[error("QQMX_API_URL is not set: start qqmx serve and point QQMX_API_URL at its API")]
+    #[error(
+        "QQMX_API_URL is not set: start `qqmx serve --api ADDR` and set QQMX_API_URL=http://ADDR"
+    )]
     NoUrl,
 }
 
-/// A sidecar's control API.
+/// A running sidecar (`qqmx serve`), reached over its control API.
+///
+/// It keeps its own [`Expectation`]s, checked by [`verify`](Self::verify) and when it is
+/// dropped (a failed one panics with the same report as [`QqMx`](crate::QqMx)'s); the
+/// sidecar itself keeps running.
+///
+/// ```no_run
+/// use qqmx::remote::Remote;
+///
+/// let server = Remote::connect("http://127.0.0.1:8025")?;
+/// println!("point the sender at {}", server.addr());
+/// assert!(server.messages().is_empty());
+/// # Ok::<(), qqmx::remote::RemoteError>(())
+/// ```
 pub struct Remote {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
     smtp: SocketAddr,
-    seed: u64,
+    mx: String,
     expectations: Mutex<Vec<Expectation>>,
 }
 
@@ -91,6 +115,7 @@ struct Info {
 
 #[derive(Deserialize)]
 struct Listener {
+    mx: String,
     addr: SocketAddr,
 }
 
@@ -103,8 +128,7 @@ struct MessageList {
 struct RemoteMessage {
     #[serde(flatten)]
     message: Message,
-    #[serde(default)]
-    raw_base64: String,
+    raw_base64: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,26 +153,54 @@ struct Reputation {
     reputation: u64,
 }
 
+#[derive(Deserialize)]
+struct ClockInfo {
+    #[serde(with = "crate::clock::rfc3339")]
+    now: SystemTime,
+}
+
 impl Remote {
     /// Connects to the control API at `url` (`http://127.0.0.1:8025`) and reads where its
     /// first SMTP listener is.
     ///
     /// # Errors
     ///
-    /// [`RemoteError`] when the API does not answer.
+    /// [`RemoteError`] when the API does not answer, or asks for a token.
     pub fn connect(url: &str) -> Result<Self, RemoteError> {
-        Self::connect_with_token(url, None)
+        Self::open(url, None)
     }
 
-    /// [`connect`](Self::connect) with a bearer token.
+    /// [`connect`](Self::connect) to an API that wants `Authorization: Bearer <token>`
+    /// (`qqmx serve --api-token`, `QQMX_API_TOKEN`).
     ///
     /// # Errors
     ///
     /// [`RemoteError`] when the API does not answer or refuses the token.
-    pub fn connect_with_token(url: &str, token: Option<&str>) -> Result<Self, RemoteError> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+    pub fn connect_with_token(url: &str, token: &str) -> Result<Self, RemoteError> {
+        Self::open(url, Some(token))
+    }
+
+    /// Connects to `QQMX_API_URL`, with the token in `QQMX_API_TOKEN` when it is set.
+    ///
+    /// # Errors
+    ///
+    /// [`RemoteError::NoUrl`] when `QQMX_API_URL` is not set, or as
+    /// [`connect`](Self::connect).
+    pub fn from_env() -> Result<Self, RemoteError> {
+        let url = std::env::var("QQMX_API_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .ok_or(RemoteError::NoUrl)?;
+        let token = std::env::var("QQMX_API_TOKEN").ok();
+        Self::open(url.trim(), token.as_deref().filter(|t| !t.is_empty()))
+    }
+
+    fn open(url: &str, token: Option<&str>) -> Result<Self, RemoteError> {
+        let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .proxy(None)
             .timeout_global(Some(Duration::from_secs(30)))
+            .user_agent(concat!("qqmx-remote/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
         let mut remote = Self {
@@ -156,45 +208,311 @@ impl Remote {
             token: token.map(str::to_owned),
             agent,
             smtp: SocketAddr::from(([127, 0, 0, 1], 0)),
-            seed: 0,
+            mx: "mx1".to_owned(),
             expectations: Mutex::new(Vec::new()),
         };
         let info: Info = remote.get("/api/v1/info")?;
-        remote.seed = info.seed;
-        if let Some(first) = info.listeners.first() {
+        if let Some(first) = info.listeners.into_iter().next() {
             remote.smtp = first.addr;
+            remote.mx = first.mx;
         }
         Ok(remote)
     }
 
-    /// Connects to `QQMX_API_URL`, with `QQMX_API_TOKEN` when it is set.
-    ///
-    /// # Errors
-    ///
-    /// [`RemoteError::NoUrl`] when the variable is not set, or as
-    /// [`connect`](Self::connect).
-    pub fn from_env() -> Result<Self, RemoteError> {
-        let url = std::env::var("QQMX_API_URL").map_err(|_| RemoteError::NoUrl)?;
-        let token = std::env::var("QQMX_API_TOKEN").ok();
-        Self::connect_with_token(&url, token.as_deref().filter(|t| !t.is_empty()))
+    /// The API's base URL, as given to [`connect`](Self::connect) (without a trailing `/`).
+    pub fn url(&self) -> &str {
+        &self.base
     }
 
-    /// `GET path`, decoded from JSON.
+    /// The address of the sidecar's first SMTP listener (`mx1`), as the sidecar reports
+    /// it: a sidecar listening on `0.0.0.0` or behind a port mapping is reached at another.
+    pub fn addr(&self) -> SocketAddr {
+        self.smtp
+    }
+
+    /// The time on the server's clock.
+    pub fn now(&self) -> SystemTime {
+        let clock: ClockInfo = must(self.get("/api/v1/clock"));
+        clock.now
+    }
+
+    /// Moves the server's clock forward (to the millisecond). The sidecar must run on a
+    /// manual clock (`--clock manual`).
+    pub fn advance(&self, by: Duration) {
+        self.done("/api/v1/clock/advance", &json!({ "by": duration_text(by) }));
+    }
+
+    /// The accepted messages still held, oldest first, with their source.
+    pub fn messages(&self) -> Vec<Message> {
+        must(self.try_messages())
+    }
+
+    fn try_messages(&self) -> Result<Vec<Message>, RemoteError> {
+        let path = "/api/v1/messages?raw=true";
+        let list: MessageList = self.get(path)?;
+        list.messages
+            .into_iter()
+            .map(|m| {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(m.raw_base64.unwrap_or_default())
+                    .map_err(|e| RemoteError::Decode {
+                        url: self.url_of(path),
+                        source: format!("message {}: raw_base64: {e}", m.message.id).into(),
+                    })?;
+                Ok(Message {
+                    raw: raw.into(),
+                    ..m.message
+                })
+            })
+            .collect()
+    }
+
+    /// The events still held, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        must(self.events_where(""))
+    }
+
+    /// The events matching `filter` (`&client=127.0.0.1&type=decision`), page by page.
+    fn events_where(&self, filter: &str) -> Result<Vec<Event>, RemoteError> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: EventList = self.get(&format!("/api/v1/events?after={after}{filter}"))?;
+            if page.events.is_empty() || page.next_after <= after {
+                return Ok(events);
+            }
+            after = page.next_after;
+            events.extend(page.events);
+        }
+    }
+
+    /// Counts of what is held and what was evicted.
+    pub fn stats(&self) -> StoreStats {
+        let stats: Stats = must(self.get("/api/v1/stats"));
+        stats.store
+    }
+
+    fn accepted(&self) -> usize {
+        usize::try_from(self.stats().accepted_total).unwrap_or(usize::MAX)
+    }
+
+    /// Waits (real time, asking the sidecar every few milliseconds) until `n` messages
+    /// have been accepted since the sidecar started or was [`reset`](Self::reset).
     ///
     /// # Errors
     ///
-    /// [`RemoteError`] when the request fails or the answer is not `T`.
+    /// [`WaitError`] with the number accepted when `timeout` passes first.
+    pub fn wait_for_messages(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Message>, WaitError> {
+        let mut poll = Poll::new(n, timeout);
+        loop {
+            match poll.next(self.accepted()) {
+                Step::Done => return Ok(self.messages()),
+                Step::Wait(pause) => std::thread::sleep(pause),
+                Step::Fail(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The async form of [`wait_for_messages`](Self::wait_for_messages), for tokio tests:
+    /// it sleeps between polls without holding the runtime (each poll is a short blocking
+    /// request to the sidecar).
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError`] with the number accepted when `timeout` passes first.
+    pub async fn wait_for_messages_async(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Message>, WaitError> {
+        let mut poll = Poll::new(n, timeout);
+        loop {
+            match poll.next(self.accepted()) {
+                Step::Done => return Ok(self.messages()),
+                Step::Wait(pause) => tokio::time::sleep(pause).await,
+                Step::Fail(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Forgets messages, events and expectations (the sidecar's store is cleared; its
+    /// policy stays as it is, as with the embedded server).
+    pub fn reset(&self) {
+        self.done("/api/v1/reset", &json!({ "store": true }));
+        self.lock_expectations().clear();
+    }
+
+    /// Adds an expectation, checked when the client is dropped (or by
+    /// [`verify`](Self::verify)).
+    pub fn expect(&self, expectation: Expectation) {
+        self.lock_expectations().push(expectation);
+    }
+
+    /// Checks the expectations now against what the sidecar saw.
+    ///
+    /// # Errors
+    ///
+    /// A [`Report`] of the ones that failed, worded as the embedded server's.
+    pub fn verify(&self) -> Result<(), Report> {
+        let stats: Stats = must(self.get("/api/v1/stats"));
+        let expectations = self.lock_expectations();
+        check(&expectations, stats.store.accepted_total, &stats.replies, 0).map_err(|report| {
+            // The seed of the config in force now: a config or scenario may have been
+            // loaded since this client connected.
+            let info: Info = must(self.get("/api/v1/info"));
+            report.with_seed(info.seed)
+        })
+    }
+
+    // ---- policy control ----------------------------------------------------------------
+
+    /// Blacklists an IP or CIDR range (`"127.0.0.3"`, `"127.0.1.0/24"`), until `until`
+    /// or for good.
+    ///
+    /// # Panics
+    ///
+    /// When `net` is not an IP address or CIDR range (the sidecar says so).
+    pub fn blacklist_ip(&self, net: &str, until: Option<SystemTime>) {
+        let until = until.map(|u| Rfc3339(u).to_string());
+        self.done("/api/v1/blacklist", &json!({ "ip": net, "until": until }));
+    }
+
+    /// Lifts the listings of an IP or range, its random listing and its complaints.
+    ///
+    /// # Panics
+    ///
+    /// When `net` is not an IP address or CIDR range (the sidecar says so).
+    pub fn unblacklist_ip(&self, net: &str) {
+        self.done("/api/v1/unblacklist", &json!({ "ip": net }));
+    }
+
+    /// Blacklists a sender address (`a@example.org`) or domain (`example.org`).
+    pub fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>) {
+        let until = until.map(|u| Rfc3339(u).to_string());
+        self.done(
+            "/api/v1/blacklist",
+            &json!({ "sender": sender, "until": until }),
+        );
+    }
+
+    /// Lifts the listings of a sender address or domain.
+    pub fn unblacklist_sender(&self, sender: &str) {
+        self.done("/api/v1/unblacklist", &json!({ "sender": sender }));
+    }
+
+    /// `recipient` whitelists a sender address or domain (QQ's feedback form): its mail
+    /// to them passes blacklists until a complaint about that sender.
+    pub fn whitelist(&self, recipient: &str, sender: &str) {
+        self.done(
+            "/api/v1/whitelist",
+            &json!({ "recipient": recipient, "sender": sender }),
+        );
+    }
+
+    /// A QQ user marks mail from `ip` (and `sender`) as spam: the IP loses reputation.
+    pub fn complain(&self, ip: IpAddr, sender: Option<&str>) {
+        self.done("/api/v1/complain", &json!({ "ip": ip, "sender": sender }));
+    }
+
+    /// Sets (or with `None` removes) one tier of a quota.
+    pub fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>) {
+        self.done(
+            "/api/v1/limit",
+            &json!({ "quota": quota, "window": window, "limit": limit }),
+        );
+    }
+
+    /// Forgets every quota counter and block.
+    pub fn reset_counters(&self) {
+        self.done("/api/v1/reset", &json!({ "counters": true }));
+    }
+
+    /// An IP's reputation now; 0 means blacklisted.
+    pub fn reputation(&self, ip: IpAddr) -> u64 {
+        let r: Reputation = must(self.get(&format!("/api/v1/reputation/{ip}")));
+        r.reputation
+    }
+
+    /// The quota blocks in force now.
+    pub fn blocks(&self) -> Vec<BlockInfo> {
+        must(self.get("/api/v1/blocks"))
+    }
+
+    /// Replaces the faults in force: tarpits, closes, resets, slow links, greylisting
+    /// (see [`chaos`](crate::chaos)).
+    pub fn set_faults(&self, faults: Vec<Fault>) {
+        let body = serde_json::to_value(faults).unwrap_or_else(|e| panic!("qqmx: {e}"));
+        let _: Value = must(self.request("PUT", "/api/v1/faults", Some(&body)));
+    }
+
+    /// Takes the first listener's MX host (`mx1`) down (connections are refused) or
+    /// brings it back.
+    pub fn set_up(&self, up: bool) {
+        self.set_mx_up(&self.mx, up);
+    }
+
+    /// Takes MX host `mx` down (its port refuses connections) or brings it back.
+    ///
+    /// # Panics
+    ///
+    /// When the sidecar has no listener called `mx`.
+    pub fn set_mx_up(&self, mx: &str, up: bool) {
+        let path = format!("/api/v1/mx/{mx}/{}", if up { "up" } else { "down" });
+        self.done(&path, &json!({}));
+    }
+
+    /// Why `ip` was refused: the last refusal of that client at or before `at` (by the
+    /// server's clock; see [`now`](Self::now)).
+    pub fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision> {
+        let path = format!("/api/v1/explain?ip={ip}&at={}", query_time(at));
+        match self.get::<Explanation>(&path) {
+            Ok(e) => Some(e.decision),
+            Err(RemoteError::Status { status: 404, .. }) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Every refusal of `ip` still in the event log, with its time, oldest first.
+    pub fn refusals(&self, ip: IpAddr) -> Vec<(SystemTime, Decision)> {
+        must(self.events_where(&format!("&client={ip}&type=decision")))
+            .into_iter()
+            .filter(|e| e.client == ip)
+            .filter_map(|e| match e.kind {
+                EventKind::Decision(d) if !d.is_accept() => Some((e.at, d)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    // ---- any route ---------------------------------------------------------------------
+
+    /// `GET path` (`/api/v1/config`), the JSON answer decoded as `T` (`serde_json::Value`
+    /// takes anything).
+    ///
+    /// # Errors
+    ///
+    /// [`RemoteError`] when the request fails, the status is an error or the answer is
+    /// not a `T`.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
         self.request("GET", path, None)
     }
 
-    /// `POST path` with a JSON body, the answer decoded from JSON.
+    /// `POST path` with a JSON body, the JSON answer decoded as `T`.
     ///
     /// # Errors
     ///
-    /// [`RemoteError`] when the request fails or the answer is not `T`.
+    /// [`RemoteError`] when the request fails, the status is an error or the answer is
+    /// not a `T`.
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, RemoteError> {
         self.request("POST", path, Some(body))
+    }
+
+    fn url_of(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     fn request<T: DeserializeOwned>(
@@ -203,11 +521,7 @@ impl Remote {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, RemoteError> {
-        let url = format!("{}{path}", self.base);
-        let http = |source| RemoteError::Http {
-            url: url.clone(),
-            source: Box::new(source),
-        };
+        let url = self.url_of(path);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let answer = match body {
             None => {
@@ -230,212 +544,121 @@ impl Remote {
                     .header("Content-Type", "application/json")
                     .send(body.to_string().as_str())
             }
+        };
+        let mut answer = answer.map_err(|e| RemoteError::Http {
+            url: url.clone(),
+            source: Box::new(e),
+        })?;
+        let status = answer.status().as_u16();
+        let text = answer
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| RemoteError::Http {
+                url: url.clone(),
+                source: Box::new(e),
+            })?;
+        if status >= 400 {
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(RemoteError::Status {
+                url,
+                status,
+                message,
+            });
         }
-        .map_err(http)?;
-        decode(&url, answer)
+        serde_json::from_str(&text).map_err(|e| RemoteError::Decode {
+            url,
+            source: Box::new(e),
+        })
     }
 
-    fn put<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, RemoteError> {
-        self.request("PUT", path, Some(body))
+    /// `POST path`, which answers `{"ok": true}` or similar.
+    fn done(&self, path: &str, body: &Value) {
+        let _: Value = must(self.post(path, body));
     }
 
-    fn call<T: DeserializeOwned>(&self, result: Result<T, RemoteError>) -> T {
-        result.unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn lock_expectations(&self) -> std::sync::MutexGuard<'_, Vec<Expectation>> {
+    fn lock_expectations(&self) -> MutexGuard<'_, Vec<Expectation>> {
         self.expectations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
-
-    fn done(&self, path: &str, body: Value) {
-        let _: Value = self.call(self.post(path, &body));
-    }
-
-    /// Takes MX host `mx` down (its port refuses connections) or brings it back.
-    pub fn set_mx_up(&self, mx: &str, up: bool) {
-        let path = format!("/api/v1/mx/{mx}/{}", if up { "up" } else { "down" });
-        self.done(&path, json!({}));
-    }
 }
 
-fn decode<T: DeserializeOwned>(
-    url: &str,
-    mut answer: ureq::http::Response<ureq::Body>,
-) -> Result<T, RemoteError> {
-    let status = answer.status().as_u16();
-    let text = answer
-        .body_mut()
-        .read_to_string()
-        .map_err(|source| RemoteError::Http {
-            url: url.to_owned(),
-            source: Box::new(source),
-        })?;
-    if status >= 400 {
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or(text);
-        return Err(RemoteError::Status {
-            url: url.to_owned(),
-            status,
-            message,
-        });
-    }
-    serde_json::from_str(&text).map_err(|source| RemoteError::Json {
-        url: url.to_owned(),
-        source,
-    })
+/// The answer, or a panic that says which request failed and why.
+fn must<T>(result: Result<T, RemoteError>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Mx for Remote {
-    fn addr(&self) -> SocketAddr {
-        self.smtp
+/// `by` as the API's duration text (`"1d2h3s250ms"`), to the millisecond.
+fn duration_text(by: Duration) -> String {
+    let secs = by.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let mut text = String::new();
+    if days > 0 {
+        let _ = write!(text, "{days}d");
     }
-
-    fn messages(&self) -> Vec<Message> {
-        let list: MessageList = self.call(self.get("/api/v1/messages?raw=true"));
-        list.messages
-            .into_iter()
-            .map(|m| {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(&m.raw_base64)
-                    .unwrap_or_default();
-                Message {
-                    raw: raw.into(),
-                    ..m.message
-                }
-            })
-            .collect()
+    let _ = write!(text, "{rest}s");
+    if by.subsec_millis() > 0 {
+        let _ = write!(text, "{}ms", by.subsec_millis());
     }
+    text
+}
 
-    fn events(&self) -> Vec<Event> {
-        let mut events = Vec::new();
-        let mut after = 0;
-        loop {
-            let page: EventList = self.call(self.get(&format!("/api/v1/events?after={after}")));
-            if page.events.is_empty() {
-                return events;
-            }
-            after = page.next_after;
-            events.extend(page.events);
+/// `at` for the `at` of `/explain`: the API shows times to the microsecond, so an event
+/// counts as at or before `at` when its time, so shown, is. To the nanosecond, that is the
+/// end of `at`'s microsecond.
+fn query_time(at: SystemTime) -> String {
+    let Ok(since) = at.duration_since(UNIX_EPOCH) else {
+        return Rfc3339(at).to_string();
+    };
+    let whole = UNIX_EPOCH + Duration::from_secs(since.as_secs());
+    let nanos = since.subsec_micros() * 1000 + 999;
+    let text = Rfc3339(whole).to_string();
+    let stem = text.strip_suffix('Z').unwrap_or(&text);
+    format!("{stem}.{nanos:09}Z")
+}
+
+/// Polling for [`Remote::wait_for_messages`]: a pause that grows from 5 to 100 ms.
+struct Poll {
+    wanted: usize,
+    timeout: Duration,
+    deadline: Instant,
+    pause: Duration,
+}
+
+enum Step {
+    Done,
+    Wait(Duration),
+    Fail(WaitError),
+}
+
+impl Poll {
+    fn new(wanted: usize, timeout: Duration) -> Self {
+        Self {
+            wanted,
+            timeout,
+            deadline: Instant::now() + timeout,
+            pause: Duration::from_millis(5),
         }
     }
 
-    fn stats(&self) -> StoreStats {
-        let stats: Stats = self.call(self.get("/api/v1/stats"));
-        stats.store
-    }
-
-    fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, WaitError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let got = usize::try_from(self.stats().accepted_total).unwrap_or(usize::MAX);
-            if got >= n {
-                return Ok(self.messages());
-            }
-            if Instant::now() >= deadline {
-                return Err(WaitError {
-                    wanted: n,
-                    got,
-                    timeout,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    fn next(&mut self, got: usize) -> Step {
+        if got >= self.wanted {
+            return Step::Done;
         }
-    }
-
-    fn reset(&self) {
-        self.done("/api/v1/reset", json!({"store": true}));
-        self.lock_expectations().clear();
-    }
-
-    fn expect(&self, expectation: Expectation) {
-        self.lock_expectations().push(expectation);
-    }
-
-    fn verify(&self) -> Result<(), Report> {
-        let stats: Stats = self.call(self.get("/api/v1/stats"));
-        check(
-            &self.lock_expectations(),
-            stats.store.accepted_total,
-            &stats.replies,
-            self.seed,
-        )
-    }
-
-    fn advance(&self, by: Duration) {
-        self.done(
-            "/api/v1/clock/advance",
-            json!({ "by": format!("{}ms", by.as_millis()) }),
-        );
-    }
-
-    fn blacklist_ip(&self, net: &str, until: Option<SystemTime>) {
-        let until = until.map(|u| Rfc3339(u).to_string());
-        self.done("/api/v1/blacklist", json!({ "ip": net, "until": until }));
-    }
-
-    fn unblacklist_ip(&self, net: &str) {
-        self.done("/api/v1/unblacklist", json!({ "ip": net }));
-    }
-
-    fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>) {
-        let until = until.map(|u| Rfc3339(u).to_string());
-        self.done(
-            "/api/v1/blacklist",
-            json!({ "sender": sender, "until": until }),
-        );
-    }
-
-    fn unblacklist_sender(&self, sender: &str) {
-        self.done("/api/v1/unblacklist", json!({ "sender": sender }));
-    }
-
-    fn whitelist(&self, recipient: &str, sender: &str) {
-        self.done(
-            "/api/v1/whitelist",
-            json!({ "recipient": recipient, "sender": sender }),
-        );
-    }
-
-    fn complain(&self, ip: IpAddr, sender: Option<&str>) {
-        self.done("/api/v1/complain", json!({ "ip": ip, "sender": sender }));
-    }
-
-    fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>) {
-        self.done(
-            "/api/v1/limit",
-            json!({ "quota": quota, "window": window, "limit": limit }),
-        );
-    }
-
-    fn reset_counters(&self) {
-        self.done("/api/v1/reset", json!({ "counters": true }));
-    }
-
-    fn reputation(&self, ip: IpAddr) -> u64 {
-        let r: Reputation = self.call(self.get(&format!("/api/v1/reputation/{ip}")));
-        r.reputation
-    }
-
-    fn blocks(&self) -> Vec<BlockInfo> {
-        self.call(self.get("/api/v1/blocks"))
-    }
-
-    fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision> {
-        let path = format!("/api/v1/explain?ip={ip}&at={}", Rfc3339(at));
-        match self.get::<Explanation>(&path) {
-            Ok(e) => Some(e.decision),
-            Err(RemoteError::Status { status: 404, .. }) => None,
-            Err(e) => panic!("{e}"),
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Step::Fail(WaitError {
+                wanted: self.wanted,
+                got,
+                timeout: self.timeout,
+            });
         }
-    }
-
-    fn set_faults(&self, faults: Vec<Fault>) {
-        let body = serde_json::to_value(faults).unwrap_or_default();
-        let _: Value = self.call(self.put("/api/v1/faults", &body));
+        let pause = self.pause.min(left);
+        self.pause = (self.pause * 2).min(Duration::from_millis(100));
+        Step::Wait(pause)
     }
 }
 
@@ -456,5 +679,121 @@ impl std::fmt::Debug for Remote {
             .field("url", &self.base)
             .field("smtp", &self.smtp)
             .finish_non_exhaustive()
+    }
+}
+
+impl sealed::Sealed for Remote {}
+
+impl Mx for Remote {
+    fn addr(&self) -> SocketAddr {
+        Remote::addr(self)
+    }
+    fn now(&self) -> SystemTime {
+        Remote::now(self)
+    }
+    fn advance(&self, by: Duration) {
+        Remote::advance(self, by);
+    }
+    fn messages(&self) -> Vec<Message> {
+        Remote::messages(self)
+    }
+    fn events(&self) -> Vec<Event> {
+        Remote::events(self)
+    }
+    fn stats(&self) -> StoreStats {
+        Remote::stats(self)
+    }
+    fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, WaitError> {
+        Remote::wait_for_messages(self, n, timeout)
+    }
+    fn reset(&self) {
+        Remote::reset(self);
+    }
+    fn expect(&self, expectation: Expectation) {
+        Remote::expect(self, expectation);
+    }
+    fn verify(&self) -> Result<(), Report> {
+        Remote::verify(self)
+    }
+    fn blacklist_ip(&self, net: &str, until: Option<SystemTime>) {
+        Remote::blacklist_ip(self, net, until);
+    }
+    fn unblacklist_ip(&self, net: &str) {
+        Remote::unblacklist_ip(self, net);
+    }
+    fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>) {
+        Remote::blacklist_sender(self, sender, until);
+    }
+    fn unblacklist_sender(&self, sender: &str) {
+        Remote::unblacklist_sender(self, sender);
+    }
+    fn whitelist(&self, recipient: &str, sender: &str) {
+        Remote::whitelist(self, recipient, sender);
+    }
+    fn complain(&self, ip: IpAddr, sender: Option<&str>) {
+        Remote::complain(self, ip, sender);
+    }
+    fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>) {
+        Remote::set_limit(self, quota, window, limit);
+    }
+    fn reset_counters(&self) {
+        Remote::reset_counters(self);
+    }
+    fn reputation(&self, ip: IpAddr) -> u64 {
+        Remote::reputation(self, ip)
+    }
+    fn blocks(&self) -> Vec<BlockInfo> {
+        Remote::blocks(self)
+    }
+    fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision> {
+        Remote::explain(self, ip, at)
+    }
+    fn refusals(&self, ip: IpAddr) -> Vec<(SystemTime, Decision)> {
+        Remote::refusals(self, ip)
+    }
+    fn set_faults(&self, faults: Vec<Fault>) {
+        Remote::set_faults(self, faults);
+    }
+    fn set_up(&self, up: bool) {
+        Remote::set_up(self, up);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Remote>();
+    }
+
+    #[test]
+    fn durations_read_back_as_themselves() {
+        for (by, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(250), "0s250ms"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(60 * 86_400 + 5), "60d5s"),
+        ] {
+            assert_eq!(duration_text(by), text);
+            assert_eq!(
+                crate::config::duration_text::parse(text),
+                Some(by),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explain_time_covers_its_microsecond() {
+        let at = UNIX_EPOCH + Duration::new(1_750_000_000, 123_456_789);
+        let text = query_time(at);
+        assert_eq!(text, "2025-06-15T15:06:40.123456999Z");
+        assert_eq!(
+            crate::clock::parse_rfc3339(&text),
+            Some(UNIX_EPOCH + Duration::new(1_750_000_000, 123_456_999))
+        );
     }
 }
