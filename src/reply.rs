@@ -137,7 +137,7 @@ macro_rules! kinds {
         #[serde(rename_all = "snake_case")]
         #[non_exhaustive]
         pub enum ReplyKind {
-            $( $(#[$doc])* $variant, )*
+            $( $(#[$doc])* #[serde(rename = $name)] $variant, )*
         }
 
         impl ReplyKind {

@@ -212,7 +212,7 @@ pub async fn run(
     let outages = timeline.outages(ended);
     let outcomes = evaluate(
         &scenario.expectations,
-        &Run::new(&events, &messages, &outages, scenario.seed),
+        &Run::new(&events, &messages, &outages, scenario.seed).ending_at(ended),
     );
     Ok(Report::new(
         scenario, outcomes, started, ended, &messages, &events, status,

@@ -810,6 +810,11 @@ async fn load_config(State(api): Shared, headers: HeaderMap, bytes: Bytes) -> An
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "an empty config: send the whole config (an empty one would reset every key)",
+        ));
+    }
     let config = if is_json {
         let config: Config = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("<request body>: {e}")))?;
