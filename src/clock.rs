@@ -13,7 +13,7 @@
 //! Standard Time, RFC 3339 parsing for the config), so no date crate is pulled in.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// China Standard Time, UTC+8, the zone QQ's headers and day quotas use.
@@ -40,6 +40,8 @@ pub struct Clock {
 struct Inner {
     source: Source,
     offset: Mutex<Duration>,
+    /// When a scaled clock began to run; unset while it is held at its start.
+    origin: OnceLock<std::time::Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -49,7 +51,6 @@ enum Source {
     /// `start` at `origin`, then `speed` virtual seconds per real second.
     Scaled {
         start: SystemTime,
-        origin: std::time::Instant,
         speed: f64,
     },
 }
@@ -74,16 +75,44 @@ impl Clock {
     /// assert_eq!(clock.speed(), 3600.0);
     /// ```
     pub fn scaled(start: SystemTime, speed: f64) -> Self {
+        let clock = Self::scaled_held(start, speed);
+        clock.release();
+        clock
+    }
+
+    /// A virtual clock like [`scaled`](Self::scaled) that shows `start` until
+    /// [`release`](Self::release) sets it running. A scenario run holds its clock while
+    /// qqmx gets ready, so its timeline starts at `start` exactly however long that takes.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    ///
+    /// let clock = qqmx::Clock::scaled_held(UNIX_EPOCH, 3600.0);
+    /// std::thread::sleep(Duration::from_millis(2));
+    /// assert_eq!(clock.now(), UNIX_EPOCH); // held: no time has passed
+    /// assert_eq!(clock.release(), UNIX_EPOCH);
+    /// ```
+    pub fn scaled_held(start: SystemTime, speed: f64) -> Self {
         let speed = if speed.is_finite() && speed > 0.0 {
             speed
         } else {
             1.0
         };
-        Self::with_source(Source::Scaled {
-            start,
-            origin: std::time::Instant::now(),
-            speed,
-        })
+        Self::with_source(Source::Scaled { start, speed })
+    }
+
+    /// Sets a held scaled clock running from the time it shows, and returns that time.
+    /// Any other clock is unchanged and the call returns [`now`](Self::now); a second call
+    /// changes nothing.
+    pub fn release(&self) -> SystemTime {
+        match self.inner.source {
+            Source::Scaled { start, .. } if self.inner.origin.get().is_none() => {
+                let shown = start + *lock(&self.inner.offset);
+                let _ = self.inner.origin.set(std::time::Instant::now());
+                shown
+            }
+            _ => self.now(),
+        }
     }
 
     /// Virtual seconds per real second: 1 for the system clock, 0 for a manual clock.
@@ -105,6 +134,7 @@ impl Clock {
             inner: Arc::new(Inner {
                 source,
                 offset: Mutex::new(Duration::ZERO),
+                origin: OnceLock::new(),
             }),
         }
     }
@@ -119,11 +149,10 @@ impl Clock {
         let base = match self.inner.source {
             Source::System => SystemTime::now(),
             Source::Manual(start) => start,
-            Source::Scaled {
-                start,
-                origin,
-                speed,
-            } => start + origin.elapsed().mul_f64(speed),
+            Source::Scaled { start, speed } => match self.inner.origin.get() {
+                Some(origin) => start + origin.elapsed().mul_f64(speed),
+                None => start,
+            },
         };
         base + *lock(&self.inner.offset)
     }
@@ -373,6 +402,22 @@ mod tests {
         clock.advance(Duration::from_secs(1_000_000));
         assert!(unix_secs(clock.now()) >= 1_005_000);
         assert!(!clock.is_manual());
+    }
+
+    #[test]
+    fn a_held_clock_shows_its_start_until_released() {
+        let clock = Clock::scaled_held(UNIX_EPOCH, 1_000_000.0);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(clock.now(), UNIX_EPOCH);
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(clock.release(), UNIX_EPOCH + Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(unix_secs(clock.now()) >= 5_060);
+        let later = clock.release();
+        assert!(
+            unix_secs(later) >= 5_060,
+            "a second release leaves it running"
+        );
     }
 
     #[test]

@@ -24,7 +24,6 @@ use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::process::Command;
-use tokio::time::Instant;
 use tracing::info;
 
 use crate::config::{ListenerConfig, duration_text};
@@ -33,7 +32,7 @@ use crate::scenario::Scenario;
 use crate::scenario::expect::{Run, evaluate};
 use crate::scenario::report::Report;
 use crate::server::{Server, StartError};
-use crate::timeline::Timeline;
+use crate::timeline::{self, Timeline};
 
 /// How to run a scenario.
 #[derive(Debug, Clone)]
@@ -134,7 +133,12 @@ pub async fn run(
                 .await;
         })
     };
-    let started = clock.now();
+    // Phases at zero apply before the sender can connect.
+    let mut timeline = Timeline::new(scenario, &server);
+    // The run begins here: the listeners and the API are ready and the sender is about to
+    // be started. The scenario's clock was held at its start until now, so the timeline's
+    // zero is the configured start however long the set-up took.
+    let started = clock.release();
     info!(scenario = %scenario.name, api = %api_addr, "running");
     if options.progress {
         eprintln!(
@@ -167,16 +171,14 @@ pub async fn run(
         None => None,
     };
 
-    let mut timeline = Timeline::new(scenario, &server);
-    let began = Instant::now();
-    let end = began + scenario.real(scenario.duration);
+    let end = started + scenario.duration;
     let mut status: Option<ExitStatus> = None;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let next = timeline.next_at().map(|at| began + scenario.real(at));
+        let next = timeline.next_at().map(|at| started + at);
         let wake = next.map_or(end, |n| n.min(end));
         tokio::select! {
-            () = tokio::time::sleep_until(wake) => {
+            () = timeline::until(&clock, wake) => {
                 if next.is_some_and(|n| n <= wake) {
                     timeline.play_next(&server);
                 } else {

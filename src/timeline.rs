@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::config::duration_text;
 use crate::policy::IpNet;
 use crate::scenario::expect::Outage;
@@ -133,24 +134,28 @@ impl<'a> Timeline<'a> {
 pub(crate) async fn play(server: Server, scenario: Scenario, start: SystemTime) {
     let mut timeline = Timeline::new(&scenario, &server);
     while let Some(at) = timeline.next_at() {
-        loop {
-            let elapsed = server
-                .clock()
-                .now()
-                .duration_since(start)
-                .unwrap_or_default();
-            if elapsed >= at {
-                break;
-            }
-            let speed = server.clock().speed();
-            let wait = if speed > 0.0 {
-                (at - elapsed).div_f64(speed)
-            } else {
-                Duration::from_millis(20)
-            };
-            tokio::time::sleep(wait.clamp(Duration::from_millis(1), Duration::from_secs(1))).await;
-        }
+        until(server.clock(), start + at).await;
         timeline.play_next(&server);
     }
     info!(scenario = %scenario.name, "timeline played");
+}
+
+/// Waits until `clock` shows `at` or later: the one way a timeline waits, so phases and
+/// the end of a run follow the clock (its speed, and any advance) rather than real time.
+/// A manual clock is looked at every 20 ms; a running one is slept on in steps of at most
+/// a second, so an advance is seen within one.
+pub(crate) async fn until(clock: &Clock, at: SystemTime) {
+    loop {
+        let left = match at.duration_since(clock.now()) {
+            Ok(left) if !left.is_zero() => left,
+            _ => return,
+        };
+        let speed = clock.speed();
+        let wait = if speed > 0.0 {
+            left.div_f64(speed)
+        } else {
+            Duration::from_millis(20)
+        };
+        tokio::time::sleep(wait.clamp(Duration::from_millis(1), Duration::from_secs(1))).await;
+    }
 }

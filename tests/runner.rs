@@ -56,23 +56,39 @@ fn text(output: &Output) -> String {
     )
 }
 
-/// Sends `n` messages to the first MX that answers, in QQMX_SMTP_ADDRS order, waiting
-/// `pause` virtual seconds before each.
+/// Sends `n` messages to the first MX that answers, in QQMX_SMTP_ADDRS order. The sender
+/// waits by qqmx's virtual clock (read from the control API), never by real time, so a
+/// slow or loaded machine cannot move a message to another phase: `FROM = "start"` sends
+/// message `i` at `(i + 1) * PAUSE` virtual seconds after the scenario's start (or at once
+/// if that is past), `"previous"` waits `PAUSE` virtual seconds after the previous send.
 const SENDER: &str = r#"
-import os, smtplib, socket, sys, time
-speed = float(os.environ["QQMX_CLOCK_SPEED"])
+import datetime, json, os, smtplib, socket, sys, time, urllib.request
+api = os.environ["QQMX_API_URL"]
 hosts = [h.split("=", 1)[1] for h in os.environ["QQMX_SMTP_ADDRS"].split(",")]
 assert os.environ["QQMX_SMTP_ADDR"] == hosts[0]
 assert os.environ["QQMX_MX2_ADDR"] == hosts[1]
-assert os.environ["QQMX_API_URL"].startswith("http://127.0.0.1:")
+assert api.startswith("http://127.0.0.1:")
 assert os.path.isabs(os.environ["QQMX_SCENARIO"])
-n, pause = N, PAUSE
+assert float(os.environ["QQMX_CLOCK_SPEED"]) > 0
+
+def now():
+    with urllib.request.urlopen(api + "/api/v1/clock", timeout=30) as r:
+        return datetime.datetime.fromisoformat(json.load(r)["now"]).timestamp()
+
+def wait_until(t):
+    while now() < t:
+        time.sleep(0.01)
+
+START = datetime.datetime(2025, 6, 2, 1, 0, 0, tzinfo=datetime.timezone.utc).timestamp()
+n, pause, since = N, PAUSE, FROM
+last = now()
 for i in range(n):
-    time.sleep(pause / speed)
+    wait_until(START + (i + 1) * pause if since == "start" else last + pause)
+    last = now()
     for host in hosts:
         h, p = host.rsplit(":", 1)
         try:
-            s = smtplib.SMTP(h, int(p), timeout=5)
+            s = smtplib.SMTP(h, int(p), timeout=30)
         except OSError:
             continue
         try:
@@ -83,8 +99,14 @@ for i in range(n):
         break
 "#;
 
+/// A sender of `n` messages, `pause` virtual seconds apart, counted from the previous send.
 fn sender(n: u32, pause: u32) -> String {
-    SENDER.replace("N, PAUSE", &format!("{n}, {pause}"))
+    SENDER.replace("N, PAUSE, FROM", &format!("{n}, {pause}, \"previous\""))
+}
+
+/// A sender of `n` messages at `pause`, `2 * pause`, ... virtual seconds after the start.
+fn scheduled_sender(n: u32, pause: u32) -> String {
+    SENDER.replace("N, PAUSE, FROM", &format!("{n}, {pause}, \"start\""))
 }
 
 #[test]
@@ -112,7 +134,7 @@ kind = "accepted"
 mx = "mx1"
 min = 1
 "#,
-        &sender(8, 60),
+        &scheduled_sender(8, 60),
     );
     let output = case.run(true);
     assert!(output.status.success(), "{}", text(&output));
@@ -137,8 +159,11 @@ fn a_failed_expectation_exits_1_names_the_seed_and_writes_junit() {
 name = "blocks"
 seed = 99
 duration = "3h"
+# Real-time speed from a fixed start: five messages sent at once all fall in the
+# scenario's first minute unless the machine takes a minute to send them.
 [clock]
-speed = 600.0
+start = "2025-06-02T01:00:00Z"
+speed = 1.0
 [config.quotas.ip_messages]
 minute = { limit = 2, block = "5m" }
 [[expect]]
@@ -199,8 +224,13 @@ min = 1
     let patient = Case::new("patient", scenario, &sender(2, 600));
     let output = patient.run(true);
     assert!(output.status.success(), "{}", text(&output));
-    // Retries at once: too soon.
-    let hasty = Case::new("hasty", scenario, &sender(2, 0));
+    // Retries at once: too soon. At 120x the 5 virtual minutes the expectation asks for
+    // are 2.5 real seconds, far more than two sends take on a loaded machine.
+    let hasty = Case::new(
+        "hasty",
+        &scenario.replace("speed = 600.0", "speed = 120.0"),
+        &sender(2, 0),
+    );
     let output = hasty.run(true);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     let report = String::from_utf8_lossy(&output.stdout);
@@ -232,8 +262,12 @@ max = 0
     assert_eq!(json["exit_code"], serde_json::Value::Null);
     let started = json["started"].as_str().expect("started");
     let ended = json["ended"].as_str().expect("ended");
-    assert!(started.starts_with("2025-06-02T01:00:0"), "{started}");
-    assert!(ended.starts_with("2025-06-02T01:3"), "{ended}");
+    // The clock is held at the scenario's start until the run begins, however long qqmx
+    // takes to get ready; the end comes when the clock has moved 30 virtual minutes on
+    // (later on a loaded machine, never sooner).
+    assert_eq!(started, "2025-06-02T01:00:00Z");
+    assert!(ended >= "2025-06-02T01:30:00Z", "{ended}");
+    assert!(ended < "2025-06-03", "{ended}");
 }
 
 #[test]

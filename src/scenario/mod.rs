@@ -358,17 +358,14 @@ impl Scenario {
         parse_rfc3339(start).expect("the start is checked when the scenario is parsed")
     }
 
-    /// A clock for a run of this scenario, starting now.
+    /// A clock for a run of this scenario: held at the scenario's start until
+    /// [`Clock::release`] sets it running (the system clock when the scenario sets neither
+    /// a start nor a speed).
     pub fn make_clock(&self) -> Clock {
         if (self.clock.speed - 1.0).abs() < f64::EPSILON && self.clock.start.is_none() {
             Clock::system()
         } else {
-            Clock::scaled(self.start(), self.clock.speed)
+            Clock::scaled_held(self.start(), self.clock.speed)
         }
-    }
-
-    /// Real time that `virtual_time` takes at this scenario's speed.
-    pub fn real(&self, virtual_time: Duration) -> Duration {
-        virtual_time.div_f64(self.clock.speed)
     }
 }
