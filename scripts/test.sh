@@ -30,4 +30,6 @@ if ! python3 -c 'import dkim, nacl' 2>/dev/null; then
   python3 -m pip install -q "${user[@]}" 'dkimpy==1.1.8' 'pynacl>=1.5' >&2
 fi
 
-exec cargo test --all-features "$@"
+# --no-fail-fast: report every failing test binary, not only the first; the exit status
+# is still non-zero when any test failed.
+exec cargo test --all-features --no-fail-fast "$@"

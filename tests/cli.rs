@@ -131,3 +131,30 @@ async fn logs_can_be_json_lines() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let mut child = Command::new(QQMX)
+        .args(["serve", "--smtp", "127.0.0.1:0", "--api", "off"])
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qqmx starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .expect("address");
+    let mut smtp = Smtp::connect(addr).await;
+    smtp.send("QUIT").await;
+    terminate(&child);
+    let output = child.wait_with_output().expect("exit");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("connected"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}

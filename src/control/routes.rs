@@ -876,6 +876,9 @@ struct Loaded {
     ok: bool,
     name: String,
     phases: usize,
+    /// The server's clock when the scenario was applied: its timeline's zero.
+    #[serde(with = "crate::clock::rfc3339")]
+    started: SystemTime,
 }
 
 /// Loads a scenario (TOML) in place of the config: its config and seed, its faults, and
@@ -892,14 +895,15 @@ async fn load_scenario(State(api): Shared, bytes: Bytes) -> Answer<Json<Loaded>>
         .reload(config)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     api.server.set_faults(scenario.faults.clone());
+    // The timeline begins when the scenario is applied, not whenever the task first runs:
+    // a clock advanced right after this answer must count.
+    let start = api.server.clock().now();
     let loaded = Loaded {
         ok: true,
         name: scenario.name.clone(),
         phases: scenario.phases.len(),
+        started: start,
     };
-    // The start is now, not whenever the task first runs: a clock advanced right after
-    // this answer must count.
-    let start = api.server.clock().now();
     let task = tokio::spawn(crate::timeline::play(api.server.clone(), scenario, start));
     let mut current = api
         .scenario
