@@ -199,6 +199,10 @@ async fn a_tls_failure_follows_the_ready_reply() {
 async fn an_mx_host_that_goes_down_refuses_connections_until_it_is_back() {
     let sidecar = sidecar(&[]);
     let mx1 = sidecar.mx("mx1");
+    // Up first: a greeting shows that mx1's accept loop runs. Taken down before that
+    // loop first runs (an API call that beats it on a loaded machine), the port would
+    // stay listening with nobody accepting: connections succeed, then hang.
+    Smtp::connect(mx1).await;
     let (status, _) = sidecar.post("/api/v1/mx/mx1/down", "{}");
     assert_eq!(status, 200);
     let info: Value = sidecar.json("/api/v1/info");
