@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Smtp;
 use common::sidecar::{Sidecar, http};
+use common::{Smtp, eventually};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -199,21 +199,24 @@ async fn a_tls_failure_follows_the_ready_reply() {
 async fn an_mx_host_that_goes_down_refuses_connections_until_it_is_back() {
     let sidecar = sidecar(&[]);
     let mx1 = sidecar.mx("mx1");
+    // Up first: a greeting shows that mx1's accept loop runs. Taken down before that
+    // loop first runs (an API call that beats it on a loaded machine), the port would
+    // stay listening with nobody accepting: connections succeed, then hang.
+    Smtp::connect(mx1).await;
     let (status, _) = sidecar.post("/api/v1/mx/mx1/down", "{}");
     assert_eq!(status, 200);
     let info: Value = sidecar.json("/api/v1/info");
     assert_eq!(info["listeners"][0]["up"], false, "{info}");
-    let mut refused = false;
-    for _ in 0..250 {
+    let refused = eventually(|| async {
         match TcpStream::connect(mx1).await {
             Err(e) => {
                 assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
-                refused = true;
-                break;
+                true
             }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(_) => false,
         }
-    }
+    })
+    .await;
     assert!(
         refused,
         "mx1 still accepts: {}",
@@ -223,15 +226,11 @@ async fn an_mx_host_that_goes_down_refuses_connections_until_it_is_back() {
 
     let (status, _) = sidecar.post("/api/v1/mx/mx1/up", "{}");
     assert_eq!(status, 200);
-    let mut back = None;
-    for _ in 0..250 {
-        if let Ok(stream) = TcpStream::connect(mx1).await {
-            back = Some(stream);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut stream = back.expect("mx1 is back on its address");
+    assert!(
+        eventually(|| async { TcpStream::connect(mx1).await.is_ok() }).await,
+        "mx1 is back on its address"
+    );
+    let mut stream = TcpStream::connect(mx1).await.expect("mx1 stays up");
     let mut greeting = [0u8; 5];
     stream.read_exact(&mut greeting).await.expect("greeting");
     assert_eq!(&greeting, b"220 n");
@@ -280,14 +279,8 @@ mx_down = ["mx2"]
 
     let (status, _) = sidecar.post("/api/v1/clock/advance", r#"{"by": "11m"}"#);
     assert_eq!(status, 200);
-    let mut down = false;
-    for _ in 0..250 {
-        if sidecar.json("/api/v1/info")["listeners"][1]["up"] == false {
-            down = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let down =
+        eventually(|| async { sidecar.json("/api/v1/info")["listeners"][1]["up"] == false }).await;
     assert!(down, "mx2 goes down once the clock passes 10m");
 
     let (status, body) = http(

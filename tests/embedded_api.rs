@@ -128,8 +128,10 @@ fn a_day_passes_in_no_time() {
         stamped.duration_since(start).ok(),
         Some(Duration::from_secs(86_400))
     );
+    // A day that cost real time would take a day; a minute is far above what one
+    // delivery takes even on a loaded machine, and far below the day.
     assert!(
-        real.elapsed() < Duration::from_secs(5),
+        real.elapsed() < Duration::from_secs(60),
         "virtual time costs no real time"
     );
 }
@@ -265,22 +267,17 @@ async fn faults_and_an_outage_are_steered_from_the_embedded_handle() {
 
     server.set_faults(Vec::new());
     server.set_up(false);
-    let mut refused = false;
-    for _ in 0..50 {
-        if tokio::net::TcpStream::connect(server.addr()).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = common::eventually(|| async {
+        tokio::net::TcpStream::connect(server.addr()).await.is_err()
+    })
+    .await;
     assert!(refused, "the port still accepts");
     server.set_up(true);
-    for _ in 0..50 {
-        if tokio::net::TcpStream::connect(server.addr()).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let back = common::eventually(|| async {
+        tokio::net::TcpStream::connect(server.addr()).await.is_ok()
+    })
+    .await;
+    assert!(back, "the port is back");
     let smtp = common::Smtp::connect(server.addr()).await;
     assert!(
         smtp.transcript.starts_with("S: 220 "),

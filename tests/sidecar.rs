@@ -340,6 +340,9 @@ async fn sigterm_drains_readiness_first_then_answers_421() {
     cut.write_raw(b"Subject: half\r\n\r\nthe first half").await;
 
     sidecar.terminate();
+    // The shutdown delay (6 s) is the window for the checks below, which take
+    // milliseconds even on a loaded machine; the 421 comes when it ends, well inside the
+    // 10 s a read waits (common::PATIENCE).
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut ready = 200;
     while ready == 200 && Instant::now() < deadline {

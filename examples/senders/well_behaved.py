@@ -12,8 +12,8 @@
 - A host that refuses the connection, or drops it (or answers 4xx) before the
   transaction begins, is skipped: the next MX host is tried at once.
 - A 4xx reply, a connection dropped during the transaction, or no host answering: the
-  message is retried later, backing off from 5 virtual minutes (doubling, at most 2
-  hours); after a drop the retry starts at the next MX host.
+  message is retried later, backing off from 5 virtual minutes (doubling, at most an
+  hour); after a drop the retry starts at the next MX host.
 - A 550 that means "you are sending too much" (`Ip / Connection / Sender / Domain
   frequency limited`, `Connection denied`, `Suspected spam ip`) pauses the whole queue,
   backing off from 10 virtual minutes (doubling, but never past the start of the next
@@ -47,8 +47,9 @@ UNKNOWN = "Mailbox not found"
 MINUTE, HOUR, DAY = 60, 3600, 86400
 CST = 8 * HOUR
 # While the warm-up plan holds it back, messages go out only in this part of the CST
-# day: far from midnight, so that neither a late clock reading nor a slow transaction
-# makes the server count a message for another day than the sender did.
+# day: far from midnight, so that a slow transaction cannot make the server count a
+# message for another day than the sender did (twelve virtual hours: 0.4 real seconds
+# even at 100,000x).
 WINDOW = (2 * HOUR, 12 * HOUR)
 
 
@@ -104,8 +105,9 @@ class Sender:
         otherwise None."""
         if not self.allowance:
             return None
-        sync()
-        now = vnow()
+        # The reading, not the estimate: the server's clock has certainly reached it, so
+        # the day and the window have certainly begun for the server too.
+        now = sync()
         day = cst_day(now)
         if day != self.today:
             self.today, self.sent_today = day, 0
@@ -202,9 +204,11 @@ class Sender:
             self.failed += 1
 
     def backoff(self, i, rcpt, tries, mx):
-        """A temporary failure: try again 5 minutes later, doubling, at most 2 hours."""
+        """A temporary failure: try again 5 minutes later, doubling, at most an hour (half
+        of the two hours a scenario may allow, so that a slow machine's delays in
+        getting to the retry cannot push it past them)."""
         self.retried += 1
-        self.later(vnow() + min(5 * MINUTE * 2 ** tries, 2 * HOUR), i, rcpt, tries + 1, mx)
+        self.later(vnow() + min(5 * MINUTE * 2 ** tries, HOUR), i, rcpt, tries + 1, mx)
 
 
 if __name__ == "__main__":

@@ -54,10 +54,10 @@ def _server_now():
 
 def _read_clock():
     """(real instant, virtual time) of one reading of the server's clock; the real
-    instant is the middle of the request, when the server most likely answered."""
+    instant is the start of the request. The server answered later than that, so the
+    estimate it gives is never behind the server's clock."""
     before = time.monotonic()
-    now = _server_now()
-    return (before + time.monotonic()) / 2, now
+    return before, _server_now()
 
 
 _STARTED = time.monotonic()
@@ -66,9 +66,19 @@ _REAL_START, VIRTUAL_START = _read_clock()
 
 def sync():
     """Reads the server's virtual time again, so that small real delays, multiplied by
-    the clock's speed, do not add up."""
+    the clock's speed, do not add up; returns the reading, which the server's clock has
+    certainly reached.
+
+    Every estimate is ahead of the server by the time its request took to reach the
+    server; the estimate kept is the smaller, so that the error never grows. A wait
+    measured by `vnow` is then never shorter on the server's clock, however slow the
+    machine and whatever the readings in between (a retry "5 minutes later" is at
+    least 5 minutes later for the server too)."""
     global VIRTUAL_START, _REAL_START
-    _REAL_START, VIRTUAL_START = _read_clock()
+    before, now = _read_clock()
+    if now < VIRTUAL_START + (before - _REAL_START) * SPEED:
+        _REAL_START, VIRTUAL_START = before, now
+    return now
 
 
 def vnow():

@@ -19,6 +19,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// hanging it.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long [`eventually`] waits for a condition that holds at once on an idle machine:
+/// only a bound on a hang, never what decides a normal run, so generous enough for a
+/// loaded 2-core machine.
+pub const HANG: Duration = Duration::from_secs(30);
+
+/// Checks `condition` every 20 ms until it holds (true) or [`HANG`] has passed (false).
+pub async fn eventually<F, Fut>(mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub struct Smtp {
     stream: Box<dyn Stream>,
     buf: Vec<u8>,
