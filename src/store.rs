@@ -9,7 +9,7 @@
 //! pushes at a time and never across an `.await`, and the embedded API reads it from
 //! threads outside any runtime.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
-use crate::policy::{AuthReport, Decision, DkimCheck, SpfCheck};
+use crate::policy::{AuthReport, Decision, DkimCheck, SpfCheck, Stage};
 use crate::reply::{Reply, ReplyKind};
 
 /// Where an accepted message was delivered.
@@ -231,6 +231,166 @@ pub struct StoreStats {
     pub events_evicted: u64,
 }
 
+/// Decisions made, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Count {
+    /// Decisions that let the client go on (a message into the inbox or junk included).
+    pub accepted: u64,
+    /// Refusals, disconnections and delays.
+    pub refused: u64,
+}
+
+impl Count {
+    fn add(&mut self, accepted: bool) {
+        if accepted {
+            self.accepted += 1;
+        } else {
+            self.refused += 1;
+        }
+    }
+
+    /// Takes one away; true when nothing is left.
+    fn remove(&mut self, accepted: bool) -> bool {
+        if accepted {
+            self.accepted = self.accepted.saturating_sub(1);
+        } else {
+            self.refused = self.refused.saturating_sub(1);
+        }
+        self.accepted == 0 && self.refused == 0
+    }
+}
+
+/// Counts over the events held, kept up to date as events are recorded and evicted, so
+/// that reading them costs nothing like a pass over the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EventTally {
+    /// Replies, by kind.
+    pub replies: BTreeMap<ReplyKind, usize>,
+    /// Decisions by stage.
+    pub by_stage: BTreeMap<Stage, Count>,
+    /// Decisions by client IP.
+    pub by_ip: BTreeMap<IpAddr, Count>,
+    /// Decisions from `MAIL` on, by envelope sender (`<>` for the null sender).
+    pub by_sender: BTreeMap<String, Count>,
+}
+
+/// The live form of [`EventTally`].
+#[derive(Default)]
+struct Tally {
+    replies: Vec<usize>,
+    by_stage: BTreeMap<Stage, Count>,
+    by_ip: HashMap<IpAddr, Count>,
+    by_sender: HashMap<Arc<str>, Count>,
+    /// The sender of each open session's transaction, from its MAIL command.
+    senders: HashMap<u64, Arc<str>>,
+    /// The sender each held decision was counted under, by event sequence number.
+    counted: HashMap<u64, Arc<str>>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            replies: vec![0; ReplyKind::ALL.len()],
+            ..Self::default()
+        }
+    }
+
+    fn add(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::Command { line } => {
+                if let Some(sender) = mail_from(line) {
+                    self.senders.insert(event.session, Arc::from(sender));
+                }
+            }
+            EventKind::Closed { .. } => {
+                self.senders.remove(&event.session);
+            }
+            EventKind::Reply(reply) => self.replies[reply.kind as usize] += 1,
+            EventKind::Decision(decision) => {
+                let accepted = decision.is_accept();
+                self.by_stage
+                    .entry(decision.stage)
+                    .or_default()
+                    .add(accepted);
+                self.by_ip.entry(event.client).or_default().add(accepted);
+                if decision.stage >= Stage::Mail
+                    && let Some(sender) = self.senders.get(&event.session)
+                {
+                    self.by_sender
+                        .entry(sender.clone())
+                        .or_default()
+                        .add(accepted);
+                    self.counted.insert(event.seq, sender.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn evict(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::Reply(reply) => {
+                let n = &mut self.replies[reply.kind as usize];
+                *n = n.saturating_sub(1);
+            }
+            EventKind::Decision(decision) => {
+                let accepted = decision.is_accept();
+                if let Some(count) = self.by_stage.get_mut(&decision.stage)
+                    && count.remove(accepted)
+                {
+                    self.by_stage.remove(&decision.stage);
+                }
+                if let Some(count) = self.by_ip.get_mut(&event.client)
+                    && count.remove(accepted)
+                {
+                    self.by_ip.remove(&event.client);
+                }
+                if let Some(sender) = self.counted.remove(&event.seq)
+                    && let Some(count) = self.by_sender.get_mut(&sender)
+                    && count.remove(accepted)
+                {
+                    self.by_sender.remove(&sender);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn snapshot(&self) -> EventTally {
+        EventTally {
+            replies: ReplyKind::ALL
+                .iter()
+                .map(|&kind| (kind, self.replies[kind as usize]))
+                .filter(|&(_, n)| n > 0)
+                .collect(),
+            by_stage: self.by_stage.clone(),
+            by_ip: self.by_ip.iter().map(|(ip, n)| (*ip, *n)).collect(),
+            by_sender: self
+                .by_sender
+                .iter()
+                .map(|(sender, n)| (sender.to_string(), *n))
+                .collect(),
+        }
+    }
+}
+
+/// The address of a `MAIL FROM:<...>` line, lower case, `<>` for the null sender.
+fn mail_from(line: &str) -> Option<String> {
+    let head = line.get(..10)?;
+    if !head.eq_ignore_ascii_case("MAIL FROM:") {
+        return None;
+    }
+    let rest = line[10..].trim_start();
+    let path = rest.strip_prefix('<')?.split('>').next()?;
+    Some(if path.is_empty() {
+        "<>".to_owned()
+    } else {
+        path.to_ascii_lowercase()
+    })
+}
+
 /// The shared store. Cloning gives another handle on the same data.
 #[derive(Clone)]
 pub struct Store {
@@ -249,8 +409,12 @@ struct Shared {
 }
 
 struct State {
-    messages: VecDeque<Message>,
+    /// Held as `Arc`s so that a reader can take a page, or all of them, without copying
+    /// messages while the lock is held.
+    messages: VecDeque<Arc<Message>>,
     events: VecDeque<Event>,
+    /// Counts over `events`.
+    tally: Tally,
     next_message: u64,
     next_event: u64,
     stats: StoreStats,
@@ -280,6 +444,7 @@ impl Store {
                 state: Mutex::new(State {
                     messages: VecDeque::new(),
                     events: VecDeque::new(),
+                    tally: Tally::new(),
                     next_message: 1,
                     next_event: 1,
                     stats: StoreStats::default(),
@@ -331,6 +496,7 @@ impl Store {
             }
         }
         state.stats.event_bytes += event.approx_bytes();
+        state.tally.add(&event);
         state.events.push_back(event);
         let limits = &self.shared.limits;
         while state.events.len() > limits.max_events
@@ -341,6 +507,7 @@ impl Store {
             };
             state.stats.event_bytes -= old.approx_bytes();
             state.stats.events_evicted += 1;
+            state.tally.evict(&old);
         }
         drop(state);
         if self.shared.newest.receiver_count() > 0 {
@@ -367,16 +534,64 @@ impl Store {
     /// Up to `limit` events held whose sequence number is above `seq`, oldest first.
     pub fn events_after(&self, seq: u64, limit: usize) -> Vec<Event> {
         let state = self.state();
+        let skip = Self::skip(&state, seq);
+        state.events.range(skip..).take(limit).cloned().collect()
+    }
+
+    /// How many held events have a sequence number up to `seq`.
+    fn skip(state: &State, seq: u64) -> usize {
         let first = state.events.front().map_or(0, |e| e.seq);
-        let skip =
-            usize::try_from(seq.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
-        state
+        usize::try_from(seq.saturating_add(1).saturating_sub(first))
+            .unwrap_or(usize::MAX)
+            .min(state.events.len())
+    }
+
+    /// Scans at most `scan` held events after `seq`, oldest first, and returns up to
+    /// `limit` of them that `matches`, with the sequence number of the last event looked
+    /// at (`seq` when none was). Only the matches are copied, so a narrow filter over a
+    /// long log holds the lock briefly and copies little.
+    pub fn scan_events(
+        &self,
+        seq: u64,
+        scan: usize,
+        limit: usize,
+        mut matches: impl FnMut(&Event) -> bool,
+    ) -> (Vec<Event>, u64) {
+        let state = self.state();
+        let skip = Self::skip(&state, seq);
+        let mut found = Vec::new();
+        let mut last = seq;
+        for event in state.events.range(skip..).take(scan) {
+            if found.len() >= limit {
+                break;
+            }
+            last = event.seq;
+            if matches(event) {
+                found.push(event.clone());
+            }
+        }
+        (found, last)
+    }
+
+    /// The newest held event that `matches`, looking from the newest back.
+    pub fn find_last(&self, mut matches: impl FnMut(&Event) -> bool) -> Option<Event> {
+        self.state()
             .events
             .iter()
-            .skip(skip)
-            .take(limit)
+            .rev()
+            .find(|e| matches(e))
             .cloned()
-            .collect()
+    }
+
+    /// The sequence number of the newest event recorded (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.state().next_event - 1
+    }
+
+    /// Counts over the events held: replies by kind, decisions by stage, IP and sender.
+    /// Kept as events come and go, so this copies only the counts.
+    pub fn tally(&self) -> EventTally {
+        self.state().tally.snapshot()
     }
 
     /// Replies sent since the store was made, by kind; unlike
@@ -401,7 +616,7 @@ impl Store {
         let message = build(id);
         state.stats.bytes += message.raw.len();
         state.stats.accepted_total += 1;
-        state.messages.push_back(message);
+        state.messages.push_back(Arc::new(message));
         while state.messages.len() > limits.max_messages
             || (state.stats.bytes > limits.max_bytes && state.messages.len() > 1)
         {
@@ -422,7 +637,34 @@ impl Store {
 
     /// The messages held, oldest first.
     pub fn messages(&self) -> Vec<Message> {
+        self.snapshot().iter().map(|m| Message::clone(m)).collect()
+    }
+
+    /// The messages held, oldest first, shared: taking them copies pointers, not messages.
+    pub fn snapshot(&self) -> Vec<Arc<Message>> {
         self.state().messages.iter().cloned().collect()
+    }
+
+    /// The messages that `matches`, oldest first: how many there are, and up to `limit` of
+    /// them after skipping `start`. Only the page is taken from the store.
+    pub fn messages_page(
+        &self,
+        start: usize,
+        limit: usize,
+        mut matches: impl FnMut(&Message) -> bool,
+    ) -> (usize, Vec<Arc<Message>>) {
+        let state = self.state();
+        let mut total = 0;
+        let mut page = Vec::new();
+        for message in &state.messages {
+            if matches(message) {
+                if total >= start && page.len() < limit {
+                    page.push(message.clone());
+                }
+                total += 1;
+            }
+        }
+        (total, page)
     }
 
     /// The message with id `id`, if it is still held.
@@ -430,7 +672,11 @@ impl Store {
         let state = self.state();
         let first = state.messages.front()?.id;
         let index = usize::try_from(id.checked_sub(first)?).ok()?;
-        state.messages.get(index).filter(|m| m.id == id).cloned()
+        state
+            .messages
+            .get(index)
+            .filter(|m| m.id == id)
+            .map(|m| Message::clone(m))
     }
 
     /// Forgets every message, keeping the events; returns how many there were.
@@ -457,15 +703,9 @@ impl Store {
         }
     }
 
-    /// Counts of replies sent, by kind.
-    pub fn reply_counts(&self) -> std::collections::BTreeMap<ReplyKind, usize> {
-        let mut counts = std::collections::BTreeMap::new();
-        for event in &self.state().events {
-            if let EventKind::Reply(reply) = &event.kind {
-                *counts.entry(reply.kind).or_insert(0) += 1;
-            }
-        }
-        counts
+    /// Counts of replies in the event log, by kind.
+    pub fn reply_counts(&self) -> BTreeMap<ReplyKind, usize> {
+        self.tally().replies
     }
 
     /// Forgets every message and event (ids keep counting up).
@@ -473,6 +713,7 @@ impl Store {
         let mut state = self.state();
         state.messages.clear();
         state.events.clear();
+        state.tally = Tally::new();
         state.stats = StoreStats::default();
     }
 
@@ -487,7 +728,9 @@ impl Store {
         let mut state = self.state();
         loop {
             if state.stats.accepted_total as usize >= n {
-                return Ok(state.messages.iter().cloned().collect());
+                let held: Vec<Arc<Message>> = state.messages.iter().cloned().collect();
+                drop(state);
+                return Ok(held.iter().map(|m| Message::clone(m)).collect());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -636,5 +879,90 @@ mod tests {
             store.wait_for_messages(1, Duration::ZERO).map(|m| m.len()),
             Ok(1)
         );
+    }
+
+    #[test]
+    fn reads_the_sender_of_a_mail_command() {
+        assert_eq!(
+            mail_from("MAIL FROM:<A@Example.org> SIZE=10").as_deref(),
+            Some("a@example.org")
+        );
+        assert_eq!(mail_from("mail from: <>").as_deref(), Some("<>"));
+        assert_eq!(mail_from("RCPT TO:<a@qq.com>"), None);
+        assert_eq!(mail_from("MAIL"), None);
+    }
+
+    fn decision(stage: Stage, accept: bool) -> EventKind {
+        use crate::policy::Verdict;
+        EventKind::Decision(Decision {
+            stage,
+            verdict: if accept {
+                Verdict::Accept
+            } else {
+                Verdict::Reject(ReplyKind::SyntaxError)
+            },
+            rule: "test".into(),
+            detail: String::new(),
+            key: None,
+            counter: None,
+            limit: None,
+            window: None,
+            block_until: None,
+        })
+    }
+
+    #[test]
+    fn the_tally_follows_the_events_held() {
+        let limits = StoreConfig {
+            max_events: 4,
+            ..StoreConfig::default()
+        };
+        let store = Store::new(Clock::manual_at_unix(0), limits);
+        let a: IpAddr = "127.0.0.2".parse().expect("ip");
+        let b: IpAddr = "127.0.0.3".parse().expect("ip");
+        let line = "MAIL FROM:<X@example.org>".to_owned();
+        store.record(1, a, EventKind::Command { line });
+        store.record(1, a, decision(Stage::Mail, true));
+        store.record(2, b, decision(Stage::Connect, false));
+        let tally = store.tally();
+        assert_eq!(tally.by_sender["x@example.org"].accepted, 1);
+        assert_eq!(tally.by_ip[&a].accepted, 1);
+        assert_eq!(tally.by_ip[&b].refused, 1);
+        assert_eq!(tally.by_stage[&Stage::Connect].refused, 1);
+        // Three more evict the MAIL command and the decision at MAIL.
+        for _ in 0..3 {
+            store.record(2, b, decision(Stage::Connect, false));
+        }
+        let tally = store.tally();
+        assert!(tally.by_sender.is_empty(), "{tally:?}");
+        assert!(!tally.by_ip.contains_key(&a), "{tally:?}");
+        assert_eq!(tally.by_ip[&b].refused, 4);
+        assert_eq!(tally.by_stage.len(), 1, "{tally:?}");
+        store.clear();
+        assert_eq!(store.tally(), EventTally::default());
+    }
+
+    #[test]
+    fn pages_of_messages_and_events_take_only_the_page() {
+        let store = Store::new(Clock::manual_at_unix(0), StoreConfig::default());
+        for _ in 0..10 {
+            store.accept(|id| message(id, 1));
+        }
+        let (total, page) = store.messages_page(2, 3, |m| m.id % 2 == 0);
+        assert_eq!(total, 5);
+        let ids: Vec<u64> = page.iter().map(|m| m.id).collect();
+        assert_eq!(ids, [6, 8, 10]);
+        let client = "127.0.0.1".parse().expect("ip");
+        for _ in 0..10 {
+            store.record(1, client, EventKind::TlsStarted);
+        }
+        let (found, last) = store.scan_events(2, 4, 10, |e| e.seq % 2 == 1);
+        let seqs: Vec<u64> = found.iter().map(|e| e.seq).collect();
+        assert_eq!((seqs, last), (vec![3, 5], 6));
+        let (found, last) = store.scan_events(0, 100, 2, |_| true);
+        assert_eq!((found.len(), last), (2, 2));
+        assert_eq!(store.scan_events(10, 100, 2, |_| true).1, 10);
+        assert_eq!(store.last_seq(), 10);
+        assert_eq!(store.find_last(|e| e.seq < 4).map(|e| e.seq), Some(3));
     }
 }

@@ -1098,6 +1098,7 @@ fn example_call<'a>(method: &'a str, path: &str) -> Call<'a> {
     let target = match path {
         "/api/v1/messages" if method == "GET" => format!("{target}?to=10001%40qq.com&raw=true"),
         "/api/v1/events" => format!("{target}?after=0&limit=100"),
+        "/api/v1/events/stream" => format!("{target}?after=0"),
         "/api/v1/explain" => format!("{target}?ip=127.0.0.1"),
         _ => target,
     };

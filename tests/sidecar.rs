@@ -370,7 +370,7 @@ async fn events_stream_live() {
         .expect("timeout");
     write!(
         stream,
-        "GET /api/v1/events/stream?type=reply HTTP/1.1\r\nHost: x\r\n\r\n"
+        "GET /api/v1/events/stream?type=reply&after=0 HTTP/1.1\r\nHost: localhost\r\n\r\n"
     )
     .expect("request");
     let reader = std::thread::spawn(move || {

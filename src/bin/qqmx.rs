@@ -288,7 +288,7 @@ fn serve(args: Serve) -> Result<(), Error> {
         let signal = shutdown_signal();
         let server = Server::new(config.clone(), clock.clone())?;
         let mut listeners = Vec::new();
-        let mut options = ApiOptions::new(token);
+        let mut options = ApiOptions::new(token).no_limits(args.no_limits);
         for (mx, listener) in &config.listeners.0 {
             let bound = tokio::net::TcpListener::bind(listener.addr)
                 .await

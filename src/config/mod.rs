@@ -553,16 +553,44 @@ impl Config {
                 format!("`{start}` is not an RFC 3339 time such as 2025-06-02T09:00:00+08:00"),
             ));
         }
-        if self.limits.max_line_length < 64 {
-            return Err(("limits", "max_line_length", "must be at least 64".into()));
-        }
-        for (key, value) in [
-            ("max_recipients", self.limits.max_recipients),
-            ("max_commands", self.limits.max_commands),
-            ("max_connections", self.limits.max_connections),
+        // Zero would refuse everything (a zero idle timeout closes every session after
+        // the banner), and the upper bounds catch a unit mistaken (bytes for megabytes).
+        let l = &self.limits;
+        for (key, value, min, max) in [
+            ("max_line_length", l.max_line_length as u64, 64, 1 << 20),
+            ("max_message_size", l.max_message_size, 100, 1 << 32),
+            ("max_recipients", l.max_recipients as u64, 1, 100_000),
+            ("max_commands", l.max_commands as u64, 1, 100_000_000),
+            ("max_connections", l.max_connections as u64, 1, 1_000_000),
         ] {
-            if value == 0 {
-                return Err(("limits", key, "must be at least 1".into()));
+            if !(min..=max).contains(&value) {
+                return Err(("limits", key, format!("{value} is not from {min} to {max}")));
+            }
+        }
+        for (key, value, max) in [
+            (
+                "idle_timeout",
+                l.idle_timeout,
+                Duration::from_secs(24 * 3600),
+            ),
+            (
+                "session_timeout",
+                l.session_timeout,
+                Duration::from_secs(7 * 24 * 3600),
+            ),
+        ] {
+            let min = Duration::from_millis(100);
+            if !(min..=max).contains(&value) {
+                return Err((
+                    "limits",
+                    key,
+                    format!(
+                        "`{}` is not from `{}` to `{}`",
+                        duration_text::Text(value),
+                        duration_text::Text(min),
+                        duration_text::Text(max)
+                    ),
+                ));
             }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -573,8 +601,15 @@ impl Config {
             };
             return Err(("tls", key, "`cert` and `key` must be given together".into()));
         }
-        if self.store.max_messages == 0 {
-            return Err(("store", "max_messages", "must be at least 1".into()));
+        for (key, value, min) in [
+            ("max_messages", self.store.max_messages, 1),
+            ("max_events", self.store.max_events, 1),
+            ("max_bytes", self.store.max_bytes, 1024),
+            ("max_event_bytes", self.store.max_event_bytes, 1024),
+        ] {
+            if value < min {
+                return Err(("store", key, format!("must be at least {min}")));
+            }
         }
         let mut catalogue = Catalogue::new(self.generation, "", 0);
         for (kind, template) in &self.replies {
@@ -920,6 +955,43 @@ mod tests {
                 .starts_with("<inline>:1:14: key `generation`: unknown generation `2020`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn zero_and_absurd_limits_are_refused_by_name() {
+        for (toml, key) in [
+            ("[limits]\nidle_timeout = \"0s\"\n", "limits.idle_timeout"),
+            ("[limits]\nidle_timeout = \"30d\"\n", "limits.idle_timeout"),
+            (
+                "[limits]\nsession_timeout = \"0ms\"\n",
+                "limits.session_timeout",
+            ),
+            (
+                "[limits]\nmax_message_size = 0\n",
+                "limits.max_message_size",
+            ),
+            (
+                "[limits]\nmax_line_length = 100000000\n",
+                "limits.max_line_length",
+            ),
+            ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
+            ("[store]\nmax_events = 0\n", "store.max_events"),
+            ("[store]\nmax_bytes = 10\n", "store.max_bytes"),
+        ] {
+            let err = Config::from_toml(toml).expect_err(toml);
+            assert!(err.to_string().contains(&format!("key `{key}`")), "{err}");
+        }
+        let err = Config::from_toml("[limits]\nidle_timeout = \"0s\"\n").expect_err("zero");
+        assert!(
+            err.to_string()
+                .ends_with("key `limits.idle_timeout`: `0ms` is not from `100ms` to `1d`"),
+            "{err}"
+        );
+        let mut config = Config::default();
+        config.limits.idle_timeout = Duration::ZERO;
+        assert!(config.check().is_err());
+        Config::from_toml("[limits]\nidle_timeout = \"200ms\"\nmax_message_size = 1000\n")
+            .expect("small but sensible limits");
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //! status. Times are RFC 3339 in UTC, durations text such as `"90s"` or `"1h30m"`.
 //!
 //! When a bearer token is set, every route but `/healthz` and `/readyz` asks for it;
-//! [`check_bind`] refuses an address other than loopback without one.
+//! [`check_bind`] refuses an address other than loopback without one. Without a token,
+//! requests that a web page could send (another `Host` than loopback, another `Origin`,
+//! a body typed as a form could type it) are refused with 403 or 415. Every error status
+//! has a JSON body. [`serve_with`] bounds connections in number and in time
+//! ([`ServeLimits`]).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,8 +22,10 @@
 //! # Ok(()) }
 //! ```
 
+mod guard;
 mod metrics;
 mod routes;
+mod serve;
 mod stats;
 
 use std::future::Future;
@@ -33,7 +39,9 @@ use serde::Serialize;
 
 use crate::server::Server;
 
-pub use stats::{Count, Stats};
+pub use crate::store::Count;
+pub use serve::ServeLimits;
+pub use stats::Stats;
 
 /// What the API tells about the server besides its state.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +51,10 @@ pub struct ApiOptions {
     pub token: Option<String>,
     /// The SMTP listeners, by MX name, with the addresses they are bound to.
     pub listeners: Vec<(String, SocketAddr)>,
+    /// Switch the limits off in every config loaded through `PUT /api/v1/config`
+    /// ([`Config::no_limits`](crate::Config::no_limits)), as `qqmx serve --no-limits` did
+    /// in the one it started with.
+    pub no_limits: bool,
 }
 
 impl ApiOptions {
@@ -51,7 +63,15 @@ impl ApiOptions {
         Self {
             token,
             listeners: Vec::new(),
+            no_limits: false,
         }
+    }
+
+    /// Keeps the limits off in configs loaded over the API (see [`ApiOptions::no_limits`]).
+    #[must_use]
+    pub fn no_limits(mut self, no_limits: bool) -> Self {
+        self.no_limits = no_limits;
+        self
     }
 
     /// Adds a listener to report.
@@ -105,20 +125,37 @@ pub fn router(server: Server, options: ApiOptions) -> Router {
     }))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` until `shutdown` completes, within the default
+/// [`ServeLimits`].
 ///
 /// # Errors
 ///
-/// When the listener fails.
+/// When the listener's address cannot be read.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    serve_with(listener, router, ServeLimits::default(), shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, within `limits`: a
+/// connection that takes too long over a request head or stays silent is closed, and
+/// connections beyond the cap get `503` with a JSON error. A listener that fails (out of
+/// file descriptors) is retried after a growing pause, with a warning logged at most
+/// every 10 seconds. Once `shutdown` completes, open connections get a few seconds to
+/// finish their answers.
+///
+/// # Errors
+///
+/// When the listener's address cannot be read.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControlError> {
+    serve::serve(listener, router, limits, shutdown).await
 }
 
 /// The OpenAPI document of the API, as served at `/openapi.json`.

@@ -20,8 +20,8 @@ use futures_util::stream::{self, Stream};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::stats::{Stats, tally};
-use super::{Api, ApiError, OPENAPI, metrics};
+use super::stats::Stats;
+use super::{Api, ApiError, OPENAPI, guard, metrics};
 use crate::chaos::Fault;
 use crate::clock::{Rfc3339, parse_rfc3339};
 use crate::config::{Config, duration_text};
@@ -68,6 +68,11 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            api.clone(),
+            guard::same_site,
+        ))
+        .layer(middleware::from_fn(guard::json_errors))
         .with_state(api)
 }
 
@@ -76,11 +81,12 @@ async fn require_token(State(api): Shared, request: Request, next: Next) -> Resp
     let Some(token) = api.options.token.as_deref() else {
         return next.run(request).await;
     };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let mut given = request.headers().get_all(header::AUTHORIZATION).iter();
+    let (first, second) = (given.next(), given.next());
+    if second.is_some() {
+        return ApiError::bad_request("more than one `Authorization` header").into_response();
+    }
+    let given = first.and_then(|v| v.to_str().ok()).and_then(bearer);
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
         next.run(request).await
     } else {
@@ -96,6 +102,15 @@ async fn require_token(State(api): Shared, request: Request, next: Next) -> Resp
         );
         response
     }
+}
+
+/// The credentials of a `Bearer` authorization; the scheme is case-insensitive (RFC 9110
+/// section 11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -287,25 +302,23 @@ async fn messages(
         .from
         .as_deref()
         .map(|s| if s == "<>" { "" } else { s }.to_ascii_lowercase());
-    let all = api.server.store().messages();
-    let matching: Vec<&Message> = all
+    let matches = |m: &Message| {
+        f.to.as_ref()
+            .is_none_or(|to| m.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(to)))
+            && from
+                .as_ref()
+                .is_none_or(|from| m.mail_from.eq_ignore_ascii_case(from))
+            && f.folder.is_none_or(|folder| m.folder == folder)
+            && f.mx.as_ref().is_none_or(|mx| &m.mx == mx)
+            && since.is_none_or(|t| m.received_at >= t)
+            && until.is_none_or(|t| m.received_at <= t)
+    };
+    let (total, page) =
+        api.server
+            .store()
+            .messages_page(f.start, f.limit.unwrap_or(usize::MAX), matches);
+    let views: Vec<MessageView<'_>> = page
         .iter()
-        .filter(|m| {
-            f.to.as_ref()
-                .is_none_or(|to| m.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(to)))
-                && from
-                    .as_ref()
-                    .is_none_or(|from| m.mail_from.eq_ignore_ascii_case(from))
-                && f.folder.is_none_or(|folder| m.folder == folder)
-                && f.mx.as_ref().is_none_or(|mx| &m.mx == mx)
-                && since.is_none_or(|t| m.received_at >= t)
-                && until.is_none_or(|t| m.received_at <= t)
-        })
-        .collect();
-    let views: Vec<MessageView<'_>> = matching
-        .iter()
-        .skip(f.start)
-        .take(f.limit.unwrap_or(usize::MAX))
         .map(|m| {
             let mut view = MessageView::new(m);
             if f.raw {
@@ -315,7 +328,7 @@ async fn messages(
         })
         .collect();
     Ok(Json(MessageList {
-        total: matching.len(),
+        total,
         start: f.start,
         count: views.len(),
         messages: views,
@@ -381,9 +394,12 @@ fn headers(raw: &[u8]) -> Vec<(String, String)> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventFilter {
-    /// Only events with a sequence number above this.
+    /// Only events with a sequence number above this. The list reads from the start of
+    /// the log without it; the stream from the live end (unless `history`).
+    after: Option<u64>,
+    /// For the stream without `after`: replay the events held before following.
     #[serde(default)]
-    after: u64,
+    history: bool,
     session: Option<u64>,
     client: Option<IpAddr>,
     /// The event type (`reply`, `decision`, ...).
@@ -436,20 +452,26 @@ async fn events(
     filter: Result<Query<EventFilter>, QueryRejection>,
 ) -> Answer<Json<EventList>> {
     let f = query(filter)?;
+    if f.history {
+        return Err(ApiError::bad_request(
+            "`history` belongs to /events/stream; the list reads from `after`",
+        ));
+    }
     let limit = f.limit.unwrap_or(MAX_EVENTS).min(MAX_EVENTS);
-    let mut after = f.after;
+    let mut after = f.after.unwrap_or(0);
     let mut found = Vec::new();
-    // Read in pages so that a narrow filter over a long log holds little at a time.
-    loop {
-        let page = api.server.store().events_after(after, 4096);
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        found.extend(page.into_iter().filter(|e| f.matches(e)));
-        if found.len() >= limit {
-            found.truncate(limit);
-            after = found.last().map_or(after, |e| e.seq);
+    // Scan in slices, each under the lock once, copying only what matches: a narrow
+    // filter over a long log neither holds the lock long nor copies the log.
+    while found.len() < limit {
+        let (page, last) = api
+            .server
+            .store()
+            .scan_events(after, SCAN, limit - found.len(), |e| f.matches(e));
+        if last == after {
             break;
         }
+        after = last;
+        found.extend(page);
     }
     Ok(Json(EventList {
         next_after: after,
@@ -457,15 +479,39 @@ async fn events(
     }))
 }
 
+/// How many events one look at the store scans.
+const SCAN: usize = 4096;
+
+/// How long a stream waits after new events before it reads them: a stream reads the
+/// store at most this often, in batches, however fast SMTP records events.
+const STREAM_BATCH: Duration = Duration::from_millis(50);
+
+/// The most events a stream holds read but not yet sent.
+const STREAM_QUEUE: usize = 256;
+
 async fn event_stream(
     State(api): Shared,
     filter: Result<Query<EventFilter>, QueryRejection>,
 ) -> Answer<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let filter = query(filter)?;
+    if filter.history && filter.after.is_some() {
+        return Err(ApiError::bad_request(
+            "give at most one of `after` and `history`",
+        ));
+    }
     let store = api.server.store().clone();
+    // Subscribe before reading where the log ends, so that nothing recorded in between
+    // is missed.
+    let newest = store.subscribe();
+    let after = match filter.after {
+        Some(after) => after,
+        None if filter.history => 0,
+        None => store.last_seq(),
+    };
     let follow = Follow {
-        newest: store.subscribe(),
+        newest,
         store,
+        after,
         filter,
         queue: VecDeque::new(),
     };
@@ -480,10 +526,15 @@ async fn event_stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// A live reader of the event log.
+/// A live reader of the event log. It is polled only as fast as its client reads (the
+/// connection stops asking for more while its send buffer is full), and holds at most
+/// [`STREAM_QUEUE`] events, so a client that does not read costs nothing but its socket.
+/// A client that falls behind further than the log holds skips what was evicted.
 struct Follow {
     store: crate::store::Store,
     newest: tokio::sync::watch::Receiver<u64>,
+    /// The last event looked at.
+    after: u64,
     filter: EventFilter,
     queue: VecDeque<Event>,
 }
@@ -495,34 +546,32 @@ impl Follow {
             if let Some(event) = self.queue.pop_front() {
                 return Some(event);
             }
-            let page = self.store.events_after(self.filter.after, 1024);
-            if let Some(last) = page.last() {
-                self.filter.after = last.seq;
-                let filter = &self.filter;
-                self.queue
-                    .extend(page.into_iter().filter(|e| filter.matches(e)));
+            let filter = &self.filter;
+            let (page, last) = self
+                .store
+                .scan_events(self.after, SCAN, STREAM_QUEUE, |e| filter.matches(e));
+            if last != self.after {
+                self.after = last;
+                self.queue.extend(page);
                 continue;
             }
             self.newest.changed().await.ok()?;
+            // Let events gather: one read for many, not one wake-up per event.
+            tokio::time::sleep(STREAM_BATCH).await;
         }
     }
 }
 
 async fn stats(State(api): Shared) -> Json<Stats> {
     let store = api.server.store();
-    let mut stats = Stats {
-        store: store.stats(),
-        sessions_total: store.sessions_total(),
-        active_connections: api.server.active_connections(),
-        replies_total: store.replies_total(),
-        replies: Default::default(),
-        by_stage: Default::default(),
-        by_ip: Default::default(),
-        by_sender: Default::default(),
-        blocks: api.server.with_policy(|p, now| p.blocks(now)),
-    };
-    tally(&store.events(), &mut stats);
-    Json(stats)
+    Json(Stats::new(
+        store.stats(),
+        store.sessions_total(),
+        api.server.active_connections(),
+        store.replies_total(),
+        store.tally(),
+        api.server.with_policy(|p, now| p.blocks(now)),
+    ))
 }
 
 async fn blocks(State(api): Shared) -> Json<Vec<BlockInfo>> {
@@ -556,15 +605,16 @@ async fn explain(
     };
     api.server
         .store()
-        .events()
-        .into_iter()
-        .rev()
-        .filter(|e| e.client == q.ip && e.at <= at)
-        .find_map(|e| match e.kind {
-            EventKind::Decision(d) if !d.is_accept() => Some(Explanation {
+        .find_last(|e| {
+            e.client == q.ip
+                && e.at <= at
+                && matches!(&e.kind, EventKind::Decision(d) if !d.is_accept())
+        })
+        .and_then(|e| match e.kind {
+            EventKind::Decision(decision) => Some(Explanation {
                 at: e.at,
                 session: e.session,
-                decision: d,
+                decision,
             }),
             _ => None,
         })
@@ -803,9 +853,22 @@ async fn config(State(api): Shared) -> Json<Config> {
     Json(Config::clone(&api.server.config()))
 }
 
+#[derive(Serialize)]
+struct ConfigLoaded {
+    ok: bool,
+    /// Whether the server's `--no-limits` was applied over the config loaded.
+    no_limits: bool,
+}
+
 /// Loads a new config in place of the one in force: TOML as in a config file, or JSON
-/// (`Content-Type: application/json`) shaped as `GET /api/v1/config` answers.
-async fn load_config(State(api): Shared, headers: HeaderMap, bytes: Bytes) -> Answer<Json<Done>> {
+/// (`Content-Type: application/json`) shaped as `GET /api/v1/config` answers. A server
+/// started with `--no-limits` keeps its limits off: the switch applies over every config
+/// loaded, as it did over the one it started with.
+async fn load_config(
+    State(api): Shared,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Answer<Json<ConfigLoaded>> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -828,10 +891,19 @@ async fn load_config(State(api): Shared, headers: HeaderMap, bytes: Bytes) -> An
         Config::parse_named(text, std::path::Path::new("<request body>"))
             .map_err(|e| ApiError::bad_request(e.to_string()))?
     };
+    let no_limits = api.options.no_limits;
+    let config = if no_limits {
+        config.no_limits()
+    } else {
+        config
+    };
     api.server
         .reload(config)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(DONE)
+    Ok(Json(ConfigLoaded {
+        ok: true,
+        no_limits,
+    }))
 }
 
 async fn faults(State(api): Shared) -> Json<Vec<Fault>> {

@@ -117,7 +117,7 @@ impl Drop for Sidecar {
 }
 
 /// One HTTP/1.1 request; returns the status and the body. A body that starts with `{`
-/// is sent as JSON, any other as TOML.
+/// (an object) or `[{` or `[]` (an array) is sent as JSON, any other as TOML.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -130,7 +130,7 @@ pub fn http(
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let kind = if body.starts_with('{') {
+    let kind = if body.starts_with('{') || body.starts_with("[{") || body.starts_with("[]") {
         "application/json"
     } else {
         "application/toml"
