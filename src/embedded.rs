@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -127,26 +127,25 @@ impl Builder {
             .clock
             .unwrap_or_else(|| self.config.make_clock(ClockMode::Manual));
         let server = Server::new(self.config, clock)?;
-        let listener = TcpListener::bind(self.listen).map_err(|source| StartError::Bind {
-            addr: self.listen,
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(StartError::Runtime)?;
-        listener
-            .set_nonblocking(true)
-            .map_err(StartError::Runtime)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
+        let listener = {
+            let _inside = runtime.enter();
+            server.listen(self.listen)
+        }
+        .map_err(|source| StartError::Bind {
+            addr: self.listen,
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(StartError::Runtime)?;
         let (stop, stopped) = oneshot::channel();
         let running = server.clone();
         let thread = std::thread::Builder::new()
             .name(format!("qqmx-{}", addr.port()))
             .spawn(move || {
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .expect("a std listener converts inside a runtime");
                     running
                         .run(listener, async {
                             let _ = stopped.await;

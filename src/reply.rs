@@ -253,6 +253,13 @@ kinds! {
     /// `451` for the first attempts of a message under a `greylist` fault. QQ has not
     /// been seen greylisting; the text is an assumption.
     Greylisted => "greylisted",
+    /// `451` for DATA, or at the end of data, when the messages in flight fill
+    /// `limits.max_inflight_bytes`, as a busy MX answers. QQ's text is unknown; the text
+    /// is an assumption.
+    SystemBusy => "system_busy",
+    /// `421` to a connection over `limits.max_connections`, which is then closed. QQ's
+    /// text is unknown; the text is an assumption in the style of its other `421`s.
+    TooManyConnections => "too_many_connections",
 }
 
 impl fmt::Display for ReplyKind {
@@ -321,6 +328,8 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
         (ShuttingDown, _) => "421 {host} Service not available, closing transmission channel",
         (RelayDenied, _) => "550 Relay access denied",
         (Greylisted, _) => "451 Greylisted, please try again later",
+        (SystemBusy, _) => "451 Error: system busy, try again later",
+        (TooManyConnections, _) => "421 {host} Error: too many connections",
 
         (MailboxNotFound, G2025) => {
             "550 Mailbox not found. http://service.mail.qq.com/detail/122/169 [{b64} IP: {ip}]"

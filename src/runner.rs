@@ -106,7 +106,7 @@ pub async fn run(
     let mut api_options = ApiOptions::new(None);
     for mx in preference_order(config.listeners.0.keys()) {
         let addr = config.listeners.0[&mx].addr;
-        let bound = TcpListener::bind(addr).await?;
+        let bound = server.listen(addr)?;
         let addr = bound.local_addr()?;
         api_options = api_options.listener(mx.clone(), addr);
         listeners.push((mx, bound));

@@ -4,6 +4,8 @@
 //! clock, TLS). [`Server::run`] accepts connections on one listener until its shutdown
 //! future completes, then tells every open session to answer `421` and waits for them.
 //! This is the only module that touches a listener; it knows nothing about tests.
+//! Listeners are bound with an accept queue at least as long as the connection cap, and a
+//! connection over the cap is answered `421` and closed rather than left waiting.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, TryAcquireError, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -22,7 +24,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::policy::Policy;
 use crate::proxy;
-use crate::session::{self, Shared};
+use crate::session::{self, Inflight, Shared};
 use crate::store::Store;
 use crate::tls::{self, TlsError};
 
@@ -60,7 +62,7 @@ pub enum StartError {
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = qqmx::Server::new(qqmx::Config::default(), qqmx::Clock::system())?;
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:2525").await?;
+/// let listener = server.listen("127.0.0.1:2525".parse()?)?;
 /// server.run(listener, async { tokio::signal::ctrl_c().await.ok(); }).await;
 /// # Ok(()) }
 /// ```
@@ -76,6 +78,10 @@ struct Inner {
     clock: Clock,
     /// Connections served at once, across listeners (sized by the first config).
     slots: Arc<Semaphore>,
+    /// The accept queue of every listener bound here: at least the connection cap.
+    backlog: u32,
+    /// Message data held by all sessions, against `limits.max_inflight_bytes`.
+    inflight: Arc<Inflight>,
     /// Set once shutdown has begun: open sessions answer `421`.
     stop: watch::Sender<bool>,
     /// Set by [`Server::begin_drain`]: not ready, though still serving.
@@ -98,14 +104,26 @@ impl Server {
     pub fn new(config: Config, clock: Clock) -> Result<Self, StartError> {
         let store = Store::new(clock.clone(), config.store.clone());
         let slots = Arc::new(Semaphore::new(config.limits.max_connections));
+        let backlog = u32::try_from(config.limits.max_connections)
+            .unwrap_or(u32::MAX)
+            .max(MIN_BACKLOG);
         let faults = Arc::new(Mutex::new(Faults::new(config.seed)));
-        let engine = engine(config, store.clone(), clock.clone(), faults.clone())?;
+        let inflight = Arc::new(Inflight::default());
+        let engine = engine(
+            config,
+            store.clone(),
+            clock.clone(),
+            faults.clone(),
+            inflight.clone(),
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 engine: RwLock::new(Arc::new(engine)),
                 store,
                 clock,
                 slots,
+                backlog,
+                inflight,
                 stop: watch::Sender::new(false),
                 draining: AtomicBool::new(false),
                 active: watch::Sender::new(0),
@@ -154,6 +172,7 @@ impl Server {
             self.inner.store.clone(),
             self.inner.clock.clone(),
             self.inner.faults.clone(),
+            self.inner.inflight.clone(),
         )?;
         *self
             .inner
@@ -228,6 +247,22 @@ impl Server {
         *self.inner.active.borrow()
     }
 
+    /// Binds a listener on `addr` whose accept queue holds at least `max_connections`
+    /// connections (of the first config), so that a burst of connections within the cap
+    /// is never left waiting, silent, in a short queue. Bind every listener passed to
+    /// [`run`](Self::run) or [`run_all`](Self::run_all) with it.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot be made, bound or set listening.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub fn listen(&self, addr: SocketAddr) -> std::io::Result<TcpListener> {
+        listen(addr, self.inner.backlog)
+    }
+
     /// Serves connections from `listener` as `mx1` until `shutdown` completes; then
     /// answers open sessions with `421` and returns once they have all ended.
     pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
@@ -279,7 +314,7 @@ impl Server {
             if self.is_mx_up(&mx) {
                 let bound = match (listener.take(), held.take()) {
                     (Some(bound), _) => bound,
-                    (None, Some(socket)) => match socket.listen(1024) {
+                    (None, Some(socket)) => match socket.listen(self.inner.backlog) {
                         Ok(bound) => bound,
                         Err(e) => {
                             warn!(%mx, %addr, error = %e, "cannot listen again");
@@ -288,7 +323,7 @@ impl Server {
                             continue;
                         }
                     },
-                    (None, None) => match TcpListener::bind(addr).await {
+                    (None, None) => match self.listen(addr) {
                         Ok(bound) => bound,
                         Err(e) => {
                             warn!(%mx, %addr, error = %e, "cannot listen again");
@@ -322,10 +357,6 @@ impl Server {
         local_default: SocketAddr,
     ) {
         loop {
-            let permit = match self.inner.slots.clone().acquire_owned().await {
-                Ok(permit) => permit,
-                Err(_) => return,
-            };
             let (stream, peer) = match listener.accept().await {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -337,6 +368,16 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().unwrap_or(local_default);
+            let permit = match self.inner.slots.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(TryAcquireError::NoPermits) => {
+                    // Over the cap: an answer and a close, never silence.
+                    let listener = session::Listener { mx, local };
+                    session::turn_away(self.engine(), stream, peer, listener);
+                    continue;
+                }
+                Err(TryAcquireError::Closed) => return,
+            };
             let server = self.clone();
             let mx = mx.clone();
             server.inner.active.send_modify(|open| *open += 1);
@@ -377,6 +418,22 @@ impl Server {
     }
 }
 
+/// The accept queue of a listener when the connection cap is lower.
+const MIN_BACKLOG: u32 = 1024;
+
+/// Binds a listener on `addr` with an accept queue of `backlog` (the kernel may cap it at
+/// `net.core.somaxconn`), reusing the address as `TcpListener::bind` does.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// A socket bound to `addr` but not listening, which keeps the port while its MX host is
 /// down; `None` if the port cannot be bound (the loop then binds anew when it comes up).
 fn hold(addr: SocketAddr) -> Option<TcpSocket> {
@@ -391,12 +448,13 @@ fn hold(addr: SocketAddr) -> Option<TcpSocket> {
     Some(socket)
 }
 
-/// The state a config describes, over `store`, `clock` and `faults`.
+/// The state a config describes, over `store`, `clock`, `faults` and `inflight`.
 fn engine(
     config: Config,
     store: Store,
     clock: Clock,
     faults: Arc<Mutex<Faults>>,
+    inflight: Arc<Inflight>,
 ) -> Result<Shared, StartError> {
     let policy = Policy::new(&config)?;
     let tls = tls::acceptor(&config.tls, config.host())?;
@@ -425,6 +483,7 @@ fn engine(
         clock,
         tls,
         faults,
+        inflight,
         config: Arc::new(config),
     })
 }

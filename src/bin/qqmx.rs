@@ -290,8 +290,8 @@ fn serve(args: Serve) -> Result<(), Error> {
         let mut listeners = Vec::new();
         let mut options = ApiOptions::new(token).no_limits(args.no_limits);
         for (mx, listener) in &config.listeners.0 {
-            let bound = tokio::net::TcpListener::bind(listener.addr)
-                .await
+            let bound = server
+                .listen(listener.addr)
                 .map_err(|e| format!("cannot listen on {} for {mx}: {e}", listener.addr))?;
             let addr = bound.local_addr()?;
             options = options.listener(mx.clone(), addr);

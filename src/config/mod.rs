@@ -161,7 +161,7 @@ pub struct Limits {
     pub max_recipients: usize,
     /// Commands accepted in one session before it is closed.
     pub max_commands: usize,
-    /// Connections served at once; more wait in the accept queue.
+    /// Connections served at once; one more is answered `421` and closed.
     pub max_connections: usize,
     /// Real time a client may stay silent.
     #[serde(with = "duration_text")]
@@ -169,6 +169,20 @@ pub struct Limits {
     /// Real time a whole session may last.
     #[serde(with = "duration_text")]
     pub session_timeout: Duration,
+    /// Real time a command line may take to arrive, counted from the reply to the one
+    /// before, however many bytes trickle in meanwhile (an assumption).
+    #[serde(with = "duration_text")]
+    pub command_timeout: Duration,
+    /// Bytes per second message data must arrive at, on average over
+    /// `min_data_rate_window`; 0 switches the check off (an assumption).
+    pub min_data_rate: u64,
+    /// The window `min_data_rate` is averaged over, which is also the grace period at the
+    /// start of the data.
+    #[serde(with = "duration_text")]
+    pub min_data_rate_window: Duration,
+    /// Bytes of message data all sessions together may hold while messages stream in;
+    /// DATA past it is answered `451` (an assumption).
+    pub max_inflight_bytes: u64,
 }
 
 impl Default for Limits {
@@ -181,6 +195,10 @@ impl Default for Limits {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
             session_timeout: Duration::from_secs(1800),
+            command_timeout: Duration::from_secs(300),
+            min_data_rate: 1024,
+            min_data_rate_window: Duration::from_secs(60),
+            max_inflight_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -591,6 +609,14 @@ impl Config {
                         duration_text::Text(max)
                     ),
                 ));
+            }
+        }
+        for (key, value) in [
+            ("command_timeout", self.limits.command_timeout),
+            ("min_data_rate_window", self.limits.min_data_rate_window),
+        ] {
+            if value.is_zero() {
+                return Err(("limits", key, "must be longer than zero".into()));
             }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {

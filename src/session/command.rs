@@ -2,9 +2,11 @@
 
 use std::borrow::Cow;
 
-use smtp_proto::request::receiver::DataReceiver;
 use smtp_proto::{Error as ParseError, MAIL_SMTPUTF8, MailFrom, RcptTo, Request};
 
+use tracing::debug;
+
+use super::body::Incoming;
 use super::{Action, Mode, Pending, Session, Transaction, loggable};
 use crate::chaos::FaultKind;
 use crate::policy::mailbox::{POSTMASTER_DOMAIN, quote_local_part};
@@ -24,19 +26,35 @@ impl Session {
         }
         // Each framed line is parsed on its own: a parser that kept state between lines
         // would glue a line it found unfinished to the next one.
+        if repeats_a_parameter(line) {
+            // Which of two SIZEs would count? Neither: the command is refused.
+            self.reply(ReplyKind::SyntaxError);
+            return Action::Continue;
+        }
         let size = mail_size(line);
-        let parsed = match &size {
-            // smtp-proto wraps a SIZE with too many digits round to a small number, or
-            // refuses one of exactly usize::MAX: it reads SIZE=0 and the value is ours.
-            Some(size) => {
-                let mut line = line.to_vec();
-                line.splice(size.digits.clone(), *b"0");
-                Request::parse(&mut line.iter()).map(Request::into_owned)
-            }
-            None => Request::parse(&mut line.iter()).map(Request::into_owned),
-        };
+        let literal = address_literal(line);
+        let mut edited = Cow::Borrowed(line);
+        // smtp-proto wraps a SIZE with too many digits round to a small number, or
+        // refuses one of exactly usize::MAX: it reads SIZE=0 and the value is ours. It
+        // refuses address literals (`a@[127.0.0.1]`) too: it reads a plain domain in
+        // their place, and the literal is put back in the address it returns. The SIZE
+        // comes after the path, so it is replaced first.
+        if let Some(size) = &size {
+            edited.to_mut().splice(size.digits.clone(), *b"0");
+        }
+        if let Some(literal) = &literal {
+            edited
+                .to_mut()
+                .splice(literal.clone(), LITERAL_STAND_IN.bytes());
+        }
+        let parsed = Request::parse(&mut edited.iter()).map(Request::into_owned);
         match parsed {
-            Ok(request) => self.request(request, line, size.map_or(0, |s| s.value)),
+            Ok(mut request) => {
+                if let Some(literal) = literal {
+                    put_back_literal(&mut request, &String::from_utf8_lossy(&line[literal]));
+                }
+                self.request(request, line, size.map_or(0, |s| s.value))
+            }
             Err(error) => {
                 self.parse_error(&error);
                 Action::Continue
@@ -49,7 +67,7 @@ impl Session {
         match request {
             Request::Ehlo { host } => self.hello(host, ReplyKind::Ehlo),
             Request::Helo { host } => self.hello(host, ReplyKind::Helo),
-            Request::Mail { from } => self.mail(&from, size),
+            Request::Mail { from } => self.mail(&from, line, size),
             Request::Rcpt { to } => self.rcpt(&to, line),
             Request::Data => self.data_command(),
             Request::Rset => {
@@ -62,6 +80,10 @@ impl Session {
             Request::Quit => {
                 self.reply(ReplyKind::Bye);
                 return Action::Close("quit");
+            }
+            // RFC 3207: STARTTLS takes no parameters.
+            Request::StartTls if !line.get(8..).unwrap_or_default().trim_ascii().is_empty() => {
+                self.reply(ReplyKind::SyntaxError);
             }
             Request::StartTls => return self.starttls(),
             Request::Lhlo { .. }
@@ -91,6 +113,12 @@ impl Session {
     }
 
     fn hello(&mut self, host: String, kind: ReplyKind) {
+        // A NUL, an escape or any other control character would end up in the Received
+        // header: refused, as a name cannot hold one.
+        if host.chars().any(char::is_control) {
+            self.reply(ReplyKind::SyntaxError);
+            return;
+        }
         // QQ answers a second HELO on the same connection; it starts afresh.
         self.tx = None;
         if self.ask(Stage::Helo, &Facts::new(self.peer.ip())) {
@@ -99,9 +127,15 @@ impl Session {
         }
     }
 
-    fn mail(&mut self, from: &MailFrom<String>, size: u64) {
+    fn mail(&mut self, from: &MailFrom<String>, line: &[u8], size: u64) {
         if self.helo.is_none() {
             self.reply(ReplyKind::NeedHelo);
+            return;
+        }
+        // smtp-proto reads `<postmaster>` (valid only as a recipient) and a source route
+        // to nothing (`<@a,@b:>`) as the null sender `<>`; only `<>` is.
+        if from.address.is_empty() && !path(line).trim_ascii().is_empty() {
+            self.reply(ReplyKind::BadAddressSyntax);
             return;
         }
         // A second MAIL without RSET is answered 250 by QQ: it replaces the transaction.
@@ -145,6 +179,7 @@ impl Session {
                 from,
                 rcpts: Vec::new(),
                 smtputf8,
+                size,
                 spf,
             });
             self.reply(ReplyKind::MailOk);
@@ -200,16 +235,30 @@ impl Session {
         }
         let facts = Facts::new(self.peer.ip()).from(&tx.from).rcpts(&tx.rcpts);
         let accepted = self.ask(Stage::Data, &facts);
+        let expected = tx.size;
         self.tx = Some(tx);
-        if accepted {
-            self.reply(ReplyKind::DataStart);
-            let mut receiver = DataReceiver::new();
-            let mut body = Vec::new();
-            // A fresh receiver only sees a dot that follows CRLF: prime it with one so
-            // that an empty message or a dot-stuffed first line is read right.
-            receiver.ingest(&mut b"\r\n".iter(), &mut body);
-            body.clear();
-            self.mode = Mode::Data { receiver, body };
+        if !accepted {
+            return;
+        }
+        let limits = &self.shared.config.limits;
+        // The announced SIZE is taken from the budget at once; without one, a little.
+        match Incoming::start(
+            self.shared.inflight.clone(),
+            limits.max_inflight_bytes,
+            limits.max_message_size,
+            expected,
+        ) {
+            Some(incoming) => {
+                self.reply(ReplyKind::DataStart);
+                self.mode = Mode::Data(incoming);
+            }
+            None => {
+                debug!(
+                    session = self.id,
+                    expected, "no room in the in-flight budget"
+                );
+                self.reply(ReplyKind::SystemBusy);
+            }
         }
     }
 
@@ -234,22 +283,83 @@ impl Session {
 /// local part gets back the quotes smtp-proto took off.
 fn recipient<'a>(address: &'a str, line: &[u8]) -> Cow<'a, str> {
     if address.is_empty() {
-        let path = line
-            .iter()
-            .position(|&b| b == b'<')
-            .and_then(|open| {
-                let rest = &line[open + 1..];
-                rest.iter()
-                    .position(|&b| b == b'>')
-                    .map(|close| &rest[..close])
-            })
-            .unwrap_or_default();
+        let path = path(line);
         if path.trim_ascii().eq_ignore_ascii_case(b"postmaster") {
             let local = String::from_utf8_lossy(path.trim_ascii());
             return Cow::Owned(format!("{local}@{POSTMASTER_DOMAIN}"));
         }
     }
     quote_local_part(address)
+}
+
+/// What is between the first `<` of a MAIL or RCPT line and the `>` after it.
+fn path(line: &[u8]) -> &[u8] {
+    line.iter()
+        .position(|&b| b == b'<')
+        .and_then(|open| {
+            let rest = &line[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'>')
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or_default()
+}
+
+/// The domain smtp-proto is shown in place of an address literal.
+const LITERAL_STAND_IN: &str = "address-literal.invalid";
+
+/// Where the address literal of a MAIL or RCPT path is (`[127.0.0.1]`,
+/// `[IPv6:::1]`, brackets included), if it has one. Whether it is a valid literal is
+/// for the address syntax check to say.
+fn address_literal(line: &[u8]) -> Option<std::ops::Range<usize>> {
+    let verb = line.get(..4)?;
+    if !verb.eq_ignore_ascii_case(b"MAIL") && !verb.eq_ignore_ascii_case(b"RCPT") {
+        return None;
+    }
+    let open = line.iter().position(|&b| b == b'<')? + 1;
+    let close = open + line[open..].iter().position(|&b| b == b'>')?;
+    let path = &line[open..close];
+    let at = path.windows(2).rposition(|w| w == b"@[")? + 1;
+    (path.last() == Some(&b']')).then_some(open + at..close)
+}
+
+/// Puts `literal` back in the address smtp-proto read with the stand-in domain.
+fn put_back_literal(request: &mut Request<String>, literal: &str) {
+    let address = match request {
+        Request::Mail { from } => &mut from.address,
+        Request::Rcpt { to } => &mut to.address,
+        _ => return,
+    };
+    if let Some(local) = address.strip_suffix(LITERAL_STAND_IN) {
+        *address = format!("{local}{literal}");
+    }
+}
+
+/// Whether a MAIL or RCPT line names one of its parameters (`SIZE=`, `BODY=`, ...)
+/// twice.
+fn repeats_a_parameter(line: &[u8]) -> bool {
+    let Some(verb) = line.get(..4) else {
+        return false;
+    };
+    if !verb.eq_ignore_ascii_case(b"MAIL") && !verb.eq_ignore_ascii_case(b"RCPT") {
+        return false;
+    }
+    let Some(params) = line.iter().rposition(|&b| b == b'>') else {
+        return false;
+    };
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    for word in line[params + 1..].split(u8::is_ascii_whitespace) {
+        let name = word.split(|&b| b == b'=').next().unwrap_or_default();
+        if name.is_empty() {
+            continue;
+        }
+        let name = name.to_ascii_uppercase();
+        if seen.contains(&name) {
+            return true;
+        }
+        seen.push(name);
+    }
+    false
 }
 
 /// The `SIZE=` parameter of a MAIL command line.
@@ -292,6 +402,37 @@ fn mail_size(line: &[u8]) -> Option<MailSize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_literals_are_found_in_the_path() {
+        let literal = |line: &str| address_literal(line.as_bytes()).map(|r| line[r].to_owned());
+        assert_eq!(
+            literal("MAIL FROM:<a@[127.0.0.1]> SIZE=1\r\n").as_deref(),
+            Some("[127.0.0.1]")
+        );
+        assert_eq!(
+            literal("RCPT TO:<b@[IPv6:::1]>\r\n").as_deref(),
+            Some("[IPv6:::1]")
+        );
+        assert_eq!(literal("MAIL FROM:<a@example.org>\r\n"), None);
+        assert_eq!(literal("MAIL FROM:<a@[1.2.3.4>\r\n"), None);
+        assert_eq!(literal("HELO [127.0.0.1]\r\n"), None);
+    }
+
+    #[test]
+    fn repeated_parameters_are_found() {
+        let repeats = |line: &str| repeats_a_parameter(line.as_bytes());
+        assert!(repeats("MAIL FROM:<a@b> SIZE=1 size=2\r\n"));
+        assert!(repeats(
+            "MAIL FROM:<a@b> BODY=8BITMIME SMTPUTF8 BODY=7BIT\r\n"
+        ));
+        assert!(repeats("RCPT TO:<a@b> NOTIFY=NEVER NOTIFY=SUCCESS\r\n"));
+        assert!(!repeats(
+            "MAIL FROM:<a@b> SIZE=1 BODY=8BITMIME SMTPUTF8\r\n"
+        ));
+        assert!(!repeats("MAIL FROM:<a@b>  SIZE=1\r\n"));
+        assert!(!repeats("EHLO SIZE=1 SIZE=1\r\n"));
+    }
 
     #[test]
     fn mail_size_is_read_exactly() {

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use base64::Engine as _;
 use rand::{Rng, RngCore};
-use smtp_proto::request::receiver::DummyDataReceiver;
+use tracing::debug;
 
+use super::body::{Body, Dropped, Ended};
 use super::{Mode, Pending, Session};
 use crate::auth::results_header;
 use crate::clock::{rfc5322_cst, unix_secs};
@@ -18,50 +19,30 @@ impl Session {
     /// Feeds message data from `self.input[pos..]`. Returns the bytes used and whether
     /// the data ended.
     pub(super) fn data(&mut self, pos: usize) -> (usize, bool) {
-        let max = self.shared.config.limits.max_message_size;
-        let rest = &self.input[pos..];
-        match &mut self.mode {
-            Mode::Data { receiver, body } => {
-                // The limit is inclusive: a body of exactly `max` bytes is accepted. The
-                // receiver pushes the CR of the final `.CRLF` before it sees the LF and
-                // takes the CR back, so a body of `max` bytes passes through `max + 1`;
-                // only `max + 2` bytes prove the message too large. Never hold more.
-                let cap = usize::try_from(max).unwrap_or(usize::MAX).saturating_add(2);
-                let room = cap.saturating_sub(body.len());
-                let slice = &rest[..rest.len().min(room)];
-                let mut bytes = slice.iter();
-                let done = receiver.ingest(&mut bytes, body);
-                let used = slice.len() - bytes.len();
-                if done && body.len() as u64 > max {
-                    let received = body.len() as u64;
-                    *body = Vec::new();
-                    self.mode = Mode::Commands;
-                    self.refuse_oversize(received);
-                } else if done {
-                    let body = std::mem::take(body);
-                    self.mode = Mode::Commands;
-                    self.end_of_data(body);
-                } else if body.len() >= cap {
-                    let received = body.len() as u64;
-                    let receiver = DummyDataReceiver::new_data(receiver);
-                    self.mode = Mode::Discard { receiver, received };
-                }
-                (used, done)
+        let Mode::Data(incoming) = &mut self.mode else {
+            unreachable!("only called while reading data");
+        };
+        let (used, ended) = incoming.feed(&self.input[pos..]);
+        let Some(ended) = ended else {
+            return (used, false);
+        };
+        self.mode = Mode::Commands;
+        match ended {
+            Ended::Complete(body) => self.end_of_data(body),
+            Ended::Dropped {
+                why: Dropped::TooLarge,
+                received,
+            } => self.refuse_oversize(received),
+            Ended::Dropped {
+                why: Dropped::Busy,
+                received,
+            } => {
+                debug!(session = self.id, received, "over the in-flight budget");
+                self.tx = None;
+                self.reply(ReplyKind::SystemBusy);
             }
-            Mode::Discard { receiver, received } => {
-                let mut bytes = rest.iter();
-                let done = receiver.ingest(&mut bytes);
-                let used = rest.len() - bytes.len();
-                *received += used as u64;
-                if done {
-                    let received = *received;
-                    self.mode = Mode::Commands;
-                    self.refuse_oversize(received);
-                }
-                (used, done)
-            }
-            Mode::Commands | Mode::SkipLine => unreachable!("only called while reading data"),
         }
+        (used, true)
     }
 
     /// Ends a transaction whose message was over the size limit.
@@ -71,7 +52,7 @@ impl Session {
         self.decide(decision);
     }
 
-    pub(super) fn end_of_data(&mut self, body: Vec<u8>) {
+    pub(super) fn end_of_data(&mut self, body: Body) {
         if let Some(fault) = self.fault_before(Stage::EndOfData) {
             // Held until the fault is carried out; dropped if it ends the session.
             self.fault = Some(fault);
@@ -86,7 +67,7 @@ impl Session {
     }
 
     /// Decides and stores a complete message once DKIM and DMARC are known.
-    pub(super) fn finish_message(&mut self, body: Vec<u8>, report: Option<AuthReport>) {
+    pub(super) fn finish_message(&mut self, body: Body, report: Option<AuthReport>) {
         let Some(tx) = self.tx.take() else {
             unreachable!("DATA is only accepted inside a transaction");
         };
@@ -96,7 +77,7 @@ impl Session {
         let mut facts = Facts::new(self.peer.ip())
             .from(&tx.from)
             .rcpts(&tx.rcpts)
-            .message(&body);
+            .message(&body.bytes);
         if let Some(report) = &report {
             facts = facts.auth(report);
         }
@@ -112,9 +93,14 @@ impl Session {
             let value = results_header(&self.shared.config.auth.authserv_id, &tx.from, report);
             let _ = write!(headers, "Authentication-Results: {value}\r\n");
         }
-        let mut raw = Vec::with_capacity(headers.len() + body.len());
-        raw.extend_from_slice(headers.as_bytes());
-        raw.extend_from_slice(&body);
+        // The headers go in front of the body where it is (no second buffer); the store
+        // makes its one copy, and the body's share of the in-flight budget is given back
+        // once that copy is made.
+        let Body {
+            bytes: mut raw,
+            charge,
+        } = body;
+        raw.splice(0..0, headers.bytes());
         let (session, client, tls) = (self.id, self.peer, self.tls);
         // The message is in the store before the 250 is queued, let alone written.
         let mx = self.mx.to_string();
@@ -132,6 +118,7 @@ impl Session {
             auth: report,
             raw: raw.into(),
         });
+        drop(charge);
         self.record(EventKind::Accepted { message: id });
         self.reply(ReplyKind::Queued);
     }

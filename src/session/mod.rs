@@ -6,19 +6,24 @@
 //! line-length limit is ours, not smtp-proto's) and each complete line is parsed on its
 //! own by smtp-proto's `Request::parse`, so nothing of a bad line is carried over to the
 //! next; a line the parser finds unfinished is a syntax error. Message data goes through
-//! smtp-proto's `DataReceiver`, primed so that an empty message or a dot-stuffed first
-//! line is read correctly, and fed in slices that never let the body grow more than two
-//! bytes past the SIZE limit (which is inclusive); the rest of an oversize message is
-//! read and thrown away.
+//! a strict scanner of our own (`body`): only `<CRLF>.<CRLF>` ends it, so no look-alike
+//! can smuggle a second transaction. The body never grows past the SIZE limit (which is
+//! inclusive) nor the server's in-flight byte budget; past either, the rest of the
+//! message is read and thrown away, and the end of data gets `552` or `451`.
 //!
 //! At each stage the session asks `policy` for a decision, records it in the `store`,
 //! and renders the verdict through the `reply` catalogue; it writes no text of its own.
 //! STARTTLS ends [`Session::drive`] on the plain stream; [`serve`] runs the handshake and
 //! drives the same session again over TLS.
 //!
-//! Idle and session timeouts are real time (they are about sockets), unlike every
-//! timestamp, which comes from the server's [`Clock`](crate::Clock).
+//! Idle, command and session timeouts and the minimum data rate are real time (they are
+//! about sockets), unlike every timestamp, which comes from the server's
+//! [`Clock`](crate::Clock). Every byte resets the idle timeout, but a command line must
+//! still arrive within `limits.command_timeout` of the reply before it, and message data
+//! at `limits.min_data_rate`, so that a client trickling bytes cannot hold its slot for
+//! the whole session.
 
+mod body;
 mod command;
 mod data;
 
@@ -29,7 +34,6 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -43,6 +47,8 @@ use crate::config::Config;
 use crate::policy::{Decision, Facts, Policy, SpfCheck, Stage, Verdict};
 use crate::reply::{Catalogue, Context, ReplyKind};
 use crate::store::{EventKind, Store};
+pub(crate) use body::Inflight;
+use body::{Body, Incoming};
 
 /// Everything sessions of one server share: built from one config, and replaced as a
 /// whole when the server loads another (sessions already open keep the one they began
@@ -61,6 +67,8 @@ pub(crate) struct Shared {
     pub tls: Option<TlsAcceptor>,
     /// Faults in force (chaos scenarios); kept across config reloads.
     pub faults: Arc<Mutex<Faults>>,
+    /// Message data held by all sessions; kept across config reloads.
+    pub inflight: Arc<Inflight>,
 }
 
 impl Shared {
@@ -123,6 +131,8 @@ struct Transaction {
     from: String,
     rcpts: Vec<String>,
     smtputf8: bool,
+    /// The SIZE the client announced (0 if none).
+    size: u64,
     /// SPF for `from`, when authentication is on.
     spf: Option<SpfCheck>,
 }
@@ -136,7 +146,7 @@ enum Pending {
         smtputf8: bool,
     },
     /// The end of data, waiting for DKIM and DMARC.
-    Message { body: Vec<u8> },
+    Message { body: Body },
 }
 
 /// What the session is reading.
@@ -144,16 +154,8 @@ enum Mode {
     Commands,
     /// The rest of an over-long line, to be thrown away.
     SkipLine,
-    /// Message data, kept.
-    Data {
-        receiver: DataReceiver,
-        body: Vec<u8>,
-    },
-    /// Message data past the size limit, read to its end and thrown away.
-    Discard {
-        receiver: DummyDataReceiver,
-        received: u64,
-    },
+    /// Message data, up to the end-of-data line.
+    Data(Incoming),
 }
 
 /// What to do after answering what has been read.
@@ -204,9 +206,16 @@ pub(crate) struct Session {
     /// The fault before the next command (or end of data) has been carried out.
     fault_passed: bool,
     /// A complete message held back by a fault at the end of data.
-    held: Option<Vec<u8>>,
+    held: Option<Body>,
     /// Bytes per second of a slow link.
     link_speed: Option<u64>,
+    /// Something was answered since the last read: the next command's time starts.
+    answered: bool,
+    /// Since when the next command line has been awaited (`limits.command_timeout`).
+    awaiting_since: Instant,
+    /// While message data streams in under `limits.min_data_rate`: when it will have
+    /// fallen too far behind, unless more arrives.
+    data_deadline: Option<Instant>,
 }
 
 /// Which listener a connection arrived on.
@@ -264,6 +273,28 @@ pub(crate) async fn serve<S>(
     }
 }
 
+/// Answers a connection over the connection cap with `421` and closes it, without
+/// waiting: the reply fits in the empty send buffer of a new connection, so it is
+/// written at once or not at all.
+pub(crate) fn turn_away(
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    listener: Listener<'_>,
+) {
+    let mut session = Session::new(shared, peer, listener.mx);
+    session.record(EventKind::Connected {
+        local: listener.local,
+        mx: listener.mx.to_owned(),
+    });
+    session.reply(ReplyKind::TooManyConnections);
+    session.closed("too many connections");
+    if let Ok(mut stream) = stream.into_std() {
+        let _ = std::io::Write::write(&mut stream, &session.output);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
 impl Session {
     fn new(shared: Arc<Shared>, peer: SocketAddr, mx: &str) -> Self {
         let catalogue = shared.catalogue(mx);
@@ -291,6 +322,9 @@ impl Session {
             fault_passed: false,
             held: None,
             link_speed: None,
+            answered: false,
+            awaiting_since: Instant::now(),
+            data_deadline: None,
         }
     }
 
@@ -322,6 +356,7 @@ impl Session {
         let handshake = tokio::time::timeout(idle, acceptor.accept(stream)).await;
         match handshake {
             Ok(Ok(mut tls)) => {
+                self.awaiting_since = Instant::now();
                 self.tls = true;
                 self.helo = None;
                 self.tx = None;
@@ -462,13 +497,13 @@ impl Session {
             if !self.flush(stream).await {
                 return Outcome::Closed("write failed");
             }
+            self.start_clocks();
             match action {
                 Action::Continue | Action::Authenticate | Action::Fault => {}
                 Action::StartTls => return Outcome::StartTls,
                 Action::Close(reason) => return Outcome::Closed(reason),
             }
-            let idle = Instant::now() + self.shared.config.limits.idle_timeout;
-            let until = idle.min(self.deadline);
+            let (until, reason) = self.read_deadline();
             self.input.reserve(READ_CHUNK);
             let read = tokio::select! {
                 read = tokio::time::timeout_at(until, stream.read_buf(&mut self.input)) => read,
@@ -478,17 +513,69 @@ impl Session {
             };
             match read {
                 Ok(Ok(0)) => return Outcome::Closed("client closed"),
-                Ok(Ok(n)) => self.crawl(n).await,
+                Ok(Ok(n)) => {
+                    let crawled = Instant::now();
+                    self.crawl(n).await;
+                    self.paced(n, crawled.elapsed());
+                }
                 Ok(Err(_)) => return Outcome::Closed("read failed"),
-                Err(_) => {
-                    let reason = if until == idle {
-                        "idle timeout"
-                    } else {
-                        "session timeout"
-                    };
-                    return self.last_words(stream, ReplyKind::Timeout, reason).await;
+                Err(_) => return self.last_words(stream, ReplyKind::Timeout, reason).await,
+            }
+        }
+    }
+
+    /// After the replies are written: the wait for the next command starts if something
+    /// was answered, and the data rate is measured from the start of message data.
+    fn start_clocks(&mut self) {
+        if std::mem::take(&mut self.answered) {
+            self.awaiting_since = Instant::now();
+        }
+        let limits = &self.shared.config.limits;
+        match self.mode {
+            Mode::Data(_) if limits.min_data_rate > 0 => {
+                if self.data_deadline.is_none() {
+                    self.data_deadline = Instant::now().checked_add(limits.min_data_rate_window);
                 }
             }
+            _ => self.data_deadline = None,
+        }
+    }
+
+    /// When the next read times out, and why.
+    fn read_deadline(&self) -> (Instant, &'static str) {
+        let limits = &self.shared.config.limits;
+        let mut until = (self.deadline, "session timeout");
+        let idle = Instant::now() + limits.idle_timeout;
+        if idle < until.0 {
+            until = (idle, "idle timeout");
+        }
+        let stage = match (&self.mode, self.data_deadline) {
+            (Mode::Data(_), Some(data)) => Some((data, "data rate too low")),
+            (Mode::Data(_), None) => None,
+            (Mode::Commands | Mode::SkipLine, _) => self
+                .awaiting_since
+                .checked_add(limits.command_timeout)
+                .map(|command| (command, "command timeout")),
+        };
+        match stage {
+            Some(stage) if stage.0 < until.0 => stage,
+            _ => until,
+        }
+    }
+
+    /// Credits `n` bytes of message data against `limits.min_data_rate`: each byte buys
+    /// `1 / rate` seconds, and no more than the window can be saved up. Time the server
+    /// spent on a simulated slow link (`slept`) is not the client's.
+    fn paced(&mut self, n: usize, slept: Duration) {
+        let limits = &self.shared.config.limits;
+        if let (Mode::Data(_), Some(deadline)) = (&self.mode, self.data_deadline) {
+            let earned = transfer_time(n, limits.min_data_rate);
+            let later = deadline.checked_add(earned + slept);
+            let cap = Instant::now().checked_add(limits.min_data_rate_window);
+            self.data_deadline = match (later, cap) {
+                (Some(later), Some(cap)) => Some(later.min(cap)),
+                (later, cap) => later.or(cap),
+            };
         }
     }
 
@@ -595,7 +682,7 @@ impl Session {
                         break;
                     }
                 },
-                Mode::Data { .. } | Mode::Discard { .. } => {
+                Mode::Data(_) => {
                     let (used, done) = self.data(pos);
                     pos += used;
                     if !done && pos == self.input.len() {
@@ -647,7 +734,7 @@ impl Session {
                     unreachable!("DATA is only accepted inside a transaction");
                 };
                 let report = match &tx.spf {
-                    Some(spf) => Some(auth.message(spf, &tx.from, &body).await),
+                    Some(spf) => Some(auth.message(spf, &tx.from, &body.bytes).await),
                     None => None,
                 };
                 self.finish_message(body, report);
@@ -691,6 +778,7 @@ impl Session {
         debug!(session = self.id, reply = %reply.text, "reply");
         self.output.extend_from_slice(reply.text.as_bytes());
         self.output.extend_from_slice(b"\r\n");
+        self.answered = true;
         self.record(EventKind::Reply(reply));
     }
 
