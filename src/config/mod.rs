@@ -64,7 +64,7 @@ pub struct Config {
     pub reputation: Reputation,
     /// Content rules.
     pub content: Content,
-    /// Expiry of idle policy state.
+    /// Expiry of idle policy state, and the cap on what the policy remembers.
     pub memory: Memory,
     /// SPF, DKIM and DMARC checks.
     pub auth: AuthConfig,
@@ -557,6 +557,13 @@ impl Config {
         }
         if self.content.phrases.iter().any(|p| p.phrase.is_empty()) {
             return err("content", "phrases", "a phrase cannot be empty".into());
+        }
+        if !(1..=1_000_000_000).contains(&self.memory.max_tracked_keys) {
+            return err(
+                "memory",
+                "max_tracked_keys",
+                "must be from 1 to 1000000000".into(),
+            );
         }
         Ok(())
     }

@@ -459,7 +459,8 @@ impl Default for Content {
     }
 }
 
-/// How long state for an idle key is kept, and how often it is swept.
+/// How much the policy remembers about senders: how long state for an idle key is kept,
+/// and how many keys at most.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -472,6 +473,13 @@ pub struct Memory {
     /// IP history (age, complaints) idle this long is forgotten: the IP is new again.
     #[serde(with = "duration_text")]
     pub idle_ips: Duration,
+    /// Keys remembered at most: quota counters, IP histories, randomly listed domains,
+    /// message bodies of bulk detection and each recipient remembered for one. Beyond it
+    /// the least recently used keys are forgotten, counted as evictions, except keys whose
+    /// loss would change a decision now (a block in force, a random listing, complaints
+    /// that still count), which may take the count past the cap. A key forgotten while it
+    /// counted toward a quota loses its count. The default holds a few tens of MB.
+    pub max_tracked_keys: usize,
 }
 
 impl Default for Memory {
@@ -479,6 +487,7 @@ impl Default for Memory {
         Self {
             idle_counters: Duration::from_secs(2 * 86_400),
             idle_ips: Duration::from_secs(90 * 86_400),
+            max_tracked_keys: 200_000,
         }
     }
 }

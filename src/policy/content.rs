@@ -29,13 +29,16 @@ pub(crate) struct Bulk {
 
 impl Bulk {
     /// Moves the body into bulk window `window` (forgetting an older window's
-    /// recipients) and marks it seen at `now`.
-    pub fn enter(&mut self, window: u64, now: u64) {
-        if self.window != window {
-            self.window = window;
-            self.recipients.clear();
-        }
+    /// recipients) and marks it seen at `now`. Returns how many recipients it forgot.
+    pub fn enter(&mut self, window: u64, now: u64) -> usize {
         self.last_seen = now;
+        if self.window == window {
+            return 0;
+        }
+        self.window = window;
+        let forgotten = self.recipients.len();
+        self.recipients = IdSet::default();
+        forgotten
     }
 
     /// How many distinct recipients the body would have after adding `rcpts`.
@@ -49,10 +52,12 @@ impl Bulk {
                 .len()
     }
 
-    /// Adds `rcpts` to the recipients of the body.
-    pub fn add(&mut self, rcpts: &[String]) {
+    /// Adds `rcpts` to the recipients of the body. Returns how many were new.
+    pub fn add(&mut self, rcpts: &[String]) -> usize {
+        let before = self.recipients.len();
         self.recipients
             .extend(rcpts.iter().map(|r| recipient_id(r)));
+        self.recipients.len() - before
     }
 }
 

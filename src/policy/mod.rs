@@ -35,15 +35,32 @@
 //! same reply at every attempt until the block ends. Message quotas are checked once more
 //! when a message is accepted, so that no key ever gets more accepted messages in a window
 //! than its limit, whatever the stage and however many sessions run at once.
+//!
+//! # Memory
+//!
+//! The policy remembers keys: quota counters, IP histories (age, complaints, random
+//! listing), randomly listed domains, and the bodies of bulk detection with their
+//! recipients (each recipient counts as a key). A key checked but never counted or
+//! blocked leaves nothing behind. Idle keys expire (`idle_counters`, `idle_ips`), and at
+//! most `max_tracked_keys` are kept: to make room for a new one, the key used longest ago
+//! is evicted, whatever its kind, and counted ([`Policy::evictions`]). A key whose loss
+//! would change a decision now (a block in force, a random listing, complaints that still
+//! count) is never evicted: eviction sets it aside, and it takes its place among the
+//! oldest keys again once that is over. Such keys may take the count past the cap. An
+//! evicted key loses its counts: its quotas start again from zero, an evicted IP is new
+//! again (its warm-up starts over, and a random draw may list it again). Lists,
+//! whitelists, personal blacklists and outbound records come from the config or the API,
+//! not from clients, and are neither counted nor evicted.
 
 mod auth;
 mod content;
 mod lists;
+mod lru;
 pub mod mailbox;
 mod quota;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -61,7 +78,8 @@ pub use mailbox::{Address, AddressError};
 pub use quota::{QuotaName, Window};
 
 use lists::Listed;
-use quota::{Breach, Counter, IdMap, Subject};
+use lru::{Lru, Oldest};
+use quota::{Breach, Counter, Subject};
 
 /// Where in the conversation a decision is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -353,18 +371,49 @@ pub struct BlockInfo {
     pub refused: u64,
 }
 
-#[derive(Debug, Default)]
+/// What is remembered about a client IP.
+#[derive(Debug)]
 struct IpHistory {
+    ip: IpAddr,
     first_seen: u64,
     last_seen: u64,
-    random_until: Option<u64>,
-    complaints: VecDeque<u64>,
+    /// When its random listing ends; 0 when it drew none.
+    random_until: u64,
+    /// Times of the complaints that still count, at most as many as can matter.
+    complaints: Vec<u64>,
 }
 
+impl Default for IpHistory {
+    fn default() -> Self {
+        Self {
+            ip: IpAddr::from([0, 0, 0, 0]),
+            first_seen: 0,
+            last_seen: 0,
+            random_until: 0,
+            complaints: Vec::new(),
+        }
+    }
+}
+
+impl IpHistory {
+    /// Until when forgetting it would change a decision: while its random listing lasts
+    /// and while a complaint counts.
+    fn stays_until(&self, now: u64, complaint_window: u64) -> Option<u64> {
+        let complained = self
+            .complaints
+            .iter()
+            .max()
+            .map_or(0, |t| t + complaint_window);
+        let until = self.random_until.max(complained);
+        (until > now).then_some(until)
+    }
+}
+
+/// A sender domain that drew a random listing.
 #[derive(Debug, Default)]
 struct DomainHistory {
     last_seen: u64,
-    random_until: Option<u64>,
+    random_until: u64,
 }
 
 /// QQ's rules about senders, and what it remembers about them.
@@ -379,17 +428,26 @@ pub struct Policy {
     reputation: Reputation,
     content: Content,
     memory: Memory,
-    counters: IdMap<Counter>,
+    // What the policy remembers about clients, capped by `memory.max_tracked_keys`:
+    counters: Lru<Counter>,
+    ips: Lru<IpHistory>,
+    domains: Lru<DomainHistory>,
+    bulk: Lru<content::Bulk>,
+    /// Recipients remembered across the bodies in `bulk`.
+    bulk_recipients: usize,
+    /// Grows with every use of a key, to know which was used longest ago.
+    tick: u64,
+    /// Keys forgotten to stay under the cap.
+    evictions: u64,
+    /// When a key set aside by eviction may next be released.
+    release_at: u64,
     active: HashMap<IpAddr, u64>,
-    ips: HashMap<IpAddr, IpHistory>,
-    domains: HashMap<Box<str>, DomainHistory>,
     ip_lists: Vec<Listed<IpNet>>,
     sender_lists: Vec<Listed<String>>,
     domain_lists: Vec<Listed<String>>,
     whitelist: HashSet<(String, String)>,
     personal: HashMap<String, HashSet<String>>,
     outbound: HashSet<(String, IpAddr)>,
-    bulk: IdMap<content::Bulk>,
     auth: AuthRules,
     last_sweep: u64,
 }
@@ -429,6 +487,14 @@ pub(crate) fn contains_address(list: &[String], address: &str) -> bool {
 
 fn until_secs(until: Option<&str>) -> Option<u64> {
     until.and_then(parse_rfc3339).map(unix_secs)
+}
+
+/// Until when a key eviction considered must stay, when it was set aside.
+fn kept<V>(oldest: Option<Oldest<V>>) -> Option<u64> {
+    match oldest {
+        Some(Oldest::Kept(until)) => Some(until),
+        Some(Oldest::Evicted(_)) | None => None,
+    }
 }
 
 impl Policy {
@@ -480,17 +546,21 @@ impl Policy {
             reputation: config.reputation.clone(),
             content: config.content.clone(),
             memory: config.memory.clone(),
-            counters: IdMap::default(),
+            counters: Lru::default(),
+            ips: Lru::default(),
+            domains: Lru::default(),
+            bulk: Lru::default(),
+            bulk_recipients: 0,
+            tick: 0,
+            evictions: 0,
+            release_at: u64::MAX,
             active: HashMap::new(),
-            ips: HashMap::new(),
-            domains: HashMap::new(),
             ip_lists,
             sender_lists: text_list(&b.senders),
             domain_lists: text_list(&b.domains),
             whitelist: HashSet::new(),
             personal,
             outbound: HashSet::new(),
-            bulk: IdMap::default(),
             auth: AuthRules::new(&config.auth, config.seed),
             last_sweep: 0,
         })
@@ -535,8 +605,9 @@ impl Policy {
 
         let q = self.quotas.ip_connections.clone();
         if q.enabled {
-            let counter = self.counter(QuotaName::IpConnections, Subject::Ip(ip));
-            let checked = counter.check(&q, now, None);
+            let key = (QuotaName::IpConnections, Subject::Ip(ip));
+            let counter = self.counter(key.0, key.1, now);
+            let checked = counter.check(&q, key, now, None);
             counter.add(now, 1);
             if let Err(breach) = checked {
                 let what = if breach.already {
@@ -895,9 +966,8 @@ impl Policy {
                 l.until,
             )
         } else if let Some(until) = self
-            .ips
-            .get(&ip)
-            .and_then(|h| h.random_until)
+            .ip_history(ip)
+            .map(|h| h.random_until)
             .filter(|u| *u > now)
         {
             (
@@ -933,19 +1003,19 @@ impl Policy {
         }
         [QuotaName::IpMessages, QuotaName::IpConnections]
             .into_iter()
-            .filter_map(|q| self.counters.get(&Subject::Ip(ip).id(q)))
-            .find(|c| c.blocked(now) && c.refused >= after)
-            .map(|c| {
+            .filter_map(|q| self.counters.get(Subject::Ip(ip).id(q))?.blocked_at(now))
+            .find(|b| b.refused >= after)
+            .map(|b| {
                 let d = Decision::reject(
                     Stage::Connect,
                     ReplyKind::ConnectionDenied,
                     "quota.deny_after",
-                    format!("{} refusals while blocked, limit {after}", c.refused),
+                    format!("{} refusals while blocked, limit {after}", b.refused),
                 )
                 .keyed(format!("ip:{ip}"))
-                .until(c.blocked_until);
+                .until(b.until);
                 Decision {
-                    counter: Some(c.refused),
+                    counter: Some(b.refused),
                     limit: Some(after),
                     ..d
                 }
@@ -1001,10 +1071,13 @@ impl Policy {
             .find_map(|(name, subject)| self.check_counter(stage, name, subject, now))
     }
 
-    fn counter(&mut self, name: QuotaName, subject: Subject<'_>) -> &mut Counter {
-        self.counters
-            .entry(subject.id(name))
-            .or_insert_with(|| Counter::new(name, subject.label()))
+    fn counter(&mut self, name: QuotaName, subject: Subject<'_>, now: u64) -> &mut Counter {
+        let id = subject.id(name);
+        let tick = self.next_tick();
+        if !self.counters.contains(id) {
+            self.make_room(1, now);
+        }
+        self.counters.get_or_default(id, tick)
     }
 
     fn quota(&self, name: QuotaName) -> &Quota {
@@ -1042,14 +1115,14 @@ impl Policy {
         // of refused senders or recipients cannot grow memory. A counter is created when
         // an event is counted (`commit`) or, here, when a block must be remembered.
         let id = subject.id(name);
-        let breach = match self.counters.get_mut(&id) {
-            Some(counter) => counter.check(&quota, now, extra).err()?,
+        let tick = self.next_tick();
+        let breach = match self.counters.get_mut(id, tick) {
+            Some(counter) => counter.check(&quota, (name, subject), now, extra).err()?,
             None => {
                 let mut fresh = Counter::default();
-                let breach = fresh.check(&quota, now, extra).err()?;
-                fresh.quota = Some(name);
-                fresh.label = subject.label();
-                self.counters.insert(id, fresh);
+                let breach = fresh.check(&quota, (name, subject), now, extra).err()?;
+                self.make_room(1, now);
+                self.counters.insert(id, fresh, tick);
                 breach
             }
         };
@@ -1080,8 +1153,7 @@ impl Policy {
                 ),
             ),
         };
-        let label = self.counters.get(&id).map_or("", |c| &c.label);
-        let key = format!("{}:{label}", name.key_prefix());
+        let key = format!("{}:{}", name.key_prefix(), subject.label());
         Some(
             Decision::reject(stage, quota.reply, rule, detail)
                 .keyed(key)
@@ -1094,7 +1166,7 @@ impl Policy {
         if !self.reputation.warmup {
             return None;
         }
-        let first = self.ips.get(&ip)?.first_seen;
+        let first = self.ip_history(ip)?.first_seen;
         let day = Window::Day
             .index(now)
             .saturating_sub(Window::Day.index(first))
@@ -1139,9 +1211,10 @@ impl Policy {
         {
             // Only a lookup: the body is remembered when a message is accepted.
             let window = self.bulk_window(now);
-            let would = match self.bulk.get_mut(&print) {
+            let tick = self.next_tick();
+            let would = match self.bulk.get_mut(print, tick) {
                 Some(bulk) => {
-                    bulk.enter(window, now);
+                    self.bulk_recipients -= bulk.enter(window, now);
                     bulk.with(facts.rcpts)
                 }
                 None => content::Bulk::default().with(facts.rcpts),
@@ -1176,42 +1249,76 @@ impl Policy {
 
     /// Counts an accepted message.
     fn commit(&mut self, facts: &Facts<'_>, print: Option<u64>, now: u64) {
-        self.counter(QuotaName::IpMessages, Subject::Ip(facts.ip))
+        self.counter(QuotaName::IpMessages, Subject::Ip(facts.ip), now)
             .add(now, 1);
         if let Some(from) = facts.from.filter(|f| !f.is_empty()) {
-            self.counter(QuotaName::Domain, Subject::Text(domain_of(from)))
+            self.counter(QuotaName::Domain, Subject::Text(domain_of(from)), now)
                 .add(now, 1);
-            self.counter(QuotaName::Sender, Subject::Text(from))
+            self.counter(QuotaName::Sender, Subject::Text(from), now)
                 .add(now, 1);
         }
         for (i, r) in facts.rcpts.iter().enumerate() {
             if !contains_address(&facts.rcpts[..i], r) {
-                self.counter(QuotaName::Recipient, Subject::Text(r))
+                self.counter(QuotaName::Recipient, Subject::Text(r), now)
                     .add(now, 1);
             }
         }
         if let Some(print) = print {
             let window = self.bulk_window(now);
-            let bulk = self.bulk.entry(print).or_default();
-            bulk.enter(window, now);
-            bulk.add(facts.rcpts);
+            let tick = self.next_tick();
+            // Each recipient remembered for a body counts as a key.
+            let incoming = match self.bulk.get_mut(print, tick) {
+                Some(bulk) => {
+                    self.bulk_recipients -= bulk.enter(window, now);
+                    bulk.with(facts.rcpts) - bulk.recipients.len()
+                }
+                None => 1 + content::Bulk::default().with(facts.rcpts),
+            };
+            self.make_room(incoming, now);
+            let bulk = self.bulk.get_or_default(print, tick);
+            self.bulk_recipients -= bulk.enter(window, now);
+            self.bulk_recipients += bulk.add(facts.rcpts);
         }
     }
 
     // ---- memory ----------------------------------------------------------------------
 
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    fn ip_history(&self, ip: IpAddr) -> Option<&IpHistory> {
+        self.ips
+            .get(Subject::Ip(ip).record_id())
+            .filter(|h| h.ip == ip)
+    }
+
     fn see_ip(&mut self, ip: IpAddr, now: u64) {
+        let id = Subject::Ip(ip).record_id();
+        let tick = self.next_tick();
+        if let Some(history) = self.ips.get_mut(id, tick).filter(|h| h.ip == ip) {
+            history.last_seen = now;
+            return;
+        }
+        // A new IP (or an IPv6 address whose id another one had: it takes the place).
         let (seed, p, duration) = (
             self.seed,
             self.blacklist.random_ip_probability,
             self.blacklist.random_ip_duration.as_secs(),
         );
-        let history = self.ips.entry(ip).or_insert_with(|| IpHistory {
+        let listed = lists::draw(seed, "ip", &ip_bytes(ip), p);
+        if !self.ips.contains(id) {
+            self.make_room(1, now);
+        }
+        let history = IpHistory {
+            ip,
             first_seen: now,
-            random_until: lists::draw(seed, "ip", &ip_bytes(ip), p).then_some(now + duration),
-            ..IpHistory::default()
-        });
-        history.last_seen = now;
+            last_seen: now,
+            random_until: if listed { now + duration } else { 0 },
+            complaints: Vec::new(),
+        };
+        self.ips.insert(id, history, tick);
     }
 
     fn random_domain(&mut self, domain: &str, now: u64) -> Option<u64> {
@@ -1223,9 +1330,11 @@ impl Policy {
         if p <= 0.0 {
             return None;
         }
-        if let Some(history) = self.domains.get_mut(domain) {
+        let id = Subject::Text(domain).record_id();
+        let tick = self.next_tick();
+        if let Some(history) = self.domains.get_mut(id, tick) {
             history.last_seen = now;
-            return history.random_until.filter(|u| *u > now);
+            return Some(history.random_until).filter(|u| *u > now);
         }
         // The draw is a pure function of the seed and the domain: only a domain it lists
         // needs remembering (for when its listing ends).
@@ -1233,14 +1342,76 @@ impl Policy {
             return None;
         }
         let until = now + duration;
-        self.domains.insert(
-            domain.into(),
-            DomainHistory {
-                last_seen: now,
-                random_until: Some(until),
-            },
-        );
+        self.make_room(1, now);
+        let history = DomainHistory {
+            last_seen: now,
+            random_until: until,
+        };
+        self.domains.insert(id, history, tick);
         Some(until)
+    }
+
+    /// Forgets keys, least recently used first, until `incoming` more fit under the cap.
+    fn make_room(&mut self, incoming: usize, now: u64) {
+        while self.tracked_keys() + incoming > self.memory.max_tracked_keys {
+            if !self.evict_one(now) {
+                break;
+            }
+        }
+    }
+
+    /// Forgets the least recently used key whose loss changes no decision now: the key
+    /// used longest ago among counters, IPs, domains and bodies; a key that must stay (a
+    /// block in force, a random listing, complaints that count) is set aside until then.
+    /// `false` when no key may go.
+    fn evict_one(&mut self, now: u64) -> bool {
+        let complaint_window = self.reputation.complaint_window.as_secs();
+        let counter_stays = |c: &Counter| c.blocked_at(now).map(|b| b.until);
+        let ip_stays = |h: &IpHistory| h.stays_until(now, complaint_window);
+        let domain_stays = |h: &DomainHistory| Some(h.random_until).filter(|u| *u > now);
+        if now >= self.release_at {
+            self.release_at = [
+                self.counters.release(counter_stays),
+                self.ips.release(ip_stays),
+                self.domains.release(domain_stays),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(u64::MAX);
+        }
+        loop {
+            let oldest = [
+                self.counters.oldest(),
+                self.ips.oldest(),
+                self.domains.oldest(),
+                self.bulk.oldest(),
+            ];
+            let Some(which) = (0..oldest.len())
+                .filter(|i| oldest[*i].is_some())
+                .min_by_key(|i| oldest[*i])
+            else {
+                return false;
+            };
+            let kept = match which {
+                0 => kept(self.counters.evict_oldest(counter_stays)),
+                1 => kept(self.ips.evict_oldest(ip_stays)),
+                2 => kept(self.domains.evict_oldest(domain_stays)),
+                _ => {
+                    if let Some(Oldest::Evicted(bulk)) = self.bulk.evict_oldest(|_| None) {
+                        self.bulk_recipients -= bulk.recipients.len();
+                    }
+                    None
+                }
+            };
+            match kept {
+                Some(until) => self.release_at = self.release_at.min(until),
+                None => {
+                    self.evictions += 1;
+                    return true;
+                }
+            }
+        }
     }
 
     /// Forgets idle state; runs at most every ten virtual minutes.
@@ -1253,34 +1424,56 @@ impl Policy {
         // A counter goes only once its windows and its block are over, whatever
         // `idle_counters` says: forgetting it earlier would reset a quota.
         self.counters
-            .retain(|_, c| c.matters(now) || now < c.last_seen + idle);
+            .retain(|c| c.matters(now) || now < c.last_seen + idle);
         let idle_ips = self.memory.idle_ips.as_secs();
         let window = self.reputation.complaint_window.as_secs();
         let active = &self.active;
-        self.ips.retain(|ip, h| {
-            while h.complaints.front().is_some_and(|t| *t + window <= now) {
-                h.complaints.pop_front();
-            }
-            active.contains_key(ip) || now < h.last_seen + idle_ips
+        self.ips.retain(|h| {
+            h.complaints.retain(|t| *t + window > now);
+            active.contains_key(&h.ip) || now < h.last_seen + idle_ips
         });
-        self.domains.retain(|_, h| now < h.last_seen + idle);
+        self.domains.retain(|h| now < h.last_seen + idle);
         let bulk = self.content.bulk_window.as_secs().max(1);
-        self.bulk.retain(|_, b| now < b.last_seen + bulk);
+        self.bulk.retain(|b| now < b.last_seen + bulk);
+        self.bulk_recipients = self.bulk.values().map(|b| b.recipients.len()).sum();
         self.ip_lists.retain(|l| l.active(now));
         self.sender_lists.retain(|l| l.active(now));
         self.domain_lists.retain(|l| l.active(now));
     }
 
+    /// How many complaints about an IP can matter: enough to take its reputation to 0.
+    /// Older ones change nothing, neither the reputation nor when it rises again, so
+    /// they are not kept.
+    fn complaints_kept(&self) -> usize {
+        let (initial, penalty) = (self.reputation.initial, self.reputation.complaint_penalty);
+        if initial == 0 || penalty == 0 {
+            return 0;
+        }
+        usize::try_from((initial - 1) / penalty + 1).unwrap_or(usize::MAX)
+    }
+
     fn add_complaint(&mut self, ip: IpAddr, now: u64) {
         self.see_ip(ip, now);
-        if let Some(h) = self.ips.get_mut(&ip) {
-            h.complaints.push_back(now);
+        let (kept, window) = (
+            self.complaints_kept(),
+            self.reputation.complaint_window.as_secs(),
+        );
+        let tick = self.next_tick();
+        if let Some(h) = self.ips.get_mut(Subject::Ip(ip).record_id(), tick) {
+            h.complaints.retain(|t| *t + window > now);
+            h.complaints.push(now);
+            while h.complaints.len() > kept {
+                let oldest = (0..h.complaints.len()).min_by_key(|i| h.complaints[*i]);
+                if let Some(i) = oldest {
+                    h.complaints.remove(i);
+                }
+            }
         }
     }
 
     fn reputation_at(&self, ip: IpAddr, now: u64) -> u64 {
         let window = self.reputation.complaint_window.as_secs();
-        let complaints = self.ips.get(&ip).map_or(0, |h| {
+        let complaints = self.ip_history(ip).map_or(0, |h| {
             h.complaints.iter().filter(|t| **t + window > now).count()
         });
         self.reputation.initial.saturating_sub(
@@ -1300,8 +1493,7 @@ impl Policy {
         }
         let window = self.reputation.complaint_window.as_secs();
         let mut times: Vec<u64> = self
-            .ips
-            .get(&ip)?
+            .ip_history(ip)?
             .complaints
             .iter()
             .copied()
@@ -1329,9 +1521,9 @@ impl Policy {
     /// Lifts every listing of exactly `net`, its random listing and its complaints.
     pub fn unblacklist_ip(&mut self, net: IpNet) {
         self.ip_lists.retain(|l| l.value != net);
-        for (ip, h) in &mut self.ips {
-            if net.contains(*ip) {
-                h.random_until = None;
+        for h in self.ips.values_mut() {
+            if net.contains(h.ip) {
+                h.random_until = 0;
                 h.complaints.clear();
             }
         }
@@ -1356,8 +1548,12 @@ impl Policy {
         let sender = sender.to_lowercase();
         self.sender_lists.retain(|l| l.value != sender);
         self.domain_lists.retain(|l| l.value != sender);
-        if let Some(h) = self.domains.get_mut(sender.as_str()) {
-            h.random_until = None;
+        let tick = self.next_tick();
+        if let Some(h) = self
+            .domains
+            .get_mut(Subject::Text(&sender).record_id(), tick)
+        {
+            h.random_until = 0;
         }
     }
 
@@ -1420,6 +1616,7 @@ impl Policy {
     pub fn reset_counters(&mut self) {
         self.counters.clear();
         self.bulk.clear();
+        self.bulk_recipients = 0;
     }
 
     /// An IP's reputation now (0 means blacklisted).
@@ -1432,25 +1629,35 @@ impl Policy {
         let now = secs(now);
         let mut blocks: Vec<BlockInfo> = self
             .counters
-            .iter()
-            .filter(|(_, c)| c.blocked(now))
-            .filter_map(|(_, c)| {
-                Some(BlockInfo {
-                    quota: c.quota?,
-                    key: c.label.to_string(),
-                    window: c.blocked_by,
-                    until: UNIX_EPOCH + Duration::from_secs(c.blocked_until),
-                    refused: c.refused,
-                })
+            .values()
+            .filter_map(|c| c.blocked_at(now))
+            .map(|b| BlockInfo {
+                quota: b.quota,
+                key: b.label.to_string(),
+                window: Some(b.window),
+                until: UNIX_EPOCH + Duration::from_secs(b.until),
+                refused: b.refused,
             })
             .collect();
         blocks.sort_by(|a, b| (a.until, &a.key).cmp(&(b.until, &b.key)));
         blocks
     }
 
-    /// How many keys the policy remembers (counters, IPs, domains, bulk bodies).
+    /// How many keys the policy remembers, as `memory.max_tracked_keys` counts them:
+    /// quota counters, IP histories, randomly listed domains, message bodies of bulk
+    /// detection and the recipients remembered for them.
     pub fn tracked_keys(&self) -> usize {
-        self.counters.len() + self.ips.len() + self.domains.len() + self.bulk.len()
+        self.counters.len()
+            + self.ips.len()
+            + self.domains.len()
+            + self.bulk.len()
+            + self.bulk_recipients
+    }
+
+    /// How many keys were forgotten to stay under `memory.max_tracked_keys` since the
+    /// policy was made (keys forgotten after idling are not counted).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
     }
 }
 

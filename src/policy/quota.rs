@@ -156,7 +156,17 @@ impl Subject<'_> {
     /// The key of its counter under `quota`: a hash of the IP, or of the text
     /// lower-cased, so that a lookup allocates nothing.
     pub fn id(&self, quota: QuotaName) -> u64 {
-        let h = mix(0, quota as u64 + 1);
+        self.hash(quota as u64 + 1)
+    }
+
+    /// The key of what is remembered about the subject beside its counters (an IP's
+    /// history, a domain's random listing).
+    pub fn record_id(&self) -> u64 {
+        self.hash(0)
+    }
+
+    fn hash(&self, salt: u64) -> u64 {
+        let h = mix(0, salt);
         let h = match self {
             Self::Ip(IpAddr::V4(ip)) => mix(mix(h, 4), u64::from(u32::from(*ip))),
             Self::Ip(IpAddr::V6(ip)) => {
@@ -236,26 +246,37 @@ pub(crate) type IdMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<
 pub(crate) type IdSet = std::collections::HashSet<u64, BuildHasherDefault<IdHasher>>;
 
 /// Events of one key in the current windows, and its block.
+///
+/// Kept small, as there is one for every key counted: the block, with the key's name for
+/// display, is allocated only when there is one.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Counter {
+    /// (window number, count) for minute, hour, day. Both saturate at `u32::MAX`: minute
+    /// numbers last until the year 10,000, and no window counts 4 billion events.
+    windows: [(u32, u32); 3],
+    /// Last event or check, Unix seconds.
+    pub last_seen: u64,
+    /// The last block, until a check after its end.
+    block: Option<Box<Blocked>>,
+}
+
+/// A block of a counter.
+#[derive(Debug, Clone)]
+pub(crate) struct Blocked {
     /// The quota it counts for.
-    pub quota: Option<QuotaName>,
+    pub quota: QuotaName,
     /// What it counts, for display.
     pub label: Box<str>,
-    /// (window index, count) for minute, hour, day.
-    windows: [(u64, u64); 3],
-    /// Unix seconds when the block ends; 0 when not blocked.
-    pub blocked_until: u64,
+    /// Unix seconds when the block ends.
+    pub until: u64,
     /// The window whose tier imposed the block.
-    pub blocked_by: Option<Window>,
+    pub window: Window,
     /// The limit that imposed the block (a tier's or the extra limit).
-    blocked_limit: u64,
+    limit: u64,
     /// Refusals since the block began.
     pub refused: u64,
     /// Whether the block came from the extra limit (the warm-up) rather than a tier.
-    pub by_extra: bool,
-    /// Last event or check, Unix seconds.
-    pub last_seen: u64,
+    extra: bool,
 }
 
 /// Why a counter refused an event.
@@ -271,20 +292,20 @@ pub(crate) struct Breach {
     pub extra: bool,
 }
 
-impl Counter {
-    /// An empty counter of `quota` for `label`.
-    pub fn new(quota: QuotaName, label: Box<str>) -> Self {
-        Self {
-            quota: Some(quota),
-            label,
-            ..Self::default()
-        }
-    }
+/// A window number as a counter keeps it.
+fn window_number(window: Window, now: u64) -> u32 {
+    u32::try_from(window.index(now)).unwrap_or(u32::MAX)
+}
 
+impl Counter {
     /// Events in the current `window`.
     pub fn count(&self, window: Window, now: u64) -> u64 {
-        let (index, count) = self.windows[window.slot()];
-        if index == window.index(now) { count } else { 0 }
+        let (number, count) = self.windows[window.slot()];
+        if number == window_number(window, now) {
+            u64::from(count)
+        } else {
+            0
+        }
     }
 
     /// Whether forgetting the counter at `now` would change a decision: it is blocked, or
@@ -293,12 +314,17 @@ impl Counter {
         self.blocked(now) || Window::ALL.into_iter().any(|w| self.count(w, now) > 0)
     }
 
-    /// Whether the key is blocked at `now`.
-    pub fn blocked(&self, now: u64) -> bool {
-        self.blocked_until > now
+    /// The block in force at `now`.
+    pub fn blocked_at(&self, now: u64) -> Option<&Blocked> {
+        self.block.as_deref().filter(|b| b.until > now)
     }
 
-    /// Checks whether one more event fits; blocks the key when it does not.
+    /// Whether the key is blocked at `now`.
+    pub fn blocked(&self, now: u64) -> bool {
+        self.blocked_at(now).is_some()
+    }
+
+    /// Checks whether one more event of `key` fits; blocks the key when it does not.
     ///
     /// (There is deliberately no form for `n` events: one event over the limit means the
     /// window is full, so the block is deserved; `n` events that do not fit may find a
@@ -306,27 +332,26 @@ impl Counter {
     pub fn check(
         &mut self,
         quota: &Quota,
+        key: (QuotaName, Subject<'_>),
         now: u64,
         extra_limit: Option<(Window, u64)>,
     ) -> Result<(), Breach> {
         self.last_seen = now;
-        if self.blocked(now) {
-            self.refused += 1;
-            let window = self.blocked_by.unwrap_or(Window::Minute);
-            return Err(Breach {
-                window,
-                count: self.count(window, now),
-                limit: self.blocked_limit,
-                until: self.blocked_until,
-                already: true,
-                extra: self.by_extra,
-            });
-        }
-        if self.blocked_until != 0 {
-            self.blocked_until = 0;
-            self.blocked_by = None;
-            self.by_extra = false;
-            self.refused = 0;
+        if let Some(block) = self.block.as_deref_mut() {
+            if block.until > now {
+                block.refused += 1;
+                let (window, limit, until, extra) =
+                    (block.window, block.limit, block.until, block.extra);
+                return Err(Breach {
+                    window,
+                    count: self.count(window, now),
+                    limit,
+                    until,
+                    already: true,
+                    extra,
+                });
+            }
+            self.block = None;
         }
         for window in Window::ALL {
             let Some(tier) = window.tier(quota) else {
@@ -335,25 +360,36 @@ impl Counter {
             let count = self.count(window, now);
             if count >= tier.limit {
                 let until = block_end(tier.block, window, now);
-                return Err(self.block(window, count, tier.limit, until, false));
+                return Err(self.block(key, window, count, (tier.limit, until), false));
             }
         }
         if let Some((window, limit)) = extra_limit {
             let count = self.count(window, now);
             if count >= limit {
                 let until = window.end(now);
-                return Err(self.block(window, count, limit, until, true));
+                return Err(self.block(key, window, count, (limit, until), true));
             }
         }
         Ok(())
     }
 
-    fn block(&mut self, window: Window, count: u64, limit: u64, until: u64, extra: bool) -> Breach {
-        self.blocked_until = until;
-        self.blocked_by = Some(window);
-        self.blocked_limit = limit;
-        self.by_extra = extra;
-        self.refused = 1;
+    fn block(
+        &mut self,
+        (quota, subject): (QuotaName, Subject<'_>),
+        window: Window,
+        count: u64,
+        (limit, until): (u64, u64),
+        extra: bool,
+    ) -> Breach {
+        self.block = Some(Box::new(Blocked {
+            quota,
+            label: subject.label(),
+            until,
+            window,
+            limit,
+            refused: 1,
+            extra,
+        }));
         Breach {
             window,
             count,
@@ -367,13 +403,14 @@ impl Counter {
     /// Counts `n` events at `now`.
     pub fn add(&mut self, now: u64, n: u64) {
         self.last_seen = now;
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
         for window in Window::ALL {
             let slot = &mut self.windows[window.slot()];
-            let index = window.index(now);
-            if slot.0 != index {
-                *slot = (index, 0);
+            let number = window_number(window, now);
+            if slot.0 != number {
+                *slot = (number, 0);
             }
-            slot.1 += n;
+            slot.1 = slot.1.saturating_add(n);
         }
     }
 }
@@ -382,6 +419,8 @@ impl Counter {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    const KEY: (QuotaName, Subject<'static>) = (QuotaName::IpMessages, Subject::Text("k"));
 
     fn quota(minute: u64, day: u64) -> Quota {
         let mut q = crate::config::Quotas::default().ip_messages;
@@ -422,7 +461,7 @@ mod tests {
         ];
         for &(at, ok, window, until) in rows {
             let now = t0 + at;
-            match c.check(&q, now, None) {
+            match c.check(&q, KEY, now, None) {
                 Ok(()) => {
                     assert!(ok, "t0+{at}: accepted but should not be");
                     c.add(now, 1);
@@ -442,7 +481,7 @@ mod tests {
         let mut c = Counter::default();
         c.add(t0, 50);
         let breach = c
-            .check(&q, t0 + 60, Some((Window::Day, 50)))
+            .check(&q, KEY, t0 + 60, Some((Window::Day, 50)))
             .expect_err("over");
         assert_eq!(breach.limit, 50);
         assert_eq!(breach.until, Window::Day.end(t0));
