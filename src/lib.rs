@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod accept;
 pub mod auth;
 pub mod chaos;
 pub mod clock;

@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, TryAcquireError, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use crate::accept::{Backoff, is_connection_error};
 use crate::auth::Authenticator;
 use crate::chaos::{Fault, Faults};
 use crate::clock::Clock;
@@ -340,12 +341,19 @@ impl Server {
                 info!(%mx, %addr, "down: refusing connections");
                 drop(bound);
                 held = hold(addr);
-            } else if up
-                .wait_for(|hosts| hosts.get(&*mx) != Some(&false))
-                .await
-                .is_err()
-            {
-                return;
+            } else {
+                // Down before its accept loop first ran: close the port it was given too.
+                if let Some(bound) = listener.take() {
+                    drop(bound);
+                    held = hold(addr);
+                }
+                if up
+                    .wait_for(|hosts| hosts.get(&*mx) != Some(&false))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
         }
     }
@@ -356,13 +364,22 @@ impl Server {
         listener: &TcpListener,
         local_default: SocketAddr,
     ) {
+        let mut failures = Backoff::default();
         loop {
             let (stream, peer) = match listener.accept().await {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    failures.succeeded();
+                    pair
+                }
+                Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off and go on.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // Out of file descriptors, typically: wait for some to be freed, longer
+                    // each time, and say so once in a while rather than at every attempt.
+                    let (pause, log) = failures.failed(tokio::time::Instant::now());
+                    if let Some(repeated) = log {
+                        warn!(%mx, error = %e, repeated, ?pause, "accept failed; pausing");
+                    }
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             };

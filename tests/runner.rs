@@ -289,3 +289,35 @@ fn a_bad_scenario_is_named_by_file_line_and_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_mx_host_down_from_the_start_refuses_connections() {
+    let case = Case::new(
+        "down-at-zero",
+        r#"
+name = "down-at-zero"
+duration = "10m"
+[clock]
+speed = 60.0
+[[phase]]
+at = "0s"
+mx_down = ["mx1"]
+"#,
+        r#"
+import os, socket
+host, port = os.environ["QQMX_MX1_ADDR"].rsplit(":", 1)
+s = socket.socket()
+s.settimeout(30)
+try:
+    s.connect((host, int(port)))
+    print("mx1: connected, then", repr(s.recv(100)))
+except ConnectionRefusedError:
+    print("mx1: refused")
+except OSError as e:
+    print("mx1:", type(e).__name__)
+"#,
+    );
+    let output = case.run(true);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("mx1: refused"), "{}", text(&output));
+}

@@ -100,6 +100,11 @@ fn a_message_delivered_by_swaks_is_read_back_over_http() {
         "{metrics}"
     );
     assert!(metrics.contains("qqmx_sessions_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nqqmx_policy_evictions_total 0\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nqqmx_policy_keys "), "{metrics}");
     assert!(metrics.contains("qqmx_build_info{version=\""), "{metrics}");
 
     let (status, deleted) = http(sidecar.api, "DELETE", "/api/v1/messages", None, "");

@@ -10,7 +10,13 @@ pub(super) fn render(server: &Server) -> String {
     let stats = store.stats();
     let replies = store.replies_total();
     let config = server.config();
-    let blocks = server.with_policy(|policy, now| policy.blocks(now).len());
+    let (blocks, keys, evictions) = server.with_policy(|policy, now| {
+        (
+            policy.blocks(now).len(),
+            policy.tracked_keys(),
+            policy.evictions(),
+        )
+    });
     let mut out = String::with_capacity(4096);
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -76,6 +82,18 @@ pub(super) fn render(server: &Server) -> String {
         "gauge",
         "Quota blocks in force now.",
         &[(String::new(), blocks as u64)],
+    );
+    metric(
+        "qqmx_policy_keys",
+        "gauge",
+        "Keys the policy tracks now (counters, IP histories, listings, bulk fingerprints).",
+        &[(String::new(), keys as u64)],
+    );
+    metric(
+        "qqmx_policy_evictions_total",
+        "counter",
+        "Policy keys forgotten to stay under memory.max_tracked_keys.",
+        &[(String::new(), evictions)],
     );
     metric(
         "qqmx_store_messages",

@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use super::ControlError;
 use super::guard::LocalAddr;
+use crate::accept::{Backoff, Throttle, is_connection_error};
 
 /// Bounds of the API's HTTP server. All are real time.
 ///
@@ -95,11 +96,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// bound on a request target (64 KiB), so that a request it refuses is read whole and the
 /// answer is not lost to a reset.
 const MAX_BUFFER: usize = 128 * 1024;
-/// How often a warning about a recurring condition is logged at most.
-const LOG_PERIOD: Duration = Duration::from_secs(10);
-/// The first and the longest pause after the listener fails (out of file descriptors).
-const FIRST_PAUSE: Duration = Duration::from_millis(10);
-const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 
 const BUSY: &str =
     "{\"error\":\"the control API serves as many connections as it may; try again shortly\"}";
@@ -174,16 +170,6 @@ pub(super) async fn serve(
         .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
         .await;
     Ok(())
-}
-
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
 }
 
 async fn connection(
@@ -418,82 +404,9 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// Says at most once per [`LOG_PERIOD`] that something keeps happening.
-#[derive(Debug, Default)]
-struct Throttle {
-    logged: Option<Instant>,
-    /// Times since the last log line.
-    count: u64,
-}
-
-impl Throttle {
-    /// One more time; `Some(times since the last line)` when a line is due.
-    fn hit(&mut self, now: Instant) -> Option<u64> {
-        self.count += 1;
-        if self
-            .logged
-            .is_some_and(|at| now.saturating_duration_since(at) < LOG_PERIOD)
-        {
-            return None;
-        }
-        self.logged = Some(now);
-        Some(std::mem::take(&mut self.count))
-    }
-}
-
-/// Pauses after failed accepts: doubling from [`FIRST_PAUSE`] to [`LONGEST_PAUSE`] while
-/// they keep failing, with a log line at most once per [`LOG_PERIOD`].
-#[derive(Debug, Default)]
-struct Backoff {
-    pause: Option<Duration>,
-    log: Throttle,
-}
-
-impl Backoff {
-    /// The pause after one more failure, and whether to log it (with the failures since
-    /// the last line).
-    fn failed(&mut self, now: Instant) -> (Duration, Option<u64>) {
-        let pause = self
-            .pause
-            .map_or(FIRST_PAUSE, |p| (p * 2).min(LONGEST_PAUSE));
-        self.pause = Some(pause);
-        (pause, self.log.hit(now))
-    }
-
-    fn succeeded(&mut self) {
-        self.pause = None;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failing_accepts_back_off_and_log_once_a_period() {
-        let start = Instant::now();
-        let mut backoff = Backoff::default();
-        let mut now = start;
-        let mut lines = Vec::new();
-        let mut pauses = Vec::new();
-        // A minute of failures, each after the pause the last one asked for.
-        while now < start + Duration::from_secs(60) {
-            let (pause, log) = backoff.failed(now);
-            if let Some(n) = log {
-                lines.push(n);
-            }
-            pauses.push(pause);
-            now += pause;
-        }
-        assert_eq!(&pauses[..4], [10, 20, 40, 80].map(Duration::from_millis));
-        assert!(pauses.iter().all(|p| *p <= LONGEST_PAUSE));
-        assert!(pauses.len() < 80, "{} attempts in a minute", pauses.len());
-        assert_eq!(lines.len(), 6, "one line per 10 s: {lines:?}");
-        assert_eq!(lines[0], 1);
-        assert!(lines.iter().sum::<u64>() <= pauses.len() as u64);
-        backoff.succeeded();
-        assert_eq!(backoff.failed(now).0, FIRST_PAUSE);
-    }
 
     #[test]
     fn the_parsers_own_errors_become_json() {
