@@ -296,7 +296,8 @@ async def check_fd_limit(binary, quick):
         c.figure("warnings_logged", warnings)
         c.expect(banner and banner.startswith("220"), f"no banner after the flood: {banner}")
         c.expect(q.alive(), "qqmx died")
-        c.expect(warnings < 200, f"{warnings} warnings in 3 s: the accept loop spins")
+        # Failing accepts are logged at most once per 10 s per listener (SMTP and API).
+        c.expect(warnings <= 4, f"{warnings} warnings in 3 s: the accept loop spins")
     return c
 
 
