@@ -3,7 +3,10 @@
 # Python's smtplib (python3) and swaks, which this script installs from Debian when it
 # is missing, and sign mail with dkimpy (and PyNaCl for Ed25519), installed from PyPI.
 # The image test builds and runs the container with podman and runc, also from Debian
-# (QQMX_SKIP_IMAGE_TEST=1 skips it).
+# (QQMX_SKIP_IMAGE_TEST=1 skips it). The Postfix test (tests/postfix.rs) relays mail to
+# qqmx through a private Postfix instance it starts and stops itself; it needs Debian's
+# postfix package, installed here without a system configuration so that no system
+# Postfix runs, and root (QQMX_SKIP_POSTFIX_TEST=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +17,13 @@ if [ -z "${QQMX_SKIP_IMAGE_TEST:-}" ]; then
   command -v podman >/dev/null || need_apt+=(podman)
   command -v runc >/dev/null || need_apt+=(runc)
 fi
+if [ -z "${QQMX_SKIP_POSTFIX_TEST:-}" ] && ! [ -x /usr/sbin/postfix ]; then
+  need_apt+=(postfix)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    # Postfix's installer asks what kind of mail server to set up: none.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
   else
