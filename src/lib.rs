@@ -46,6 +46,7 @@ pub mod config;
 pub mod control;
 mod embedded;
 pub mod policy;
+pub mod provenance;
 mod proxy;
 #[cfg(feature = "remote")]
 pub mod remote;

@@ -6,7 +6,9 @@
 //! anywhere else. Decisions about *which* kind to send live in `policy`.
 //!
 //! Templates are the verbatim lines of `qq-reference.md` where QQ's text is known; the
-//! rest are assumptions, listed in the README. Placeholders:
+//! rest are assumptions. Which is which, for every kind in every generation and for the
+//! stage each kind is sent at, is in [`crate::provenance`] (`qqmx replies`, the README).
+//! The `mxbiz1` listener answers with exmail's [`Profile`]. Placeholders:
 //!
 //! | placeholder | filled with |
 //! |---|---|
@@ -62,23 +64,28 @@ impl Generation {
     }
 
     /// The banner host name a simulated MX host (`mx1`, `mx2`, `mx3`, `mxbiz1`) answers
-    /// with in this generation; `None` for other names. `mx1` answers with
-    /// [`default_host`](Self::default_host). The names are front-end hosts seen on the
-    /// real fleet, but which MX name led to which front end is an assumption.
+    /// with in this generation; `None` for other names. The names are front-end hosts seen
+    /// on the real fleet; the pairings seen in `qq-reference.md` are mx1 `newmx17` (2017),
+    /// mx2 `newmx33` (2018), mx3 `newxmmxsza22` (2019) and `newxmmxszc23-0` (2025), mxbiz1
+    /// `bizmx17` (2018). The others are assumptions: `mx1` answers with
+    /// [`default_host`](Self::default_host), the name seen in that generation.
     pub fn mx_host(self, mx: &str) -> Option<&'static str> {
         let host = match (self, mx) {
             (_, "mx1") => self.default_host(),
             (Self::G2017, "mx2") => "newmx33.qq.com",
             (Self::G2017, "mx3") => "newmx59.qq.com",
             (Self::G2019, "mx2") => "newxmmxszc27.qq.com",
-            (Self::G2019, "mx3") => "newxmmxsza6-6.qq.com",
+            (Self::G2019, "mx3") => "newxmmxsza22.qq.com",
             (Self::G2025, "mx2") => "newxmmxszc27.qq.com",
-            (Self::G2025, "mx3") => "newxmmxszc3-2.qq.com",
+            (Self::G2025, "mx3") => "newxmmxszc23-0.qq.com",
             (_, "mxbiz1") => "bizmx17.qq.com",
             _ => return None,
         };
         Some(host)
     }
+
+    /// Every generation, oldest first.
+    pub const ALL: [Generation; 3] = [Self::G2017, Self::G2019, Self::G2025];
 }
 
 impl fmt::Display for Generation {
@@ -225,8 +232,10 @@ kinds! {
     ContentDenied => "content_denied",
     /// `Mail is rejected by recipients`: a personal blacklist.
     RejectedByRecipients => "rejected_by_recipients",
-    /// `SPF check failed`.
+    /// `SPF check failed` at MAIL, for a forged sender in one of QQ's own domains.
     SpfFailed => "spf_failed",
+    /// `SPF check failed` at the end of data, for a sender outside QQ's domains.
+    SpfFailedOther => "spf_failed_other",
     /// `DMARC check failed`.
     DmarcFailed => "dmarc_failed",
     /// `Suspected spam sender.`
@@ -247,6 +256,17 @@ kinds! {
     RecipientRate => "recipient_rate",
     /// exmail's `Mime from domain is a local domain`.
     MimeFromLocal => "mime_from_local",
+    /// `Error: mail rejected by antispam server`: listed for QQ by bounce rule sets, trigger
+    /// unknown; reachable from a content phrase (`content.phrases`).
+    Antispam => "antispam",
+    /// Exmail's `Mailbox not found` (a hosted customer domain), on exmail's help host.
+    ExmailMailboxNotFound => "exmail_mailbox_not_found",
+    /// Exmail's `Mail content denied`.
+    ExmailContentDenied => "exmail_content_denied",
+    /// Exmail's `Sender frequency limited`.
+    ExmailSenderFrequency => "exmail_sender_frequency",
+    /// Exmail's `Bad address syntax`.
+    ExmailBadAddressSyntax => "exmail_bad_address_syntax",
     /// A client without a PTR record that resolves back to it (`auth.require_ptr`; the
     /// text is an assumption that keeps `Connection denied` for bounce classifiers).
     NoPtr => "no_ptr",
@@ -272,6 +292,15 @@ macro_rules! old_url {
     ($no:literal) => {
         concat!(
             "http://service.mail.qq.com/cgi-bin/help?subtype=1&&id=20022&&no=",
+            $no
+        )
+    };
+}
+
+macro_rules! exmail_url {
+    ($no:literal) => {
+        concat!(
+            "http://service.exmail.qq.com/cgi-bin/help?subtype=1&&id=20022&&no=",
             $no
         )
     };
@@ -401,15 +430,22 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
         (RejectedByRecipients, G2025) => {
             "550 Mail is rejected by recipients [{b64} IP: {ip}]. https://service.mail.qq.com/detail/0/92."
         }
-        (RejectedByRecipients, _) => {
-            concat!("550 Mail is rejected by recipients. ", old_url!("1001262"))
-        }
+        // Seen bare, without a year; no URL-bearing old form is known.
+        (RejectedByRecipients, _) => "550 Mail is rejected by recipients",
         (SpfFailed, G2025) => concat!(
             "550 SPF check failed. ",
             old_url!("1001445"),
             " [{b64} IP: {ip}]"
         ),
-        (SpfFailed, _) => concat!("550 SPF check failed. ", old_url!("1001445")),
+        (SpfFailed | SpfFailedOther, G2017 | G2019) => {
+            concat!("550 SPF check failed. ", old_url!("1001445"))
+        }
+        // Two spaces before `IP:`, as QQ sends it.
+        (SpfFailedOther, G2025) => concat!(
+            "550 SPF check failed [{b64}  IP: {ip}]. ",
+            new_url!("72"),
+            "."
+        ),
         (DmarcFailed, _) => DMARC_TEXT,
         // qq-reference.md: no URL with this one, although its old help number is known.
         (SuspectedSpamSender, _) => "550 Suspected spam sender.",
@@ -460,8 +496,60 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
         ),
         (RecipientRate, _) => "550 The frequency of receiving messages is limited",
         (MimeFromLocal, _) => "550 Mime from domain is a local domain",
+        (Antispam, _) => "550 Error: mail rejected by antispam server",
+        (ExmailMailboxNotFound, _) => concat!("550 Mailbox not found. ", exmail_url!("1000728")),
+        (ExmailContentDenied, G2025) => {
+            "550 Mail content denied [{b64} IP: {ip}]. https://open.work.weixin.qq.com/help2/pc/20056."
+        }
+        (ExmailContentDenied, _) => concat!("550 Mail content denied. ", exmail_url!("1000726")),
+        (ExmailSenderFrequency, _) => {
+            concat!("550 Sender frequency limited. ", exmail_url!("1000723"))
+        }
+        (ExmailBadAddressSyntax, _) => {
+            concat!("501 Bad address syntax. ", exmail_url!("1000730"))
+        }
         (NoPtr, _) => "550 Connection denied: {ip} has no PTR record",
     }
+}
+
+/// Which of Tencent's services a listener answers as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// QQ Mail's MX fleet (`mx1`..`mx3`): the generation's templates.
+    #[default]
+    Qq,
+    /// Tencent Exmail's front end for hosted customer domains (`mxbiz1`): the 2018
+    /// `bizmx17` transcript in every generation, and exmail's texts and help host.
+    Exmail,
+}
+
+impl ReplyKind {
+    /// The exmail variant of this kind (`mailbox_not_found` becomes
+    /// `exmail_mailbox_not_found`, ...), or the kind itself when exmail has none.
+    pub fn exmail(self) -> Self {
+        match self {
+            Self::MailboxNotFound => Self::ExmailMailboxNotFound,
+            Self::ContentDenied => Self::ExmailContentDenied,
+            Self::SenderFrequency => Self::ExmailSenderFrequency,
+            Self::BadAddressSyntax => Self::ExmailBadAddressSyntax,
+            other => other,
+        }
+    }
+}
+
+/// The template of `kind` on exmail's front end where it differs from
+/// [`template`]: the lines of the 2018 `bizmx17` transcript, in every generation (no
+/// newer one is known).
+pub fn exmail_template(kind: ReplyKind) -> Option<&'static str> {
+    use ReplyKind::*;
+    Some(match kind {
+        Greeting => "220 {host} MX QQ Mail Server",
+        Ehlo => "250-{host}\n250-SIZE {size}\n250-STARTTLS\n250 OK",
+        MailOk | RcptOk => "250 Ok",
+        DataStart => "354 End data with <CR><LF>.<CR><LF>",
+        _ => return None,
+    })
 }
 
 /// A rendered reply, ready for the wire.
@@ -509,6 +597,7 @@ pub struct Catalogue {
     generation: Generation,
     host: String,
     size: u64,
+    profile: Profile,
     overrides: HashMap<ReplyKind, String>,
 }
 
@@ -519,7 +608,29 @@ impl Catalogue {
             generation,
             host: host.into(),
             size,
+            profile: Profile::Qq,
             overrides: HashMap::new(),
+        }
+    }
+
+    /// The same catalogue answering as `profile`.
+    #[must_use]
+    pub fn with_profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// The profile in use.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// The kind actually sent when `kind` is asked for: its exmail variant under the
+    /// exmail profile.
+    pub fn effective(&self, kind: ReplyKind) -> ReplyKind {
+        match self.profile {
+            Profile::Qq => kind,
+            Profile::Exmail => kind.exmail(),
         }
     }
 
@@ -546,16 +657,25 @@ impl Catalogue {
         &self.host
     }
 
-    /// The template in force for `kind`.
+    /// The template in force for `kind` (for its [`effective`](Self::effective) kind).
     pub fn template(&self, kind: ReplyKind) -> &str {
-        self.overrides
-            .get(&kind)
-            .map_or_else(|| template(kind, self.generation), String::as_str)
+        let kind = self.effective(kind);
+        if let Some(text) = self.overrides.get(&kind) {
+            return text;
+        }
+        match self.profile {
+            Profile::Exmail => {
+                exmail_template(kind).unwrap_or_else(|| template(kind, self.generation))
+            }
+            Profile::Qq => template(kind, self.generation),
+        }
     }
 
-    /// Renders `kind`, drawing tracking tokens from `rng`.
+    /// Renders `kind` (as its [`effective`](Self::effective) kind), drawing tracking
+    /// tokens from `rng`.
     pub fn render(&self, kind: ReplyKind, ctx: &Context, rng: &mut impl RngCore) -> Reply {
         let template = self.template(kind);
+        let kind = self.effective(kind);
         let mut text = String::with_capacity(template.len() + 64);
         for line in template.split('\n') {
             if !ctx.starttls && line == "250-STARTTLS" {

@@ -221,16 +221,22 @@ pub async fn run(
     ))
 }
 
-/// `mx1`, `mx2`, `mx3`, then the others by name: the order a sender tries them in.
+/// The order a sender tries the MX hosts in, as qq.com publishes them: `mx3` (10),
+/// `mx2` (20), `mx1` (30); then `mxbiz1`, `mxbiz2`, ... (exmail's hosts), then the others by
+/// name.
 fn preference_order<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut names: Vec<String> = names.cloned().collect();
     names.sort_by_key(|n| {
         let digits: String = n.chars().filter(char::is_ascii_digit).collect();
-        (
-            !n.starts_with("mx") || n.starts_with("mxbiz"),
-            digits.parse::<u32>().unwrap_or(u32::MAX),
-            n.clone(),
-        )
+        let number = digits.parse::<u32>().unwrap_or(u32::MAX);
+        let rank = match n.as_str() {
+            "mx3" => (0, 0),
+            "mx2" => (0, 1),
+            "mx1" => (0, 2),
+            _ if n.starts_with("mxbiz") => (1, number),
+            _ => (2, number),
+        };
+        (rank, n.clone())
     });
     names
 }
@@ -259,8 +265,14 @@ fn environment(
         ("QQMX_SCENARIO".to_owned(), path.display().to_string()),
         ("QQMX_SEED".to_owned(), scenario.seed.to_string()),
     ];
-    if let Some((_, first)) = addrs.first() {
-        env.push(("QQMX_SMTP_ADDR".to_owned(), first.to_string()));
+    // `mx1` when there is one (where a sender with a single address has always been
+    // pointed), else the first in preference order.
+    if let Some((_, addr)) = addrs
+        .iter()
+        .find(|(mx, _)| mx == "mx1")
+        .or_else(|| addrs.first())
+    {
+        env.push(("QQMX_SMTP_ADDR".to_owned(), addr.to_string()));
     }
     for (mx, addr) in addrs {
         env.push((
@@ -298,4 +310,18 @@ pub fn report_paths(dir: &Path, scenario: &Scenario) -> (PathBuf, PathBuf) {
         dir.join(format!("{}.json", scenario.name)),
         dir.join(format!("{}.xml", scenario.name)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mx_hosts_come_in_qqs_published_preference_order() {
+        let names = ["mx1", "mxbiz1", "mx2", "other", "mx3"].map(String::from);
+        assert_eq!(
+            preference_order(names.iter()),
+            ["mx3", "mx2", "mx1", "mxbiz1", "other"]
+        );
+    }
 }

@@ -484,12 +484,7 @@ fn engine(
         .listeners
         .0
         .keys()
-        .map(|mx| {
-            (
-                mx.clone(),
-                Arc::new(config.catalogue_for(config.listener_host(mx))),
-            )
-        })
+        .map(|mx| (mx.clone(), Arc::new(config.listener_catalogue(mx))))
         .collect();
     Ok(Shared {
         catalogue: Arc::new(config.catalogue()),

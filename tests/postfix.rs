@@ -58,6 +58,19 @@ const NOT_FROM_POSTFIX: &[(ReplyKind, &str)] = &[
     ),
     (ReplyKind::SyntaxError, "Postfix's commands are well formed"),
     (
+        ReplyKind::ExmailContentDenied,
+        "sent only by exmail's front end (the `mxbiz1` listener); the cases run as mx1 \
+         (tests/faithful.rs checks the exmail profile)",
+    ),
+    (
+        ReplyKind::ExmailSenderFrequency,
+        "sent only by exmail's front end (the `mxbiz1` listener); the cases run as mx1",
+    ),
+    (
+        ReplyKind::ExmailBadAddressSyntax,
+        "sent only by exmail's front end (the `mxbiz1` listener); the cases run as mx1",
+    ),
+    (
         ReplyKind::UnsupportedParameter,
         "Postfix sends only the MAIL parameters EHLO announced (SIZE, BODY=8BITMIME)",
     ),
@@ -113,6 +126,8 @@ enum Rcpts {
     Foreign,
     /// A QQ address whose local part is 65 characters.
     TooLong,
+    /// An address that does not exist at a hosted (exmail) domain, `corp.test`.
+    Hosted,
 }
 
 /// Postfix's SMTP client for a case, as named in master.cf.
@@ -304,6 +319,9 @@ fn cases() -> Vec<Case> {
                 "[replies]\nmailbox_not_found = \"550-Mailbox not found.\\n550-http://service.mail.qq.com/detail/122/169\\n550 [{b64} IP: {ip}]\"\n",
             ),
         Case::new("relay_denied", K::RelayDenied, S::Rcpt, Bounce).to(Rcpts::Foreign),
+        Case::new("exmail_mailbox_not_found", K::ExmailMailboxNotFound, S::Rcpt, Bounce)
+            .config("[mailboxes]\nhosted_domains = [\"corp.test\"]\n")
+            .to(Rcpts::Hosted),
         Case::new("bad_recipient_syntax", K::BadAddressSyntax, S::Rcpt, Bounce).to(Rcpts::TooLong),
         Case::new("mailbox_unavailable", K::MailboxUnavailable, S::Rcpt, Bounce)
             .config("[quotas.recipient]\nminute = { limit = 0 }\n"),
@@ -359,9 +377,17 @@ fn cases() -> Vec<Case> {
                 "[content]\nphrases = [{ phrase = \"cheap watches\", reply = \"spam_embedded\" }]\n",
             )
             .body("Cheap watches, today only."),
+        // SPF's own refusal after DATA is off: DMARC decides.
         Case::new("dmarc_failed", K::DmarcFailed, S::EndOfData, Bounce).config(
-            "[dns.records.\"pfx.test\"]\ntxt = [\"v=spf1 -all\"]\n[dns.records.\"_dmarc.pfx.test\"]\ntxt = [\"v=DMARC1; p=reject\"]\n",
+            "[auth]\nspf_reject_others = \"off\"\n[dns.records.\"pfx.test\"]\ntxt = [\"v=spf1 -all\"]\n[dns.records.\"_dmarc.pfx.test\"]\ntxt = [\"v=DMARC1; p=reject\"]\n",
         ),
+        Case::new("spf_failed_other", K::SpfFailedOther, S::EndOfData, Bounce)
+            .config("[dns.records.\"pfx.test\"]\ntxt = [\"v=spf1 -all\"]\n"),
+        Case::new("antispam", K::Antispam, S::EndOfData, Bounce)
+            .config(
+                "[content]\nphrases = [{ phrase = \"cheap watches\", reply = \"antispam\" }]\n",
+            )
+            .body("Cheap watches, today only."),
         Case::new("mime_from_local", K::MimeFromLocal, S::EndOfData, Bounce).config(
             "[auth]\nmime_from_local = true\n[mailboxes]\nhosted_domains = [\"pfx.test\"]\n",
         ),
@@ -399,6 +425,7 @@ fn start(index: usize, case: Case) -> Running {
         Rcpts::Missing => vec![format!("gone{index}@qq.com")],
         Rcpts::Foreign => vec![format!("user{index}@example.net")],
         Rcpts::TooLong => vec![format!("{}{index:05}@qq.com", "r".repeat(60))],
+        Rcpts::Hosted => vec![format!("gone{index}@corp.test")],
     };
     let refused = match case.to {
         Rcpts::SecondRefused => rcpts[1..].to_vec(),

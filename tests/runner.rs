@@ -65,8 +65,10 @@ const SENDER: &str = r#"
 import datetime, json, os, smtplib, socket, sys, time, urllib.request
 api = os.environ["QQMX_API_URL"]
 hosts = [h.split("=", 1)[1] for h in os.environ["QQMX_SMTP_ADDRS"].split(",")]
-assert os.environ["QQMX_SMTP_ADDR"] == hosts[0]
+# qq.com's published order: mx3 (10), mx2 (20), mx1 (30); QQMX_SMTP_ADDR is mx1.
+assert os.environ["QQMX_MX3_ADDR"] == hosts[0]
 assert os.environ["QQMX_MX2_ADDR"] == hosts[1]
+assert os.environ["QQMX_SMTP_ADDR"] == os.environ["QQMX_MX1_ADDR"] == hosts[2]
 assert api.startswith("http://127.0.0.1:")
 assert os.path.isabs(os.environ["QQMX_SCENARIO"])
 assert float(os.environ["QQMX_CLOCK_SPEED"]) > 0
@@ -110,7 +112,7 @@ fn scheduled_sender(n: u32, pause: u32) -> String {
 }
 
 #[test]
-fn the_timeline_takes_mx1_down_and_the_sender_fails_over() {
+fn the_timeline_takes_mx3_down_and_the_sender_fails_over() {
     let case = Case::new(
         "failover",
         r#"
@@ -121,17 +123,17 @@ duration = "20m"
 speed = 120.0
 [[phase]]
 at = "5m"
-mx_down = ["mx1"]
+mx_down = ["mx3"]
 [[phase]]
 at = "15m"
-mx_up = ["mx1"]
+mx_up = ["mx3"]
 [[expect]]
 kind = "failover"
-mx = "mx1"
+mx = "mx3"
 min = 2
 [[expect]]
 kind = "accepted"
-mx = "mx1"
+mx = "mx3"
 min = 1
 "#,
         &scheduled_sender(8, 60),
@@ -141,7 +143,7 @@ min = 1
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(report.starts_with("scenario failover: passed"), "{report}");
     assert!(
-        report.contains("ok   fails over while mx1 is down"),
+        report.contains("ok   fails over while mx3 is down"),
         "{report}"
     );
     let json: serde_json::Value =

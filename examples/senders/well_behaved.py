@@ -2,9 +2,9 @@
 """A well-behaved sender, as Tencent asks senders to be.
 
 - Paces itself to the workload's `per_minute` and warms a new IP up: it never sends more
-  in a China Standard Time day than the warm-up plan allows (Tencent's advice, 50 a day
-  on days 1-3, about 150 on days 4-7, about 300 in week two; a scenario that scales the
-  plan down says so in [config.reputation], which stands for the operator's plan). When
+  in a China Standard Time day than the warm-up plan allows (a third-party deliverability
+  guide's ramp for QQ, 50 a day on days 1-3, about 150 on days 4-7, about 300 in week
+  two; a scenario that scales the plan down says so in [config.reputation], which stands for the operator's plan). When
   the plan holds it back, it sends only between 02:00 and 12:00 CST, so that it and the
   server always agree on the day a message counts for.
 - One message per transaction, greeting each recipient by name (no two bodies alike);

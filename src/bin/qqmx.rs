@@ -39,6 +39,16 @@ enum Command {
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
     },
+    /// Print the reply catalogue: every kind's text, the stage it is sent at, and whether
+    /// each was seen from QQ or is assumed.
+    Replies {
+        /// One generation (2017, 2019 or 2025) instead of all.
+        #[arg(long)]
+        generation: Option<Generation>,
+        /// `text` or `json`.
+        #[arg(long, default_value = "text")]
+        format: LogFormat,
+    },
     /// Ask a running qqmx whether it is healthy (exit 0) or not (exit 1), for container
     /// health checks in images without a shell.
     Health(Health),
@@ -163,6 +173,21 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Command::Replies { generation, format } => {
+            let generations = generation.map_or(Generation::ALL.to_vec(), |g| vec![g]);
+            let entries: Vec<_> = generations
+                .into_iter()
+                .flat_map(qqmx::provenance::entries)
+                .collect();
+            match format {
+                LogFormat::Text => print!("{}", qqmx::provenance::render_text(&entries)),
+                LogFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&entries).expect("entries serialise")
+                ),
+            }
+            ExitCode::SUCCESS
         }
         Command::Health(args) => match health(&args) {
             Ok(()) => ExitCode::SUCCESS,

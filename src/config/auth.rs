@@ -15,9 +15,13 @@ pub struct AuthConfig {
     /// Run SPF at MAIL and DKIM and DMARC at the end of data.
     pub enabled: bool,
     /// Envelope-sender domains whose SPF `fail` is refused at MAIL with `SPF check
-    /// failed`, as QQ refuses a forged qq.com sender. `"*"` means every domain. For other
-    /// domains SPF only feeds DMARC.
+    /// failed`, as QQ refuses a forged qq.com sender. `"*"` means every domain. Other
+    /// domains are handled by `spf_reject_others`.
     pub spf_reject_at_mail: Vec<String>,
+    /// Where an SPF `fail` of a sender outside `spf_reject_at_mail` is refused:
+    /// `"end_of_data"` (as QQ was seen doing, with `SPF check failed [<token>  IP: <ip>]`),
+    /// `"mail"`, or `"off"` (SPF then only feeds DMARC, which sees the result either way).
+    pub spf_reject_others: SpfStage,
     /// The authserv-id of the `Authentication-Results` header.
     pub authserv_id: String,
     /// Refuse clients whose address has no PTR record that resolves back to it (Tencent
@@ -35,6 +39,7 @@ impl Default for AuthConfig {
             spf_reject_at_mail: ["qq.com", "foxmail.com", "vip.qq.com"]
                 .map(String::from)
                 .to_vec(),
+            spf_reject_others: SpfStage::EndOfData,
             authserv_id: "mx.qq.com".into(),
             require_ptr: false,
             mime_from_local: false,
@@ -49,6 +54,19 @@ impl AuthConfig {
             .iter()
             .any(|d| d == "*" || d.eq_ignore_ascii_case(domain))
     }
+}
+
+/// Where an SPF failure is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpfStage {
+    /// Never: the result only feeds DMARC.
+    Off,
+    /// At MAIL FROM.
+    Mail,
+    /// At the end of data, after the message.
+    #[default]
+    EndOfData,
 }
 
 /// Where DNS answers come from.

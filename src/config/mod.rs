@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod policy;
 
-pub use auth::{AuthConfig, DnsConfig, Mx, Records, Resolver};
+pub use auth::{AuthConfig, DnsConfig, Mx, Records, Resolver, SpfStage};
 pub use policy::{
     Blacklist, Block, Concurrency, Content, ListEntry, Memory, Phrase, Quota, Quotas, Reputation,
     Tier, WarmupStep,
@@ -72,6 +72,39 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Reply templates that replace the built-in ones, by kind (`mailbox_not_found = "..."`).
     pub replies: BTreeMap<ReplyKind, String>,
+    /// Where refusals whose stage at QQ is unknown are answered.
+    pub stages: Stages,
+}
+
+/// Where refusals are answered whose stage at QQ is unknown (every default is an
+/// assumption; quotas and blacklists have their own `stage` keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Stages {
+    /// `Connection denied` for an IP far over its limits (`quotas.deny_after`): `connect`
+    /// (a 550 greeting, which some MTAs such as Postfix take as temporary) or any later
+    /// stage of that connection.
+    pub connection_denied: crate::policy::Stage,
+    /// `Message too large` for a declared `SIZE=` over the limit: `mail`, or `end_of_data`
+    /// (the message is then read and refused by its real size).
+    pub message_too_large: crate::policy::Stage,
+    /// `Mail is rejected by recipients` (a personal blacklist): `rcpt` or `end_of_data`.
+    pub rejected_by_recipients: crate::policy::Stage,
+    /// `Suspected bounce attacks` (`content.backscatter`): `rcpt` or `end_of_data`.
+    pub bounce_attack: crate::policy::Stage,
+}
+
+impl Default for Stages {
+    fn default() -> Self {
+        use crate::policy::Stage;
+        Self {
+            connection_denied: Stage::Connect,
+            message_too_large: Stage::Mail,
+            rejected_by_recipients: Stage::Rcpt,
+            bounce_attack: Stage::Rcpt,
+        }
+    }
 }
 
 /// Listener behaviour.
@@ -565,6 +598,32 @@ impl Config {
                 "must be from 1 to 1000000000".into(),
             );
         }
+        let s = &self.stages;
+        for (key, stage, allowed) in [
+            (
+                "message_too_large",
+                s.message_too_large,
+                [Stage::Mail, Stage::EndOfData],
+            ),
+            (
+                "rejected_by_recipients",
+                s.rejected_by_recipients,
+                [Stage::Rcpt, Stage::EndOfData],
+            ),
+            (
+                "bounce_attack",
+                s.bounce_attack,
+                [Stage::Rcpt, Stage::EndOfData],
+            ),
+        ] {
+            if !allowed.contains(&stage) {
+                return err(
+                    "stages",
+                    key,
+                    format!("expected `{}` or `{}`", allowed[0], allowed[1]),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -674,6 +733,19 @@ impl Config {
     /// The reply catalogue this config describes, for the banner host name in force.
     pub fn catalogue(&self) -> Catalogue {
         self.catalogue_for(self.host())
+    }
+
+    /// The reply catalogue of the listener called `mx`: its banner host name, and
+    /// exmail's profile ([`Profile::Exmail`](crate::reply::Profile)) for exmail's hosts
+    /// (`mxbiz1`, `mxbiz2`, ...).
+    pub fn listener_catalogue(&self, mx: &str) -> Catalogue {
+        let profile = if mx.starts_with("mxbiz") {
+            crate::reply::Profile::Exmail
+        } else {
+            crate::reply::Profile::Qq
+        };
+        self.catalogue_for(self.listener_host(mx))
+            .with_profile(profile)
     }
 
     /// The reply catalogue this config describes, answering as `host`.

@@ -379,7 +379,8 @@ pub struct Reputation {
     pub content_complaints: bool,
     /// Whether new IPs are held to the warm-up schedule.
     pub warmup: bool,
-    /// Daily allowance of a new IP by age (Tencent's advice: 50, about 150, about 300).
+    /// Daily allowance of a new IP by age (50, about 150, about 300: the ramp of a
+    /// third-party deliverability guide for QQ, not Tencent's own figures).
     pub warmup_schedule: Vec<WarmupStep>,
     /// Added to the allowance for each day past the schedule.
     pub warmup_growth_per_day: u64,
@@ -418,7 +419,8 @@ impl Default for Reputation {
 pub struct Phrase {
     /// Matched case-insensitively in the message.
     pub phrase: String,
-    /// `suspected_spam` or `spam_embedded` (or any kind).
+    /// `suspected_spam`, `spam_embedded` or `antispam` (`Error: mail rejected by antispam
+    /// server`), or any kind.
     #[serde(default = "suspected_spam")]
     pub reply: ReplyKind,
 }

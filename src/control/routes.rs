@@ -26,6 +26,8 @@ use crate::chaos::Fault;
 use crate::clock::{Rfc3339, parse_rfc3339};
 use crate::config::{Config, duration_text};
 use crate::policy::{BlockInfo, Decision, IpNet, QuotaName, Window};
+use crate::provenance;
+use crate::reply::Generation;
 use crate::scenario::Scenario;
 use crate::store::{Event, EventKind, Folder, Message};
 
@@ -41,6 +43,7 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .route("/events", get(events))
         .route("/events/stream", get(event_stream))
         .route("/stats", get(stats))
+        .route("/replies", get(replies))
         .route("/blocks", get(blocks))
         .route("/explain", get(explain))
         .route("/reputation/{ip}", get(reputation))
@@ -571,6 +574,27 @@ async fn stats(State(api): Shared) -> Json<Stats> {
         store.replies_total(),
         store.tally(),
         api.server.with_policy(|p, now| p.blocks(now)),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepliesQuery {
+    generation: Option<Generation>,
+}
+
+/// The reply catalogue with the provenance of every text and stage.
+async fn replies(
+    q: Result<Query<RepliesQuery>, QueryRejection>,
+) -> Answer<Json<Vec<provenance::Entry>>> {
+    let generations = query(q)?
+        .generation
+        .map_or(Generation::ALL.to_vec(), |g| vec![g]);
+    Ok(Json(
+        generations
+            .into_iter()
+            .flat_map(provenance::entries)
+            .collect(),
     ))
 }
 

@@ -1,8 +1,8 @@
 //! What the `auth` layer found, as facts the policy decides on.
 //!
 //! The `auth` layer evaluates SPF, DKIM and DMARC and fills these in; the policy turns
-//! them into verdicts (`SPF check failed` at MAIL, `DMARC check failed` or the junk
-//! folder at the end of data) and they are kept with each message and in the event log.
+//! them into verdicts (`SPF check failed` at MAIL for QQ's own domains and after DATA for
+//! the others, `DMARC check failed` or the junk folder at the end of data) and they are kept with each message and in the event log.
 
 use std::fmt;
 
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::quota::{finish, mix};
 use super::{Decision, Facts, Stage};
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, SpfStage};
 use crate::reply::ReplyKind;
 
 /// The result of one check, with the names of RFC 8601.
@@ -198,13 +198,36 @@ impl AuthRules {
             ));
         }
         let spf = facts.spf?;
-        if spf.result == AuthResult::Fail && self.config.rejects_spf_at_mail(&spf.domain) {
-            return Some(
-                Decision::reject(STAGE, ReplyKind::SpfFailed, "auth.spf", spf.reason.clone())
-                    .keyed(format!("domain:{}", spf.domain)),
-            );
+        if spf.result != AuthResult::Fail {
+            return None;
         }
-        None
+        let kind = if self.config.rejects_spf_at_mail(&spf.domain) {
+            ReplyKind::SpfFailed
+        } else if self.config.spf_reject_others == SpfStage::Mail {
+            ReplyKind::SpfFailedOther
+        } else {
+            return None;
+        };
+        Some(
+            Decision::reject(STAGE, kind, "auth.spf", spf.reason.clone())
+                .keyed(format!("domain:{}", spf.domain)),
+        )
+    }
+
+    /// QQ's refusal after DATA of a sender outside its own domains whose SPF fails.
+    fn spf_at_end_of_data(&self, spf: &SpfCheck) -> Option<Decision> {
+        (spf.result == AuthResult::Fail
+            && self.config.spf_reject_others == SpfStage::EndOfData
+            && !self.config.rejects_spf_at_mail(&spf.domain))
+        .then(|| {
+            Decision::reject(
+                Stage::EndOfData,
+                ReplyKind::SpfFailedOther,
+                "auth.spf",
+                spf.reason.clone(),
+            )
+            .keyed(format!("domain:{}", spf.domain))
+        })
     }
 
     /// DMARC's verdict on a message, and exmail's refusal of unsigned mail claiming a
@@ -218,6 +241,9 @@ impl AuthRules {
         let Some(report) = facts.auth else {
             return Disposition::Inbox;
         };
+        if let Some(d) = self.spf_at_end_of_data(&report.spf) {
+            return Disposition::Reject(d);
+        }
         let dmarc = &report.dmarc;
         if self.config.mime_from_local
             && !dmarc.domain.is_empty()
@@ -298,7 +324,7 @@ mod tests {
 
     fn report(result: AuthResult, policy: Option<DmarcPolicy>, pct: u8) -> AuthReport {
         AuthReport {
-            spf: SpfCheck::new(AuthResult::Fail, "example.com", "no"),
+            spf: SpfCheck::new(AuthResult::None, "example.com", "no record"),
             dkim: Vec::new(),
             dmarc: DmarcCheck {
                 result,
@@ -340,6 +366,34 @@ mod tests {
         assert!(at_mail(&mut p, "a@example.com", &other).is_accept());
         let mut everyone = policy(|c| c.auth.spf_reject_at_mail = vec!["*".into()]);
         assert!(!at_mail(&mut everyone, "a@example.com", &other).is_accept());
+    }
+
+    #[test]
+    fn an_spf_fail_outside_qqs_domains_is_refused_after_data_where_configured() {
+        let failing = |mut r: AuthReport| {
+            r.spf = SpfCheck::new(
+                AuthResult::Fail,
+                "example.com",
+                "127.0.0.2 is not permitted",
+            );
+            r
+        };
+        let r = failing(report(AuthResult::None, None, 100));
+        let fail = SpfCheck::new(AuthResult::Fail, "example.com", "-all");
+        let mut p = policy(|_| {});
+        assert!(at_mail(&mut p, "a@example.com", &fail).is_accept());
+        let d = at_end(&mut p, &r);
+        assert_eq!(d.verdict, Verdict::Reject(ReplyKind::SpfFailedOther));
+        assert_eq!((d.stage, &*d.rule), (Stage::EndOfData, "auth.spf"));
+        let mut soft = r.clone();
+        soft.spf.result = AuthResult::SoftFail;
+        assert!(at_end(&mut p, &soft).is_accept());
+        let mut off = policy(|c| c.auth.spf_reject_others = SpfStage::Off);
+        assert!(at_end(&mut off, &r).is_accept());
+        let mut at_mail_stage = policy(|c| c.auth.spf_reject_others = SpfStage::Mail);
+        let d = at_mail(&mut at_mail_stage, "a@example.com", &fail);
+        assert_eq!(d.verdict, Verdict::Reject(ReplyKind::SpfFailedOther));
+        assert!(at_end(&mut at_mail_stage, &r).is_accept());
     }
 
     #[test]

@@ -422,6 +422,7 @@ pub struct Policy {
     seed: u64,
     mailboxes: mailbox::Directory,
     max_message_size: u64,
+    stages: crate::config::Stages,
     max_recipients: usize,
     quotas: Quotas,
     blacklist: Blacklist,
@@ -540,6 +541,7 @@ impl Policy {
             seed: config.seed,
             mailboxes: mailbox::Directory::new(&config.mailboxes),
             max_message_size: config.limits.max_message_size,
+            stages: config.stages.clone(),
             max_recipients: config.limits.max_recipients,
             quotas: config.quotas.clone(),
             blacklist: config.blacklist.clone(),
@@ -597,10 +599,14 @@ impl Policy {
         }
 
         if let Some(d) = self.denied(ip, now) {
-            return Connect {
-                decision: d,
-                deferred,
-            };
+            if d.stage != Stage::Connect {
+                deferred.push(d);
+            } else {
+                return Connect {
+                    decision: d,
+                    deferred,
+                };
+            }
         }
 
         let q = self.quotas.ip_connections.clone();
@@ -664,7 +670,7 @@ impl Policy {
             return d;
         }
         if stage == Stage::Rcpt
-            && let Some(d) = self.personal_and_backscatter(facts)
+            && let Some(d) = self.personal_and_backscatter(stage, facts)
         {
             return d;
         }
@@ -689,6 +695,13 @@ impl Policy {
         let now = secs(now);
         self.see_ip(facts.ip, now);
         if let Some(d) = self.blacklisted(STAGE, facts, now) {
+            return d;
+        }
+        if let Some(d) = facts
+            .rcpts
+            .iter()
+            .find_map(|r| self.personal_and_backscatter(STAGE, &facts.rcpt(r)))
+        {
             return d;
         }
         let mailboxes = &self.mailboxes;
@@ -746,7 +759,9 @@ impl Policy {
                 detail,
             ));
         }
-        if facts.declared_size > self.max_message_size {
+        if self.stages.message_too_large == Stage::Mail
+            && facts.declared_size > self.max_message_size
+        {
             let detail = format!(
                 "SIZE={} is over the limit of {}",
                 facts.declared_size, self.max_message_size
@@ -799,9 +814,15 @@ impl Policy {
             ));
         }
         if self.mailboxes.lookup(&address).is_none() {
+            // A hosted customer domain is exmail's: its text and help host.
+            let kind = if self.mailboxes.is_hosted(address.domain()) {
+                ReplyKind::ExmailMailboxNotFound
+            } else {
+                ReplyKind::MailboxNotFound
+            };
             return Some(Decision::reject(
                 STAGE,
-                ReplyKind::MailboxNotFound,
+                kind,
                 "mailbox.exists",
                 format!("<{address}> {}", self.mailboxes.why_missing()),
             ));
@@ -809,17 +830,19 @@ impl Policy {
         None
     }
 
-    fn personal_and_backscatter(&self, facts: &Facts<'_>) -> Option<Decision> {
-        const STAGE: Stage = Stage::Rcpt;
+    /// A recipient's personal blacklist and backscatter, each answered at its stage in
+    /// `[stages]`: `stage` is the one being decided.
+    fn personal_and_backscatter(&self, stage: Stage, facts: &Facts<'_>) -> Option<Decision> {
         let rcpt = facts.rcpt?.to_lowercase();
         let from = facts.from.unwrap_or("").to_lowercase();
-        if let Some(blocked) = self.personal.get(&rcpt)
+        if self.stages.rejected_by_recipients == stage
+            && let Some(blocked) = self.personal.get(&rcpt)
             && !from.is_empty()
             && (blocked.contains(&from) || blocked.contains(domain_of(&from)))
         {
             return Some(
                 Decision::reject(
-                    STAGE,
+                    stage,
                     ReplyKind::RejectedByRecipients,
                     "content.personal_blacklist",
                     format!("<{rcpt}> has blocked <{from}>"),
@@ -828,13 +851,14 @@ impl Policy {
             );
         }
         if self.content.backscatter
+            && self.stages.bounce_attack == stage
             && from.is_empty()
             && mailbox::QQ_DOMAINS.contains(&domain_of(&rcpt))
             && !self.outbound.contains(&(rcpt.clone(), facts.ip))
         {
             return Some(
                 Decision::reject(
-                    STAGE,
+                    stage,
                     ReplyKind::BounceAttack,
                     "content.backscatter",
                     format!("a bounce to <{rcpt}>, who never mailed {}", facts.ip),
@@ -1007,7 +1031,7 @@ impl Policy {
             .find(|b| b.refused >= after)
             .map(|b| {
                 let d = Decision::reject(
-                    Stage::Connect,
+                    self.stages.connection_denied,
                     ReplyKind::ConnectionDenied,
                     "quota.deny_after",
                     format!("{} refusals while blocked, limit {after}", b.refused),

@@ -38,6 +38,9 @@ fn policy(toml: &str) -> Policy {
     if toml.contains("[memory") {
         config.memory = extra.memory;
     }
+    if toml.contains("[stages") {
+        config.stages = extra.stages;
+    }
     config.blacklist = extra.blacklist;
     config.mailboxes = extra.mailboxes;
     config.limits = extra.limits;
@@ -152,7 +155,7 @@ fn recipients_table() {
         (&default, "a@-qq.com", Some(BadAddressSyntax)),
         (&default, "用户@qq.com", Some(BadAddressSyntax)),
         (&hosted, "ALICE@example.com", None),
-        (&hosted, "bob@example.com", Some(MailboxNotFound)),
+        (&hosted, "bob@example.com", Some(ExmailMailboxNotFound)),
         (&all, "anyone@foxmail.com", None),
         (&all, "anyone@gmail.com", Some(RelayDenied)),
         (&listed, "12345@qq.com", None),
@@ -383,6 +386,24 @@ fn a_blocked_ip_that_keeps_trying_is_denied_at_connect() {
         send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(700)).is_accept(),
         "until the block ends"
     );
+}
+
+#[test]
+fn connection_denied_can_wait_for_a_later_stage() {
+    let mut p = policy(&format!(
+        "{MINUTE_3}[quotas]\ndeny_after = 3\n[stages]\nconnection_denied = \"mail\"\n"
+    ));
+    for s in 0..6 {
+        send(&mut p, ip(2), "a@x.org", &["10001@qq.com"], at(s));
+    }
+    let c = p.connect(ip(2), at(6));
+    assert!(c.decision.is_accept(), "greeted: {:?}", c.decision);
+    let d = c
+        .deferred
+        .iter()
+        .find(|d| d.stage == Stage::Mail)
+        .expect("deferred to MAIL");
+    assert_eq!(d.verdict, Verdict::Reject(ConnectionDenied));
 }
 
 #[test]

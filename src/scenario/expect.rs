@@ -973,7 +973,10 @@ fn no_resend(e: &Expect, log: &Transcript<'_>) -> (bool, String) {
             again.entry(&r.address).or_insert((0, r.at)).0 += 1;
         }
         if let Some(answer) = r.answer
-            && answer.kind == ReplyKind::MailboxNotFound
+            && matches!(
+                answer.kind,
+                ReplyKind::MailboxNotFound | ReplyKind::ExmailMailboxNotFound
+            )
         {
             unknown.entry(&r.address).or_insert(answer);
         }
