@@ -272,6 +272,17 @@ fn cases() -> Vec<Case> {
             .config("[quotas.ip_connections]\nstage = \"connect\"\nminute = { limit = 0 }\n"),
         Case::new("unavailable_at_connect", K::ShuttingDown, S::Connect, Defer)
             .setup(|mx, _| mx.set_faults(vec![unavailable_at(None)])),
+        // One connection slot, taken before Postfix comes: it is turned away with a 421.
+        Case::new("too_many_connections", K::TooManyConnections, S::Connect, Defer)
+            .config("[limits]\nmax_connections = 1\n")
+            .setup(|mx, _| {
+                use std::io::Read as _;
+                let mut held = std::net::TcpStream::connect(mx.addr()).expect("a first client");
+                let mut banner = [0; 128];
+                let _ = held.read(&mut banner).expect("the first client's banner");
+                // Kept open for the rest of the test run, so the one slot stays taken.
+                Box::leak(Box::new(held));
+            }),
         // ---- HELO ---------------------------------------------------------------------
         Case::new("ip_frequency_at_helo", K::IpFrequency, S::Helo, Bounce)
             .config("[quotas.ip_messages]\nstage = \"helo\"\nminute = { limit = 0 }\n"),
@@ -354,6 +365,9 @@ fn cases() -> Vec<Case> {
         Case::new("unavailable_at_rcpt", K::ShuttingDown, S::Rcpt, Defer)
             .setup(|mx, _| mx.set_faults(vec![unavailable_at(Some(Stage::Rcpt))])),
         // ---- DATA ---------------------------------------------------------------------
+        // No room for message data in flight: 451 at DATA, as a busy MX does.
+        Case::new("system_busy", K::SystemBusy, S::Data, Defer)
+            .config("[limits]\nmax_inflight_bytes = 1\n"),
         Case::new("ip_frequency_at_data", K::IpFrequency, S::Data, Bounce)
             .config("[blacklist]\nips = [\"127.0.0.1\"]\nip_stage = \"data\"\n"),
         Case::new("unavailable_at_data", K::ShuttingDown, S::Data, Defer)

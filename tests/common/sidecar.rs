@@ -117,7 +117,8 @@ impl Drop for Sidecar {
 }
 
 /// One HTTP/1.1 request; returns the status and the body. A body that starts with `{`
-/// (an object) or `[{` or `[]` (an array) is sent as JSON, any other as TOML.
+/// (an object) or `[{` or `[]` (an array) is sent as JSON, any other as TOML, and an
+/// empty one with no type.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -130,14 +131,16 @@ pub fn http(
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let kind = if body.starts_with('{') || body.starts_with("[{") || body.starts_with("[]") {
-        "application/json"
+    let kind = if body.is_empty() {
+        ""
+    } else if body.starts_with('{') || body.starts_with("[{") || body.starts_with("[]") {
+        "Content-Type: application/json\r\n"
     } else {
-        "application/toml"
+        "Content-Type: application/toml\r\n"
     };
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("request");
