@@ -45,6 +45,7 @@ pub mod config;
 #[cfg(feature = "control")]
 pub mod control;
 mod embedded;
+pub mod fuzzing;
 pub mod policy;
 pub mod provenance;
 mod proxy;
