@@ -44,7 +44,7 @@ use crate::policy::{Policy, Stage};
 use crate::reply::{Catalogue, Context, ReplyKind};
 use crate::scenario::Scenario;
 use crate::server::Server;
-use crate::session::{self, Shared};
+use crate::session::{self, Inflight, Shared};
 use crate::store::Store;
 
 /// In a session script, ends a piece of client input: what comes after it is written once
@@ -308,10 +308,7 @@ impl Settings {
             .listeners
             .0
             .keys()
-            .map(|mx| {
-                let catalogue = config.catalogue_for(config.listener_host(mx));
-                (mx.clone(), Arc::new(catalogue))
-            })
+            .map(|mx| (mx.clone(), Arc::new(config.listener_catalogue(mx))))
             .collect();
         let shared = Shared {
             catalogue: Arc::new(config.catalogue()),
@@ -322,6 +319,7 @@ impl Settings {
             clock,
             tls,
             faults: Arc::new(Mutex::new(faults)),
+            inflight: Arc::new(Inflight::default()),
             config: Arc::new(config),
         };
         (Arc::new(shared), self.peer, self.mx)

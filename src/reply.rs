@@ -757,6 +757,16 @@ fn validate(kind: ReplyKind, template: &str) -> Result<(), TemplateError> {
         if line.contains('\r') {
             return Err(problem("lines are separated by \\n only".into()));
         }
+        // RFC 5321 reply text is printable characters and tabs: anything else (NUL, ESC,
+        // DEL, C1 controls) would reach the client's terminal or log as it is.
+        if let Some(c) = line.chars().find(|c| c.is_control() && *c != '\t') {
+            return Err(problem(format!(
+                "line {} holds the control character {:?}; reply text is printable \
+                 characters and tabs",
+                i + 1,
+                c
+            )));
+        }
         let mut rest = *line;
         while let Some(start) = rest.find('{') {
             let after = &rest[start + 1..];
@@ -932,6 +942,14 @@ mod tests {
             .set_override(ReplyKind::Bye, "221 {nope}")
             .expect_err("bad placeholder");
         assert!(err.problem.contains("unknown placeholder `{nope}`"));
+        for control in ['\0', '\u{1b}', '\u{7f}', '\u{85}'] {
+            let err = cat
+                .set_override(ReplyKind::Greeting, &format!("220 {{host}} a{control}b"))
+                .expect_err("a control character");
+            assert!(err.problem.contains("control character"), "{err}");
+        }
+        assert!(cat.set_override(ReplyKind::Bye, "221 See\tyou").is_ok());
+        assert!(cat.set_override(ReplyKind::Bye, "221 See you").is_ok());
         let mut rng = StdRng::seed_from_u64(1);
         assert_eq!(
             cat.render(ReplyKind::Bye, &ctx(), &mut rng).text,
