@@ -586,9 +586,9 @@ async def check_sigterm(binary, quick):
     return c
 
 
-async def soak(binary, seconds, rate):
+async def soak(binary, seconds, rate, env):
     """RSS over `seconds` of churn: new client IPs and new senders at `rate` messages/s."""
-    with Qqmx(binary) as q:
+    with Qqmx(binary, env=env) as q:
         samples = []
         sent = accepted = 0
         ips = loopback_ips(200_000, 11)
@@ -653,9 +653,12 @@ def main():
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--soak", type=int, metavar="SECONDS", help="run the soak instead")
     p.add_argument("--soak-rate", type=int, default=300, help="messages a second in the soak")
+    p.add_argument("--set", action="append", default=[], metavar="QQMX__TABLE__KEY=VALUE",
+                   help="a config variable for the soak's server (repeatable)")
     args = p.parse_args()
     if args.soak:
-        result = asyncio.run(soak(args.binary, args.soak, args.soak_rate))
+        env = dict(kv.split("=", 1) for kv in args.set)
+        result = asyncio.run(soak(args.binary, args.soak, args.soak_rate, env))
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1))
         return 0
