@@ -97,45 +97,12 @@ fn config_prints_the_annotated_defaults() {
     assert!(text.contains("# Seed of the random generator"));
 }
 
-#[tokio::test]
-async fn logs_can_be_json_lines() {
+/// Runs `qqmx serve` with `args` for one SMTP session (a QUIT) and returns what it
+/// logged on standard error, a pipe.
+async fn logs_of_one_session(args: &[&str]) -> String {
     let mut child = Command::new(QQMX)
         .args(["serve", "--smtp", "127.0.0.1:0", "--api", "off"])
-        .args(["--log-format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qqmx starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .expect("address");
-    let mut smtp = Smtp::connect(addr).await;
-    smtp.send("QUIT").await;
-    terminate(&child);
-    let output = child.wait_with_output().expect("exit");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<serde_json::Value> = stderr
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["fields"]["message"] == "connected" && l["level"] == "INFO"),
-        "{stderr}"
-    );
-}
-
-#[tokio::test]
-async fn text_logs_to_a_pipe_have_no_colour_codes() {
-    let mut child = Command::new(QQMX)
-        .args(["serve", "--smtp", "127.0.0.1:0", "--api", "off"])
+        .args(args)
         .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -154,7 +121,27 @@ async fn text_logs_to_a_pipe_have_no_colour_codes() {
     smtp.send("QUIT").await;
     terminate(&child);
     let output = child.wait_with_output().expect("exit");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn logs_can_be_json_lines() {
+    let stderr = logs_of_one_session(&["--log-format", "json"]).await;
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "connected" && l["level"] == "INFO"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let stderr = logs_of_one_session(&[]).await;
     assert!(stderr.contains("connected"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
