@@ -365,7 +365,7 @@ async def many_ips(binary, quick, name, env, ceiling):
 async def check_many_ips(binary, quick):
     """The default config: the store's own caps (512 MiB of messages, 256 MiB of events)
     and the policy's key cap bound the memory."""
-    return await many_ips(binary, quick, "many_ips", {}, 900 * MIB)
+    return await many_ips(binary, quick, "many_ips", {}, 1024 * MIB)
 
 
 async def check_many_ips_small_store(binary, quick):
