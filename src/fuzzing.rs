@@ -15,7 +15,6 @@
 #![cfg(feature = "fuzzing")]
 #![doc(hidden)]
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -36,14 +35,13 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::auth::Authenticator;
 use crate::chaos::{Fault, FaultKind, Faults};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::policy::{Policy, Stage};
-use crate::reply::{Catalogue, Context, ReplyKind};
+use crate::reply::{Context, ReplyKind};
 use crate::scenario::Scenario;
-use crate::server::Server;
+use crate::server::{self, Server};
 use crate::session::{self, Inflight, Shared};
 use crate::store::Store;
 
@@ -299,29 +297,16 @@ impl Settings {
         let store = Store::new(clock.clone(), config.store.clone());
         let mut faults = Faults::new(config.seed);
         faults.set(self.faults);
-        let policy = Policy::new(&config).expect("the fuzzing configs are valid");
-        let auth = config.auth.enabled.then(|| {
-            Authenticator::new(&config).expect("the offline resolver needs no system setup")
-        });
         let tls = config.tls.enabled.then(acceptor);
-        let catalogues: BTreeMap<String, Arc<Catalogue>> = config
-            .listeners
-            .0
-            .keys()
-            .map(|mx| (mx.clone(), Arc::new(config.listener_catalogue(mx))))
-            .collect();
-        let shared = Shared {
-            catalogue: Arc::new(config.catalogue()),
-            catalogues,
-            auth,
-            policy: Mutex::new(policy),
+        let shared = server::engine_with_tls(
+            config,
             store,
             clock,
+            Arc::new(Mutex::new(faults)),
+            Arc::new(Inflight::default()),
             tls,
-            faults: Arc::new(Mutex::new(faults)),
-            inflight: Arc::new(Inflight::default()),
-            config: Arc::new(config),
-        };
+        )
+        .expect("the fuzzing configs are valid and the offline resolver needs no setup");
         (Arc::new(shared), self.peer, self.mx)
     }
 }
@@ -400,17 +385,10 @@ async fn client_run(
     let mut plain = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         match step {
-            Step::Send(bytes) => {
-                if client.write_all(bytes).await.is_err() {
+            Step::Send(_) | Step::Shutdown => {
+                if !send_or_shut(&mut client, step, stop, &mut plain).await {
                     break;
                 }
-                settle().await;
-                drain(&mut client, &mut plain).await;
-            }
-            Step::Shutdown => {
-                stop.send_replace(true);
-                settle().await;
-                drain(&mut client, &mut plain).await;
             }
             Step::StartTls => {
                 settle().await;
@@ -431,6 +409,33 @@ async fn client_run(
     vec![strip_tls(plain)]
 }
 
+/// Plays a `Send` (false when the server has gone) or a `Shutdown`, then collects what
+/// the server said; the same in the clear and inside TLS.
+async fn send_or_shut<S>(
+    stream: &mut S,
+    step: &Step<'_>,
+    stop: &watch::Sender<bool>,
+    out: &mut Vec<u8>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match step {
+        Step::Send(bytes) => {
+            if stream.write_all(bytes).await.is_err() {
+                return false;
+            }
+        }
+        Step::Shutdown => {
+            stop.send_replace(true);
+        }
+        Step::StartTls => {}
+    }
+    settle().await;
+    drain(stream, out).await;
+    true
+}
+
 /// The client inside TLS: runs the rest of the steps, then closes and reads to the end.
 async fn inside_tls<S>(mut tls: S, steps: &[Step<'_>], stop: &watch::Sender<bool>) -> Vec<u8>
 where
@@ -439,17 +444,10 @@ where
     let mut inside = Vec::new();
     for step in steps {
         match step {
-            Step::Send(bytes) => {
-                if tls.write_all(bytes).await.is_err() {
+            Step::Send(_) | Step::Shutdown => {
+                if !send_or_shut(&mut tls, step, stop, &mut inside).await {
                     break;
                 }
-                settle().await;
-                drain(&mut tls, &mut inside).await;
-            }
-            Step::Shutdown => {
-                stop.send_replace(true);
-                settle().await;
-                drain(&mut tls, &mut inside).await;
             }
             // Inside TLS, a second handshake is bytes like any other.
             Step::StartTls => {

@@ -473,8 +473,21 @@ fn engine(
     faults: Arc<Mutex<Faults>>,
     inflight: Arc<Inflight>,
 ) -> Result<Shared, StartError> {
-    let policy = Policy::new(&config)?;
     let tls = tls::acceptor(&config.tls, config.host())?;
+    engine_with_tls(config, store, clock, faults, inflight, tls)
+}
+
+/// [`engine`] with a TLS acceptor made elsewhere (the fuzz targets reuse one, since making
+/// a certificate per run would dwarf the run).
+pub(crate) fn engine_with_tls(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    faults: Arc<Mutex<Faults>>,
+    inflight: Arc<Inflight>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<Shared, StartError> {
+    let policy = Policy::new(&config)?;
     let auth = if config.auth.enabled {
         Some(Authenticator::new(&config)?)
     } else {
