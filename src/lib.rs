@@ -45,6 +45,7 @@ pub mod config;
 #[cfg(feature = "control")]
 pub mod control;
 mod embedded;
+pub mod event;
 pub mod fuzzing;
 pub mod policy;
 pub mod provenance;
@@ -65,10 +66,11 @@ mod tls;
 pub use clock::Clock;
 pub use config::{Config, ConfigError};
 pub use embedded::{Builder, Expectation, Mx, QqMx, Report, Times, WaitError};
+pub use event::{CloseReason, Event, EventKind};
 pub use proxy::ProxyError;
 pub use reply::{Generation, Reply, ReplyKind};
 pub use server::{Server, StartError};
-pub use store::{Event, EventKind, Folder, Message};
+pub use store::{Folder, Message};
 pub use tls::TlsError;
 
 /// The README's examples, compiled and run as doctests.

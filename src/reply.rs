@@ -17,7 +17,7 @@
 //! | `{b64}` | a 68-character tracking token starting with `M` (the `IP:` style) |
 //! | `{b64short}` | a 56-character tracking token (the `Blocked IP` style) |
 //! | `{size}` | the SIZE limit |
-//! | `{n}` | the recipient's ordinal in the transaction |
+//! | `{n}` | the recipients accepted in the transaction so far (in `250` to RCPT, the recipient's ordinal) |
 //!
 //! A template may span several lines (the EHLO reply); its lines are separated by `\n`.
 //! When STARTTLS is not on offer (inside TLS, or with TLS switched off), a line that reads
@@ -575,7 +575,7 @@ impl Reply {
 pub struct Context {
     /// The client's address.
     pub ip: IpAddr,
-    /// The recipient ordinal for `{n}`.
+    /// The recipients accepted in the open transaction so far, for `{n}`.
     pub n: usize,
     /// Whether STARTTLS is on offer (false inside TLS or when TLS is off).
     pub starttls: bool,

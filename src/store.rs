@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
-use crate::policy::{AuthReport, Decision, DkimCheck, SpfCheck, Stage};
-use crate::reply::{Reply, ReplyKind};
+use crate::event::{Command, Verb};
+pub(crate) use crate::event::{Event, EventKind};
+use crate::policy::{AuthReport, Stage};
+use crate::reply::ReplyKind;
 
 /// Where an accepted message was delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,112 +105,6 @@ impl Message {
             .position(|w| w == b"\r\n\r\n")
             .map_or(&[][..], |i| &self.raw[i + 4..])
     }
-}
-
-/// One thing that happened, in order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Event {
-    /// Store-wide sequence number, from 1.
-    pub seq: u64,
-    /// When, by the server's clock.
-    #[serde(with = "crate::clock::rfc3339")]
-    pub at: SystemTime,
-    /// The session, numbered from 1 in accept order.
-    pub session: u64,
-    /// The client's address.
-    pub client: IpAddr,
-    /// What happened.
-    pub kind: EventKind,
-}
-
-impl Event {
-    /// Roughly the memory the event holds: its fixed size plus the text it owns.
-    fn approx_bytes(&self) -> usize {
-        let text = match &self.kind {
-            EventKind::Command { line } => line.len(),
-            EventKind::Reply(reply) => reply.text.len(),
-            EventKind::Decision(d) => {
-                d.rule.len() + d.detail.len() + d.key.as_ref().map_or(0, String::len)
-            }
-            EventKind::TlsFailed { error } => error.len(),
-            EventKind::Connected { mx, .. } => mx.len(),
-            EventKind::Closed { reason } => reason.len(),
-            EventKind::Spf(spf) => spf.domain.len() + spf.reason.len(),
-            EventKind::Authenticated(report) => {
-                let dkim: usize = report
-                    .dkim
-                    .iter()
-                    .map(|d| d.domain.len() + d.selector.len() + d.algorithm.len() + d.reason.len())
-                    .sum();
-                let spf = report.spf.domain.len() + report.spf.reason.len();
-                let dmarc = report.dmarc.domain.len() + report.dmarc.reason.len();
-                dkim + report.dkim.len() * std::mem::size_of::<DkimCheck>() + spf + dmarc
-            }
-            EventKind::Fault { .. }
-            | EventKind::TlsStarted
-            | EventKind::Discarded { .. }
-            | EventKind::Accepted { .. } => 0,
-        };
-        std::mem::size_of::<Self>() + text
-    }
-}
-
-/// What an [`Event`] records.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
-#[non_exhaustive]
-pub enum EventKind {
-    /// A client connected to the listener of MX host `mx` on `local`.
-    Connected {
-        /// The listener's address.
-        local: SocketAddr,
-        /// The simulated MX host (`mx1`).
-        mx: String,
-    },
-    /// A command line, without CRLF (cut at 512 bytes).
-    Command {
-        /// The line.
-        line: String,
-    },
-    /// A reply qqmx sent.
-    Reply(Reply),
-    /// A policy decision and its reason.
-    Decision(Decision),
-    /// The TLS handshake completed.
-    TlsStarted,
-    /// The TLS handshake failed.
-    TlsFailed {
-        /// The error.
-        error: String,
-    },
-    /// Bytes the client pipelined after STARTTLS, thrown away as RFC 3207 requires.
-    Discarded {
-        /// How many.
-        bytes: usize,
-    },
-    /// SPF for the envelope sender, checked at MAIL.
-    Spf(SpfCheck),
-    /// SPF, DKIM and DMARC for a complete message, checked at the end of data.
-    Authenticated(AuthReport),
-    /// A chaos fault fired.
-    Fault {
-        /// Which.
-        fault: crate::chaos::FaultKind,
-        /// At which stage, when it is not the one the next reply answers.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        stage: Option<crate::policy::Stage>,
-    },
-    /// A message went into the store.
-    Accepted {
-        /// Its id.
-        message: u64,
-    },
-    /// The connection ended.
-    Closed {
-        /// Why (`quit`, `client closed`, `idle timeout`, ...).
-        reason: String,
-    },
 }
 
 /// How much the store holds and how much it has dropped.
@@ -299,10 +195,17 @@ impl Tally {
 
     fn add(&mut self, event: &Event) {
         match &event.kind {
-            EventKind::Command { line } => {
-                if let Some(sender) = mail_from(line) {
-                    self.senders.insert(event.session, Arc::from(sender));
-                }
+            EventKind::Command(Command {
+                verb: Verb::Mail,
+                address: Some(address),
+                ..
+            }) => {
+                let sender = if address.is_empty() {
+                    Arc::from("<>")
+                } else {
+                    Arc::from(address.to_ascii_lowercase())
+                };
+                self.senders.insert(event.session, sender);
             }
             EventKind::Closed { .. } => {
                 self.senders.remove(&event.session);
@@ -374,21 +277,6 @@ impl Tally {
                 .collect(),
         }
     }
-}
-
-/// The address of a `MAIL FROM:<...>` line, lower case, `<>` for the null sender.
-fn mail_from(line: &str) -> Option<String> {
-    let head = line.get(..10)?;
-    if !head.eq_ignore_ascii_case("MAIL FROM:") {
-        return None;
-    }
-    let rest = line[10..].trim_start();
-    let path = rest.strip_prefix('<')?.split('>').next()?;
-    Some(if path.is_empty() {
-        "<>".to_owned()
-    } else {
-        path.to_ascii_lowercase()
-    })
 }
 
 /// The shared store. Cloning gives another handle on the same data.
@@ -476,8 +364,19 @@ impl Store {
         &self.shared.clock
     }
 
-    /// Appends an event.
+    /// Appends an event outside any mail transaction.
     pub fn record(&self, session: u64, client: IpAddr, kind: EventKind) {
+        self.record_in(session, client, None, kind);
+    }
+
+    /// Appends an event of mail transaction `transaction` of the session.
+    pub(crate) fn record_in(
+        &self,
+        session: u64,
+        client: IpAddr,
+        transaction: Option<u32>,
+        kind: EventKind,
+    ) {
         let at = self.shared.clock.now();
         let mut state = self.state();
         let seq = state.next_event;
@@ -486,6 +385,7 @@ impl Store {
             seq,
             at,
             session,
+            transaction,
             client,
             kind,
         };
@@ -881,20 +781,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn reads_the_sender_of_a_mail_command() {
-        assert_eq!(
-            mail_from("MAIL FROM:<A@Example.org> SIZE=10").as_deref(),
-            Some("a@example.org")
-        );
-        assert_eq!(mail_from("mail from: <>").as_deref(), Some("<>"));
-        assert_eq!(mail_from("RCPT TO:<a@qq.com>"), None);
-        assert_eq!(mail_from("MAIL"), None);
-    }
-
     fn decision(stage: Stage, accept: bool) -> EventKind {
         use crate::policy::Verdict;
-        EventKind::Decision(Decision {
+        EventKind::Decision(crate::policy::Decision {
             stage,
             verdict: if accept {
                 Verdict::Accept
@@ -920,8 +809,9 @@ mod tests {
         let store = Store::new(Clock::manual_at_unix(0), limits);
         let a: IpAddr = "127.0.0.2".parse().expect("ip");
         let b: IpAddr = "127.0.0.3".parse().expect("ip");
-        let line = "MAIL FROM:<X@example.org>".to_owned();
-        store.record(1, a, EventKind::Command { line });
+        let mut mail = Command::new(Verb::Mail, "MAIL FROM:<X@example.org>");
+        mail.address = Some("X@example.org".into());
+        store.record(1, a, EventKind::Command(mail));
         store.record(1, a, decision(Stage::Mail, true));
         store.record(2, b, decision(Stage::Connect, false));
         let tally = store.tally();

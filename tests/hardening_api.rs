@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::sidecar::{Sidecar, http};
 use qqmx::control::{self, ApiOptions, ServeLimits};
-use qqmx::store::EventKind;
+use qqmx::event::{Command, EventKind, Verb};
 use qqmx::{Clock, Config, Server};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -388,9 +388,11 @@ async fn an_event_stream_that_is_not_read_is_closed() {
     // Far more than the socket buffers hold, so that the server's writes stop.
     for _ in 0..50_000 {
         let line = "NOOP ".repeat(40);
-        server
-            .store()
-            .record(1, client, EventKind::Command { line });
+        server.store().record(
+            1,
+            client,
+            EventKind::Command(Command::new(Verb::Noop, line)),
+        );
     }
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream

@@ -406,7 +406,7 @@ async fn a_command_trickled_a_byte_at_a_time_is_timed_out() {
     let closes = server.events();
     assert!(
         closes.iter().any(|e| matches!(&e.kind,
-            qqmx::EventKind::Closed { reason } if reason == "command timeout")),
+            qqmx::EventKind::Closed { reason } if *reason == qqmx::CloseReason::CommandTimeout)),
         "{closes:?}"
     );
 }

@@ -412,7 +412,7 @@ async fn every_command_reply_and_decision_is_an_event() {
         .iter()
         .map(|e| match &e.kind {
             EventKind::Connected { .. } => "connected".to_owned(),
-            EventKind::Command { line } => format!("C {line}"),
+            EventKind::Command(command) => format!("C {}", command.line),
             EventKind::Reply(r) => format!("S {}", r.kind),
             EventKind::Decision(d) => format!("D {}", d.rule),
             EventKind::Accepted { message } => format!("accepted {message}"),
@@ -753,4 +753,104 @@ async fn a_proxy_v2_header_without_an_ip_leaves_the_real_peer() {
 
     assert!(refused.ends_with(" IP: 127.0.0.1]"), "{refused}");
     assert_eq!(bye, "221 Bye.");
+}
+
+#[tokio::test]
+async fn a_refusal_at_rcpt_counts_the_recipients_of_its_transaction() {
+    // `{n}` in a reply override is the number of recipients accepted so far; a refusal
+    // at RCPT is rendered while the transaction is open.
+    let server = server_with("[replies]\nmailbox_not_found = \"550 no such user after {n}\"\n");
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("EHLO client.example.org").await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    assert_eq!(code(&smtp.send("RCPT TO:<10001@qq.com>").await), "250");
+    assert_eq!(code(&smtp.send("RCPT TO:<10002@qq.com>").await), "250");
+    let refused = smtp.send("RCPT TO:<0@qq.com>").await;
+    assert_eq!(refused, "550 no such user after 2");
+}
+
+#[tokio::test]
+async fn commands_are_recorded_with_their_verb_arguments_and_transaction() {
+    use qqmx::CloseReason;
+    use qqmx::event::Verb;
+
+    let server = QqMx::start();
+    let mut smtp = Smtp::connect(server.addr()).await;
+    smtp.send("ehlo client.example.org").await;
+    smtp.send("MAIL FROM:<A@Example.org> SIZE=10 BODY=8BITMIME")
+        .await;
+    smtp.send("RCPT TO:<10001@qq.com>").await;
+    smtp.send("RSET").await;
+    smtp.send("NOOP").await;
+    smtp.send("MAIL FROM:<>").await;
+    smtp.send("RCPT TO:<10002@qq.com> NOTIFY=NEVER").await;
+    smtp.send("QUIT").await;
+    assert!(smtp.closed().await);
+
+    let events = server.events();
+    let commands: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Command(c) => Some((e.transaction, c)),
+            _ => None,
+        })
+        .collect();
+    let verbs: Vec<_> = commands.iter().map(|(_, c)| c.verb).collect();
+    assert_eq!(
+        verbs,
+        [
+            Verb::Ehlo,
+            Verb::Mail,
+            Verb::Rcpt,
+            Verb::Rset,
+            Verb::Noop,
+            Verb::Mail,
+            Verb::Rcpt,
+            Verb::Quit
+        ]
+    );
+    let transactions: Vec<_> = commands.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        transactions,
+        [
+            None,
+            Some(1),
+            Some(1),
+            Some(1),
+            None,
+            Some(2),
+            Some(2),
+            Some(2)
+        ]
+    );
+    let (_, helo) = commands[0];
+    assert_eq!(helo.host.as_deref(), Some("client.example.org"));
+    let (_, mail) = commands[1];
+    assert_eq!(mail.address.as_deref(), Some("A@Example.org"));
+    let params: Vec<_> = mail
+        .params
+        .iter()
+        .map(|p| (p.name.as_str(), p.value.as_deref()))
+        .collect();
+    assert_eq!(params, [("SIZE", Some("10")), ("BODY", Some("8BITMIME"))]);
+    assert_eq!(commands[5].1.address.as_deref(), Some(""));
+    assert_eq!(commands[6].1.address.as_deref(), Some("10002@qq.com"));
+    assert_eq!(commands[6].1.params[0].name, "NOTIFY");
+    // The reply to RSET is the last event of the first transaction.
+    let rset = events
+        .iter()
+        .position(|e| matches!(&e.kind, EventKind::Command(c) if c.verb == Verb::Rset))
+        .expect("RSET");
+    assert_eq!(events[rset + 1].transaction, Some(1));
+    assert!(matches!(events[rset + 1].kind, EventKind::Reply(_)));
+    let last = events.last().expect("events");
+    assert!(
+        matches!(
+            last.kind,
+            EventKind::Closed {
+                reason: CloseReason::Quit
+            }
+        ),
+        "{last:?}"
+    );
 }

@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Rfc3339, unix_secs};
 use crate::config::duration_text;
+use crate::event::{CloseReason, Command, Event, EventKind, Verb};
 use crate::policy::{AuthResult, Decision, Stage};
 use crate::reply::{Reply, ReplyKind};
-use crate::store::{Event, EventKind, Folder, Message};
+use crate::store::{Folder, Message};
 
 /// One expectation of a scenario (`[[expect]]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -382,56 +383,6 @@ const WARMUP_RULE: &str = "reputation.warmup";
 
 // ---- the transcript: one pass over the log -------------------------------------------
 
-/// A command, as far as the evaluation cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verb {
-    Mail,
-    Rcpt,
-    Data,
-    /// A command that ends any transaction: RSET, HELO, EHLO, STARTTLS, QUIT.
-    Reset,
-    Other,
-}
-
-impl Verb {
-    fn of(line: &str) -> Self {
-        let word = line.split_ascii_whitespace().next().unwrap_or("");
-        let head = word.get(..4).unwrap_or(word).to_ascii_uppercase();
-        match head.as_str() {
-            "MAIL" => Self::Mail,
-            "RCPT" => Self::Rcpt,
-            "DATA" if word.len() == 4 => Self::Data,
-            "RSET" | "HELO" | "EHLO" | "QUIT" => Self::Reset,
-            "STAR" if word.eq_ignore_ascii_case("STARTTLS") => Self::Reset,
-            _ => Self::Other,
-        }
-    }
-}
-
-/// The address of a `RCPT TO:<...>` line, lower-cased; `None` for any other line.
-fn rcpt_address(line: &str) -> Option<String> {
-    let verb = line.get(..4)?;
-    if !verb.eq_ignore_ascii_case("RCPT") {
-        return None;
-    }
-    let rest = line[4..].trim_start();
-    let to = rest.get(..2)?;
-    if !to.eq_ignore_ascii_case("TO") {
-        return None;
-    }
-    let rest = rest[2..].trim_start().strip_prefix(':')?.trim_start();
-    let path = match rest.strip_prefix('<') {
-        Some(inner) => inner.split('>').next().unwrap_or(inner),
-        None => rest.split_ascii_whitespace().next().unwrap_or(""),
-    };
-    // A source route (`<@relay:user@qq.com>`) is ignored, as RFC 5321 allows.
-    let path = match path.strip_prefix('@') {
-        Some(route) => route.split_once(':').map_or(path, |(_, mailbox)| mailbox),
-        None => path,
-    };
-    Some(path.to_ascii_lowercase())
-}
-
 /// A reply, as the transcript keeps it.
 #[derive(Debug, Clone, Copy)]
 struct Answer {
@@ -536,7 +487,7 @@ impl<'a> Transcript<'a> {
             });
             match &ev.kind {
                 EventKind::Connected { .. } => s.start = i,
-                EventKind::Command { line } => t.command(s, i, ev.at, line),
+                EventKind::Command(command) => t.command(s, i, ev.at, command),
                 EventKind::Reply(reply) => t.reply(s, i, ev.at, reply),
                 EventKind::Decision(decision) if !decision.is_accept() => {
                     let attempt = if decision.stage <= Stage::Helo {
@@ -553,7 +504,7 @@ impl<'a> Transcript<'a> {
                 }
                 EventKind::Fault { .. } => s.fault = true,
                 EventKind::Closed { reason } => {
-                    t.closed(s, i, ev.at, reason);
+                    t.closed(s, i, ev.at, *reason);
                     sessions.remove(&ev.session);
                 }
                 _ => {}
@@ -562,31 +513,29 @@ impl<'a> Transcript<'a> {
         t
     }
 
-    fn command(&mut self, s: &mut SessionState, i: usize, at: SystemTime, line: &str) {
+    fn command(&mut self, s: &mut SessionState, i: usize, at: SystemTime, command: &Command) {
         s.fault = false;
-        let verb = Verb::of(line);
-        match verb {
-            Verb::Mail => {
-                s.mail = Some(i);
-                s.end_transaction();
-            }
-            Verb::Reset => s.end_transaction(),
-            Verb::Rcpt => {
-                if let Some(address) = rcpt_address(line) {
-                    let k = self.rcpts.len();
-                    self.by_address.entry(address.clone()).or_default().push(k);
-                    self.rcpts.push(Rcpt {
-                        event: i,
-                        at,
-                        address,
-                        answer: None,
-                    });
-                    s.rcpt = Some(k);
-                }
-            }
-            Verb::Data | Verb::Other => {}
+        if command.verb == Verb::Mail {
+            s.mail = Some(i);
         }
-        s.awaiting = Some(verb);
+        if command.ends_transaction() {
+            s.end_transaction();
+        }
+        if command.verb == Verb::Rcpt
+            && let Some(address) = &command.address
+        {
+            let address = address.to_ascii_lowercase();
+            let k = self.rcpts.len();
+            self.by_address.entry(address.clone()).or_default().push(k);
+            self.rcpts.push(Rcpt {
+                event: i,
+                at,
+                address,
+                answer: None,
+            });
+            s.rcpt = Some(k);
+        }
+        s.awaiting = Some(command.verb);
     }
 
     fn reply(&mut self, s: &mut SessionState, i: usize, at: SystemTime, reply: &Reply) {
@@ -649,11 +598,11 @@ impl<'a> Transcript<'a> {
         }
     }
 
-    fn closed(&mut self, s: &SessionState, i: usize, at: SystemTime, reason: &str) {
+    fn closed(&mut self, s: &SessionState, i: usize, at: SystemTime, reason: CloseReason) {
         let waiting = s.awaiting.is_some() || s.rcpt.is_some() || s.data || !s.greeted;
-        let dropped = reason.starts_with("fault:")
-            || reason == "write failed"
-            || (matches!(reason, "client closed" | "read failed") && waiting);
+        let dropped = reason.is_fault()
+            || reason == CloseReason::WriteFailed
+            || (matches!(reason, CloseReason::ClientClosed | CloseReason::ReadFailed) && waiting);
         if !dropped {
             return;
         }
@@ -1214,6 +1163,7 @@ mod tests {
                 seq: self.events.len() as u64 + 1,
                 at: self.now,
                 session,
+                transaction: None,
                 client: self.client,
                 kind,
             });
@@ -1231,13 +1181,25 @@ mod tests {
             )
         }
 
-        fn cmd(&mut self, session: u64, line: &str) -> &mut Self {
+        fn cmd(&mut self, session: u64, verb: Verb) -> &mut Self {
             self.push(
                 session,
-                EventKind::Command {
-                    line: line.to_owned(),
-                },
+                EventKind::Command(Command::new(verb, format!("{verb:?}"))),
             )
+        }
+
+        fn addressed(&mut self, session: u64, verb: Verb, address: &str) -> &mut Self {
+            let mut command = Command::new(verb, format!("{verb:?} <{address}>"));
+            command.address = Some(address.to_owned());
+            self.push(session, EventKind::Command(command))
+        }
+
+        fn mail_cmd(&mut self, session: u64, from: &str) -> &mut Self {
+            self.addressed(session, Verb::Mail, from)
+        }
+
+        fn rcpt_cmd(&mut self, session: u64, to: &str) -> &mut Self {
+            self.addressed(session, Verb::Rcpt, to)
         }
 
         fn reply(&mut self, session: u64, kind: ReplyKind, code: u16) -> &mut Self {
@@ -1255,37 +1217,31 @@ mod tests {
         fn open(&mut self, session: u64) -> &mut Self {
             self.connect(session)
                 .reply(session, ReplyKind::Greeting, 220)
-                .cmd(session, "EHLO client.example.org")
+                .cmd(session, Verb::Ehlo)
                 .reply(session, ReplyKind::Ehlo, 250)
-                .cmd(session, "MAIL FROM:<news@example.org>")
+                .mail_cmd(session, "news@example.org")
                 .reply(session, ReplyKind::MailOk, 250)
         }
 
         fn rcpt(&mut self, session: u64, to: &str, kind: ReplyKind, code: u16) -> &mut Self {
-            self.cmd(session, &format!("RCPT TO:<{to}>"))
-                .reply(session, kind, code)
+            self.rcpt_cmd(session, to).reply(session, kind, code)
         }
 
         /// `DATA`, `354` and the final reply.
         fn data(&mut self, session: u64, kind: ReplyKind, code: u16) -> &mut Self {
-            self.cmd(session, "DATA")
+            self.cmd(session, Verb::Data)
                 .reply(session, ReplyKind::DataStart, 354)
                 .reply(session, kind, code)
         }
 
         fn quit(&mut self, session: u64) -> &mut Self {
-            self.cmd(session, "QUIT")
+            self.cmd(session, Verb::Quit)
                 .reply(session, ReplyKind::Bye, 221)
-                .close(session, "quit")
+                .close(session, CloseReason::Quit)
         }
 
-        fn close(&mut self, session: u64, reason: &str) -> &mut Self {
-            self.push(
-                session,
-                EventKind::Closed {
-                    reason: reason.to_owned(),
-                },
-            )
+        fn close(&mut self, session: u64, reason: CloseReason) -> &mut Self {
+            self.push(session, EventKind::Closed { reason })
         }
 
         /// A refused decision on `key` by `rule`, blocking until `until` if given.
@@ -1318,7 +1274,7 @@ mod tests {
         /// A transaction refused at `RCPT` by the ip_messages quota.
         fn blocked_message(&mut self, session: u64, until: SystemTime) -> &mut Self {
             self.open(session)
-                .cmd(session, "RCPT TO:<10001@qq.com>")
+                .rcpt_cmd(session, "10001@qq.com")
                 .refusal(
                     session,
                     Stage::Rcpt,
@@ -1541,14 +1497,14 @@ mod tests {
         // Session 2 is already past MAIL when session 1's refusal starts the block.
         log.open(2).blocked_message(1, until);
         // Recipients pipelined with the first refusal, in the same transaction.
-        log.cmd(1, "RCPT TO:<10002@qq.com>").refusal(
+        log.rcpt_cmd(1, "10002@qq.com").refusal(
             1,
             Stage::Rcpt,
             "quota.ip_messages",
             "ip:127.0.0.1",
             Some(until),
         );
-        log.cmd(2, "RCPT TO:<10003@qq.com>").refusal(
+        log.rcpt_cmd(2, "10003@qq.com").refusal(
             2,
             Stage::Rcpt,
             "quota.ip_messages",
@@ -1556,7 +1512,7 @@ mod tests {
             Some(until),
         );
         // Another key's refusal is another block.
-        log.cmd(2, "RCPT TO:<10004@qq.com>").refusal(
+        log.rcpt_cmd(2, "10004@qq.com").refusal(
             2,
             Stage::Rcpt,
             "quota.recipient",
@@ -1571,11 +1527,11 @@ mod tests {
         assert_eq!(outcome.seen, "3 blocks, no attempt while blocked");
 
         // A new transaction in the same session is an attempt.
-        log.cmd(3, "RSET")
+        log.cmd(3, Verb::Rset)
             .reply(3, ReplyKind::RsetOk, 250)
-            .cmd(3, "MAIL FROM:<news@example.org>")
+            .mail_cmd(3, "news@example.org")
             .reply(3, ReplyKind::MailOk, 250)
-            .cmd(3, "RCPT TO:<10001@qq.com>")
+            .rcpt_cmd(3, "10001@qq.com")
             // A refusal without a block end counts while the key is blocked.
             .refusal(3, Stage::Rcpt, "content.backscatter", "ip:127.0.0.1", None);
         let outcome = check(&expect(ExpectKind::RespectsBlocks), &log);
@@ -1597,7 +1553,7 @@ mod tests {
                 "ip:10.0.0.1",
                 Some(t(5 * MIN)),
             )
-            .close(1, "refused at connect")
+            .close(1, CloseReason::RefusedAtConnect)
             .wait(4 * MIN)
             .connect(2)
             .refusal(
@@ -1607,7 +1563,7 @@ mod tests {
                 "ip:10.0.0.1",
                 Some(t(20 * MIN)),
             )
-            .close(2, "refused at connect")
+            .close(2, CloseReason::RefusedAtConnect)
             // Past the first end, but inside the extended block.
             .wait(10 * MIN)
             .connect(3)
@@ -1618,7 +1574,7 @@ mod tests {
                 "ip:10.0.0.1",
                 Some(t(20 * MIN)),
             )
-            .close(3, "refused at connect");
+            .close(3, CloseReason::RefusedAtConnect);
         let outcome = check(&expect(ExpectKind::RespectsBlocks), &log);
         fails_with(
             &outcome,
@@ -1732,7 +1688,7 @@ mod tests {
         let mut log = Log::new();
         log.open(1)
             .rcpt(1, "10001@qq.com", ReplyKind::RcptOk, 250)
-            .cmd(1, "DATA")
+            .cmd(1, Verb::Data)
             .reply(1, ReplyKind::DataStart, 354)
             .push(
                 1,
@@ -1741,7 +1697,7 @@ mod tests {
                     stage: None,
                 },
             )
-            .close(1, "fault: close")
+            .close(1, CloseReason::FaultClose)
             .wait(MIN)
             .open(2)
             .rcpt(2, "10001@qq.com", ReplyKind::RcptOk, 250)
@@ -1762,10 +1718,10 @@ mod tests {
         patient
             .open(1)
             .rcpt(1, "10001@qq.com", ReplyKind::RcptOk, 250)
-            .cmd(1, "DATA")
+            .cmd(1, Verb::Data)
             .reply(1, ReplyKind::DataStart, 354)
             // The client gave up waiting for the final reply.
-            .close(1, "client closed")
+            .close(1, CloseReason::ClientClosed)
             .wait(20 * MIN)
             .open(2)
             .rcpt(2, "10001@qq.com", ReplyKind::RcptOk, 250);
@@ -1781,13 +1737,13 @@ mod tests {
         log.open(1)
             .rcpt(1, "10001@qq.com", ReplyKind::RcptOk, 250)
             .data(1, ReplyKind::Queued, 250)
-            .close(1, "client closed")
+            .close(1, CloseReason::ClientClosed)
             .open(2)
             .rcpt(2, "10001@qq.com", ReplyKind::RcptOk, 250)
             .data(2, ReplyKind::Queued, 250)
             // A fault before the greeting names no recipient: counted, not measured.
             .connect(3)
-            .close(3, "fault: reset")
+            .close(3, CloseReason::FaultReset)
             .open(4)
             .rcpt(4, "10001@qq.com", ReplyKind::RcptOk, 250);
         let outcome = check(&rule, &log);
@@ -1847,7 +1803,7 @@ mod tests {
         assert_eq!(outcome.seen, "no refusal by the warm-up allowance");
 
         log.open(2)
-            .cmd(2, "RCPT TO:<10001@qq.com>")
+            .rcpt_cmd(2, "10001@qq.com")
             .refusal(
                 2,
                 Stage::Rcpt,
@@ -1855,7 +1811,7 @@ mod tests {
                 "ip:127.0.0.1",
                 Some(t(60 * MIN)),
             )
-            .cmd(2, "RCPT TO:<10002@qq.com>")
+            .rcpt_cmd(2, "10002@qq.com")
             .refusal(
                 2,
                 Stage::Rcpt,
@@ -1946,25 +1902,6 @@ mod tests {
     }
 
     // ---- the parts ---------------------------------------------------------------------
-
-    #[test]
-    fn rcpt_lines_are_read_without_case_and_with_their_variants() {
-        assert_eq!(rcpt_address("RCPT TO:<A@QQ.com>"), Some("a@qq.com".into()));
-        assert_eq!(
-            rcpt_address("rcpt to: <a@qq.com> NOTIFY=NEVER"),
-            Some("a@qq.com".into())
-        );
-        assert_eq!(rcpt_address("RCPT TO:a@qq.com"), Some("a@qq.com".into()));
-        assert_eq!(
-            rcpt_address("RCPT TO:<@relay.example:a@qq.com>"),
-            Some("a@qq.com".into())
-        );
-        assert_eq!(rcpt_address("MAIL FROM:<a@qq.com>"), None);
-        assert_eq!(rcpt_address("RCPT"), None);
-        assert_eq!(Verb::of("data"), Verb::Data);
-        assert_eq!(Verb::of("DATAX"), Verb::Other);
-        assert_eq!(Verb::of("StartTLS"), Verb::Reset);
-    }
 
     #[test]
     fn spans_and_stamps_read_well() {

@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use super::{Outcome, Scenario};
 use crate::clock::{Rfc3339, unix_secs};
-use crate::store::{Event, EventKind, Message};
+use crate::event::{Event, EventKind};
+use crate::store::Message;
 
 /// What a run of a scenario showed.
 #[derive(Debug, Clone, Serialize)]
@@ -365,6 +366,7 @@ mod tests {
             seq: 1,
             at,
             session: 1,
+            transaction: None,
             client: std::net::IpAddr::from([127, 0, 0, 1]),
             kind: EventKind::Reply(crate::reply::Reply {
                 kind: crate::reply::ReplyKind::Greeting,

@@ -9,53 +9,31 @@ use tracing::debug;
 use super::body::Incoming;
 use super::{Action, Mode, Pending, Session, Transaction, loggable};
 use crate::chaos::FaultKind;
+use crate::event::{CloseReason, Command, EventKind, Param, Verb};
 use crate::policy::mailbox::{POSTMASTER_DOMAIN, quote_local_part};
 use crate::policy::{Facts, SpfCheck, Stage, contains_address};
 use crate::reply::ReplyKind;
-use crate::store::EventKind;
 
 impl Session {
     /// Answers one complete command line (CRLF included).
     pub(super) fn command(&mut self, line: &[u8]) -> Action {
-        self.record(EventKind::Command {
-            line: loggable(line),
-        });
+        let (command, parsed) = read(line);
+        if command.verb == Verb::Mail {
+            self.begin_transaction();
+        }
+        self.record(EventKind::Command(command));
         let counted = self.count_command();
         if counted != Action::Continue {
             return counted;
         }
-        // Each framed line is parsed on its own: a parser that kept state between lines
-        // would glue a line it found unfinished to the next one.
-        if repeats_a_parameter(line) {
-            // Which of two SIZEs would count? Neither: the command is refused.
-            self.reply(ReplyKind::SyntaxError);
-            return Action::Continue;
-        }
-        let size = mail_size(line);
-        let literal = address_literal(line);
-        let mut edited = Cow::Borrowed(line);
-        // smtp-proto wraps a SIZE with too many digits round to a small number, or
-        // refuses one of exactly usize::MAX: it reads SIZE=0 and the value is ours. It
-        // refuses address literals (`a@[127.0.0.1]`) too: it reads a plain domain in
-        // their place, and the literal is put back in the address it returns. The SIZE
-        // comes after the path, so it is replaced first.
-        if let Some(size) = &size {
-            edited.to_mut().splice(size.digits.clone(), *b"0");
-        }
-        if let Some(literal) = &literal {
-            edited
-                .to_mut()
-                .splice(literal.clone(), LITERAL_STAND_IN.bytes());
-        }
-        let parsed = Request::parse(&mut edited.iter()).map(Request::into_owned);
         match parsed {
-            Ok(mut request) => {
-                if let Some(literal) = literal {
-                    put_back_literal(&mut request, &String::from_utf8_lossy(&line[literal]));
-                }
-                self.request(request, line, size.map_or(0, |s| s.value))
+            Ok((request, size)) => self.request(request, line, size),
+            Err(Unparsed::RepeatedParameter) => {
+                // Which of two SIZEs would count? Neither: the command is refused.
+                self.reply(ReplyKind::SyntaxError);
+                Action::Continue
             }
-            Err(error) => {
+            Err(Unparsed::Error(error)) => {
                 self.parse_error(&error);
                 Action::Continue
             }
@@ -79,7 +57,7 @@ impl Session {
             Request::Help { .. } => self.reply(ReplyKind::Help),
             Request::Quit => {
                 self.reply(ReplyKind::Bye);
-                return Action::Close("quit");
+                return Action::Close(CloseReason::Quit);
             }
             // RFC 3207: STARTTLS takes no parameters.
             Request::StartTls if !line.get(8..).unwrap_or_default().trim_ascii().is_empty() => {
@@ -187,7 +165,7 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: &RcptTo<String>, line: &[u8]) {
-        let Some(tx) = self.tx.take() else {
+        let Some(tx) = &self.tx else {
             self.reply(ReplyKind::NeedMail);
             return;
         };
@@ -197,7 +175,13 @@ impl Session {
             .mail_params(0, tx.smtputf8)
             .rcpts(&tx.rcpts)
             .rcpt(&address);
-        let accepted = self.ask(Stage::Rcpt, &facts);
+        let decision = self.judge(Stage::Rcpt, &facts);
+        // The transaction stays open while the decision is answered, so that a reply's
+        // `{n}` counts its recipients.
+        let accepted = self.decide(decision);
+        let Some(tx) = &mut self.tx else {
+            return;
+        };
         let greylisted = accepted
             && self
                 .shared
@@ -208,36 +192,31 @@ impl Session {
                 fault: FaultKind::Greylist,
                 stage: Some(Stage::Rcpt),
             });
-            self.tx = Some(tx);
             self.reply(ReplyKind::Greylisted);
             return;
         }
-        let mut tx = tx;
         // A recipient named twice gets the message once.
         if accepted && !contains_address(&tx.rcpts, &address) {
             tx.rcpts.push(address.into_owned());
         }
-        self.tx = Some(tx);
         if accepted {
             self.reply(ReplyKind::RcptOk);
         }
     }
 
     fn data_command(&mut self) {
-        let Some(tx) = self.tx.take() else {
+        let Some(tx) = &self.tx else {
             self.reply(ReplyKind::NeedMail);
             return;
         };
         if tx.rcpts.is_empty() {
-            self.tx = Some(tx);
             self.reply(ReplyKind::NeedRcpt);
             return;
         }
-        let facts = Facts::new(self.peer.ip()).from(&tx.from).rcpts(&tx.rcpts);
-        let accepted = self.ask(Stage::Data, &facts);
         let expected = tx.size;
-        self.tx = Some(tx);
-        if !accepted {
+        let facts = Facts::new(self.peer.ip()).from(&tx.from).rcpts(&tx.rcpts);
+        let decision = self.judge(Stage::Data, &facts);
+        if !self.decide(decision) {
             return;
         }
         let limits = &self.shared.config.limits;
@@ -274,6 +253,92 @@ impl Session {
         self.reply(ReplyKind::StartTlsReady);
         Action::StartTls
     }
+}
+
+/// Why a command line gave no request.
+#[derive(Debug)]
+pub(super) enum Unparsed {
+    /// A MAIL or RCPT line names one of its parameters twice.
+    RepeatedParameter,
+    /// The parser refused it.
+    Error(ParseError),
+}
+
+/// Reads a complete command line once: the event that records it, and the request to
+/// answer with the exact SIZE of a MAIL command.
+pub(super) fn read(line: &[u8]) -> (Command, Result<(Request<String>, u64), Unparsed>) {
+    let mut command = Command::new(Verb::of_line(line), loggable(line));
+    let parsed = parse(line);
+    if let Ok((request, _)) = &parsed {
+        match request {
+            Request::Mail { from } => {
+                command.address = Some(quote_local_part(&from.address).into_owned());
+                command.params = params(line);
+            }
+            Request::Rcpt { to } => {
+                command.address = Some(recipient(&to.address, line).into_owned());
+                command.params = params(line);
+            }
+            Request::Helo { host } | Request::Ehlo { host } => {
+                command.host = Some(host.clone());
+            }
+            _ => {}
+        }
+    }
+    (command, parsed)
+}
+
+/// Parses a command line.
+fn parse(line: &[u8]) -> Result<(Request<String>, u64), Unparsed> {
+    // Each framed line is parsed on its own: a parser that kept state between lines
+    // would glue a line it found unfinished to the next one.
+    if repeats_a_parameter(line) {
+        return Err(Unparsed::RepeatedParameter);
+    }
+    let size = mail_size(line);
+    let literal = address_literal(line);
+    let mut edited = Cow::Borrowed(line);
+    // smtp-proto wraps a SIZE with too many digits round to a small number, or
+    // refuses one of exactly usize::MAX: it reads SIZE=0 and the value is ours. It
+    // refuses address literals (`a@[127.0.0.1]`) too: it reads a plain domain in
+    // their place, and the literal is put back in the address it returns. The SIZE
+    // comes after the path, so it is replaced first.
+    if let Some(size) = &size {
+        edited.to_mut().splice(size.digits.clone(), *b"0");
+    }
+    if let Some(literal) = &literal {
+        edited
+            .to_mut()
+            .splice(literal.clone(), LITERAL_STAND_IN.bytes());
+    }
+    let mut request = Request::parse(&mut edited.iter())
+        .map(Request::into_owned)
+        .map_err(Unparsed::Error)?;
+    if let Some(literal) = literal {
+        put_back_literal(&mut request, &String::from_utf8_lossy(&line[literal]));
+    }
+    Ok((request, size.map_or(0, |s| s.value)))
+}
+
+/// The ESMTP parameters of a MAIL or RCPT line: the words after the path's `>`.
+fn params(line: &[u8]) -> Vec<Param> {
+    let line = line.trim_ascii_end();
+    let Some(end) = line.iter().rposition(|&b| b == b'>') else {
+        return Vec::new();
+    };
+    line[end + 1..]
+        .split(u8::is_ascii_whitespace)
+        .filter(|word| !word.is_empty())
+        .map(|word| {
+            let text = String::from_utf8_lossy(word);
+            match text.split_once('=') {
+                Some((name, value)) => {
+                    Param::new(name.to_ascii_uppercase(), Some(value.to_owned()))
+                }
+                None => Param::new(text.to_ascii_uppercase(), None),
+            }
+        })
+        .collect()
 }
 
 /// The recipient of a RCPT line, as the policy should judge it.

@@ -44,9 +44,10 @@ use crate::auth::Authenticator;
 use crate::chaos::{Action as FaultAction, FaultKind, Faults};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::event::{CloseReason, EventKind, Verb};
 use crate::policy::{Decision, Facts, Policy, SpfCheck, Stage, Verdict};
 use crate::reply::{Catalogue, Context, ReplyKind};
-use crate::store::{EventKind, Store};
+use crate::store::Store;
 pub(crate) use body::Inflight;
 use body::{Body, Incoming};
 
@@ -167,14 +168,14 @@ enum Action {
     /// Carry out the fault in `Session::fault`.
     Fault,
     StartTls,
-    Close(&'static str),
+    Close(CloseReason),
 }
 
 /// How [`Session::drive`] ended.
 #[derive(Clone, Copy)]
 enum Outcome {
     StartTls,
-    Closed(&'static str),
+    Closed(CloseReason),
     /// Close with a TCP reset.
     Reset,
 }
@@ -211,6 +212,12 @@ pub(crate) struct Session {
     link_speed: Option<u64>,
     /// Something was answered since the last read: the next command's time starts.
     answered: bool,
+    /// The number of the mail transaction events belong to now (see [`Event`]).
+    ///
+    /// [`Event`]: crate::event::Event
+    transaction: Option<u32>,
+    /// Mail transactions begun.
+    transactions: u32,
     /// Since when the next command line has been awaited (`limits.command_timeout`).
     awaiting_since: Instant,
     /// While message data streams in under `limits.min_data_rate`: when it will have
@@ -252,7 +259,7 @@ pub(crate) async fn serve<S>(
     if !session.decide(connect.decision) {
         // Refused at connect: the refusal replaces the greeting and the session ends.
         let _ = session.flush(&mut stream).await;
-        session.closed("refused at connect");
+        session.closed(CloseReason::RefusedAtConnect);
         let _ = tokio::time::timeout(LAST_WORDS, stream.shutdown()).await;
         return;
     }
@@ -288,7 +295,7 @@ pub(crate) fn turn_away(
         mx: listener.mx.to_owned(),
     });
     session.reply(ReplyKind::TooManyConnections);
-    session.closed("too many connections");
+    session.closed(CloseReason::TooManyConnections);
     if let Ok(mut stream) = stream.into_std() {
         let _ = std::io::Write::write(&mut stream, &session.output);
         let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -323,6 +330,8 @@ impl Session {
             held: None,
             link_speed: None,
             answered: false,
+            transaction: None,
+            transactions: 0,
             awaiting_since: Instant::now(),
             data_deadline: None,
         }
@@ -343,7 +352,7 @@ impl Session {
             let mut hello = [0u8; 4096];
             let _ = tokio::time::timeout(idle, stream.read(&mut hello)).await;
             let _ = tokio::time::timeout(LAST_WORDS, stream.write_all(&HANDSHAKE_FAILURE)).await;
-            self.closed("fault: tls_failure");
+            self.closed(CloseReason::FaultTlsFailure);
             let _ = tokio::time::timeout(LAST_WORDS, stream.shutdown()).await;
             return;
         }
@@ -369,24 +378,22 @@ impl Session {
                 self.record(EventKind::TlsFailed {
                     error: e.to_string(),
                 });
-                self.closed("TLS handshake failed");
+                self.closed(CloseReason::TlsFailed);
             }
             Err(_) => {
                 self.record(EventKind::TlsFailed {
                     error: "handshake timed out".into(),
                 });
-                self.closed("TLS handshake timed out");
+                self.closed(CloseReason::TlsTimeout);
             }
         }
     }
 
     /// Records the end of the session; done before the socket closes, so that a client
     /// that has seen the close finds the event in the log.
-    fn closed(&self, reason: &'static str) {
-        self.record(EventKind::Closed {
-            reason: reason.to_owned(),
-        });
-        info!(session = self.id, peer = %self.peer, reason, "closed");
+    fn closed(&self, reason: CloseReason) {
+        self.record(EventKind::Closed { reason });
+        info!(session = self.id, peer = %self.peer, %reason, "closed");
     }
 
     /// Reads, answers and writes until the session ends or switches to TLS; records the
@@ -410,7 +417,7 @@ impl Session {
                 let _ = tokio::time::timeout(LAST_WORDS, stream.shutdown()).await;
             }
             Outcome::Reset => {
-                self.closed("fault: reset");
+                self.closed(CloseReason::FaultReset);
                 stream.reset_on_close();
             }
             Outcome::StartTls => {}
@@ -441,7 +448,7 @@ impl Session {
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = stopping(shutdown) => {
-                        return Some(self.last_words(stream, ReplyKind::ShuttingDown, "server shutting down").await);
+                        return Some(self.last_words(stream, ReplyKind::ShuttingDown, CloseReason::ShuttingDown).await);
                     }
                 }
                 self.fault_passed = true;
@@ -450,10 +457,14 @@ impl Session {
                 }
                 None
             }
-            FaultAction::Close => Some(Outcome::Closed("fault: close")),
+            FaultAction::Close => Some(Outcome::Closed(CloseReason::FaultClose)),
             FaultAction::Unavailable => Some(
-                self.last_words(stream, ReplyKind::ShuttingDown, "fault: unavailable")
-                    .await,
+                self.last_words(
+                    stream,
+                    ReplyKind::ShuttingDown,
+                    CloseReason::FaultUnavailable,
+                )
+                .await,
             ),
             FaultAction::Reset => Some(Outcome::Reset),
             FaultAction::Stall => {
@@ -462,7 +473,7 @@ impl Session {
                     () = tokio::time::sleep(idle) => {}
                     () = stopping(shutdown) => {}
                 }
-                Some(Outcome::Closed("fault: stall"))
+                Some(Outcome::Closed(CloseReason::FaultStall))
             }
         }
     }
@@ -479,7 +490,7 @@ impl Session {
                     Action::Fault => {
                         // What was answered before the fault goes out first.
                         if !self.flush(stream).await {
-                            return Outcome::Closed("write failed");
+                            return Outcome::Closed(CloseReason::WriteFailed);
                         }
                         if let Some(outcome) = self.carry_out_fault(stream, shutdown).await {
                             return outcome;
@@ -495,7 +506,7 @@ impl Session {
                 };
             }
             if !self.flush(stream).await {
-                return Outcome::Closed("write failed");
+                return Outcome::Closed(CloseReason::WriteFailed);
             }
             self.start_clocks();
             match action {
@@ -508,17 +519,17 @@ impl Session {
             let read = tokio::select! {
                 read = tokio::time::timeout_at(until, stream.read_buf(&mut self.input)) => read,
                 () = stopping(shutdown) => {
-                    return self.last_words(stream, ReplyKind::ShuttingDown, "server shutting down").await;
+                    return self.last_words(stream, ReplyKind::ShuttingDown, CloseReason::ShuttingDown).await;
                 }
             };
             match read {
-                Ok(Ok(0)) => return Outcome::Closed("client closed"),
+                Ok(Ok(0)) => return Outcome::Closed(CloseReason::ClientClosed),
                 Ok(Ok(n)) => {
                     let crawled = Instant::now();
                     self.crawl(n).await;
                     self.paced(n, crawled.elapsed());
                 }
-                Ok(Err(_)) => return Outcome::Closed("read failed"),
+                Ok(Err(_)) => return Outcome::Closed(CloseReason::ReadFailed),
                 Err(_) => return self.last_words(stream, ReplyKind::Timeout, reason).await,
             }
         }
@@ -542,20 +553,20 @@ impl Session {
     }
 
     /// When the next read times out, and why.
-    fn read_deadline(&self) -> (Instant, &'static str) {
+    fn read_deadline(&self) -> (Instant, CloseReason) {
         let limits = &self.shared.config.limits;
-        let mut until = (self.deadline, "session timeout");
+        let mut until = (self.deadline, CloseReason::SessionTimeout);
         let idle = Instant::now() + limits.idle_timeout;
         if idle < until.0 {
-            until = (idle, "idle timeout");
+            until = (idle, CloseReason::IdleTimeout);
         }
         let stage = match (&self.mode, self.data_deadline) {
-            (Mode::Data(_), Some(data)) => Some((data, "data rate too low")),
+            (Mode::Data(_), Some(data)) => Some((data, CloseReason::DataRateTooLow)),
             (Mode::Data(_), None) => None,
             (Mode::Commands | Mode::SkipLine, _) => self
                 .awaiting_since
                 .checked_add(limits.command_timeout)
-                .map(|command| (command, "command timeout")),
+                .map(|command| (command, CloseReason::CommandTimeout)),
         };
         match stage {
             Some(stage) if stage.0 < until.0 => stage,
@@ -584,7 +595,7 @@ impl Session {
         &mut self,
         stream: &mut S,
         kind: ReplyKind,
-        reason: &'static str,
+        reason: CloseReason,
     ) -> Outcome
     where
         S: AsyncWrite + Unpin,
@@ -650,9 +661,11 @@ impl Session {
                             // answered after a delay. A fault that ends the session
                             // leaves the command unanswered, but in the log.
                             if !matches!(fault.1, FaultAction::Delay(_)) {
-                                self.record(EventKind::Command {
-                                    line: loggable(&line),
-                                });
+                                let (command, _) = command::read(&line);
+                                if command.verb == Verb::Mail {
+                                    self.begin_transaction();
+                                }
+                                self.record(EventKind::Command(command));
                             }
                             self.fault = Some(fault);
                             action = Action::Fault;
@@ -749,7 +762,7 @@ impl Session {
         self.commands += 1;
         if self.commands > self.shared.config.limits.max_commands {
             self.reply(ReplyKind::TooManyCommands);
-            return Action::Close("too many commands");
+            return Action::Close(CloseReason::TooManyCommands);
         }
         Action::Continue
     }
@@ -780,6 +793,10 @@ impl Session {
         self.output.extend_from_slice(b"\r\n");
         self.answered = true;
         self.record(EventKind::Reply(reply));
+        // The reply that leaves no transaction open ends the one it answers.
+        if self.tx.is_none() && self.pending.is_none() && !matches!(self.mode, Mode::Data(_)) {
+            self.transaction = None;
+        }
     }
 
     /// Records `decision` and, when it rejects, queues its reply. Returns whether it accepts.
@@ -802,7 +819,15 @@ impl Session {
 
     /// [`ask`](Self::ask), returning the verdict.
     fn verdict(&mut self, stage: Stage, facts: &Facts<'_>) -> Verdict {
-        let decision = match self.deferred.iter().find(|d| d.stage == stage) {
+        let decision = self.judge(stage, facts);
+        let verdict = decision.verdict;
+        self.decide(decision);
+        verdict
+    }
+
+    /// The policy's decision at `stage`, or the refusal deferred to it; not yet recorded.
+    fn judge(&self, stage: Stage, facts: &Facts<'_>) -> Decision {
+        match self.deferred.iter().find(|d| d.stage == stage) {
             Some(deferred) => deferred.clone(),
             None => {
                 let now = self.shared.clock.now();
@@ -813,14 +838,19 @@ impl Session {
                     policy.check(stage, facts, now)
                 }
             }
-        };
-        let verdict = decision.verdict;
-        self.decide(decision);
-        verdict
+        }
+    }
+
+    /// A `MAIL` command begins the session's next mail transaction.
+    fn begin_transaction(&mut self) {
+        self.transactions += 1;
+        self.transaction = Some(self.transactions);
     }
 
     fn record(&self, kind: EventKind) {
-        self.shared.store.record(self.id, self.peer.ip(), kind);
+        self.shared
+            .store
+            .record_in(self.id, self.peer.ip(), self.transaction, kind);
     }
 }
 
