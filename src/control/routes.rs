@@ -21,19 +21,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::stats::Stats;
-use super::{Api, ApiError, OPENAPI, guard, metrics};
-use crate::chaos::Fault;
+use super::{Api, ApiError, OPENAPI, commands, guard, metrics};
 use crate::clock::{Rfc3339, parse_rfc3339};
 use crate::config::{Config, duration_text};
-use crate::inspect::{self, Command, MessageFilter, Refusal};
-use crate::policy::{BlockInfo, IpNet, QuotaName, Window};
+use crate::inspect::{self, MessageFilter, Refusal};
+use crate::policy::BlockInfo;
 use crate::provenance;
 use crate::reply::Generation;
 use crate::scenario::Scenario;
 use crate::store::{Event, EventKind, Folder, Message};
 
-type ApiState = State<Arc<Api>>;
-type Answer<T> = Result<T, ApiError>;
+pub(super) type ApiState = State<Arc<Api>>;
+pub(super) type Answer<T> = Result<T, ApiError>;
 
 pub(super) fn router(api: Arc<Api>) -> Router {
     let v1 = Router::new()
@@ -50,17 +49,17 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .route("/reputation/{ip}", get(reputation))
         .route("/clock", get(clock))
         .route("/clock/advance", post(advance))
-        .route("/blacklist", post(blacklist))
-        .route("/unblacklist", post(unblacklist))
-        .route("/whitelist", post(whitelist))
-        .route("/complain", post(complain))
-        .route("/limit", post(set_limit))
-        .route("/reset", post(reset))
+        .route("/blacklist", post(commands::blacklist))
+        .route("/unblacklist", post(commands::unblacklist))
+        .route("/whitelist", post(commands::whitelist))
+        .route("/complain", post(commands::complain))
+        .route("/limit", post(commands::set_limit))
+        .route("/reset", post(commands::reset))
         .route("/config", get(config).put(load_config))
-        .route("/faults", get(faults).put(set_faults))
+        .route("/faults", get(commands::faults).put(commands::set_faults))
         .route("/scenario", axum::routing::put(load_scenario))
-        .route("/mx/{mx}/down", post(mx_down))
-        .route("/mx/{mx}/up", post(mx_up));
+        .route("/mx/{mx}/down", post(commands::mx_down))
+        .route("/mx/{mx}/up", post(commands::mx_up));
     let guarded = Router::new()
         .nest("/api/v1", v1)
         .route("/metrics", get(metrics))
@@ -140,7 +139,7 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Answer<T> {
 }
 
 /// A JSON body (an empty body reads as `{}`), or a JSON error naming what is wrong.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Answer<T> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Answer<T> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -149,7 +148,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Answer<T> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
 }
 
-fn time(text: &str, name: &str) -> Answer<SystemTime> {
+pub(super) fn time(text: &str, name: &str) -> Answer<SystemTime> {
     parse_rfc3339(text).ok_or_else(|| {
         ApiError::bad_request(format!(
             "`{name}`: `{text}` is not an RFC 3339 time such as 2025-06-02T09:00:00+08:00"
@@ -157,7 +156,7 @@ fn time(text: &str, name: &str) -> Answer<SystemTime> {
     })
 }
 
-fn duration(text: &str, name: &str) -> Answer<Duration> {
+pub(super) fn duration(text: &str, name: &str) -> Answer<Duration> {
     duration_text::parse(text).ok_or_else(|| {
         ApiError::bad_request(format!(
             "`{name}`: `{text}` is not a duration such as \"30s\", \"5m\" or \"1h30m\""
@@ -610,9 +609,9 @@ async fn explain(
 }
 
 #[derive(Serialize)]
-struct Reputation {
-    ip: IpAddr,
-    reputation: u64,
+pub(super) struct Reputation {
+    pub(super) ip: IpAddr,
+    pub(super) reputation: u64,
 }
 
 async fn reputation(State(api): ApiState, Path(ip): Path<String>) -> Answer<Json<Reputation>> {
@@ -671,175 +670,6 @@ async fn advance(State(api): ApiState, bytes: Bytes) -> Answer<Json<ClockInfo>> 
     Ok(Json(clock_info(&api)))
 }
 
-/// What a blacklist request names: exactly one of an IP (or range) and a sender.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListRequest {
-    ip: Option<String>,
-    /// A sender address (`a@example.org`) or domain (`example.org`).
-    sender: Option<String>,
-    /// When the listing ends (RFC 3339).
-    until: Option<String>,
-    /// How long the listing lasts (`"2h"`); the alternative to `until`.
-    #[serde(rename = "for")]
-    lasting: Option<String>,
-}
-
-enum Target {
-    Ip(IpNet),
-    Sender(String),
-}
-
-impl ListRequest {
-    fn target(&self) -> Answer<Target> {
-        match (&self.ip, &self.sender) {
-            (Some(ip), None) => ip
-                .parse::<IpNet>()
-                .map(Target::Ip)
-                .map_err(|e| ApiError::bad_request(format!("`ip`: {e}"))),
-            (None, Some(sender)) if !sender.trim().is_empty() => {
-                Ok(Target::Sender(sender.trim().to_owned()))
-            }
-            _ => Err(ApiError::bad_request(
-                "give exactly one of `ip` (an address or CIDR range) and `sender` (an address or domain)",
-            )),
-        }
-    }
-
-    fn until(&self, now: SystemTime) -> Answer<Option<SystemTime>> {
-        match (&self.until, &self.lasting) {
-            (Some(t), None) => time(t, "until").map(Some),
-            (None, Some(d)) => Ok(Some(now + duration(d, "for")?)),
-            (None, None) => Ok(None),
-            (Some(_), Some(_)) => Err(ApiError::bad_request(
-                "give at most one of `until` and `for`",
-            )),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Done {
-    ok: bool,
-}
-
-const DONE: Json<Done> = Json(Done { ok: true });
-
-async fn blacklist(State(api): ApiState, bytes: Bytes) -> Answer<Json<Done>> {
-    let listing: ListRequest = body(&bytes)?;
-    let target = listing.target()?;
-    let until = listing.until(api.server.clock().now())?;
-    match target {
-        Target::Ip(net) => Command::BlacklistIp { net, until },
-        Target::Sender(sender) => Command::BlacklistSender { sender, until },
-    }
-    .apply(&api.server);
-    Ok(DONE)
-}
-
-async fn unblacklist(State(api): ApiState, bytes: Bytes) -> Answer<Json<Done>> {
-    let listing: ListRequest = body(&bytes)?;
-    if listing.until.is_some() || listing.lasting.is_some() {
-        return Err(ApiError::bad_request(
-            "`until` and `for` belong to /blacklist",
-        ));
-    }
-    let target = listing.target()?;
-    match target {
-        Target::Ip(net) => Command::UnblacklistIp(net),
-        Target::Sender(sender) => Command::UnblacklistSender(sender),
-    }
-    .apply(&api.server);
-    Ok(DONE)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Whitelist {
-    recipient: String,
-    sender: String,
-}
-
-async fn whitelist(State(api): ApiState, bytes: Bytes) -> Answer<Json<Done>> {
-    let w: Whitelist = body(&bytes)?;
-    Command::Whitelist {
-        recipient: w.recipient,
-        sender: w.sender,
-    }
-    .apply(&api.server);
-    Ok(DONE)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Complaint {
-    ip: IpAddr,
-    sender: Option<String>,
-}
-
-async fn complain(State(api): ApiState, bytes: Bytes) -> Answer<Json<Reputation>> {
-    let c: Complaint = body(&bytes)?;
-    Command::Complain {
-        ip: c.ip,
-        sender: c.sender,
-    }
-    .apply(&api.server);
-    Ok(Json(Reputation {
-        ip: c.ip,
-        reputation: inspect::reputation(&api.server, c.ip),
-    }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Limit {
-    quota: QuotaName,
-    window: Window,
-    /// The new limit; `null` removes the tier.
-    limit: Option<u64>,
-}
-
-async fn set_limit(State(api): ApiState, bytes: Bytes) -> Answer<Json<Done>> {
-    let l: Limit = body(&bytes)?;
-    Command::SetLimit {
-        quota: l.quota,
-        window: l.window,
-        limit: l.limit,
-    }
-    .apply(&api.server);
-    Ok(DONE)
-}
-
-/// What to reset; an empty body resets the store and the policy.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Reset {
-    /// Forget messages and events.
-    store: Option<bool>,
-    /// Start the policy afresh from the config: counters, blocks, runtime listings,
-    /// whitelists, complaints and reputation.
-    policy: Option<bool>,
-    /// Forget quota counters and blocks only.
-    counters: Option<bool>,
-}
-
-async fn reset(State(api): ApiState, bytes: Bytes) -> Answer<Json<Done>> {
-    let r: Reset = body(&bytes)?;
-    let everything = r.store.is_none() && r.policy.is_none() && r.counters.is_none();
-    if everything || r.policy == Some(true) {
-        let config = Config::clone(&api.server.config());
-        api.server
-            .reload(config)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    } else if r.counters == Some(true) {
-        Command::ResetCounters.apply(&api.server);
-    }
-    if everything || r.store == Some(true) {
-        api.server.store().clear();
-    }
-    Ok(DONE)
-}
-
 async fn config(State(api): ApiState) -> Json<Config> {
     Json(Config::clone(&api.server.config()))
 }
@@ -895,43 +725,6 @@ async fn load_config(
         ok: true,
         no_limits,
     }))
-}
-
-async fn faults(State(api): ApiState) -> Json<Vec<Fault>> {
-    Json(api.server.faults())
-}
-
-/// Replaces the faults in force with the list in the body (`[]` clears them).
-async fn set_faults(State(api): ApiState, bytes: Bytes) -> Answer<Json<Done>> {
-    let faults: Vec<Fault> = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
-    for (i, fault) in faults.iter().enumerate() {
-        fault
-            .check()
-            .map_err(|e| ApiError::bad_request(format!("fault {i}: {e}")))?;
-    }
-    api.server.set_faults(faults);
-    Ok(DONE)
-}
-
-fn listener(api: &Api, mx: &str) -> Answer<()> {
-    if api.options.listeners.iter().any(|(name, _)| name == mx) {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!("no listener called `{mx}`")))
-    }
-}
-
-async fn mx_down(State(api): ApiState, Path(mx): Path<String>) -> Answer<Json<Done>> {
-    listener(&api, &mx)?;
-    api.server.set_mx_up(&mx, false);
-    Ok(DONE)
-}
-
-async fn mx_up(State(api): ApiState, Path(mx): Path<String>) -> Answer<Json<Done>> {
-    listener(&api, &mx)?;
-    api.server.set_mx_up(&mx, true);
-    Ok(DONE)
 }
 
 #[derive(Serialize)]
