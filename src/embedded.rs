@@ -2,25 +2,25 @@
 //!
 //! [`QqMx`] runs a [`Server`] on its own thread with its own tokio runtime, so it works
 //! from a plain `#[test]` and from any async runtime, and every test gets its own port,
-//! clock and store. The handle reads the store, moves the clock, waits for messages and
-//! checks [`Expectation`]s when it is dropped.
+//! clock and store. It dereferences to a [`Handle`], whose methods read the store, move
+//! the clock, wait for messages and steer the policy; it checks [`Expectation`]s when it
+//! is dropped.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::{Bound, RangeBounds};
+use std::ops::{Bound, Deref, RangeBounds};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::config::{ClockMode, Config};
-use crate::policy::{BlockInfo, Decision, IpNet, Policy, QuotaName, Window};
+use crate::inspect::{Handle, Local};
 use crate::reply::{Generation, ReplyKind};
 use crate::server::{Server, StartError};
-use crate::store::{Event, EventKind, Message, Store, StoreStats};
+use crate::store::Store;
 
 /// A qqmx server running for one test.
 ///
@@ -49,7 +49,7 @@ use crate::store::{Event, EventKind, Message, Store, StoreStats};
 /// # drop(smtp);
 /// ```
 pub struct QqMx {
-    addr: SocketAddr,
+    handle: Handle,
     server: Server,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -155,7 +155,7 @@ impl Builder {
             })
             .map_err(StartError::Runtime)?;
         Ok(QqMx {
-            addr,
+            handle: Handle::new(Arc::new(Local::new(server.clone(), addr))),
             server,
             stop: Some(stop),
             thread: Some(thread),
@@ -191,25 +191,9 @@ impl QqMx {
         }
     }
 
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// The server's clock: advance it to move the server through time.
     pub fn clock(&self) -> &Clock {
         self.server.clock()
-    }
-
-    /// The time on the server's clock; short for `clock().now()`.
-    pub fn now(&self) -> SystemTime {
-        self.clock().now()
-    }
-
-    /// Moves the server's clock forward; short for `clock().advance(by)`, and what
-    /// `Remote::advance` (feature `remote`) does to a sidecar's.
-    pub fn advance(&self, by: Duration) {
-        self.clock().advance(by);
     }
 
     /// The config in force.
@@ -222,64 +206,9 @@ impl QqMx {
         self.server.store()
     }
 
-    /// The accepted messages still held, oldest first.
-    pub fn messages(&self) -> Vec<Message> {
-        self.store().messages()
-    }
-
-    /// The events still held, oldest first.
-    pub fn events(&self) -> Vec<Event> {
-        self.store().events()
-    }
-
-    /// Counts of what is held and what was evicted.
-    pub fn stats(&self) -> StoreStats {
-        self.store().stats()
-    }
-
-    /// Waits (real time) until `n` messages have been accepted since start or
-    /// [`reset`](Self::reset).
-    ///
-    /// # Errors
-    ///
-    /// [`WaitError`] with the number accepted when `timeout` passes first.
-    pub fn wait_for_messages(
-        &self,
-        n: usize,
-        timeout: Duration,
-    ) -> Result<Vec<Message>, WaitError> {
-        self.store()
-            .wait_for_messages(n, timeout)
-            .map_err(|got| WaitError {
-                wanted: n,
-                got,
-                timeout,
-            })
-    }
-
-    /// The async form of [`wait_for_messages`](Self::wait_for_messages), for tokio tests.
-    ///
-    /// # Errors
-    ///
-    /// [`WaitError`] with the number accepted when `timeout` passes first.
-    pub async fn wait_for_messages_async(
-        &self,
-        n: usize,
-        timeout: Duration,
-    ) -> Result<Vec<Message>, WaitError> {
-        self.store()
-            .wait_for_messages_async(n, timeout)
-            .await
-            .map_err(|got| WaitError {
-                wanted: n,
-                got,
-                timeout,
-            })
-    }
-
     /// Forgets messages, events and expectations.
     pub fn reset(&self) {
-        self.store().clear();
+        self.backend().clear();
         self.lock_expectations().clear();
     }
 
@@ -305,129 +234,34 @@ impl QqMx {
         )
     }
 
-    // ---- policy control ----------------------------------------------------------------
-
-    /// Blacklists an IP or CIDR range (`"127.0.0.3"`, `"127.0.1.0/24"`), until `until`
-    /// or for good.
-    ///
-    /// # Panics
-    ///
-    /// When `net` is not an IP address or CIDR range.
-    pub fn blacklist_ip(&self, net: &str, until: Option<SystemTime>) {
-        let net = parse_net(net);
-        self.server.with_policy(|p, _| p.blacklist_ip(net, until));
-    }
-
-    /// Lifts the listings of an IP or range, its random listing and its complaints.
-    ///
-    /// # Panics
-    ///
-    /// When `net` is not an IP address or CIDR range.
-    pub fn unblacklist_ip(&self, net: &str) {
-        let net = parse_net(net);
-        self.server.with_policy(|p, _| p.unblacklist_ip(net));
-    }
-
-    /// Blacklists a sender address (`a@example.org`) or domain (`example.org`).
-    pub fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>) {
+    /// QQ user `recipient` blocks mail from `sender` (an address or a domain): it is
+    /// refused at RCPT with `Mail is rejected by recipients`. Only the embedded server
+    /// offers this; the control API has no route for it.
+    pub fn block_for_recipient(&self, recipient: &str, sender: &str) {
         self.server
-            .with_policy(|p, _| p.blacklist_sender(sender, until));
+            .with_policy(|p, _| p.block_for_recipient(recipient, sender));
     }
 
-    /// Lifts the listings of a sender address or domain.
-    pub fn unblacklist_sender(&self, sender: &str) {
-        self.server.with_policy(|p, _| p.unblacklist_sender(sender));
-    }
-
-    /// `recipient` whitelists a sender address or domain (QQ's feedback form): its mail
-    /// to them passes blacklists until a complaint about that sender.
-    pub fn whitelist(&self, recipient: &str, sender: &str) {
+    /// Records that QQ user `address` sent mail to `ip`, so that bounces from `ip` to
+    /// them are expected when backscatter detection is on. Only the embedded server
+    /// offers this; the control API has no route for it.
+    pub fn record_outbound(&self, address: &str, ip: IpAddr) {
         self.server
-            .with_policy(|p, _| p.whitelist(recipient, sender));
-    }
-
-    /// A QQ user marks mail from `ip` (and `sender`) as spam: the IP loses reputation.
-    pub fn complain(&self, ip: IpAddr, sender: Option<&str>) {
-        self.server
-            .with_policy(|p, now| p.complain(ip, sender, now));
-    }
-
-    /// Sets (or with `None` removes) one tier of a quota.
-    pub fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>) {
-        self.server
-            .with_policy(|p, _| p.set_limit(quota, window, limit));
-    }
-
-    /// Forgets every quota counter and block.
-    pub fn reset_counters(&self) {
-        self.server.with_policy(|p, _| p.reset_counters());
-    }
-
-    /// An IP's reputation now; 0 means blacklisted.
-    pub fn reputation(&self, ip: IpAddr) -> u64 {
-        self.server.with_policy(|p, now| p.reputation(ip, now))
-    }
-
-    /// The quota blocks in force now.
-    pub fn blocks(&self) -> Vec<BlockInfo> {
-        self.server.with_policy(|p, now| p.blocks(now))
-    }
-
-    /// Replaces the faults in force: tarpits, closes, resets, slow links, greylisting
-    /// (see [`chaos`](crate::chaos)).
-    ///
-    /// ```
-    /// use qqmx::chaos::{Fault, FaultKind};
-    /// use qqmx::policy::Stage;
-    /// let server = qqmx::QqMx::start();
-    /// server.set_faults(vec![Fault::new(FaultKind::Close).at(Stage::Rcpt)]);
-    /// ```
-    pub fn set_faults(&self, faults: Vec<crate::chaos::Fault>) {
-        self.server.set_faults(faults);
-    }
-
-    /// Takes the server's port down (connections are refused) or brings it back.
-    pub fn set_up(&self, up: bool) {
-        self.server.set_mx_up("mx1", up);
-    }
-
-    /// Anything else the policy offers, locked, with the current time.
-    pub fn with_policy<R>(&self, f: impl FnOnce(&mut Policy, SystemTime) -> R) -> R {
-        self.server.with_policy(f)
-    }
-
-    /// Why `ip` was refused: the last refusal of that client at or before `at`.
-    ///
-    /// ```
-    /// # use qqmx::QqMx;
-    /// let server = QqMx::start();
-    /// let now = server.clock().now();
-    /// assert!(server.explain("127.0.0.3".parse().unwrap(), now).is_none());
-    /// ```
-    pub fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision> {
-        self.refusals(ip)
-            .into_iter()
-            .filter(|(when, _)| *when <= at)
-            .map(|(_, d)| d)
-            .next_back()
-    }
-
-    /// Every refusal of `ip` still in the event log, with its time, oldest first.
-    pub fn refusals(&self, ip: IpAddr) -> Vec<(SystemTime, Decision)> {
-        self.events()
-            .into_iter()
-            .filter(|e| e.client == ip)
-            .filter_map(|e| match e.kind {
-                EventKind::Decision(d) if !d.is_accept() => Some((e.at, d)),
-                _ => None,
-            })
-            .collect()
+            .with_policy(|p, _| p.record_outbound(address, ip));
     }
 
     fn lock_expectations(&self) -> std::sync::MutexGuard<'_, Vec<Expectation>> {
         self.expectations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Deref for QqMx {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        &self.handle
     }
 }
 
@@ -451,7 +285,7 @@ impl Drop for QqMx {
 impl fmt::Debug for QqMx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QqMx")
-            .field("addr", &self.addr)
+            .field("addr", &self.addr())
             .field("server", &self.server)
             .finish()
     }
@@ -489,22 +323,6 @@ pub(crate) fn check(
             .join(", "),
         accepted,
     })
-}
-
-fn parse_net(net: &str) -> IpNet {
-    net.parse().unwrap_or_else(|e: String| panic!("qqmx: {e}"))
-}
-
-/// Waiting for messages took longer than allowed.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("waited {timeout:?} for {wanted} accepted messages, got {got}")]
-pub struct WaitError {
-    /// How many were awaited.
-    pub wanted: usize,
-    /// How many had arrived.
-    pub got: usize,
-    /// How long it waited.
-    pub timeout: Duration,
 }
 
 /// Expectations that were not met, with what the server saw.
@@ -702,11 +520,9 @@ times_from_range!(
 );
 
 /// What the embedded server and a sidecar's `Remote` client (feature `remote`) have in
-/// common: inspection and control, so that a test can be written once and switched
-/// between the two by changing the line that creates the server.
-///
-/// Both types also have each of these as an inherent method, so a test that does not
-/// need to be generic does not need the trait in scope.
+/// common, so that a test can be written once and switched between the two by changing
+/// the line that creates the server: every method of [`Handle`] (through `Deref`), and
+/// the expectations each keeps.
 ///
 /// ```
 /// use std::time::Duration;
@@ -725,26 +541,7 @@ times_from_range!(
 ///
 /// The trait is sealed: only qqmx implements it, so that methods can be added to it
 /// without breaking anyone. It is dyn-compatible (`Box<dyn Mx>`).
-pub trait Mx: sealed::Sealed {
-    /// The address of the first SMTP listener (`mx1`).
-    fn addr(&self) -> SocketAddr;
-    /// The time on the server's clock.
-    fn now(&self) -> SystemTime;
-    /// Moves the server's clock forward.
-    fn advance(&self, by: Duration);
-    /// The accepted messages still held, oldest first, with their raw source.
-    fn messages(&self) -> Vec<Message>;
-    /// The events still held, oldest first.
-    fn events(&self) -> Vec<Event>;
-    /// Counts of what is held and what was evicted.
-    fn stats(&self) -> StoreStats;
-    /// Waits (real time) until `n` messages have been accepted since start or
-    /// [`reset`](Self::reset).
-    ///
-    /// # Errors
-    ///
-    /// [`WaitError`] with the number accepted when `timeout` passes first.
-    fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, WaitError>;
+pub trait Mx: sealed::Sealed + Deref<Target = Handle> {
     /// Forgets messages, events and expectations.
     fn reset(&self);
     /// Adds an expectation, checked by [`verify`](Self::verify) and when dropped.
@@ -755,34 +552,6 @@ pub trait Mx: sealed::Sealed {
     ///
     /// A [`Report`] of those that failed.
     fn verify(&self) -> Result<(), Report>;
-    /// Blacklists an IP or CIDR range until `until`, or for good.
-    fn blacklist_ip(&self, net: &str, until: Option<SystemTime>);
-    /// Lifts the listings of an IP or range, its random listing and its complaints.
-    fn unblacklist_ip(&self, net: &str);
-    /// Blacklists a sender address or domain.
-    fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>);
-    /// Lifts the listings of a sender address or domain.
-    fn unblacklist_sender(&self, sender: &str);
-    /// `recipient` whitelists a sender address or domain.
-    fn whitelist(&self, recipient: &str, sender: &str);
-    /// A QQ user marks mail from `ip` (and `sender`) as spam.
-    fn complain(&self, ip: IpAddr, sender: Option<&str>);
-    /// Sets (or with `None` removes) one tier of a quota.
-    fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>);
-    /// Forgets every quota counter and block.
-    fn reset_counters(&self);
-    /// An IP's reputation now; 0 means blacklisted.
-    fn reputation(&self, ip: IpAddr) -> u64;
-    /// The quota blocks in force now.
-    fn blocks(&self) -> Vec<BlockInfo>;
-    /// The last refusal of `ip` at or before `at`.
-    fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision>;
-    /// Every refusal of `ip` still in the event log, with its time, oldest first.
-    fn refusals(&self, ip: IpAddr) -> Vec<(SystemTime, Decision)>;
-    /// Replaces the faults in force.
-    fn set_faults(&self, faults: Vec<crate::chaos::Fault>);
-    /// Takes the first MX host down (connections are refused) or brings it back.
-    fn set_up(&self, up: bool);
 }
 
 /// Keeps [`Mx`] to the types of this crate.
@@ -794,27 +563,6 @@ pub(crate) mod sealed {
 impl sealed::Sealed for QqMx {}
 
 impl Mx for QqMx {
-    fn addr(&self) -> SocketAddr {
-        QqMx::addr(self)
-    }
-    fn now(&self) -> SystemTime {
-        QqMx::now(self)
-    }
-    fn advance(&self, by: Duration) {
-        QqMx::advance(self, by);
-    }
-    fn messages(&self) -> Vec<Message> {
-        QqMx::messages(self)
-    }
-    fn events(&self) -> Vec<Event> {
-        QqMx::events(self)
-    }
-    fn stats(&self) -> StoreStats {
-        QqMx::stats(self)
-    }
-    fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, WaitError> {
-        QqMx::wait_for_messages(self, n, timeout)
-    }
     fn reset(&self) {
         QqMx::reset(self);
     }
@@ -823,47 +571,5 @@ impl Mx for QqMx {
     }
     fn verify(&self) -> Result<(), Report> {
         QqMx::verify(self)
-    }
-    fn blacklist_ip(&self, net: &str, until: Option<SystemTime>) {
-        QqMx::blacklist_ip(self, net, until);
-    }
-    fn unblacklist_ip(&self, net: &str) {
-        QqMx::unblacklist_ip(self, net);
-    }
-    fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>) {
-        QqMx::blacklist_sender(self, sender, until);
-    }
-    fn unblacklist_sender(&self, sender: &str) {
-        QqMx::unblacklist_sender(self, sender);
-    }
-    fn whitelist(&self, recipient: &str, sender: &str) {
-        QqMx::whitelist(self, recipient, sender);
-    }
-    fn complain(&self, ip: IpAddr, sender: Option<&str>) {
-        QqMx::complain(self, ip, sender);
-    }
-    fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>) {
-        QqMx::set_limit(self, quota, window, limit);
-    }
-    fn reset_counters(&self) {
-        QqMx::reset_counters(self);
-    }
-    fn reputation(&self, ip: IpAddr) -> u64 {
-        QqMx::reputation(self, ip)
-    }
-    fn blocks(&self) -> Vec<BlockInfo> {
-        QqMx::blocks(self)
-    }
-    fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision> {
-        QqMx::explain(self, ip, at)
-    }
-    fn refusals(&self, ip: IpAddr) -> Vec<(SystemTime, Decision)> {
-        QqMx::refusals(self, ip)
-    }
-    fn set_faults(&self, faults: Vec<crate::chaos::Fault>) {
-        QqMx::set_faults(self, faults);
-    }
-    fn set_up(&self, up: bool) {
-        QqMx::set_up(self, up);
     }
 }

@@ -25,10 +25,12 @@
 //! - [`store`]: accepted [`Message`]s and the [`Event`] log, bounded in memory.
 //! - `session` (private): the SMTP state machine over any async stream, STARTTLS.
 //! - [`Server`]: the listener, accept loop and graceful shutdown.
+//! - [`Handle`]: inspection and control (messages, events, the clock, the policy),
+//!   written once over an in-process server or a sidecar.
 //! - [`QqMx`]: the embedded server for tests, with [`Expectation`]s checked on drop.
 //! - `control` (feature `control`): the sidecar's HTTP JSON API and Prometheus metrics.
-//! - `remote` (feature `remote`): a client for a sidecar with the embedded handle's
-//!   methods; [`Mx`] is what the two share.
+//! - `remote` (feature `remote`): a client for a sidecar; it and [`QqMx`] both give a
+//!   [`Handle`], and [`Mx`] is what the two share.
 //! - [`scenario`] and `runner` (feature `control`): chaos scenarios and `qqmx run`.
 //!
 //! The `qqmx` command-line tool (`serve`) is behind the `cli` feature, so a
@@ -47,6 +49,7 @@ pub mod control;
 mod embedded;
 pub mod event;
 pub mod fuzzing;
+mod inspect;
 pub mod policy;
 pub mod provenance;
 mod proxy;
@@ -65,8 +68,9 @@ mod tls;
 
 pub use clock::Clock;
 pub use config::{Config, ConfigError};
-pub use embedded::{Builder, Expectation, Mx, QqMx, Report, Times, WaitError};
+pub use embedded::{Builder, Expectation, Mx, QqMx, Report, Times};
 pub use event::{CloseReason, Event, EventKind};
+pub use inspect::{Handle, WaitError};
 pub use proxy::ProxyError;
 pub use reply::{Generation, Reply, ReplyKind};
 pub use server::{Server, StartError};

@@ -1,9 +1,9 @@
 //! A client for a qqmx sidecar (`qqmx serve`) over its HTTP control API, with the
 //! inspection and control methods of the embedded [`QqMx`](crate::QqMx).
 //!
-//! [`Remote`] has the same methods, with the same arguments, as [`QqMx`](crate::QqMx),
-//! and both implement [`Mx`]; a test switches between an in-process server and a sidecar
-//! by changing the line that makes the server:
+//! [`Remote`] dereferences to the same [`Handle`] as [`QqMx`](crate::QqMx), whose
+//! methods here speak to the sidecar's routes, and both implement [`Mx`]; a test switches
+//! between an in-process server and a sidecar by changing the line that makes the server:
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -32,7 +32,8 @@ use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -42,10 +43,11 @@ use serde_json::{Value, json};
 
 use crate::chaos::Fault;
 use crate::clock::Rfc3339;
-use crate::embedded::{Expectation, Mx, Report, WaitError, check, sealed};
-use crate::policy::{BlockInfo, Decision, QuotaName, Window};
+use crate::embedded::{Expectation, Mx, Report, check, sealed};
+use crate::inspect::{Backend, Command, Handle, Pending, Refusal};
+use crate::policy::BlockInfo;
 use crate::reply::ReplyKind;
-use crate::store::{Event, EventKind, Message, StoreStats};
+use crate::store::{Event, Message, StoreStats};
 
 /// Why a request to the sidecar failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +88,10 @@ pub enum RemoteError {
 
 /// A running sidecar (`qqmx serve`), reached over its control API.
 ///
-/// It keeps its own [`Expectation`]s, checked by [`verify`](Self::verify) and when it is
-/// dropped (a failed one panics with the same report as [`QqMx`](crate::QqMx)'s); the
-/// sidecar itself keeps running.
+/// It dereferences to a [`Handle`], whose methods ask the sidecar's routes. It keeps its
+/// own [`Expectation`]s, checked by [`verify`](Self::verify) and when it is dropped (a
+/// failed one panics with the same report as [`QqMx`](crate::QqMx)'s); the sidecar
+/// itself keeps running.
 ///
 /// ```no_run
 /// use qqmx::remote::Remote;
@@ -99,12 +102,19 @@ pub enum RemoteError {
 /// # Ok::<(), qqmx::remote::RemoteError>(())
 /// ```
 pub struct Remote {
+    handle: Handle,
+    http: Arc<Http>,
+    expectations: Mutex<Vec<Expectation>>,
+}
+
+/// The HTTP side of a [`Remote`]: the sidecar's address and token, and where its first
+/// SMTP listener is.
+struct Http {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
     smtp: SocketAddr,
     mx: String,
-    expectations: Mutex<Vec<Expectation>>,
 }
 
 #[derive(Deserialize)]
@@ -141,11 +151,6 @@ struct EventList {
 struct Stats {
     store: StoreStats,
     replies: BTreeMap<ReplyKind, usize>,
-}
-
-#[derive(Deserialize)]
-struct Explanation {
-    decision: Decision,
 }
 
 #[derive(Deserialize)]
@@ -203,146 +208,35 @@ impl Remote {
             .user_agent(concat!("qqmx-remote/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        let mut remote = Self {
+        let mut http = Http {
             base: url.trim_end_matches('/').to_owned(),
             token: token.map(str::to_owned),
             agent,
             smtp: SocketAddr::from(([127, 0, 0, 1], 0)),
             mx: "mx1".to_owned(),
-            expectations: Mutex::new(Vec::new()),
         };
-        let info: Info = remote.get("/api/v1/info")?;
+        let info: Info = http.request("GET", "/api/v1/info", None)?;
         if let Some(first) = info.listeners.into_iter().next() {
-            remote.smtp = first.addr;
-            remote.mx = first.mx;
+            http.smtp = first.addr;
+            http.mx = first.mx;
         }
-        Ok(remote)
+        let http = Arc::new(http);
+        Ok(Self {
+            handle: Handle::new(http.clone()),
+            http,
+            expectations: Mutex::new(Vec::new()),
+        })
     }
 
     /// The API's base URL, as given to [`connect`](Self::connect) (without a trailing `/`).
     pub fn url(&self) -> &str {
-        &self.base
-    }
-
-    /// The address of the sidecar's first SMTP listener (`mx1`), as the sidecar reports
-    /// it: a sidecar listening on `0.0.0.0` or behind a port mapping is reached at another.
-    pub fn addr(&self) -> SocketAddr {
-        self.smtp
-    }
-
-    /// The time on the server's clock.
-    pub fn now(&self) -> SystemTime {
-        let clock: ClockInfo = must(self.get("/api/v1/clock"));
-        clock.now
-    }
-
-    /// Moves the server's clock forward (to the millisecond). The sidecar must run on a
-    /// manual clock (`--clock manual`).
-    pub fn advance(&self, by: Duration) {
-        self.done("/api/v1/clock/advance", &json!({ "by": duration_text(by) }));
-    }
-
-    /// The accepted messages still held, oldest first, with their source.
-    pub fn messages(&self) -> Vec<Message> {
-        must(self.try_messages())
-    }
-
-    fn try_messages(&self) -> Result<Vec<Message>, RemoteError> {
-        let path = "/api/v1/messages?raw=true";
-        let list: MessageList = self.get(path)?;
-        list.messages
-            .into_iter()
-            .map(|m| {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(m.raw_base64.unwrap_or_default())
-                    .map_err(|e| RemoteError::Decode {
-                        url: self.url_of(path),
-                        source: format!("message {}: raw_base64: {e}", m.message.id).into(),
-                    })?;
-                Ok(Message {
-                    raw: raw.into(),
-                    ..m.message
-                })
-            })
-            .collect()
-    }
-
-    /// The events still held, oldest first.
-    pub fn events(&self) -> Vec<Event> {
-        must(self.events_where(""))
-    }
-
-    /// The events matching `filter` (`&client=127.0.0.1&type=decision`), page by page.
-    fn events_where(&self, filter: &str) -> Result<Vec<Event>, RemoteError> {
-        let mut events = Vec::new();
-        let mut after = 0;
-        loop {
-            let page: EventList = self.get(&format!("/api/v1/events?after={after}{filter}"))?;
-            if page.events.is_empty() || page.next_after <= after {
-                return Ok(events);
-            }
-            after = page.next_after;
-            events.extend(page.events);
-        }
-    }
-
-    /// Counts of what is held and what was evicted.
-    pub fn stats(&self) -> StoreStats {
-        let stats: Stats = must(self.get("/api/v1/stats"));
-        stats.store
-    }
-
-    fn accepted(&self) -> usize {
-        usize::try_from(self.stats().accepted_total).unwrap_or(usize::MAX)
-    }
-
-    /// Waits (real time, asking the sidecar every few milliseconds) until `n` messages
-    /// have been accepted since the sidecar started or was [`reset`](Self::reset).
-    ///
-    /// # Errors
-    ///
-    /// [`WaitError`] with the number accepted when `timeout` passes first.
-    pub fn wait_for_messages(
-        &self,
-        n: usize,
-        timeout: Duration,
-    ) -> Result<Vec<Message>, WaitError> {
-        let mut poll = Poll::new(n, timeout);
-        loop {
-            match poll.next(self.accepted()) {
-                Step::Done => return Ok(self.messages()),
-                Step::Wait(pause) => std::thread::sleep(pause),
-                Step::Fail(e) => return Err(e),
-            }
-        }
-    }
-
-    /// The async form of [`wait_for_messages`](Self::wait_for_messages), for tokio tests:
-    /// it sleeps between polls without holding the runtime (each poll is a short blocking
-    /// request to the sidecar).
-    ///
-    /// # Errors
-    ///
-    /// [`WaitError`] with the number accepted when `timeout` passes first.
-    pub async fn wait_for_messages_async(
-        &self,
-        n: usize,
-        timeout: Duration,
-    ) -> Result<Vec<Message>, WaitError> {
-        let mut poll = Poll::new(n, timeout);
-        loop {
-            match poll.next(self.accepted()) {
-                Step::Done => return Ok(self.messages()),
-                Step::Wait(pause) => tokio::time::sleep(pause).await,
-                Step::Fail(e) => return Err(e),
-            }
-        }
+        &self.http.base
     }
 
     /// Forgets messages, events and expectations (the sidecar's store is cleared; its
     /// policy stays as it is, as with the embedded server).
     pub fn reset(&self) {
-        self.done("/api/v1/reset", &json!({ "store": true }));
+        self.backend().clear();
         self.lock_expectations().clear();
     }
 
@@ -368,149 +262,55 @@ impl Remote {
         })
     }
 
-    // ---- policy control ----------------------------------------------------------------
-
-    /// Blacklists an IP or CIDR range (`"127.0.0.3"`, `"127.0.1.0/24"`), until `until`
-    /// or for good.
-    ///
-    /// # Panics
-    ///
-    /// When `net` is not an IP address or CIDR range (the sidecar says so).
-    pub fn blacklist_ip(&self, net: &str, until: Option<SystemTime>) {
-        let until = until.map(|u| Rfc3339(u).to_string());
-        self.done("/api/v1/blacklist", &json!({ "ip": net, "until": until }));
-    }
-
-    /// Lifts the listings of an IP or range, its random listing and its complaints.
-    ///
-    /// # Panics
-    ///
-    /// When `net` is not an IP address or CIDR range (the sidecar says so).
-    pub fn unblacklist_ip(&self, net: &str) {
-        self.done("/api/v1/unblacklist", &json!({ "ip": net }));
-    }
-
-    /// Blacklists a sender address (`a@example.org`) or domain (`example.org`).
-    pub fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>) {
-        let until = until.map(|u| Rfc3339(u).to_string());
-        self.done(
-            "/api/v1/blacklist",
-            &json!({ "sender": sender, "until": until }),
-        );
-    }
-
-    /// Lifts the listings of a sender address or domain.
-    pub fn unblacklist_sender(&self, sender: &str) {
-        self.done("/api/v1/unblacklist", &json!({ "sender": sender }));
-    }
-
-    /// `recipient` whitelists a sender address or domain (QQ's feedback form): its mail
-    /// to them passes blacklists until a complaint about that sender.
-    pub fn whitelist(&self, recipient: &str, sender: &str) {
-        self.done(
-            "/api/v1/whitelist",
-            &json!({ "recipient": recipient, "sender": sender }),
-        );
-    }
-
-    /// A QQ user marks mail from `ip` (and `sender`) as spam: the IP loses reputation.
-    pub fn complain(&self, ip: IpAddr, sender: Option<&str>) {
-        self.done("/api/v1/complain", &json!({ "ip": ip, "sender": sender }));
-    }
-
-    /// Sets (or with `None` removes) one tier of a quota.
-    pub fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>) {
-        self.done(
-            "/api/v1/limit",
-            &json!({ "quota": quota, "window": window, "limit": limit }),
-        );
-    }
-
-    /// Forgets every quota counter and block.
-    pub fn reset_counters(&self) {
-        self.done("/api/v1/reset", &json!({ "counters": true }));
-    }
-
-    /// An IP's reputation now; 0 means blacklisted.
-    pub fn reputation(&self, ip: IpAddr) -> u64 {
-        let r: Reputation = must(self.get(&format!("/api/v1/reputation/{ip}")));
-        r.reputation
-    }
-
-    /// The quota blocks in force now.
-    pub fn blocks(&self) -> Vec<BlockInfo> {
-        must(self.get("/api/v1/blocks"))
-    }
-
-    /// Replaces the faults in force: tarpits, closes, resets, slow links, greylisting
-    /// (see [`chaos`](crate::chaos)).
-    pub fn set_faults(&self, faults: Vec<Fault>) {
-        let body = serde_json::to_value(faults).unwrap_or_else(|e| panic!("qqmx: {e}"));
-        let _: Value = must(self.request("PUT", "/api/v1/faults", Some(&body)));
-    }
-
-    /// Takes the first listener's MX host (`mx1`) down (connections are refused) or
-    /// brings it back.
-    pub fn set_up(&self, up: bool) {
-        self.set_mx_up(&self.mx, up);
-    }
-
     /// Takes MX host `mx` down (its port refuses connections) or brings it back.
     ///
     /// # Panics
     ///
     /// When the sidecar has no listener called `mx`.
     pub fn set_mx_up(&self, mx: &str, up: bool) {
-        let path = format!("/api/v1/mx/{mx}/{}", if up { "up" } else { "down" });
-        self.done(&path, &json!({}));
-    }
-
-    /// Why `ip` was refused: the last refusal of that client at or before `at` (by the
-    /// server's clock; see [`now`](Self::now)).
-    pub fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision> {
-        let path = format!("/api/v1/explain?ip={ip}&at={}", query_time(at));
-        match self.get::<Explanation>(&path) {
-            Ok(e) => Some(e.decision),
-            Err(RemoteError::Status { status: 404, .. }) => None,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// Every refusal of `ip` still in the event log, with its time, oldest first.
-    pub fn refusals(&self, ip: IpAddr) -> Vec<(SystemTime, Decision)> {
-        must(self.events_where(&format!("&client={ip}&type=decision")))
-            .into_iter()
-            .filter(|e| e.client == ip)
-            .filter_map(|e| match e.kind {
-                EventKind::Decision(d) if !d.is_accept() => Some((e.at, d)),
-                _ => None,
-            })
-            .collect()
+        self.http.set_mx_up(mx, up);
     }
 
     // ---- any route ---------------------------------------------------------------------
 
     /// `GET path` (`/api/v1/config`), the JSON answer decoded as `T` (`serde_json::Value`
-    /// takes anything).
+    /// takes anything): for the routes the [`Handle`] has no method for.
     ///
     /// # Errors
     ///
     /// [`RemoteError`] when the request fails, the status is an error or the answer is
     /// not a `T`.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RemoteError> {
-        self.request("GET", path, None)
+        self.http.request("GET", path, None)
     }
 
-    /// `POST path` with a JSON body, the JSON answer decoded as `T`.
+    /// `POST path` with a JSON body, the JSON answer decoded as `T`: for the routes the
+    /// [`Handle`] has no method for.
     ///
     /// # Errors
     ///
     /// [`RemoteError`] when the request fails, the status is an error or the answer is
     /// not a `T`.
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, RemoteError> {
-        self.request("POST", path, Some(body))
+        self.http.request("POST", path, Some(body))
     }
 
+    fn lock_expectations(&self) -> MutexGuard<'_, Vec<Expectation>> {
+        self.expectations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Deref for Remote {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Http {
     fn url_of(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -574,15 +374,188 @@ impl Remote {
         })
     }
 
-    /// `POST path`, which answers `{"ok": true}` or similar.
-    fn done(&self, path: &str, body: &Value) {
-        let _: Value = must(self.post(path, body));
+    /// `GET path`, or a panic that says why.
+    fn get<T: DeserializeOwned>(&self, path: &str) -> T {
+        must(self.request("GET", path, None))
     }
 
-    fn lock_expectations(&self) -> MutexGuard<'_, Vec<Expectation>> {
-        self.expectations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// `POST path`, which answers `{"ok": true}` or similar, or a panic that says why.
+    fn done(&self, path: &str, body: &Value) {
+        let _: Value = must(self.request("POST", path, Some(body)));
+    }
+
+    fn try_messages(&self) -> Result<Vec<Message>, RemoteError> {
+        let path = "/api/v1/messages?raw=true";
+        let list: MessageList = self.request("GET", path, None)?;
+        list.messages
+            .into_iter()
+            .map(|m| {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(m.raw_base64.unwrap_or_default())
+                    .map_err(|e| RemoteError::Decode {
+                        url: self.url_of(path),
+                        source: format!("message {}: raw_base64: {e}", m.message.id).into(),
+                    })?;
+                Ok(Message {
+                    raw: raw.into(),
+                    ..m.message
+                })
+            })
+            .collect()
+    }
+
+    /// The events matching `filter` (`&client=127.0.0.1&type=decision`), page by page.
+    fn events_where(&self, filter: &str) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: EventList = self.get(&format!("/api/v1/events?after={after}{filter}"));
+            if page.events.is_empty() || page.next_after <= after {
+                return events;
+            }
+            after = page.next_after;
+            events.extend(page.events);
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        usize::try_from(self.stats().accepted_total).unwrap_or(usize::MAX)
+    }
+
+    fn set_mx_up(&self, mx: &str, up: bool) {
+        let path = format!("/api/v1/mx/{mx}/{}", if up { "up" } else { "down" });
+        self.done(&path, &json!({}));
+    }
+}
+
+impl Backend for Http {
+    fn addr(&self) -> SocketAddr {
+        self.smtp
+    }
+
+    fn now(&self) -> SystemTime {
+        let clock: ClockInfo = self.get("/api/v1/clock");
+        clock.now
+    }
+
+    fn advance(&self, by: Duration) {
+        self.done("/api/v1/clock/advance", &json!({ "by": duration_text(by) }));
+    }
+
+    fn messages(&self) -> Vec<Message> {
+        must(self.try_messages())
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events_where("")
+    }
+
+    fn events_of(&self, client: IpAddr) -> Vec<Event> {
+        self.events_where(&format!("&client={client}&type=decision"))
+    }
+
+    fn stats(&self) -> StoreStats {
+        let stats: Stats = self.get("/api/v1/stats");
+        stats.store
+    }
+
+    /// Asks the sidecar every few milliseconds.
+    fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, usize> {
+        let mut poll = Poll::new(n, timeout);
+        loop {
+            match poll.next(self.accepted()) {
+                Step::Done => return Ok(self.messages()),
+                Step::Wait(pause) => std::thread::sleep(pause),
+                Step::Fail(got) => return Err(got),
+            }
+        }
+    }
+
+    /// Sleeps between polls without holding the runtime (each poll is a short blocking
+    /// request to the sidecar).
+    fn wait_for_messages_async(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Pending<'_, Result<Vec<Message>, usize>> {
+        Box::pin(async move {
+            let mut poll = Poll::new(n, timeout);
+            loop {
+                match poll.next(self.accepted()) {
+                    Step::Done => return Ok(self.messages()),
+                    Step::Wait(pause) => tokio::time::sleep(pause).await,
+                    Step::Fail(got) => return Err(got),
+                }
+            }
+        })
+    }
+
+    fn clear(&self) {
+        self.done("/api/v1/reset", &json!({ "store": true }));
+    }
+
+    fn command(&self, command: Command) {
+        let until = |until: Option<SystemTime>| until.map(|u| Rfc3339(u).to_string());
+        let (path, body) = match command {
+            Command::BlacklistIp { net, until: u } => (
+                "/api/v1/blacklist",
+                json!({ "ip": net.to_string(), "until": until(u) }),
+            ),
+            Command::UnblacklistIp(net) => {
+                ("/api/v1/unblacklist", json!({ "ip": net.to_string() }))
+            }
+            Command::BlacklistSender { sender, until: u } => (
+                "/api/v1/blacklist",
+                json!({ "sender": sender, "until": until(u) }),
+            ),
+            Command::UnblacklistSender(sender) => {
+                ("/api/v1/unblacklist", json!({ "sender": sender }))
+            }
+            Command::Whitelist { recipient, sender } => (
+                "/api/v1/whitelist",
+                json!({ "recipient": recipient, "sender": sender }),
+            ),
+            Command::Complain { ip, sender } => {
+                ("/api/v1/complain", json!({ "ip": ip, "sender": sender }))
+            }
+            Command::SetLimit {
+                quota,
+                window,
+                limit,
+            } => (
+                "/api/v1/limit",
+                json!({ "quota": quota, "window": window, "limit": limit }),
+            ),
+            Command::ResetCounters => ("/api/v1/reset", json!({ "counters": true })),
+        };
+        self.done(path, &body);
+    }
+
+    fn reputation(&self, ip: IpAddr) -> u64 {
+        let r: Reputation = self.get(&format!("/api/v1/reputation/{ip}"));
+        r.reputation
+    }
+
+    fn blocks(&self) -> Vec<BlockInfo> {
+        self.get("/api/v1/blocks")
+    }
+
+    fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Refusal> {
+        let path = format!("/api/v1/explain?ip={ip}&at={}", query_time(at));
+        match self.request("GET", &path, None) {
+            Ok(refusal) => Some(refusal),
+            Err(RemoteError::Status { status: 404, .. }) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn set_faults(&self, faults: Vec<Fault>) {
+        let body = serde_json::to_value(faults).unwrap_or_else(|e| panic!("qqmx: {e}"));
+        let _: Value = must(self.request("PUT", "/api/v1/faults", Some(&body)));
+    }
+
+    fn set_up(&self, up: bool) {
+        self.set_mx_up(&self.mx, up);
     }
 }
 
@@ -620,10 +593,9 @@ fn query_time(at: SystemTime) -> String {
     format!("{stem}.{nanos:09}Z")
 }
 
-/// Polling for [`Remote::wait_for_messages`]: a pause that grows from 5 to 100 ms.
+/// Polling for a sidecar's messages: a pause that grows from 5 to 100 ms.
 struct Poll {
     wanted: usize,
-    timeout: Duration,
     deadline: Instant,
     pause: Duration,
 }
@@ -631,14 +603,14 @@ struct Poll {
 enum Step {
     Done,
     Wait(Duration),
-    Fail(WaitError),
+    /// The time is up, with the number accepted.
+    Fail(usize),
 }
 
 impl Poll {
     fn new(wanted: usize, timeout: Duration) -> Self {
         Self {
             wanted,
-            timeout,
             deadline: Instant::now() + timeout,
             pause: Duration::from_millis(5),
         }
@@ -650,11 +622,7 @@ impl Poll {
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Step::Fail(WaitError {
-                wanted: self.wanted,
-                got,
-                timeout: self.timeout,
-            });
+            return Step::Fail(got);
         }
         let pause = self.pause.min(left);
         self.pause = (self.pause * 2).min(Duration::from_millis(100));
@@ -676,8 +644,8 @@ impl Drop for Remote {
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Remote")
-            .field("url", &self.base)
-            .field("smtp", &self.smtp)
+            .field("url", &self.http.base)
+            .field("smtp", &self.http.smtp)
             .finish_non_exhaustive()
     }
 }
@@ -685,27 +653,6 @@ impl std::fmt::Debug for Remote {
 impl sealed::Sealed for Remote {}
 
 impl Mx for Remote {
-    fn addr(&self) -> SocketAddr {
-        Remote::addr(self)
-    }
-    fn now(&self) -> SystemTime {
-        Remote::now(self)
-    }
-    fn advance(&self, by: Duration) {
-        Remote::advance(self, by);
-    }
-    fn messages(&self) -> Vec<Message> {
-        Remote::messages(self)
-    }
-    fn events(&self) -> Vec<Event> {
-        Remote::events(self)
-    }
-    fn stats(&self) -> StoreStats {
-        Remote::stats(self)
-    }
-    fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, WaitError> {
-        Remote::wait_for_messages(self, n, timeout)
-    }
     fn reset(&self) {
         Remote::reset(self);
     }
@@ -714,48 +661,6 @@ impl Mx for Remote {
     }
     fn verify(&self) -> Result<(), Report> {
         Remote::verify(self)
-    }
-    fn blacklist_ip(&self, net: &str, until: Option<SystemTime>) {
-        Remote::blacklist_ip(self, net, until);
-    }
-    fn unblacklist_ip(&self, net: &str) {
-        Remote::unblacklist_ip(self, net);
-    }
-    fn blacklist_sender(&self, sender: &str, until: Option<SystemTime>) {
-        Remote::blacklist_sender(self, sender, until);
-    }
-    fn unblacklist_sender(&self, sender: &str) {
-        Remote::unblacklist_sender(self, sender);
-    }
-    fn whitelist(&self, recipient: &str, sender: &str) {
-        Remote::whitelist(self, recipient, sender);
-    }
-    fn complain(&self, ip: IpAddr, sender: Option<&str>) {
-        Remote::complain(self, ip, sender);
-    }
-    fn set_limit(&self, quota: QuotaName, window: Window, limit: Option<u64>) {
-        Remote::set_limit(self, quota, window, limit);
-    }
-    fn reset_counters(&self) {
-        Remote::reset_counters(self);
-    }
-    fn reputation(&self, ip: IpAddr) -> u64 {
-        Remote::reputation(self, ip)
-    }
-    fn blocks(&self) -> Vec<BlockInfo> {
-        Remote::blocks(self)
-    }
-    fn explain(&self, ip: IpAddr, at: SystemTime) -> Option<Decision> {
-        Remote::explain(self, ip, at)
-    }
-    fn refusals(&self, ip: IpAddr) -> Vec<(SystemTime, Decision)> {
-        Remote::refusals(self, ip)
-    }
-    fn set_faults(&self, faults: Vec<Fault>) {
-        Remote::set_faults(self, faults);
-    }
-    fn set_up(&self, up: bool) {
-        Remote::set_up(self, up);
     }
 }
 

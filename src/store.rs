@@ -73,29 +73,31 @@ impl Message {
         String::from_utf8_lossy(&self.raw)
     }
 
-    /// The first header called `name` (case-insensitive), unfolded, without its name.
-    pub fn header(&self, name: &str) -> Option<String> {
+    /// The header fields, in order, unfolded (a continuation line joins its field with
+    /// one space), names as written and values trimmed.
+    pub fn headers(&self) -> Vec<(String, String)> {
         let text = self.text();
         let head = text.split("\r\n\r\n").next().unwrap_or("");
-        let mut found: Option<String> = None;
+        let mut fields: Vec<(String, String)> = Vec::new();
         for line in head.split("\r\n") {
             if line.starts_with([' ', '\t']) {
-                if let Some(value) = found.as_mut() {
+                if let Some((_, value)) = fields.last_mut() {
                     value.push(' ');
                     value.push_str(line.trim());
                 }
-                continue;
-            }
-            if found.is_some() {
-                break;
-            }
-            if let Some((field, value)) = line.split_once(':')
-                && field.eq_ignore_ascii_case(name)
-            {
-                found = Some(value.trim().to_owned());
+            } else if let Some((name, value)) = line.split_once(':') {
+                fields.push((name.trim().to_owned(), value.trim().to_owned()));
             }
         }
-        found
+        fields
+    }
+
+    /// The first header called `name` (case-insensitive), unfolded, without its name.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers()
+            .into_iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
     }
 
     /// The body after the first blank line.
@@ -282,10 +284,10 @@ impl Tally {
 /// The shared store. Cloning gives another handle on the same data.
 #[derive(Clone)]
 pub struct Store {
-    shared: Arc<Shared>,
+    shared: Arc<Inner>,
 }
 
-struct Shared {
+struct Inner {
     state: Mutex<State>,
     changed: Condvar,
     notify: tokio::sync::Notify,
@@ -328,7 +330,7 @@ impl Store {
     /// An empty store with `limits`, stamping events with `clock`.
     pub fn new(clock: Clock, limits: StoreConfig) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Inner {
                 state: Mutex::new(State {
                     messages: VecDeque::new(),
                     events: VecDeque::new(),
@@ -765,6 +767,9 @@ mod tests {
         assert_eq!(m.header("Subject").as_deref(), Some("hi"));
         assert_eq!(m.header("To"), None);
         assert_eq!(m.body(), b"body");
+        let fields = [("Received", "from a by b"), ("Subject", "hi")];
+        let fields = fields.map(|(n, v)| (n.to_owned(), v.to_owned()));
+        assert_eq!(m.headers(), fields);
     }
 
     #[test]

@@ -285,3 +285,38 @@ async fn faults_and_an_outage_are_steered_from_the_embedded_handle() {
         smtp.transcript
     );
 }
+
+#[tokio::test]
+async fn personal_blocks_backscatter_and_ip_listings_are_typed_calls() {
+    let config = Config::from_toml("[content]\nbackscatter = true\n").expect("config");
+    let server = QqMx::builder().config(config).start();
+    let client = std::net::IpAddr::from([127, 0, 0, 1]);
+    server.block_for_recipient("10001@qq.com", "example.org");
+    server.record_outbound("10002@qq.com", client);
+    server.blacklist_ip(std::net::IpAddr::from([127, 0, 0, 9]), None);
+
+    let mut smtp = common::Smtp::connect(server.addr()).await;
+    smtp.send("EHLO a.example.org").await;
+    smtp.send("MAIL FROM:<a@example.org>").await;
+    let blocked = smtp.send("RCPT TO:<10001@qq.com>").await;
+    smtp.send("RSET").await;
+    smtp.send("MAIL FROM:<>").await;
+    let expected_bounce = smtp.send("RCPT TO:<10002@qq.com>").await;
+    let unexpected_bounce = smtp.send("RCPT TO:<10003@qq.com>").await;
+
+    assert!(
+        blocked.starts_with("550 Mail is rejected by recipients"),
+        "{blocked}"
+    );
+    assert!(expected_bounce.starts_with("250"), "{expected_bounce}");
+    assert!(unexpected_bounce.starts_with("550"), "{unexpected_bounce}");
+    let refusals = server.refusals(client);
+    let rules: Vec<String> = refusals.iter().map(|(_, d)| d.rule.to_string()).collect();
+    assert_eq!(rules, ["content.personal_blacklist", "content.backscatter"]);
+    assert_eq!(
+        server
+            .explain(client, server.now())
+            .map(|d| d.rule.to_string()),
+        Some("content.backscatter".to_owned())
+    );
+}

@@ -341,7 +341,7 @@ fn cases() -> Vec<Case> {
         ),
         Case::new("rejected_by_recipients", K::RejectedByRecipients, S::Rcpt, Bounce).setup(
             |mx, rcpts| {
-                mx.with_policy(|policy, _| policy.block_for_recipient(&rcpts[0], "pfx.test"));
+                mx.block_for_recipient(&rcpts[0], "pfx.test");
             },
         ),
         Case::new("suspected_spam_sender", K::SuspectedSpamSender, S::Rcpt, Bounce)
@@ -374,7 +374,7 @@ fn cases() -> Vec<Case> {
             .setup(|mx, _| mx.set_faults(vec![unavailable_at(Some(Stage::Data))])),
         // ---- end of data --------------------------------------------------------------
         Case::new("ip_frequency", K::IpFrequency, S::EndOfData, Bounce)
-            .setup(|mx, _| mx.blacklist_ip("127.0.0.1", None)),
+            .setup(|mx, _| mx.blacklist_ip(std::net::IpAddr::from([127, 0, 0, 1]), None)),
         Case::new("suspected_spam_ip", K::SuspectedSpamIp, S::EndOfData, Bounce).config(
             "[blacklist]\nips = [\"127.0.0.1\"]\nip_reply = \"suspected_spam_ip\"\n",
         ),

@@ -13,7 +13,7 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use qqmx::chaos::{Fault, FaultKind};
-use qqmx::policy::{QuotaName, Stage, Window};
+use qqmx::policy::{IpNet, QuotaName, Stage, Window};
 use qqmx::remote::{Remote, RemoteError};
 use qqmx::{Expectation, Mx, QqMx, ReplyKind};
 
@@ -116,8 +116,19 @@ async fn the_same_test(server: &impl Mx) {
     assert_eq!(server.reputation(local()), 90);
     server.blacklist_sender("spam@example.org", None);
     server.unblacklist_sender("spam@example.org");
-    server.blacklist_ip("127.0.0.9", Some(server.now() + Duration::from_secs(60)));
-    server.unblacklist_ip("127.0.0.9");
+    let range: IpNet = "127.0.9.0/24".parse().expect("a range");
+    let inside = IpAddr::from([127, 0, 9, 1]);
+    server.complain(inside, None);
+    server.blacklist_ip(IpAddr::from([127, 0, 0, 9]), None);
+    server.blacklist_ip(range, Some(server.now() + Duration::from_secs(60)));
+    server.unblacklist_ip(IpAddr::from([127, 0, 0, 9]));
+    assert_eq!(server.reputation(inside), 90);
+    server.unblacklist_ip(range);
+    assert_eq!(
+        server.reputation(inside),
+        100,
+        "lifting the range lifts the complaints inside it"
+    );
     server.whitelist("10001@qq.com", "news@example.org");
     server.set_faults(vec![Fault::new(FaultKind::Close).at(Stage::Rcpt)]);
     server.set_faults(Vec::new());
@@ -254,13 +265,16 @@ fn tokens_and_errors_come_back_as_errors() {
         "{err}"
     );
 
-    let bad_ip = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        remote.blacklist_ip("not-an-ip", None);
+    let no_such_mx = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        remote.set_mx_up("mx9", false);
     }))
-    .expect_err("a panic, as the embedded server's");
-    let text = bad_ip.downcast_ref::<String>().cloned().unwrap_or_default();
+    .expect_err("a panic, as a test helper's");
+    let text = no_such_mx
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
     assert!(
-        text.contains("/api/v1/blacklist answered 400"),
+        text.contains("/api/v1/mx/mx9/down answered 404"),
         "the panic names the request: {text}"
     );
 

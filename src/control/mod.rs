@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod commands;
 mod guard;
 mod metrics;
 mod routes;

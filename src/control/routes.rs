@@ -21,18 +21,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::stats::Stats;
-use super::{Api, ApiError, OPENAPI, guard, metrics};
-use crate::chaos::Fault;
+use super::{Api, ApiError, OPENAPI, commands, guard, metrics};
 use crate::clock::{Rfc3339, parse_rfc3339};
 use crate::config::{Config, duration_text};
-use crate::policy::{BlockInfo, Decision, IpNet, QuotaName, Window};
+use crate::inspect::{self, MessageFilter, Refusal};
+use crate::policy::BlockInfo;
 use crate::provenance;
 use crate::reply::Generation;
 use crate::scenario::Scenario;
 use crate::store::{Event, EventKind, Folder, Message};
 
-type Shared = State<Arc<Api>>;
-type Answer<T> = Result<T, ApiError>;
+pub(super) type ApiState = State<Arc<Api>>;
+pub(super) type Answer<T> = Result<T, ApiError>;
 
 pub(super) fn router(api: Arc<Api>) -> Router {
     let v1 = Router::new()
@@ -49,17 +49,17 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .route("/reputation/{ip}", get(reputation))
         .route("/clock", get(clock))
         .route("/clock/advance", post(advance))
-        .route("/blacklist", post(blacklist))
-        .route("/unblacklist", post(unblacklist))
-        .route("/whitelist", post(whitelist))
-        .route("/complain", post(complain))
-        .route("/limit", post(set_limit))
-        .route("/reset", post(reset))
+        .route("/blacklist", post(commands::blacklist))
+        .route("/unblacklist", post(commands::unblacklist))
+        .route("/whitelist", post(commands::whitelist))
+        .route("/complain", post(commands::complain))
+        .route("/limit", post(commands::set_limit))
+        .route("/reset", post(commands::reset))
         .route("/config", get(config).put(load_config))
-        .route("/faults", get(faults).put(set_faults))
+        .route("/faults", get(commands::faults).put(commands::set_faults))
         .route("/scenario", axum::routing::put(load_scenario))
-        .route("/mx/{mx}/down", post(mx_down))
-        .route("/mx/{mx}/up", post(mx_up));
+        .route("/mx/{mx}/down", post(commands::mx_down))
+        .route("/mx/{mx}/up", post(commands::mx_up));
     let guarded = Router::new()
         .nest("/api/v1", v1)
         .route("/metrics", get(metrics))
@@ -80,7 +80,7 @@ pub(super) fn router(api: Arc<Api>) -> Router {
 }
 
 /// Asks for `Authorization: Bearer <token>` when a token is set.
-async fn require_token(State(api): Shared, request: Request, next: Next) -> Response {
+async fn require_token(State(api): ApiState, request: Request, next: Next) -> Response {
     let Some(token) = api.options.token.as_deref() else {
         return next.run(request).await;
     };
@@ -139,7 +139,7 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Answer<T> {
 }
 
 /// A JSON body (an empty body reads as `{}`), or a JSON error naming what is wrong.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Answer<T> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Answer<T> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -148,7 +148,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Answer<T> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
 }
 
-fn time(text: &str, name: &str) -> Answer<SystemTime> {
+pub(super) fn time(text: &str, name: &str) -> Answer<SystemTime> {
     parse_rfc3339(text).ok_or_else(|| {
         ApiError::bad_request(format!(
             "`{name}`: `{text}` is not an RFC 3339 time such as 2025-06-02T09:00:00+08:00"
@@ -156,7 +156,7 @@ fn time(text: &str, name: &str) -> Answer<SystemTime> {
     })
 }
 
-fn duration(text: &str, name: &str) -> Answer<Duration> {
+pub(super) fn duration(text: &str, name: &str) -> Answer<Duration> {
     duration_text::parse(text).ok_or_else(|| {
         ApiError::bad_request(format!(
             "`{name}`: `{text}` is not a duration such as \"30s\", \"5m\" or \"1h30m\""
@@ -173,7 +173,7 @@ async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-async fn readyz(State(api): Shared) -> Response {
+async fn readyz(State(api): ApiState) -> Response {
     if api.server.is_draining() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -185,7 +185,7 @@ async fn readyz(State(api): Shared) -> Response {
     }
 }
 
-async fn metrics(State(api): Shared) -> Response {
+async fn metrics(State(api): ApiState) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -219,7 +219,7 @@ struct ListenerInfo {
     up: bool,
 }
 
-async fn info(State(api): Shared) -> Json<Info> {
+async fn info(State(api): ApiState) -> Json<Info> {
     let config = api.server.config();
     Json(Info {
         version: env!("CARGO_PKG_VERSION"),
@@ -269,7 +269,7 @@ impl<'a> MessageView<'a> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MessageFilter {
+struct MessageQuery {
     /// A recipient, matched without regard to case.
     to: Option<String>,
     /// The envelope sender (`<>` or empty for the null sender).
@@ -295,31 +295,27 @@ struct MessageList<'a> {
 }
 
 async fn messages(
-    State(api): Shared,
-    filter: Result<Query<MessageFilter>, QueryRejection>,
+    State(api): ApiState,
+    query_string: Result<Query<MessageQuery>, QueryRejection>,
 ) -> Answer<Response> {
-    let f = query(filter)?;
-    let since = f.since.as_deref().map(|t| time(t, "since")).transpose()?;
-    let until = f.until.as_deref().map(|t| time(t, "until")).transpose()?;
-    let from = f
-        .from
-        .as_deref()
-        .map(|s| if s == "<>" { "" } else { s }.to_ascii_lowercase());
-    let matches = |m: &Message| {
-        f.to.as_ref()
-            .is_none_or(|to| m.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(to)))
-            && from
-                .as_ref()
-                .is_none_or(|from| m.mail_from.eq_ignore_ascii_case(from))
-            && f.folder.is_none_or(|folder| m.folder == folder)
-            && f.mx.as_ref().is_none_or(|mx| &m.mx == mx)
-            && since.is_none_or(|t| m.received_at >= t)
-            && until.is_none_or(|t| m.received_at <= t)
+    let f = query(query_string)?;
+    let filter = MessageFilter {
+        since: f.since.as_deref().map(|t| time(t, "since")).transpose()?,
+        until: f.until.as_deref().map(|t| time(t, "until")).transpose()?,
+        from: f
+            .from
+            .as_deref()
+            .map(|s| if s == "<>" { "" } else { s }.to_owned()),
+        to: f.to,
+        folder: f.folder,
+        mx: f.mx,
     };
     let (total, page) =
         api.server
             .store()
-            .messages_page(f.start, f.limit.unwrap_or(usize::MAX), matches);
+            .messages_page(f.start, f.limit.unwrap_or(usize::MAX), |m| {
+                filter.matches(m)
+            });
     let views: Vec<MessageView<'_>> = page
         .iter()
         .map(|m| {
@@ -344,7 +340,7 @@ struct Deleted {
     deleted: usize,
 }
 
-async fn delete_messages(State(api): Shared) -> Json<Deleted> {
+async fn delete_messages(State(api): ApiState) -> Json<Deleted> {
     Json(Deleted {
         deleted: api.server.store().clear_messages(),
     })
@@ -360,38 +356,20 @@ fn find(api: &Api, id: &str) -> Answer<Message> {
         .ok_or_else(|| ApiError::not_found(format!("no message {id} in the store")))
 }
 
-async fn message(State(api): Shared, Path(id): Path<String>) -> Answer<Response> {
+async fn message(State(api): ApiState, Path(id): Path<String>) -> Answer<Response> {
     let message = find(&api, &id)?;
     let mut view = MessageView::new(&message);
-    view.headers = Some(headers(&message.raw));
+    view.headers = Some(message.headers());
     Ok(Json(view).into_response())
 }
 
-async fn message_raw(State(api): Shared, Path(id): Path<String>) -> Answer<Response> {
+async fn message_raw(State(api): ApiState, Path(id): Path<String>) -> Answer<Response> {
     let message = find(&api, &id)?;
     Ok((
         [(header::CONTENT_TYPE, "message/rfc822")],
         Body::from(Bytes::copy_from_slice(&message.raw)),
     )
         .into_response())
-}
-
-/// The header fields of `raw`, unfolded, in order.
-fn headers(raw: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(raw);
-    let head = text.split("\r\n\r\n").next().unwrap_or("");
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in head.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some((_, value)) = fields.last_mut() {
-                value.push(' ');
-                value.push_str(line.trim());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            fields.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
-    }
-    fields
 }
 
 #[derive(Deserialize)]
@@ -451,7 +429,7 @@ struct EventList {
 }
 
 async fn events(
-    State(api): Shared,
+    State(api): ApiState,
     filter: Result<Query<EventFilter>, QueryRejection>,
 ) -> Answer<Json<EventList>> {
     let f = query(filter)?;
@@ -493,7 +471,7 @@ const STREAM_BATCH: Duration = Duration::from_millis(50);
 const STREAM_QUEUE: usize = 256;
 
 async fn event_stream(
-    State(api): Shared,
+    State(api): ApiState,
     filter: Result<Query<EventFilter>, QueryRejection>,
 ) -> Answer<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let filter = query(filter)?;
@@ -565,7 +543,7 @@ impl Follow {
     }
 }
 
-async fn stats(State(api): Shared) -> Json<Stats> {
+async fn stats(State(api): ApiState) -> Json<Stats> {
     let store = api.server.store();
     Json(Stats::new(
         store.stats(),
@@ -573,7 +551,7 @@ async fn stats(State(api): Shared) -> Json<Stats> {
         api.server.active_connections(),
         store.replies_total(),
         store.tally(),
-        api.server.with_policy(|p, now| p.blocks(now)),
+        inspect::blocks(&api.server),
     ))
 }
 
@@ -598,8 +576,8 @@ async fn replies(
     ))
 }
 
-async fn blocks(State(api): Shared) -> Json<Vec<BlockInfo>> {
-    Json(api.server.with_policy(|p, now| p.blocks(now)))
+async fn blocks(State(api): ApiState) -> Json<Vec<BlockInfo>> {
+    Json(inspect::blocks(&api.server))
 }
 
 #[derive(Deserialize)]
@@ -610,38 +588,16 @@ struct ExplainQuery {
     at: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Explanation {
-    #[serde(with = "crate::clock::rfc3339")]
-    at: SystemTime,
-    session: u64,
-    decision: Decision,
-}
-
 async fn explain(
-    State(api): Shared,
+    State(api): ApiState,
     q: Result<Query<ExplainQuery>, QueryRejection>,
-) -> Answer<Json<Explanation>> {
+) -> Answer<Json<Refusal>> {
     let q = query(q)?;
     let at = match &q.at {
         Some(t) => time(t, "at")?,
         None => api.server.clock().now(),
     };
-    api.server
-        .store()
-        .find_last(|e| {
-            e.client == q.ip
-                && e.at <= at
-                && matches!(&e.kind, EventKind::Decision(d) if !d.is_accept())
-        })
-        .and_then(|e| match e.kind {
-            EventKind::Decision(decision) => Some(Explanation {
-                at: e.at,
-                session: e.session,
-                decision,
-            }),
-            _ => None,
-        })
+    Refusal::last(api.server.store(), q.ip, at)
         .map(Json)
         .ok_or_else(|| {
             ApiError::not_found(format!(
@@ -653,16 +609,16 @@ async fn explain(
 }
 
 #[derive(Serialize)]
-struct Reputation {
-    ip: IpAddr,
-    reputation: u64,
+pub(super) struct Reputation {
+    pub(super) ip: IpAddr,
+    pub(super) reputation: u64,
 }
 
-async fn reputation(State(api): Shared, Path(ip): Path<String>) -> Answer<Json<Reputation>> {
+async fn reputation(State(api): ApiState, Path(ip): Path<String>) -> Answer<Json<Reputation>> {
     let ip: IpAddr = ip
         .parse()
         .map_err(|_| ApiError::bad_request(format!("`{ip}` is not an IP address")))?;
-    let reputation = api.server.with_policy(|p, now| p.reputation(ip, now));
+    let reputation = inspect::reputation(&api.server, ip);
     Ok(Json(Reputation { ip, reputation }))
 }
 
@@ -681,7 +637,7 @@ fn clock_info(api: &Api) -> ClockInfo {
     }
 }
 
-async fn clock(State(api): Shared) -> Json<ClockInfo> {
+async fn clock(State(api): ApiState) -> Json<ClockInfo> {
     Json(clock_info(&api))
 }
 
@@ -694,7 +650,7 @@ struct Advance {
     seconds: Option<u64>,
 }
 
-async fn advance(State(api): Shared, bytes: Bytes) -> Answer<Json<ClockInfo>> {
+async fn advance(State(api): ApiState, bytes: Bytes) -> Answer<Json<ClockInfo>> {
     let advance: Advance = body(&bytes)?;
     let by = match (&advance.by, advance.seconds) {
         (Some(text), None) => duration(text, "by")?,
@@ -714,166 +670,7 @@ async fn advance(State(api): Shared, bytes: Bytes) -> Answer<Json<ClockInfo>> {
     Ok(Json(clock_info(&api)))
 }
 
-/// What a blacklist request names: exactly one of an IP (or range) and a sender.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Listing {
-    ip: Option<String>,
-    /// A sender address (`a@example.org`) or domain (`example.org`).
-    sender: Option<String>,
-    /// When the listing ends (RFC 3339).
-    until: Option<String>,
-    /// How long the listing lasts (`"2h"`); the alternative to `until`.
-    #[serde(rename = "for")]
-    lasting: Option<String>,
-}
-
-enum Target {
-    Ip(IpNet),
-    Sender(String),
-}
-
-impl Listing {
-    fn target(&self) -> Answer<Target> {
-        match (&self.ip, &self.sender) {
-            (Some(ip), None) => ip
-                .parse::<IpNet>()
-                .map(Target::Ip)
-                .map_err(|e| ApiError::bad_request(format!("`ip`: {e}"))),
-            (None, Some(sender)) if !sender.trim().is_empty() => {
-                Ok(Target::Sender(sender.trim().to_owned()))
-            }
-            _ => Err(ApiError::bad_request(
-                "give exactly one of `ip` (an address or CIDR range) and `sender` (an address or domain)",
-            )),
-        }
-    }
-
-    fn until(&self, now: SystemTime) -> Answer<Option<SystemTime>> {
-        match (&self.until, &self.lasting) {
-            (Some(t), None) => time(t, "until").map(Some),
-            (None, Some(d)) => Ok(Some(now + duration(d, "for")?)),
-            (None, None) => Ok(None),
-            (Some(_), Some(_)) => Err(ApiError::bad_request(
-                "give at most one of `until` and `for`",
-            )),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Done {
-    ok: bool,
-}
-
-const DONE: Json<Done> = Json(Done { ok: true });
-
-async fn blacklist(State(api): Shared, bytes: Bytes) -> Answer<Json<Done>> {
-    let listing: Listing = body(&bytes)?;
-    let target = listing.target()?;
-    let until = listing.until(api.server.clock().now())?;
-    api.server.with_policy(|p, _| match target {
-        Target::Ip(net) => p.blacklist_ip(net, until),
-        Target::Sender(sender) => p.blacklist_sender(&sender, until),
-    });
-    Ok(DONE)
-}
-
-async fn unblacklist(State(api): Shared, bytes: Bytes) -> Answer<Json<Done>> {
-    let listing: Listing = body(&bytes)?;
-    if listing.until.is_some() || listing.lasting.is_some() {
-        return Err(ApiError::bad_request(
-            "`until` and `for` belong to /blacklist",
-        ));
-    }
-    let target = listing.target()?;
-    api.server.with_policy(|p, _| match target {
-        Target::Ip(net) => p.unblacklist_ip(net),
-        Target::Sender(sender) => p.unblacklist_sender(&sender),
-    });
-    Ok(DONE)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Whitelist {
-    recipient: String,
-    sender: String,
-}
-
-async fn whitelist(State(api): Shared, bytes: Bytes) -> Answer<Json<Done>> {
-    let w: Whitelist = body(&bytes)?;
-    api.server
-        .with_policy(|p, _| p.whitelist(&w.recipient, &w.sender));
-    Ok(DONE)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Complaint {
-    ip: IpAddr,
-    sender: Option<String>,
-}
-
-async fn complain(State(api): Shared, bytes: Bytes) -> Answer<Json<Reputation>> {
-    let c: Complaint = body(&bytes)?;
-    let reputation = api.server.with_policy(|p, now| {
-        p.complain(c.ip, c.sender.as_deref(), now);
-        p.reputation(c.ip, now)
-    });
-    Ok(Json(Reputation {
-        ip: c.ip,
-        reputation,
-    }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Limit {
-    quota: QuotaName,
-    window: Window,
-    /// The new limit; `null` removes the tier.
-    limit: Option<u64>,
-}
-
-async fn set_limit(State(api): Shared, bytes: Bytes) -> Answer<Json<Done>> {
-    let l: Limit = body(&bytes)?;
-    api.server
-        .with_policy(|p, _| p.set_limit(l.quota, l.window, l.limit));
-    Ok(DONE)
-}
-
-/// What to reset; an empty body resets the store and the policy.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Reset {
-    /// Forget messages and events.
-    store: Option<bool>,
-    /// Start the policy afresh from the config: counters, blocks, runtime listings,
-    /// whitelists, complaints and reputation.
-    policy: Option<bool>,
-    /// Forget quota counters and blocks only.
-    counters: Option<bool>,
-}
-
-async fn reset(State(api): Shared, bytes: Bytes) -> Answer<Json<Done>> {
-    let r: Reset = body(&bytes)?;
-    let everything = r.store.is_none() && r.policy.is_none() && r.counters.is_none();
-    if everything || r.policy == Some(true) {
-        let config = Config::clone(&api.server.config());
-        api.server
-            .reload(config)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    } else if r.counters == Some(true) {
-        api.server.with_policy(|p, _| p.reset_counters());
-    }
-    if everything || r.store == Some(true) {
-        api.server.store().clear();
-    }
-    Ok(DONE)
-}
-
-async fn config(State(api): Shared) -> Json<Config> {
+async fn config(State(api): ApiState) -> Json<Config> {
     Json(Config::clone(&api.server.config()))
 }
 
@@ -889,7 +686,7 @@ struct ConfigLoaded {
 /// started with `--no-limits` keeps its limits off: the switch applies over every config
 /// loaded, as it did over the one it started with.
 async fn load_config(
-    State(api): Shared,
+    State(api): ApiState,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Answer<Json<ConfigLoaded>> {
@@ -930,43 +727,6 @@ async fn load_config(
     }))
 }
 
-async fn faults(State(api): Shared) -> Json<Vec<Fault>> {
-    Json(api.server.faults())
-}
-
-/// Replaces the faults in force with the list in the body (`[]` clears them).
-async fn set_faults(State(api): Shared, bytes: Bytes) -> Answer<Json<Done>> {
-    let faults: Vec<Fault> = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
-    for (i, fault) in faults.iter().enumerate() {
-        fault
-            .check()
-            .map_err(|e| ApiError::bad_request(format!("fault {i}: {e}")))?;
-    }
-    api.server.set_faults(faults);
-    Ok(DONE)
-}
-
-fn listener(api: &Api, mx: &str) -> Answer<()> {
-    if api.options.listeners.iter().any(|(name, _)| name == mx) {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!("no listener called `{mx}`")))
-    }
-}
-
-async fn mx_down(State(api): Shared, Path(mx): Path<String>) -> Answer<Json<Done>> {
-    listener(&api, &mx)?;
-    api.server.set_mx_up(&mx, false);
-    Ok(DONE)
-}
-
-async fn mx_up(State(api): Shared, Path(mx): Path<String>) -> Answer<Json<Done>> {
-    listener(&api, &mx)?;
-    api.server.set_mx_up(&mx, true);
-    Ok(DONE)
-}
-
 #[derive(Serialize)]
 struct Loaded {
     ok: bool,
@@ -980,7 +740,7 @@ struct Loaded {
 /// Loads a scenario (TOML) in place of the config: its config and seed, its faults, and
 /// its timeline, played from now by the server's clock. A timeline still playing from an
 /// earlier load stops. The scenario's own clock does not apply: the server keeps its.
-async fn load_scenario(State(api): Shared, bytes: Bytes) -> Answer<Json<Loaded>> {
+async fn load_scenario(State(api): ApiState, bytes: Bytes) -> Answer<Json<Loaded>> {
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::bad_request("the scenario must be UTF-8 TOML"))?;
     let scenario = Scenario::parse_named(text, std::path::Path::new("<request body>"))
