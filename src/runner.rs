@@ -58,8 +58,8 @@ impl Default for RunOptions {
     }
 }
 
-/// Why a run could not take place (a failed expectation is not an error: see
-/// [`Report::passed`]).
+/// Why a run could not take place or its reports not be written (a failed expectation is
+/// not an error: see [`Report::passed`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
@@ -71,6 +71,14 @@ pub enum RunError {
     Command {
         /// The program.
         command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A report could not be written.
+    #[error("{}: {source}", path.display())]
+    Report {
+        /// The folder or file.
+        path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
@@ -273,12 +281,27 @@ fn progress(server: &Server, scenario: &Scenario, started: SystemTime, timeline:
     );
 }
 
-/// Where reports go: `DIR/<scenario name>.json` and `.xml`.
-pub fn report_paths(dir: &Path, scenario: &Scenario) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!("{}.json", scenario.name)),
-        dir.join(format!("{}.xml", scenario.name)),
-    )
+/// Writes `report` as `DIR/<scenario name>.json` and JUnit XML `.xml`, creating `dir`;
+/// returns the two paths.
+///
+/// # Errors
+///
+/// [`RunError::Report`] naming the folder or file that could not be written.
+pub fn write_reports(
+    dir: &Path,
+    scenario: &Scenario,
+    report: &Report,
+) -> Result<(PathBuf, PathBuf), RunError> {
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RunError::Report { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(failed(dir))?;
+    let json = dir.join(format!("{}.json", scenario.name));
+    let xml = dir.join(format!("{}.xml", scenario.name));
+    std::fs::write(&json, report.to_json()).map_err(failed(&json))?;
+    std::fs::write(&xml, report.to_junit_xml()).map_err(failed(&xml))?;
+    Ok((json, xml))
 }
 
 #[cfg(test)]

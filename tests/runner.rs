@@ -347,3 +347,21 @@ fn the_api_beyond_loopback_is_refused_as_by_serve() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_report_folder_that_cannot_be_made_is_named() {
+    let case = Case::new(
+        "no-reports",
+        "name = \"no-reports\"\nduration = \"1m\"\n[clock]\nspeed = 600.0\n",
+        "",
+    );
+    let blocked = case.dir.join("reports");
+    std::fs::write(&blocked, "a file where the folder would go").expect("file");
+
+    let output = case.run(false);
+
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let named = format!("qqmx: {}: ", blocked.display());
+    assert!(stderr.lines().any(|l| l.starts_with(&named)), "{stderr}");
+}

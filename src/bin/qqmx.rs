@@ -240,11 +240,7 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
         .build()?;
     let report = runtime.block_on(runner::run(&scenario, &args.scenario, &options))?;
     print!("{report}");
-    std::fs::create_dir_all(&args.report_dir)
-        .map_err(|e| format!("{}: {e}", args.report_dir.display()))?;
-    let (json, xml) = runner::report_paths(&args.report_dir, &scenario);
-    std::fs::write(&json, report.to_json()).map_err(|e| format!("{}: {e}", json.display()))?;
-    std::fs::write(&xml, report.to_junit_xml()).map_err(|e| format!("{}: {e}", xml.display()))?;
+    let (json, xml) = runner::write_reports(&args.report_dir, &scenario, &report)?;
     say(format_args!(
         "reports: {} and {}",
         json.display(),
