@@ -17,7 +17,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -33,6 +34,9 @@ use crate::server::{Server, StartError};
 /// How long the control API gets to finish its answers once the SMTP side has stopped:
 /// live event streams never end on their own.
 const API_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a health check waits to connect, to send and to read.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a sidecar runs besides its config.
 #[derive(Debug, Clone, Default)]
@@ -249,6 +253,62 @@ impl Sidecar {
     }
 }
 
+/// Why a sidecar is not healthy: see [`check_health`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HealthError {
+    /// The API could not be reached, or did not answer in time.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The API answered with another status than 200.
+    #[error("{url} answered `{status}`")]
+    Status {
+        /// What was asked.
+        url: String,
+        /// The status line of the answer.
+        status: String,
+    },
+}
+
+/// Asks the control API on `api` whether the sidecar is alive (`GET /healthz`) or, with
+/// `ready`, whether it takes traffic (`GET /readyz`, failing while it drains): one plain
+/// HTTP/1.1 request, healthy when answered `200`. An unspecified address (`0.0.0.0`)
+/// means loopback. Blocking, with a few seconds' timeout: `qqmx health` runs it as a
+/// container's health check in an image without a shell.
+///
+/// # Errors
+///
+/// [`HealthError`] when the API cannot be reached or answers another status.
+pub fn check_health(api: SocketAddr, ready: bool) -> Result<(), HealthError> {
+    let mut addr = api;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    let mut stream = TcpStream::connect_timeout(&addr, HEALTH_TIMEOUT)?;
+    stream.set_read_timeout(Some(HEALTH_TIMEOUT))?;
+    stream.set_write_timeout(Some(HEALTH_TIMEOUT))?;
+    let path = if ready { "/readyz" } else { "/healthz" };
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(HealthError::Status {
+            url: format!("http://{addr}{path}"),
+            status: status.to_owned(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
@@ -345,6 +405,31 @@ mod tests {
         session.read_line(&mut last).await.expect("a last line");
 
         assert!(last.starts_with("421 "), "{last}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_health_check_fails_while_draining_and_when_nothing_answers() {
+        let sidecar = Sidecar::start(two_hosts(), manual().api(LOOPBACK))
+            .await
+            .expect("starts");
+        let api = sidecar.api_addr().expect("an API");
+        let probe = move |ready| tokio::task::spawn_blocking(move || check_health(api, ready));
+
+        let ready = probe(true).await.expect("probe");
+        sidecar.server().begin_drain();
+        let draining = probe(true).await.expect("probe");
+        let alive = probe(false).await.expect("probe");
+        sidecar.shutdown().await;
+        let gone = probe(false).await.expect("probe");
+
+        assert!(ready.is_ok(), "{ready:?}");
+        let status = draining.expect_err("not ready while draining").to_string();
+        assert!(
+            status.starts_with(&format!("http://{api}/readyz answered `HTTP/1.1 503")),
+            "{status}"
+        );
+        assert!(alive.is_ok(), "still alive while draining: {alive:?}");
+        assert!(matches!(gone, Err(HealthError::Io(_))), "{gone:?}");
     }
 
     #[tokio::test]

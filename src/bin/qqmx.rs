@@ -1,8 +1,8 @@
 //! The `qqmx` command: argument parsing, logging set-up and signals; the library does
 //! the rest.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -189,7 +189,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Health(args) => match health(&args) {
+        Command::Health(args) => match qqmx::sidecar::check_health(args.api, args.ready) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("qqmx: unhealthy: {e}");
@@ -368,34 +368,5 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-}
-
-/// One `GET /healthz` (or `/readyz`) over plain HTTP/1.1; healthy means status 200.
-fn health(args: &Health) -> Result<(), Error> {
-    let mut addr = args.api;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        });
-    }
-    let timeout = Duration::from_secs(3);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let path = if args.ready { "/readyz" } else { "/healthz" };
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut answer)?;
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) == Some("200") {
-        Ok(())
-    } else {
-        Err(format!("http://{addr}{path} answered `{status}`").into())
     }
 }
