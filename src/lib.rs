@@ -61,6 +61,8 @@ pub mod runner;
 pub mod scenario;
 mod server;
 mod session;
+#[cfg(feature = "control")]
+pub mod sidecar;
 pub mod store;
 #[cfg(feature = "control")]
 mod timeline;

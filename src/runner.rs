@@ -22,17 +22,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, SystemTime};
 
-use tokio::net::TcpListener;
 use tokio::process::Command;
 use tracing::info;
 
 use crate::config::{ListenerConfig, duration_text};
-use crate::control::{self, ApiOptions};
 use crate::scenario::Scenario;
 use crate::scenario::expect::{Run, evaluate};
 use crate::scenario::report::Report;
-use crate::server::{Server, StartError};
-use crate::timeline::{self, Timeline};
+use crate::server::Server;
+use crate::sidecar::{Sidecar, SidecarError, SidecarOptions};
+use crate::timeline::Timeline;
 
 /// How to run a scenario.
 #[derive(Debug, Clone)]
@@ -40,7 +39,7 @@ use crate::timeline::{self, Timeline};
 pub struct RunOptions {
     /// The sender under test and its arguments; empty runs qqmx alone.
     pub command: Vec<String>,
-    /// Address the control API listens on.
+    /// Address the control API listens on (loopback: the runner sets no token).
     pub api: SocketAddr,
     /// Address the SMTP listeners listen on (each on a free port).
     pub smtp_ip: IpAddr,
@@ -59,22 +58,27 @@ impl Default for RunOptions {
     }
 }
 
-/// Why a run could not take place (a failed expectation is not an error: see
-/// [`Report::passed`]).
+/// Why a run could not take place or its reports not be written (a failed expectation is
+/// not an error: see [`Report::passed`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
     /// qqmx could not start.
     #[error(transparent)]
-    Start(#[from] StartError),
-    /// A listener could not be bound, or the API failed.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    Sidecar(#[from] SidecarError),
     /// The sender could not be started.
     #[error("cannot start `{command}`: {source}")]
     Command {
         /// The program.
         command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A report could not be written.
+    #[error("{}: {source}", path.display())]
+    Report {
+        /// The folder or file.
+        path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
@@ -99,40 +103,19 @@ pub async fn run(
         };
     }
     let clock = scenario.make_clock();
-    let server = Server::new(config.clone(), clock.clone())?;
-    server.set_faults(scenario.faults.clone());
-
-    let mut listeners = Vec::new();
-    let mut api_options = ApiOptions::new(None);
-    for mx in preference_order(config.listeners.0.keys()) {
-        let addr = config.listeners.0[&mx].addr;
-        let bound = server.listen(addr)?;
-        let addr = bound.local_addr()?;
-        api_options = api_options.listener(mx.clone(), addr);
-        listeners.push((mx, bound));
-    }
-    let addrs = api_options.listeners.clone();
-    let api_listener = TcpListener::bind(options.api).await?;
-    let api_addr = api_listener.local_addr()?;
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(control::serve(
-        api_listener,
-        control::router(server.clone(), api_options),
-        async {
-            let _ = api_stopped.await;
-        },
-    ));
-    let (stop_smtp, smtp_stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = {
-        let server = server.clone();
-        tokio::spawn(async move {
-            server
-                .run_all(listeners, async {
-                    let _ = smtp_stopped.await;
-                })
-                .await;
-        })
-    };
+    let sidecar = Sidecar::start(
+        config,
+        SidecarOptions::default()
+            .api(options.api)
+            .clock(clock.clone())
+            .faults(scenario.faults.clone()),
+    )
+    .await?;
+    let server = sidecar.server().clone();
+    let api_addr = sidecar
+        .api_addr()
+        .expect("the sidecar was started with an API");
+    let addrs = preference_order(sidecar.listeners());
     // Phases at zero apply before the sender can connect.
     let mut timeline = Timeline::new(scenario, &server);
     // The run begins here: the listeners and the API are ready and the sender is about to
@@ -171,17 +154,14 @@ pub async fn run(
         None => None,
     };
 
-    let end = started + scenario.duration;
+    let end = Some(started + scenario.duration);
     let mut status: Option<ExitStatus> = None;
+    // Progress lines only: the timeline follows the clock, not this ticker.
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let next = timeline.next_at().map(|at| started + at);
-        let wake = next.map_or(end, |n| n.min(end));
         tokio::select! {
-            () = timeline::until(&clock, wake) => {
-                if next.is_some_and(|n| n <= wake) {
-                    timeline.play_next(&server);
-                } else {
+            more = timeline.step(&server, started, end) => {
+                if !more {
                     break;
                 }
             }
@@ -204,10 +184,7 @@ pub async fn run(
         status = child.wait().await.ok();
     }
     let ended = clock.now();
-    let _ = stop_smtp.send(());
-    let _ = serving.await;
-    let _ = stop_api.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(1), api).await;
+    sidecar.shutdown().await;
 
     let events = server.store().events();
     let messages = server.store().messages();
@@ -224,9 +201,9 @@ pub async fn run(
 /// The order a sender tries the MX hosts in, as qq.com publishes them: `mx3` (10),
 /// `mx2` (20), `mx1` (30); then `mxbiz1`, `mxbiz2`, ... (exmail's hosts), then the others by
 /// name.
-fn preference_order<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
-    let mut names: Vec<String> = names.cloned().collect();
-    names.sort_by_key(|n| {
+fn preference_order(listeners: &[(String, SocketAddr)]) -> Vec<(String, SocketAddr)> {
+    let mut listeners = listeners.to_vec();
+    listeners.sort_by_key(|(n, _)| {
         let digits: String = n.chars().filter(char::is_ascii_digit).collect();
         let number = digits.parse::<u32>().unwrap_or(u32::MAX);
         let rank = match n.as_str() {
@@ -238,7 +215,7 @@ fn preference_order<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> 
         };
         (rank, n.clone())
     });
-    names
+    listeners
 }
 
 /// The variables the sender gets.
@@ -304,12 +281,27 @@ fn progress(server: &Server, scenario: &Scenario, started: SystemTime, timeline:
     );
 }
 
-/// Where reports go: `DIR/<scenario name>.json` and `.xml`.
-pub fn report_paths(dir: &Path, scenario: &Scenario) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!("{}.json", scenario.name)),
-        dir.join(format!("{}.xml", scenario.name)),
-    )
+/// Writes `report` as `DIR/<scenario name>.json` and JUnit XML `.xml`, creating `dir`;
+/// returns the two paths.
+///
+/// # Errors
+///
+/// [`RunError::Report`] naming the folder or file that could not be written.
+pub fn write_reports(
+    dir: &Path,
+    scenario: &Scenario,
+    report: &Report,
+) -> Result<(PathBuf, PathBuf), RunError> {
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RunError::Report { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(failed(dir))?;
+    let json = dir.join(format!("{}.json", scenario.name));
+    let xml = dir.join(format!("{}.xml", scenario.name));
+    std::fs::write(&json, report.to_json()).map_err(failed(&json))?;
+    std::fs::write(&xml, report.to_junit_xml()).map_err(failed(&xml))?;
+    Ok((json, xml))
 }
 
 #[cfg(test)]
@@ -318,10 +310,12 @@ mod tests {
 
     #[test]
     fn mx_hosts_come_in_qqs_published_preference_order() {
-        let names = ["mx1", "mxbiz1", "mx2", "other", "mx3"].map(String::from);
-        assert_eq!(
-            preference_order(names.iter()),
-            ["mx3", "mx2", "mx1", "mxbiz1", "other"]
-        );
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let listeners = ["mx1", "mxbiz1", "mx2", "other", "mx3"].map(|n| (n.to_owned(), addr));
+        let names: Vec<String> = preference_order(&listeners)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["mx3", "mx2", "mx1", "mxbiz1", "other"]);
     }
 }

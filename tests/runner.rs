@@ -323,3 +323,45 @@ except OSError as e:
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("mx1: refused"), "{}", text(&output));
 }
+
+#[test]
+fn the_api_beyond_loopback_is_refused_as_by_serve() {
+    let case = Case::new(
+        "open-api",
+        "name = \"open-api\"\nduration = \"1m\"\n[clock]\nspeed = 60.0\n",
+        "",
+    );
+
+    let output = Command::new(QQMX)
+        .arg("run")
+        .arg(case.dir.join("scenario.toml"))
+        .args(["--api", "0.0.0.0:0", "--report-dir"])
+        .arg(case.dir.join("reports"))
+        .output()
+        .expect("qqmx run starts");
+
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("reachable from other hosts: set a bearer token"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_report_folder_that_cannot_be_made_is_named() {
+    let case = Case::new(
+        "no-reports",
+        "name = \"no-reports\"\nduration = \"1m\"\n[clock]\nspeed = 600.0\n",
+        "",
+    );
+    let blocked = case.dir.join("reports");
+    std::fs::write(&blocked, "a file where the folder would go").expect("file");
+
+    let output = case.run(false);
+
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let named = format!("qqmx: {}: ", blocked.display());
+    assert!(stderr.lines().any(|l| l.starts_with(&named)), "{stderr}");
+}

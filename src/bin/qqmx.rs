@@ -1,18 +1,18 @@
 //! The `qqmx` command: argument parsing, logging set-up and signals; the library does
 //! the rest.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use qqmx::config::{ClockMode, ListenerConfig, Listeners};
-use qqmx::control::{self, ApiOptions};
 use qqmx::runner::{self, RunOptions};
 use qqmx::scenario::Scenario;
-use qqmx::{Config, Generation, Server};
+use qqmx::sidecar::{Sidecar, SidecarOptions};
+use qqmx::{Config, Generation};
 use tracing_subscriber::EnvFilter;
 
 /// A fake mx1.qq.com: an SMTP server that behaves like Tencent QQ Mail's inbound MX.
@@ -189,7 +189,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Health(args) => match health(&args) {
+        Command::Health(args) => match qqmx::sidecar::check_health(args.api, args.ready) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("qqmx: unhealthy: {e}");
@@ -240,11 +240,7 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
         .build()?;
     let report = runtime.block_on(runner::run(&scenario, &args.scenario, &options))?;
     print!("{report}");
-    std::fs::create_dir_all(&args.report_dir)
-        .map_err(|e| format!("{}: {e}", args.report_dir.display()))?;
-    let (json, xml) = runner::report_paths(&args.report_dir, &scenario);
-    std::fs::write(&json, report.to_json()).map_err(|e| format!("{}: {e}", json.display()))?;
-    std::fs::write(&xml, report.to_junit_xml()).map_err(|e| format!("{}: {e}", xml.display()))?;
+    let (json, xml) = runner::write_reports(&args.report_dir, &scenario, &report)?;
     say(format_args!(
         "reports: {} and {}",
         json.display(),
@@ -272,9 +268,6 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
             ClockArg::Manual => ClockMode::Manual,
         });
     }
-    if args.no_limits {
-        config = config.no_limits();
-    }
     if !args.smtp.is_empty() {
         let mut listeners = Listeners(Default::default());
         for spec in &args.smtp {
@@ -294,82 +287,43 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
 
 fn serve(args: Serve) -> Result<(), Error> {
     let config = load_config(&args)?;
-    let api_addr: Option<SocketAddr> = match args.api.as_str() {
-        "off" | "none" => None,
-        addr => Some(addr.parse().map_err(|_| {
-            format!("--api: `{addr}` is not an address such as 127.0.0.1:8025, nor `off`")
-        })?),
-    };
-    let token = args.api_token.filter(|t| !t.is_empty());
-    if let Some(addr) = api_addr {
-        control::check_bind(addr, token.as_deref())?;
+    let mut options = SidecarOptions::default()
+        .token(args.api_token)
+        .no_limits(args.no_limits);
+    match args.api.as_str() {
+        "off" | "none" => {}
+        addr => {
+            options = options.api(addr.parse().map_err(|_| {
+                format!("--api: `{addr}` is not an address such as 127.0.0.1:8025, nor `off`")
+            })?);
+        }
     }
-    let clock = config.make_clock(ClockMode::System);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         // Before anything says it is listening.
         let signal = shutdown_signal();
-        let server = Server::new(config.clone(), clock.clone())?;
-        let mut listeners = Vec::new();
-        let mut options = ApiOptions::new(token).no_limits(args.no_limits);
-        for (mx, listener) in &config.listeners.0 {
-            let bound = server
-                .listen(listener.addr)
-                .map_err(|e| format!("cannot listen on {} for {mx}: {e}", listener.addr))?;
-            let addr = bound.local_addr()?;
-            options = options.listener(mx.clone(), addr);
-            listeners.push((mx.clone(), bound, addr));
-        }
-        let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-        let api = match api_addr {
-            Some(addr) => {
-                let bound = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| format!("cannot listen on {addr} for the control API: {e}"))?;
-                let addr = bound.local_addr()?;
-                let router = control::router(server.clone(), options);
-                let task = tokio::spawn(control::serve(bound, router, async {
-                    let _ = api_stopped.await;
-                }));
-                Some((addr, task))
-            }
-            None => None,
-        };
-        let mode = if clock.is_manual() {
+        let sidecar = Sidecar::start(config, options).await?;
+        let server = sidecar.server();
+        let config = server.config();
+        let mode = if server.clock().is_manual() {
             "manual"
         } else {
             "system"
         };
-        for (mx, _, addr) in &listeners {
+        for (mx, addr) in sidecar.listeners() {
             say(format_args!(
                 "qqmx listening on {addr} as {mx} (QQ {}, banner {}, {mode} clock)",
                 config.generation,
                 config.listener_host(mx),
             ));
         }
-        if let Some((addr, _)) = &api {
+        if let Some(addr) = sidecar.api_addr() {
             say(format_args!("qqmx control API on http://{addr}"));
         }
-        let listeners = listeners
-            .into_iter()
-            .map(|(mx, bound, _)| (mx, bound))
-            .collect();
-        let draining = server.clone();
-        let delay = args.shutdown_delay;
-        let shutdown = async move {
-            signal.await;
-            draining.begin_drain();
-            tracing::info!(delay = ?delay, "draining");
-            tokio::time::sleep(delay).await;
-        };
-        server.run_all(listeners, shutdown).await;
-        let _ = api_stop.send(());
-        if let Some((_, task)) = api {
-            // Live event streams never end on their own; give the rest a moment.
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-        }
+        signal.await;
+        sidecar.drain(args.shutdown_delay).await;
         Ok::<_, Error>(())
     })
 }
@@ -414,34 +368,5 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         async {
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-}
-
-/// One `GET /healthz` (or `/readyz`) over plain HTTP/1.1; healthy means status 200.
-fn health(args: &Health) -> Result<(), Error> {
-    let mut addr = args.api;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        });
-    }
-    let timeout = Duration::from_secs(3);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let path = if args.ready { "/readyz" } else { "/healthz" };
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut answer)?;
-    let answer = String::from_utf8_lossy(&answer);
-    let status = answer.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) == Some("200") {
-        Ok(())
-    } else {
-        Err(format!("http://{addr}{path} answered `{status}`").into())
     }
 }
