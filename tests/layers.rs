@@ -32,9 +32,10 @@ use std::path::{Path, PathBuf};
 /// 6. `session`: the SMTP state machine.
 /// 7. `scenario`: the scenario model and its expectations.
 /// 8. `server`: listeners, accept loops, shutdown.
-/// 9. What drives or shows a server: `timeline`, the embedded handle, the control API.
-/// 10. Whole programs' parts: the sidecar assembly, the runner, the remote client.
-/// 11. The fuzzing entry points and the binary.
+/// 9. `inspect`: the inspection and control operations over a server, written once.
+/// 10. What drives or shows a server: `timeline`, the embedded handle, the control API.
+/// 11. Whole programs' parts: the sidecar assembly, the runner, the remote client.
+/// 12. The fuzzing entry points and the binary.
 #[rustfmt::skip]
 const LAYERS: &[&[&str]] = &[
     &["clock", "units", "reply", "provenance", "proxy", "accept"],
@@ -45,6 +46,7 @@ const LAYERS: &[&[&str]] = &[
     &["session"],
     &["scenario"],
     &["server"],
+    &["inspect"],
     &["timeline", "embedded", "control"],
     &["sidecar", "runner", "remote"],
     &["fuzzing", "bin"],
