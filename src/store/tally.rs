@@ -1,0 +1,183 @@
+//! Counts over the events held, and what the store holds and has dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Command, Event, EventKind, Verb};
+use crate::policy::Stage;
+use crate::reply::ReplyKind;
+
+/// How much the store holds and how much it has dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Messages held now.
+    pub messages: usize,
+    /// Raw bytes held now.
+    pub bytes: usize,
+    /// Events held now.
+    pub events: usize,
+    /// Bytes the events held use, roughly (fixed size plus text).
+    pub event_bytes: usize,
+    /// Messages ever accepted.
+    pub accepted_total: u64,
+    /// Messages evicted to stay under the caps.
+    pub messages_evicted: u64,
+    /// Events evicted to stay under the caps (count and bytes).
+    pub events_evicted: u64,
+}
+
+/// Decisions made, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Count {
+    /// Decisions that let the client go on (a message into the inbox or junk included).
+    pub accepted: u64,
+    /// Refusals, disconnections and delays.
+    pub refused: u64,
+}
+
+impl Count {
+    fn add(&mut self, accepted: bool) {
+        if accepted {
+            self.accepted += 1;
+        } else {
+            self.refused += 1;
+        }
+    }
+
+    /// Takes one away; true when nothing is left.
+    fn remove(&mut self, accepted: bool) -> bool {
+        if accepted {
+            self.accepted = self.accepted.saturating_sub(1);
+        } else {
+            self.refused = self.refused.saturating_sub(1);
+        }
+        self.accepted == 0 && self.refused == 0
+    }
+}
+
+/// Counts over the events held, kept up to date as events are recorded and evicted, so
+/// that reading them costs nothing like a pass over the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EventTally {
+    /// Replies, by kind.
+    pub replies: BTreeMap<ReplyKind, usize>,
+    /// Decisions by stage.
+    pub by_stage: BTreeMap<Stage, Count>,
+    /// Decisions by client IP.
+    pub by_ip: BTreeMap<IpAddr, Count>,
+    /// Decisions from `MAIL` on, by envelope sender (`<>` for the null sender).
+    pub by_sender: BTreeMap<String, Count>,
+}
+
+/// The live form of [`EventTally`].
+#[derive(Default)]
+pub(super) struct Tally {
+    replies: Vec<usize>,
+    by_stage: BTreeMap<Stage, Count>,
+    by_ip: HashMap<IpAddr, Count>,
+    by_sender: HashMap<Arc<str>, Count>,
+    /// The sender of each open session's transaction, from its MAIL command.
+    senders: HashMap<u64, Arc<str>>,
+    /// The sender each held decision was counted under, by event sequence number.
+    counted: HashMap<u64, Arc<str>>,
+}
+
+impl Tally {
+    pub(super) fn new() -> Self {
+        Self {
+            replies: vec![0; ReplyKind::ALL.len()],
+            ..Self::default()
+        }
+    }
+
+    pub(super) fn add(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::Command(Command {
+                verb: Verb::Mail,
+                address: Some(address),
+                ..
+            }) => {
+                let sender = if address.is_empty() {
+                    Arc::from("<>")
+                } else {
+                    Arc::from(address.to_ascii_lowercase())
+                };
+                self.senders.insert(event.session, sender);
+            }
+            EventKind::Closed { .. } => {
+                self.senders.remove(&event.session);
+            }
+            EventKind::Reply(reply) => self.replies[reply.kind as usize] += 1,
+            EventKind::Decision(decision) => {
+                let accepted = decision.is_accept();
+                self.by_stage
+                    .entry(decision.stage)
+                    .or_default()
+                    .add(accepted);
+                self.by_ip.entry(event.client).or_default().add(accepted);
+                if decision.stage >= Stage::Mail
+                    && let Some(sender) = self.senders.get(&event.session)
+                {
+                    self.by_sender
+                        .entry(sender.clone())
+                        .or_default()
+                        .add(accepted);
+                    self.counted.insert(event.seq, sender.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn evict(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::Reply(reply) => {
+                let n = &mut self.replies[reply.kind as usize];
+                *n = n.saturating_sub(1);
+            }
+            EventKind::Decision(decision) => {
+                let accepted = decision.is_accept();
+                if let Some(count) = self.by_stage.get_mut(&decision.stage)
+                    && count.remove(accepted)
+                {
+                    self.by_stage.remove(&decision.stage);
+                }
+                if let Some(count) = self.by_ip.get_mut(&event.client)
+                    && count.remove(accepted)
+                {
+                    self.by_ip.remove(&event.client);
+                }
+                if let Some(sender) = self.counted.remove(&event.seq)
+                    && let Some(count) = self.by_sender.get_mut(&sender)
+                    && count.remove(accepted)
+                {
+                    self.by_sender.remove(&sender);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> EventTally {
+        EventTally {
+            replies: ReplyKind::ALL
+                .iter()
+                .map(|&kind| (kind, self.replies[kind as usize]))
+                .filter(|&(_, n)| n > 0)
+                .collect(),
+            by_stage: self.by_stage.clone(),
+            by_ip: self.by_ip.iter().map(|(ip, n)| (*ip, *n)).collect(),
+            by_sender: self
+                .by_sender
+                .iter()
+                .map(|(sender, n)| (sender.to_string(), *n))
+                .collect(),
+        }
+    }
+}
