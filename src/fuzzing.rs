@@ -15,9 +15,7 @@
 #![cfg(feature = "fuzzing")]
 #![doc(hidden)]
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -26,7 +24,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
@@ -42,7 +40,7 @@ use crate::policy::{Policy, Stage};
 use crate::reply::{Context, ReplyKind};
 use crate::scenario::Scenario;
 use crate::server::{self, Server};
-use crate::session::{self, Inflight, Shared};
+use crate::session::{self, Engine, Inflight};
 use crate::store::Store;
 
 /// In a session script, ends a piece of client input: what comes after it is written once
@@ -75,39 +73,6 @@ fn runtime() -> tokio::runtime::Runtime {
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
-
-/// The server's end of the in-memory connection.
-struct Pipe(DuplexStream);
-
-impl AsyncRead for Pipe {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Pipe {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl session::Conn for Pipe {}
 
 /// The STARTTLS acceptor for the default host, made once: generating its certificate
 /// would otherwise dominate every run.
@@ -291,7 +256,7 @@ impl Settings {
     }
 
     /// The state a server shares with its sessions, built as the server builds it.
-    fn shared(self) -> (Arc<Shared>, SocketAddr, &'static str) {
+    fn shared(self) -> (Arc<Engine>, SocketAddr, &'static str) {
         let config = self.config;
         let clock = Clock::manual_at_unix(1_748_826_000);
         let store = Store::new(clock.clone(), config.store.clone());
@@ -332,12 +297,12 @@ pub fn smtp_session(bytes: &[u8]) {
     runtime().block_on(run_session(shared, peer, mx, &steps));
 }
 
-async fn run_session(shared: Arc<Shared>, peer: SocketAddr, mx: &'static str, steps: &[Step<'_>]) {
+async fn run_session(shared: Arc<Engine>, peer: SocketAddr, mx: &'static str, steps: &[Step<'_>]) {
     let (client, server) = tokio::io::duplex(16 * 1024 * 1024);
     let (stop, stopped) = watch::channel(false);
     let local = SocketAddr::from(([127, 0, 0, 1], 25));
     let server_side = async move {
-        let mut stream = Pipe(server);
+        let mut stream = server;
         let peer = if shared.config.server.proxy_protocol {
             let idle = shared.config.limits.idle_timeout;
             match tokio::time::timeout(idle, crate::proxy::read_header(&mut stream)).await {

@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::policy::Policy;
 use crate::proxy;
-use crate::session::{self, Inflight, Shared};
+use crate::session::{self, Engine, Inflight};
 use crate::store::Store;
 use crate::tls::{self, TlsError};
 
@@ -74,7 +74,7 @@ pub struct Server {
 
 struct Inner {
     /// The state built from the config in force; replaced by [`Server::reload`].
-    engine: RwLock<Arc<Shared>>,
+    engine: RwLock<Arc<Engine>>,
     store: Store,
     clock: Clock,
     /// Connections served at once, across listeners (sized by the first config).
@@ -134,7 +134,7 @@ impl Server {
         })
     }
 
-    fn engine(&self) -> Arc<Shared> {
+    fn engine(&self) -> Arc<Engine> {
         self.inner
             .engine
             .read()
@@ -472,7 +472,7 @@ fn engine(
     clock: Clock,
     faults: Arc<Mutex<Faults>>,
     inflight: Arc<Inflight>,
-) -> Result<Shared, StartError> {
+) -> Result<Engine, StartError> {
     let tls = tls::acceptor(&config.tls, config.host())?;
     engine_with_tls(config, store, clock, faults, inflight, tls)
 }
@@ -486,10 +486,10 @@ pub(crate) fn engine_with_tls(
     faults: Arc<Mutex<Faults>>,
     inflight: Arc<Inflight>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-) -> Result<Shared, StartError> {
+) -> Result<Engine, StartError> {
     let policy = Policy::new(&config)?;
     let auth = if config.auth.enabled {
-        Some(Authenticator::new(&config)?)
+        Some(Arc::new(Authenticator::new(&config)?))
     } else {
         None
     };
@@ -499,7 +499,7 @@ pub(crate) fn engine_with_tls(
         .keys()
         .map(|mx| (mx.clone(), Arc::new(config.listener_catalogue(mx))))
         .collect();
-    Ok(Shared {
+    Ok(Engine {
         catalogue: Arc::new(config.catalogue()),
         catalogues,
         auth,

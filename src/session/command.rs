@@ -7,7 +7,9 @@ use smtp_proto::{Error as ParseError, MAIL_SMTPUTF8, MailFrom, RcptTo, Request};
 use tracing::debug;
 
 use super::body::Incoming;
-use super::{Action, Mode, Pending, Session, Transaction, loggable};
+use super::channel::Channel;
+use super::input::{Action, Mode, Reading, loggable};
+use super::{Pending, Session, Transaction};
 use crate::chaos::FaultKind;
 use crate::event::{CloseReason, Command, EventKind, Param, Verb};
 use crate::policy::mailbox::{POSTMASTER_DOMAIN, quote_local_part};
@@ -16,18 +18,17 @@ use crate::reply::ReplyKind;
 
 impl Session {
     /// Answers one complete command line (CRLF included).
-    pub(super) fn command(&mut self, line: &[u8]) -> Action {
+    pub(super) fn command<C: Channel>(&mut self, line: &[u8]) -> Action<C::Upgrade> {
         let (command, parsed) = read(line);
         if command.verb == Verb::Mail {
             self.begin_transaction();
         }
         self.record(EventKind::Command(command));
-        let counted = self.count_command();
-        if counted != Action::Continue {
-            return counted;
+        if let Some(reason) = self.count_command() {
+            return Action::Close(reason);
         }
         match parsed {
-            Ok((request, size)) => self.request(request, line, size),
+            Ok((request, size)) => self.request::<C>(request, line, size),
             Err(Unparsed::RepeatedParameter) => {
                 // Which of two SIZEs would count? Neither: the command is refused.
                 self.reply(ReplyKind::SyntaxError);
@@ -41,7 +42,12 @@ impl Session {
     }
 
     /// Answers a parsed command from `line`; `size` is the exact SIZE of a MAIL command.
-    fn request(&mut self, request: Request<String>, line: &[u8], size: u64) -> Action {
+    fn request<C: Channel>(
+        &mut self,
+        request: Request<String>,
+        line: &[u8],
+        size: u64,
+    ) -> Action<C::Upgrade> {
         match request {
             Request::Ehlo { host } => self.hello(host, ReplyKind::Ehlo),
             Request::Helo { host } => self.hello(host, ReplyKind::Helo),
@@ -63,7 +69,7 @@ impl Session {
             Request::StartTls if !line.get(8..).unwrap_or_default().trim_ascii().is_empty() => {
                 self.reply(ReplyKind::SyntaxError);
             }
-            Request::StartTls => return self.starttls(),
+            Request::StartTls => return self.starttls::<C>(),
             Request::Lhlo { .. }
             | Request::Auth { .. }
             | Request::Expn { .. }
@@ -120,14 +126,16 @@ impl Session {
         self.tx = None;
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
         let from = quote_local_part(&from.address).into_owned();
-        if self.shared.auth.is_some() {
-            self.pending = Some(Pending::Mail {
-                from,
-                size,
-                smtputf8,
-            });
-        } else {
-            self.finish_mail(from, size, smtputf8, None, None);
+        match self.engine.auth.clone() {
+            Some(auth) => {
+                self.pending = Some(Pending::Mail {
+                    auth,
+                    from,
+                    size,
+                    smtputf8,
+                });
+            }
+            None => self.finish_mail(from, size, smtputf8, None, None),
         }
     }
 
@@ -184,7 +192,7 @@ impl Session {
         };
         let greylisted = accepted
             && self
-                .shared
+                .engine
                 .faults()
                 .greylisted(&self.mx, self.peer.ip(), &tx.from, &address);
         if greylisted {
@@ -204,34 +212,41 @@ impl Session {
         }
     }
 
+    /// Answers DATA. The transaction is taken along into the message data; a refusal puts
+    /// it back first, since it stays open (and its recipients count in the reply).
     fn data_command(&mut self) {
-        let Some(tx) = &self.tx else {
+        let Some(tx) = self.tx.take() else {
             self.reply(ReplyKind::NeedMail);
             return;
         };
         if tx.rcpts.is_empty() {
+            self.tx = Some(tx);
             self.reply(ReplyKind::NeedRcpt);
             return;
         }
-        let expected = tx.size;
         let facts = Facts::new(self.peer.ip()).from(&tx.from).rcpts(&tx.rcpts);
         let decision = self.judge(Stage::Data, &facts);
-        if !self.decide(decision) {
+        if !decision.is_accept() {
+            self.tx = Some(tx);
+            self.decide(decision);
             return;
         }
-        let limits = &self.shared.config.limits;
+        self.decide(decision);
+        let limits = &self.engine.config.limits;
+        let expected = tx.size;
         // The announced SIZE is taken from the budget at once; without one, a little.
         match Incoming::start(
-            self.shared.inflight.clone(),
+            self.engine.inflight.clone(),
             limits.max_inflight_bytes,
             limits.max_message_size,
             expected,
         ) {
             Some(incoming) => {
+                self.mode = Mode::Data(Reading { incoming, tx });
                 self.reply(ReplyKind::DataStart);
-                self.mode = Mode::Data(incoming);
             }
             None => {
+                self.tx = Some(tx);
                 debug!(
                     session = self.id,
                     expected, "no room in the in-flight budget"
@@ -241,17 +256,19 @@ impl Session {
         }
     }
 
-    fn starttls(&mut self) -> Action {
-        if self.tls {
-            self.reply(ReplyKind::TlsActive);
-            return Action::Continue;
+    /// Answers STARTTLS: `220` and the upgrade on a plain channel with TLS on, a refusal
+    /// otherwise.
+    fn starttls<C: Channel>(&mut self) -> Action<C::Upgrade> {
+        match C::starttls(self.engine.tls.as_ref()) {
+            Ok(upgrade) => {
+                self.reply(ReplyKind::StartTlsReady);
+                Action::StartTls(upgrade)
+            }
+            Err(refusal) => {
+                self.reply(refusal);
+                Action::Continue
+            }
         }
-        if self.shared.tls.is_none() {
-            self.reply(ReplyKind::TlsUnavailable);
-            return Action::Continue;
-        }
-        self.reply(ReplyKind::StartTlsReady);
-        Action::StartTls
     }
 }
 

@@ -8,7 +8,8 @@ use rand::{Rng, RngCore};
 use tracing::debug;
 
 use super::body::{Body, Dropped, Ended};
-use super::{Mode, Pending, Session};
+use super::input::{Mode, Reading};
+use super::{Pending, Session, Submission};
 use crate::auth::results_header;
 use crate::clock::{rfc5322_cst, unix_secs};
 use crate::event::EventKind;
@@ -17,19 +18,20 @@ use crate::reply::ReplyKind;
 use crate::store::{Folder, Message};
 
 impl Session {
-    /// Feeds message data from `self.input[pos..]`. Returns the bytes used and whether
-    /// the data ended.
-    pub(super) fn data(&mut self, pos: usize) -> (usize, bool) {
-        let Mode::Data(incoming) = &mut self.mode else {
-            unreachable!("only called while reading data");
-        };
-        let (used, ended) = incoming.feed(&self.input[pos..]);
+    /// Feeds message data from `self.input[pos..]` to `reading`, which stays the mode
+    /// until the data ends. Returns the bytes used and whether the data ended.
+    pub(super) fn data(&mut self, mut reading: Reading, pos: usize) -> (usize, bool) {
+        let (used, ended) = reading.incoming.feed(&self.input[pos..]);
         let Some(ended) = ended else {
+            self.mode = Mode::Data(reading);
             return (used, false);
         };
-        self.mode = Mode::Commands;
+        // The transaction ends here, with the message or with its refusal; what the
+        // message holds of the in-flight budget is in its body now, if anywhere.
+        let Reading { incoming, tx } = reading;
+        drop(incoming);
         match ended {
-            Ended::Complete(body) => self.end_of_data(body),
+            Ended::Complete(body) => self.end_of_data(Submission { tx, body }),
             Ended::Dropped {
                 why: Dropped::TooLarge,
                 received,
@@ -39,7 +41,6 @@ impl Session {
                 received,
             } => {
                 debug!(session = self.id, received, "over the in-flight budget");
-                self.tx = None;
                 self.reply(ReplyKind::SystemBusy);
             }
         }
@@ -48,30 +49,26 @@ impl Session {
 
     /// Ends a transaction whose message was over the size limit.
     fn refuse_oversize(&mut self, received: u64) {
-        let decision = self.shared.policy().oversize(received);
-        self.tx = None;
+        let decision = self.engine.policy().oversize(received);
         self.decide(decision);
     }
 
-    pub(super) fn end_of_data(&mut self, body: Body) {
+    /// Answers a complete message: at once, after the checks it waits for, or after the
+    /// fault due at the end of data.
+    pub(super) fn end_of_data(&mut self, submission: Submission) {
         if let Some(fault) = self.fault_before(Stage::EndOfData) {
-            // Held until the fault is carried out; dropped if it ends the session.
-            self.fault = Some(fault);
-            self.held = Some(body);
+            self.hold(fault, submission);
             return;
         }
-        if self.shared.auth.is_some() {
-            self.pending = Some(Pending::Message { body });
-        } else {
-            self.finish_message(body, None);
+        match self.engine.auth.clone() {
+            Some(auth) => self.pending = Some(Pending::Message { auth, submission }),
+            None => self.finish_message(submission, None),
         }
     }
 
     /// Decides and stores a complete message once DKIM and DMARC are known.
-    pub(super) fn finish_message(&mut self, body: Body, report: Option<AuthReport>) {
-        let Some(tx) = self.tx.take() else {
-            unreachable!("DATA is only accepted inside a transaction");
-        };
+    pub(super) fn finish_message(&mut self, submission: Submission, report: Option<AuthReport>) {
+        let Submission { tx, body } = submission;
         if let Some(report) = &report {
             self.record(EventKind::Authenticated(report.clone()));
         }
@@ -87,11 +84,11 @@ impl Session {
             Verdict::Junk => Folder::Junk,
             _ => return,
         };
-        let now = self.shared.clock.now();
+        let now = self.engine.clock.now();
         let helo = self.helo.clone().unwrap_or_default();
         let mut headers = self.qq_headers(&helo, &tx.rcpts, now);
         if let Some(report) = &report {
-            let value = results_header(&self.shared.config.auth.authserv_id, &tx.from, report);
+            let value = results_header(&self.engine.config.auth.authserv_id, &tx.from, report);
             let _ = write!(headers, "Authentication-Results: {value}\r\n");
         }
         // The headers go in front of the body where it is (no second buffer); the store
@@ -105,7 +102,7 @@ impl Session {
         let (session, client, tls) = (self.id, self.peer, self.tls);
         // The message is in the store before the 250 is queued, let alone written.
         let mx = self.mx.to_string();
-        let id = self.shared.store.accept(|id| Message {
+        let id = self.engine.store.accept(|id| Message {
             id,
             session,
             mx,
