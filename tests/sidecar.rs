@@ -398,3 +398,19 @@ async fn events_stream_live() {
         ["220 newxmmxszc23-0.qq.com MX QQ Mail Server.", "250 OK"]
     );
 }
+
+#[test]
+fn a_misspelt_event_type_is_refused_not_matched_by_nothing() {
+    let sidecar = Sidecar::start(&["--smtp", "127.0.0.1:0", "--api", "127.0.0.1:0"], &[]);
+    for path in [
+        "/api/v1/events?type=replies",
+        "/api/v1/events/stream?type=replies",
+    ] {
+        let (status, body) = sidecar.get(path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("unknown event type `replies`"), "{body}");
+        assert!(body.contains("reply"), "{body}");
+    }
+    let (status, body) = sidecar.get("/api/v1/events?type=reply");
+    assert_eq!(status, 200, "{body}");
+}

@@ -24,12 +24,13 @@ use super::stats::Stats;
 use super::{Api, ApiError, OPENAPI, commands, guard, metrics};
 use crate::clock::{Rfc3339, parse_rfc3339};
 use crate::config::{Config, duration_text};
+use crate::event::{Event, EventKind};
 use crate::inspect::{self, MessageFilter, Refusal};
 use crate::policy::BlockInfo;
 use crate::provenance;
 use crate::reply::Generation;
 use crate::scenario::Scenario;
-use crate::store::{Event, EventKind, Folder, Message};
+use crate::store::{Folder, Message};
 
 pub(super) type ApiState = State<Arc<Api>>;
 pub(super) type Answer<T> = Result<T, ApiError>;
@@ -390,31 +391,22 @@ struct EventFilter {
 }
 
 impl EventFilter {
+    /// The filter, or a `400` for a `type` that no event has: a misspelt filter must not
+    /// match nothing in silence.
+    fn checked(self) -> Answer<Self> {
+        match self.kind.as_deref() {
+            Some(kind) if !EventKind::NAMES.contains(&kind) => Err(ApiError::bad_request(format!(
+                "unknown event type `{kind}`; one of: {}",
+                EventKind::NAMES.join(", ")
+            ))),
+            _ => Ok(self),
+        }
+    }
+
     fn matches(&self, event: &Event) -> bool {
         self.session.is_none_or(|s| event.session == s)
             && self.client.is_none_or(|c| event.client == c)
-            && self
-                .kind
-                .as_deref()
-                .is_none_or(|k| k == event_type(&event.kind))
-    }
-}
-
-/// The `type` tag of an event, as it is serialized.
-fn event_type(kind: &EventKind) -> &'static str {
-    match kind {
-        EventKind::Connected { .. } => "connected",
-        EventKind::Command { .. } => "command",
-        EventKind::Reply(_) => "reply",
-        EventKind::Decision(_) => "decision",
-        EventKind::TlsStarted => "tls_started",
-        EventKind::TlsFailed { .. } => "tls_failed",
-        EventKind::Discarded { .. } => "discarded",
-        EventKind::Spf(_) => "spf",
-        EventKind::Authenticated(_) => "authenticated",
-        EventKind::Fault { .. } => "fault",
-        EventKind::Accepted { .. } => "accepted",
-        EventKind::Closed { .. } => "closed",
+            && self.kind.as_deref().is_none_or(|k| k == event.kind.name())
     }
 }
 
@@ -432,7 +424,7 @@ async fn events(
     State(api): ApiState,
     filter: Result<Query<EventFilter>, QueryRejection>,
 ) -> Answer<Json<EventList>> {
-    let f = query(filter)?;
+    let f = query(filter)?.checked()?;
     if f.history {
         return Err(ApiError::bad_request(
             "`history` belongs to /events/stream; the list reads from `after`",
@@ -474,7 +466,7 @@ async fn event_stream(
     State(api): ApiState,
     filter: Result<Query<EventFilter>, QueryRejection>,
 ) -> Answer<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    let filter = query(filter)?;
+    let filter = query(filter)?.checked()?;
     if filter.history && filter.after.is_some() {
         return Err(ApiError::bad_request(
             "give at most one of `after` and `history`",
@@ -500,7 +492,7 @@ async fn event_stream(
         let event = follow.next().await?;
         let sse = SseEvent::default()
             .id(event.seq.to_string())
-            .event(event_type(&event.kind))
+            .event(event.kind.name())
             .data(serde_json::to_string(&event).unwrap_or_default());
         Some((Ok(sse), follow))
     });
