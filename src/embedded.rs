@@ -17,10 +17,11 @@ use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::config::{ClockMode, Config};
-use crate::policy::{BlockInfo, Decision, IpNet, Policy, QuotaName, Window};
+use crate::policy::{BlockInfo, Decision, Policy};
 use crate::reply::{Generation, ReplyKind};
 use crate::server::{Server, StartError};
 use crate::store::{Event, EventKind, Message, Store, StoreStats};
+use crate::units::{IpNet, QuotaName, Window};
 
 /// A qqmx server running for one test.
 ///
@@ -378,7 +379,7 @@ impl QqMx {
     ///
     /// ```
     /// use qqmx::chaos::{Fault, FaultKind};
-    /// use qqmx::policy::Stage;
+    /// use qqmx::units::Stage;
     /// let server = qqmx::QqMx::start();
     /// server.set_faults(vec![Fault::new(FaultKind::Close).at(Stage::Rcpt)]);
     /// ```
@@ -492,7 +493,7 @@ pub(crate) fn check(
 }
 
 fn parse_net(net: &str) -> IpNet {
-    net.parse().unwrap_or_else(|e: String| panic!("qqmx: {e}"))
+    net.parse().unwrap_or_else(|e| panic!("qqmx: {e}"))
 }
 
 /// Waiting for messages took longer than allowed.

@@ -43,9 +43,10 @@ use serde_json::{Value, json};
 use crate::chaos::Fault;
 use crate::clock::Rfc3339;
 use crate::embedded::{Expectation, Mx, Report, WaitError, check, sealed};
-use crate::policy::{BlockInfo, Decision, QuotaName, Window};
+use crate::policy::{BlockInfo, Decision};
 use crate::reply::ReplyKind;
 use crate::store::{Event, EventKind, Message, StoreStats};
+use crate::units::{QuotaName, Window};
 
 /// Why a request to the sidecar failed.
 #[derive(Debug, thiserror::Error)]
@@ -778,11 +779,7 @@ mod tests {
             (Duration::from_secs(60 * 86_400 + 5), "60d5s"),
         ] {
             assert_eq!(duration_text(by), text);
-            assert_eq!(
-                crate::config::duration_text::parse(text),
-                Some(by),
-                "{text}"
-            );
+            assert_eq!(crate::units::duration_text::parse(text), Some(by), "{text}");
         }
     }
 

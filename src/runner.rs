@@ -26,13 +26,14 @@ use tokio::net::TcpListener;
 use tokio::process::Command;
 use tracing::info;
 
-use crate::config::{ListenerConfig, duration_text};
+use crate::config::ListenerConfig;
 use crate::control::{self, ApiOptions};
 use crate::scenario::Scenario;
 use crate::scenario::expect::{Run, evaluate};
 use crate::scenario::report::Report;
 use crate::server::{Server, StartError};
 use crate::timeline::{self, Timeline};
+use crate::units::duration_text;
 
 /// How to run a scenario.
 #[derive(Debug, Clone)]

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
-use crate::policy::{AuthReport, Decision, DkimCheck, SpfCheck, Stage};
+use crate::policy::{AuthReport, Decision, DkimCheck, SpfCheck};
 use crate::reply::{Reply, ReplyKind};
+use crate::units::Stage;
 
 /// Where an accepted message was delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,7 +198,7 @@ pub enum EventKind {
         fault: crate::chaos::FaultKind,
         /// At which stage, when it is not the one the next reply answers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        stage: Option<crate::policy::Stage>,
+        stage: Option<Stage>,
     },
     /// A message went into the store.
     Accepted {

@@ -8,7 +8,6 @@
 //! with its default; a test checks that it parses to [`Config::default`].
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -26,6 +25,7 @@ pub use policy::{
 
 use crate::clock::{Clock, parse_rfc3339};
 use crate::reply::{Catalogue, Generation, ReplyKind};
+use crate::units::{IpNet, Stage, duration_text};
 
 /// Where a manual clock starts when the config does not say:
 /// Monday 2025-06-02 09:00:00 in China Standard Time.
@@ -85,19 +85,18 @@ pub struct Stages {
     /// `Connection denied` for an IP far over its limits (`quotas.deny_after`): `connect`
     /// (a 550 greeting, which some MTAs such as Postfix take as temporary) or any later
     /// stage of that connection.
-    pub connection_denied: crate::policy::Stage,
+    pub connection_denied: Stage,
     /// `Message too large` for a declared `SIZE=` over the limit: `mail`, or `end_of_data`
     /// (the message is then read and refused by its real size).
-    pub message_too_large: crate::policy::Stage,
+    pub message_too_large: Stage,
     /// `Mail is rejected by recipients` (a personal blacklist): `rcpt` or `end_of_data`.
-    pub rejected_by_recipients: crate::policy::Stage,
+    pub rejected_by_recipients: Stage,
     /// `Suspected bounce attacks` (`content.backscatter`): `rcpt` or `end_of_data`.
-    pub bounce_attack: crate::policy::Stage,
+    pub bounce_attack: Stage,
 }
 
 impl Default for Stages {
     fn default() -> Self {
-        use crate::policy::Stage;
         Self {
             connection_denied: Stage::Connect,
             message_too_large: Stage::Mail,
@@ -515,7 +514,6 @@ impl Config {
     }
 
     fn validate_policy(&self) -> Result<(), (String, String, String)> {
-        use crate::policy::{IpNet, Stage};
         let err = |t: &str, k: &str, m: String| Err((t.to_owned(), k.to_owned(), m));
         let q = &self.quotas;
         // Message quotas are checked by `Policy::check` and at the end of data; only the
@@ -557,7 +555,7 @@ impl Config {
         }
         for entry in &b.ips {
             if let Err(e) = entry.value().parse::<IpNet>() {
-                return err("blacklist", "ips", e);
+                return err("blacklist", "ips", e.to_string());
             }
         }
         for (key, entries) in [
@@ -783,18 +781,6 @@ impl Config {
     }
 }
 
-/// Parses a duration written as in config files: `"30s"`, `"5m"`, `"1h30m"`, `"250ms"`,
-/// `"2d"`.
-///
-/// ```
-/// use std::time::Duration;
-/// assert_eq!(qqmx::config::parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-/// assert_eq!(qqmx::config::parse_duration("soon"), None);
-/// ```
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    duration_text::parse(text)
-}
-
 /// `:line:column`, or nothing when the line is unknown (0).
 fn location(line: usize, column: usize) -> String {
     if line == 0 {
@@ -929,100 +915,6 @@ fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
         }
     }
     None
-}
-
-/// Durations written as text: `"30s"`, `"5m"`, `"1h30m"`, `"250ms"`, `"2d"`.
-pub(crate) mod duration_text {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&Text(*d))
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a duration such as \"30s\", \"5m\", \"1h30m\" or \"250ms\""
-            ))
-        })
-    }
-
-    /// Parses a sequence of `<number><unit>` with units ms, s, m, h, d.
-    pub fn parse(text: &str) -> Option<Duration> {
-        let mut total = Duration::ZERO;
-        let mut rest = text.trim();
-        if rest.is_empty() {
-            return None;
-        }
-        while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-            let value: u64 = rest[..digits].parse().ok()?;
-            let unit_end = rest[digits..]
-                .find(|c: char| c.is_ascii_digit())
-                .map_or(rest.len(), |i| digits + i);
-            let unit = match &rest[digits..unit_end] {
-                "ms" => Duration::from_millis(1),
-                "s" => Duration::from_secs(1),
-                "m" => Duration::from_secs(60),
-                "h" => Duration::from_secs(3600),
-                "d" => Duration::from_secs(86_400),
-                _ => return None,
-            };
-            total = total.checked_add(unit.checked_mul(u32::try_from(value).ok()?)?)?;
-            rest = &rest[unit_end..];
-        }
-        Some(total)
-    }
-
-    /// The same for `Option<Duration>`.
-    pub mod option {
-        use super::{Deserialize, Duration, Text, parse};
-
-        pub fn serialize<S: serde::Serializer>(
-            d: &Option<Duration>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match d {
-                Some(d) => s.collect_str(&Text(*d)),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<Duration>, D::Error> {
-            Option::<String>::deserialize(d)?
-                .map(|text| {
-                    parse(&text).ok_or_else(|| {
-                        serde::de::Error::custom(format!(
-                            "`{text}` is not a duration such as \"30s\", \"5m\", \"1h30m\" or \"250ms\""
-                        ))
-                    })
-                })
-                .transpose()
-        }
-    }
-
-    /// Writes a duration in the largest unit that divides it.
-    pub struct Text(pub Duration);
-
-    impl fmt::Display for Text {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let ms = self.0.as_millis();
-            for (unit, size) in [
-                ("d", 86_400_000),
-                ("h", 3_600_000),
-                ("m", 60_000),
-                ("s", 1000),
-            ] {
-                if ms > 0 && ms.is_multiple_of(size) {
-                    return write!(f, "{}{unit}", ms / size);
-                }
-            }
-            write!(f, "{ms}ms")
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1175,16 +1067,5 @@ mod tests {
             Config::from_toml(text).is_ok(),
             "connections are counted at connect"
         );
-    }
-
-    #[test]
-    fn durations_parse_and_print() {
-        use duration_text::{Text, parse};
-        assert_eq!(parse("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse("5"), None);
-        assert_eq!(parse("5x"), None);
-        assert_eq!(Text(Duration::from_secs(300)).to_string(), "5m");
-        assert_eq!(Text(Duration::from_millis(1500)).to_string(), "1500ms");
     }
 }

@@ -24,12 +24,13 @@ use super::stats::Stats;
 use super::{Api, ApiError, OPENAPI, guard, metrics};
 use crate::chaos::Fault;
 use crate::clock::{Rfc3339, parse_rfc3339};
-use crate::config::{Config, duration_text};
-use crate::policy::{BlockInfo, Decision, IpNet, QuotaName, Window};
+use crate::config::Config;
+use crate::policy::{BlockInfo, Decision};
 use crate::provenance;
 use crate::reply::Generation;
 use crate::scenario::Scenario;
 use crate::store::{Event, EventKind, Folder, Message};
+use crate::units::{IpNet, QuotaName, Window, duration_text};
 
 type Shared = State<Arc<Api>>;
 type Answer<T> = Result<T, ApiError>;

@@ -54,6 +54,7 @@
 
 mod auth;
 mod content;
+mod hash;
 mod lists;
 mod lru;
 pub mod mailbox;
@@ -70,48 +71,15 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{parse_rfc3339, unix_secs};
 use crate::config::{Blacklist, Config, ConfigError, Content, Memory, Quota, Quotas, Reputation};
 use crate::reply::ReplyKind;
+use crate::units::{IpNet, QuotaName, Stage, Window};
 
 pub use auth::{AuthReport, AuthResult, DkimCheck, DmarcCheck, DmarcPolicy, SpfCheck};
 use auth::{AuthRules, Disposition};
-pub use lists::IpNet;
 pub use mailbox::{Address, AddressError};
-pub use quota::{QuotaName, Window};
 
 use lists::Listed;
 use lru::{Lru, Oldest};
 use quota::{Breach, Counter, Subject};
-
-/// Where in the conversation a decision is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Stage {
-    /// A client has connected.
-    Connect,
-    /// HELO or EHLO.
-    Helo,
-    /// MAIL FROM.
-    Mail,
-    /// RCPT TO.
-    Rcpt,
-    /// The DATA command.
-    Data,
-    /// The final dot of DATA.
-    EndOfData,
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Connect => "connect",
-            Self::Helo => "helo",
-            Self::Mail => "mail",
-            Self::Rcpt => "rcpt",
-            Self::Data => "data",
-            Self::EndOfData => "end_of_data",
-        })
-    }
-}
 
 /// What the policy wants done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1620,8 +1588,8 @@ impl Policy {
     /// its block time, or gets the default block of that quota's tier when it had none.
     pub fn set_limit(&mut self, quota: QuotaName, window: Window, limit: Option<u64>) {
         let defaults = Quotas::default();
-        let default = window.tier(quota_of(&defaults, quota)).map(|t| t.block);
-        let tier = window.tier_mut(self.quota_mut(quota));
+        let default = quota_of(&defaults, quota).tier(window).map(|t| t.block);
+        let tier = self.quota_mut(quota).tier_mut(window);
         *tier = limit.map(|limit| crate::config::Tier {
             limit,
             block: tier

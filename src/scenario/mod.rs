@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::chaos::Fault;
 use crate::clock::{Clock, parse_rfc3339};
-use crate::config::{Config, ConfigError, DEFAULT_START, duration_text, parse_toml};
-use crate::policy::{QuotaName, Window};
+use crate::config::{Config, ConfigError, DEFAULT_START, parse_toml};
+use crate::units::{IpNet, QuotaName, Window, duration_text};
 
 pub use expect::{Expect, ExpectKind, Outage, Outcome, RetryAfter, Run, evaluate};
 pub use report::Report;
@@ -334,9 +334,9 @@ impl Scenario {
                     );
                 }
                 if let Some(ip) = &listing.ip
-                    && let Err(e) = ip.parse::<crate::policy::IpNet>()
+                    && let Err(e) = ip.parse::<IpNet>()
                 {
-                    return err("phase", "blacklist", e);
+                    return err("phase", "blacklist", e.to_string());
                 }
             }
             for fault in phase.faults.iter().flatten() {

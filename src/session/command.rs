@@ -10,9 +10,10 @@ use super::body::Incoming;
 use super::{Action, Mode, Pending, Session, Transaction, loggable};
 use crate::chaos::FaultKind;
 use crate::policy::mailbox::{POSTMASTER_DOMAIN, quote_local_part};
-use crate::policy::{Facts, SpfCheck, Stage, contains_address};
+use crate::policy::{Facts, SpfCheck, contains_address};
 use crate::reply::ReplyKind;
 use crate::store::EventKind;
+use crate::units::Stage;
 
 impl Session {
     /// Answers one complete command line (CRLF included).

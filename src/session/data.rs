@@ -11,9 +11,10 @@ use super::body::{Body, Dropped, Ended};
 use super::{Mode, Pending, Session};
 use crate::auth::results_header;
 use crate::clock::{rfc5322_cst, unix_secs};
-use crate::policy::{AuthReport, Facts, Stage, Verdict};
+use crate::policy::{AuthReport, Facts, Verdict};
 use crate::reply::ReplyKind;
 use crate::store::{EventKind, Folder, Message};
+use crate::units::Stage;
 
 impl Session {
     /// Feeds message data from `self.input[pos..]`. Returns the bytes used and whether

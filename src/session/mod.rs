@@ -44,9 +44,10 @@ use crate::auth::Authenticator;
 use crate::chaos::{Action as FaultAction, FaultKind, Faults};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::policy::{Decision, Facts, Policy, SpfCheck, Stage, Verdict};
+use crate::policy::{Decision, Facts, Policy, SpfCheck, Verdict};
 use crate::reply::{Catalogue, Context, ReplyKind};
 use crate::store::{EventKind, Store};
+use crate::units::Stage;
 pub(crate) use body::Inflight;
 use body::{Body, Incoming};
 
