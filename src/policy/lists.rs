@@ -1,12 +1,14 @@
-//! Blacklists and whitelists: static entries with optional expiry, and the seeded draw
-//! that blacklists some new IPs and sender domains at random.
+//! Static listings with optional expiry, and the seeded draw that blacklists some new IPs
+//! and sender domains at random.
+
+use super::state::Source;
 
 /// A listing: what, until when (Unix seconds), and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Listed<T> {
     pub value: T,
     pub until: Option<u64>,
-    pub source: &'static str,
+    pub source: Source,
 }
 
 impl<T> Listed<T> {
