@@ -49,7 +49,7 @@ impl Default for AuthConfig {
 
 impl AuthConfig {
     /// Whether an SPF `fail` for `domain` is refused at MAIL.
-    pub fn rejects_spf_at_mail(&self, domain: &str) -> bool {
+    pub(crate) fn rejects_spf_at_mail(&self, domain: &str) -> bool {
         self.spf_reject_at_mail
             .iter()
             .any(|d| d == "*" || d.eq_ignore_ascii_case(domain))

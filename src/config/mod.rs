@@ -38,7 +38,7 @@ use locate::location;
 
 /// Where a manual clock starts when the config does not say:
 /// Monday 2025-06-02 09:00:00 in China Standard Time.
-pub const DEFAULT_START: &str = "2025-06-02T01:00:00Z";
+pub(crate) const DEFAULT_START: &str = "2025-06-02T01:00:00Z";
 
 /// Everything a qqmx server can be told. Every field has a default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -401,7 +401,7 @@ impl Config {
     /// # Errors
     ///
     /// [`ConfigError::Invalid`] with the line and key.
-    pub fn parse_named(text: &str, path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn parse_named(text: &str, path: &Path) -> Result<Self, ConfigError> {
         Self::parse(text, path)
     }
 
@@ -455,14 +455,14 @@ impl Config {
     }
 
     /// The reply catalogue this config describes, for the banner host name in force.
-    pub fn catalogue(&self) -> Catalogue {
+    pub(crate) fn catalogue(&self) -> Catalogue {
         self.catalogue_for(self.host())
     }
 
     /// The reply catalogue of the listener called `mx`: its banner host name, and
     /// exmail's profile ([`Profile::Exmail`](crate::reply::Profile)) for exmail's hosts
     /// (`mxbiz1`, `mxbiz2`, ...).
-    pub fn listener_catalogue(&self, mx: &str) -> Catalogue {
+    pub(crate) fn listener_catalogue(&self, mx: &str) -> Catalogue {
         let profile = if mx.starts_with("mxbiz") {
             crate::reply::Profile::Exmail
         } else {
@@ -473,7 +473,7 @@ impl Config {
     }
 
     /// The reply catalogue this config describes, answering as `host`.
-    pub fn catalogue_for(&self, host: &str) -> Catalogue {
+    pub(crate) fn catalogue_for(&self, host: &str) -> Catalogue {
         let mut catalogue = Catalogue::new(self.generation, host, self.limits.max_message_size);
         for (kind, template) in &self.replies {
             catalogue
@@ -489,7 +489,7 @@ impl Config {
     ///
     /// When `clock.start` is not an RFC 3339 time, which [`check`](Self::check) and
     /// parsing report as an error: check a config built in code first.
-    pub fn clock_start(&self) -> SystemTime {
+    pub(crate) fn clock_start(&self) -> SystemTime {
         let start = self.clock.start.as_deref().unwrap_or(DEFAULT_START);
         parse_rfc3339(start).expect("the start is checked when the config is parsed")
     }
@@ -498,7 +498,8 @@ impl Config {
     ///
     /// # Panics
     ///
-    /// As [`clock_start`](Self::clock_start), for a manual clock.
+    /// For a manual clock, when `clock.start` is not an RFC 3339 time, which
+    /// [`check`](Self::check) and parsing report as an error.
     pub fn make_clock(&self, fallback: ClockMode) -> Clock {
         match self.clock.mode.unwrap_or(fallback) {
             ClockMode::System => Clock::system(),

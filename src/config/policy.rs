@@ -99,7 +99,7 @@ const fn hours(n: u64) -> Block {
 
 impl Quota {
     /// Its tier for `window`.
-    pub fn tier(&self, window: Window) -> Option<&Tier> {
+    pub(crate) fn tier(&self, window: Window) -> Option<&Tier> {
         match window {
             Window::Minute => self.minute.as_ref(),
             Window::Hour => self.hour.as_ref(),
@@ -108,7 +108,7 @@ impl Quota {
     }
 
     /// Its tier for `window`, to change it.
-    pub fn tier_mut(&mut self, window: Window) -> &mut Option<Tier> {
+    pub(crate) fn tier_mut(&mut self, window: Window) -> &mut Option<Tier> {
         match window {
             Window::Minute => &mut self.minute,
             Window::Hour => &mut self.hour,
@@ -305,14 +305,14 @@ pub enum ListEntry {
 
 impl ListEntry {
     /// The listed value.
-    pub fn value(&self) -> &str {
+    pub(crate) fn value(&self) -> &str {
         match self {
             Self::Plain(v) | Self::Until { value: v, .. } => v,
         }
     }
 
     /// The end of the listing, if any.
-    pub fn until(&self) -> Option<&str> {
+    pub(crate) fn until(&self) -> Option<&str> {
         match self {
             Self::Plain(_) => None,
             Self::Until { until, .. } => Some(until),

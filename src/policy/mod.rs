@@ -9,7 +9,7 @@
 //!
 //! The rules, in the order they are tried at each stage:
 //!
-//! 1. the protocol's own: address syntax ([`mailbox`]), SIZE, recipients per
+//! 1. the protocol's own: address syntax, SIZE, recipients per
 //!    transaction, domains served, mailboxes that exist;
 //! 2. personal blacklists and backscatter (RCPT);
 //! 3. blacklists: static (IPs, CIDR ranges, senders, domains, with optional expiry),
@@ -66,7 +66,7 @@ mod decision;
 mod hash;
 mod lists;
 mod lru;
-pub mod mailbox;
+pub(crate) mod mailbox;
 mod quota;
 mod rules;
 mod state;
@@ -84,7 +84,7 @@ use crate::units::{IpNet, QuotaName, Stage, Window};
 pub use auth::{AuthReport, AuthResult, DkimCheck, DmarcCheck, DmarcPolicy, SpfCheck};
 use auth::{AuthRules, Disposition};
 pub use decision::{BlockInfo, Connect, Decision, Facts, Verdict};
-pub use mailbox::{Address, AddressError};
+use mailbox::Address;
 
 use quota::Subject;
 use state::{Check, Memory, QuotaKey, Store};

@@ -67,7 +67,7 @@ impl Window {
     pub const ALL: [Window; 3] = [Window::Minute, Window::Hour, Window::Day];
 
     /// The number of the window that holds `secs` (Unix seconds).
-    pub fn index(self, secs: u64) -> u64 {
+    pub(crate) fn index(self, secs: u64) -> u64 {
         match self {
             Self::Minute => secs / 60,
             Self::Hour => secs / 3600,
@@ -76,7 +76,7 @@ impl Window {
     }
 
     /// Unix seconds at which the window holding `secs` ends.
-    pub fn end(self, secs: u64) -> u64 {
+    pub(crate) fn end(self, secs: u64) -> u64 {
         match self {
             Self::Minute => (self.index(secs) + 1) * 60,
             Self::Hour => (self.index(secs) + 1) * 3600,
@@ -123,7 +123,7 @@ impl QuotaName {
     ];
 
     /// The prefix of its keys in decisions (`ip:`, `sender:`, ...).
-    pub fn key_prefix(self) -> &'static str {
+    pub(crate) fn key_prefix(self) -> &'static str {
         match self {
             Self::IpMessages | Self::IpConnections => "ip",
             Self::Sender => "sender",
