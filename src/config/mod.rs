@@ -401,7 +401,7 @@ impl Config {
     /// # Errors
     ///
     /// [`ConfigError::Invalid`] with the line and key.
-    pub(crate) fn parse_named(text: &str, path: &Path) -> Result<Self, ConfigError> {
+    pub fn parse_named(text: &str, path: &Path) -> Result<Self, ConfigError> {
         Self::parse(text, path)
     }
 

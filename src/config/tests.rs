@@ -150,3 +150,24 @@ fn message_quotas_cannot_be_answered_at_connect() {
         "connections are counted at connect"
     );
 }
+
+#[test]
+fn mx_records_parse_or_say_what_is_wrong() {
+    let mx: MxRecord = "10 mx.example.com".parse().expect("record");
+    assert_eq!(
+        (mx.preference, mx.exchange.as_str()),
+        (10, "mx.example.com")
+    );
+    assert_eq!(mx.to_string(), "10 mx.example.com");
+    assert_eq!(
+        "mx.example.com".parse::<MxRecord>(),
+        Err(MxRecordError::Shape("mx.example.com".into()))
+    );
+    let text = "[dns.records.\"example.com\"]\nmx = [\"ten mx.example.com\"]\n";
+    let err = Config::from_toml(text).expect_err("bad preference");
+    assert!(
+        err.to_string()
+            .contains("`ten` is not a preference from 0 to 65535"),
+        "{err}"
+    );
+}
