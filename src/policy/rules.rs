@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use super::quota::Subject;
-use super::state::{Check, ListedBy, Listing, QuotaKey};
+use super::state::{Check, IpListedBy, Listing, QuotaKey, SenderListedBy};
 use super::{
     Address, Decision, Facts, Policy, contains_address, content, domain_of, mailbox, quota_of,
 };
@@ -206,17 +206,17 @@ impl Policy {
         let domain = domain_of(&from);
         let listing = self.state.sender_listing(&from, domain, now)?;
         let (rule, key, source) = match listing.by {
-            ListedBy::Sender(source) => (
+            SenderListedBy::Sender(source) => (
                 "blacklist.sender",
                 format!("sender:{from}"),
                 source.to_string(),
             ),
-            ListedBy::Domain(source) => (
+            SenderListedBy::Domain(source) => (
                 "blacklist.domain",
                 format!("domain:{domain}"),
                 source.to_string(),
             ),
-            ListedBy::Draw | ListedBy::Net(..) => (
+            SenderListedBy::Draw => (
                 "blacklist.domain.random",
                 format!("domain:{domain}"),
                 "seed".to_owned(),
@@ -244,17 +244,20 @@ impl Policy {
         let ip = facts.ip;
         let (rule, detail, until) = match self.state.ip_listing(ip, now) {
             Some(Listing {
-                by: ListedBy::Net(net, source),
+                by: IpListedBy::Net(net, source),
                 until,
             }) => (
                 "blacklist.ip",
                 format!("{ip} is in {net} ({source})"),
                 until,
             ),
-            Some(listing) => (
+            Some(Listing {
+                by: IpListedBy::Draw,
+                until,
+            }) => (
                 "blacklist.ip.random",
                 format!("{ip} drew a random listing"),
-                listing.until,
+                until,
             ),
             None if self.reputation_at(ip, now) == 0 => (
                 "blacklist.ip.reputation",

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::memory::Memory;
-use super::{Blacklists, ListedBy, Listing, RecipientLists, Source};
+use super::{Blacklists, IpListedBy, Listing, RecipientLists, SenderListedBy, Source};
 use crate::clock::{parse_rfc3339, unix_secs};
 use crate::config::{Blacklist, Content, ListEntry};
 use crate::policy::lists::{Listed, draw};
@@ -112,7 +112,7 @@ impl Memory {
 }
 
 impl Blacklists for Memory {
-    fn ip_listing(&self, ip: IpAddr, now: u64) -> Option<Listing> {
+    fn ip_listing(&self, ip: IpAddr, now: u64) -> Option<Listing<IpListedBy>> {
         if let Some(l) = self
             .lists
             .ips
@@ -120,17 +120,22 @@ impl Blacklists for Memory {
             .find(|l| l.active(now) && l.value.contains(ip))
         {
             return Some(Listing {
-                by: ListedBy::Net(l.value, l.source),
+                by: IpListedBy::Net(l.value, l.source),
                 until: l.until,
             });
         }
         self.ips.random_until(ip, now).map(|until| Listing {
-            by: ListedBy::Draw,
+            by: IpListedBy::Draw,
             until: Some(until),
         })
     }
 
-    fn sender_listing(&mut self, sender: &str, domain: &str, now: u64) -> Option<Listing> {
+    fn sender_listing(
+        &mut self,
+        sender: &str,
+        domain: &str,
+        now: u64,
+    ) -> Option<Listing<SenderListedBy>> {
         let listed = |list: &[Listed<String>], value: &str| {
             list.iter()
                 .find(|l| l.active(now) && l.value == value)
@@ -138,18 +143,18 @@ impl Blacklists for Memory {
         };
         if let Some((source, until)) = listed(&self.lists.senders, sender) {
             return Some(Listing {
-                by: ListedBy::Sender(source),
+                by: SenderListedBy::Sender(source),
                 until,
             });
         }
         if let Some((source, until)) = listed(&self.lists.domains_listed, domain) {
             return Some(Listing {
-                by: ListedBy::Domain(source),
+                by: SenderListedBy::Domain(source),
                 until,
             });
         }
         self.random_domain(domain, now).map(|until| Listing {
-            by: ListedBy::Draw,
+            by: SenderListedBy::Draw,
             until: Some(until),
         })
     }

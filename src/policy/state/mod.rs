@@ -54,23 +54,30 @@ impl fmt::Display for Source {
     }
 }
 
-/// Why a client or a sender is blacklisted.
+/// Why a client IP is blacklisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ListedBy {
+pub(crate) enum IpListedBy {
     /// The IP is in this listed network.
     Net(IpNet, Source),
+    /// The seeded draw listed the IP when it was first seen.
+    Draw,
+}
+
+/// Why a sender is blacklisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SenderListedBy {
     /// The sender address is listed.
     Sender(Source),
     /// The sender's domain is listed.
     Domain(Source),
-    /// The seeded draw listed the IP or the domain when it was first seen.
+    /// The seeded draw listed the domain when it was first seen.
     Draw,
 }
 
 /// A blacklisting in force: why, and until when (Unix seconds) if it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Listing {
-    pub by: ListedBy,
+pub(crate) struct Listing<By> {
+    pub by: By,
     pub until: Option<u64>,
 }
 
@@ -102,10 +109,15 @@ pub(crate) struct BlockOf {
 /// Static and random blacklists.
 pub(crate) trait Blacklists {
     /// The listing of `ip` in force at `now`: a listed network first, then its draw.
-    fn ip_listing(&self, ip: IpAddr, now: u64) -> Option<Listing>;
+    fn ip_listing(&self, ip: IpAddr, now: u64) -> Option<Listing<IpListedBy>>;
     /// The listing of a sender (lower-cased) in force at `now`: the address, then its
     /// `domain`, then the domain's draw, which a domain seen for the first time gets now.
-    fn sender_listing(&mut self, sender: &str, domain: &str, now: u64) -> Option<Listing>;
+    fn sender_listing(
+        &mut self,
+        sender: &str,
+        domain: &str,
+        now: u64,
+    ) -> Option<Listing<SenderListedBy>>;
     /// Lists `net` until `until`, or for good.
     fn list_ip(&mut self, net: IpNet, until: Option<u64>);
     /// Lifts every listing of exactly `net`, and the draws of the IPs inside it.
