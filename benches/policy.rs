@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use qqmx::Config;
-use qqmx::policy::{Facts, Policy, Stage};
+use qqmx::policy::{Facts, Policy};
+use qqmx::units::Stage;
 
 const KEYS: u32 = 100_000;
 const ROUNDS: usize = 15;

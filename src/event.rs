@@ -12,8 +12,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::chaos::FaultKind;
-use crate::policy::{AuthReport, Decision, DkimCheck, SpfCheck, Stage};
+use crate::policy::{AuthReport, Decision, DkimCheck, SpfCheck};
 use crate::reply::Reply;
+use crate::units::Stage;
 
 /// One thing that happened, in order.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -36,12 +36,13 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::chaos::{Fault, FaultKind, Faults};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::policy::{Policy, Stage};
+use crate::policy::Policy;
 use crate::reply::{Context, ReplyKind};
 use crate::scenario::Scenario;
 use crate::server::{self, Server};
 use crate::session::{self, Engine, Inflight};
 use crate::store::Store;
+use crate::units::Stage;
 
 /// In a session script, ends a piece of client input: what comes after it is written once
 /// the server has answered everything before it.

@@ -19,6 +19,8 @@
 //!
 //! - [`clock`]: [`Clock`], system time or a manual clock a test advances; the only
 //!   source of time.
+//! - [`units`]: the vocabulary the layers share: stages, IP networks, calendar windows,
+//!   quota names, durations as text.
 //! - [`config`]: [`Config`], the serde model of a TOML config, with clear errors.
 //! - [`reply`]: the catalogue of every line qqmx sends, per QQ [`Generation`].
 //! - [`policy`]: pure decisions (address syntax, mailboxes, limits); no I/O.
@@ -67,6 +69,7 @@ pub mod store;
 #[cfg(feature = "control")]
 mod timeline;
 mod tls;
+pub mod units;
 
 pub use clock::Clock;
 pub use config::{Config, ConfigError};

@@ -683,11 +683,7 @@ mod tests {
             (Duration::from_secs(60 * 86_400 + 5), "60d5s"),
         ] {
             assert_eq!(duration_text(by), text);
-            assert_eq!(
-                crate::config::duration_text::parse(text),
-                Some(by),
-                "{text}"
-            );
+            assert_eq!(crate::units::duration_text::parse(text), Some(by), "{text}");
         }
     }
 

@@ -25,13 +25,14 @@ use std::time::{Duration, SystemTime};
 use tokio::process::Command;
 use tracing::info;
 
-use crate::config::{ListenerConfig, duration_text};
+use crate::config::ListenerConfig;
 use crate::scenario::Scenario;
 use crate::scenario::expect::{Run, evaluate};
 use crate::scenario::report::Report;
 use crate::server::Server;
 use crate::sidecar::{Sidecar, SidecarError, SidecarOptions};
 use crate::timeline::Timeline;
+use crate::units::duration_text;
 
 /// How to run a scenario.
 #[derive(Debug, Clone)]

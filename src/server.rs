@@ -187,7 +187,7 @@ impl Server {
     /// handle and the control API blacklist, whitelist, complain and set limits.
     ///
     /// ```
-    /// use qqmx::policy::{QuotaName, Window};
+    /// use qqmx::units::{QuotaName, Window};
     /// let server = qqmx::Server::new(qqmx::Config::default(), qqmx::Clock::manual_at_unix(0)).unwrap();
     /// server.with_policy(|policy, _now| policy.set_limit(QuotaName::IpMessages, Window::Minute, Some(5)));
     /// ```

@@ -8,11 +8,10 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::config::duration_text;
-use crate::policy::IpNet;
 use crate::scenario::expect::Outage;
 use crate::scenario::{Phase, Scenario};
 use crate::server::Server;
+use crate::units::{IpNet, duration_text};
 
 /// The phases still to play, and the outages so far.
 pub(crate) struct Timeline<'a> {

@@ -256,7 +256,7 @@ fn an_invalid_config_built_in_code_is_an_error_not_a_panic() {
 #[tokio::test]
 async fn faults_and_an_outage_are_steered_from_the_embedded_handle() {
     use qqmx::chaos::{Fault, FaultKind};
-    use qqmx::policy::Stage;
+    use qqmx::units::Stage;
 
     let server = QqMx::start();
     server.set_faults(vec![Fault::new(FaultKind::Close).at(Stage::Mail)]);

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use qqmx::control::{self, ApiOptions};
-use qqmx::policy::{QuotaName, Window};
+use qqmx::units::{QuotaName, Window};
 use qqmx::{Clock, Config, ReplyKind, Server};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

@@ -25,8 +25,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use qqmx::chaos::{Fault, FaultKind};
-use qqmx::policy::Stage;
 use qqmx::reply::template;
+use qqmx::units::Stage;
 use qqmx::{Config, EventKind, Generation, QqMx, ReplyKind};
 
 /// How long Postfix gets to settle every case, or to deliver a retried message. Far

@@ -13,8 +13,8 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use qqmx::chaos::{Fault, FaultKind};
-use qqmx::policy::{IpNet, QuotaName, Stage, Window};
 use qqmx::remote::{Remote, RemoteError};
+use qqmx::units::{IpNet, QuotaName, Stage, Window};
 use qqmx::{Expectation, Mx, QqMx, ReplyKind};
 
 const PATIENCE: Duration = Duration::from_secs(10);

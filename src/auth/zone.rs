@@ -68,7 +68,7 @@ impl Zone {
             for domain in ["qq.com", "foxmail.com", "vip.qq.com"] {
                 let mut r = Records::default();
                 for &(preference, exchange) in BUILTIN_MX {
-                    r.mx.push(crate::config::Mx {
+                    r.mx.push(crate::config::MxRecord {
                         preference,
                         exchange: exchange.to_owned(),
                     });

@@ -329,7 +329,7 @@ fn serve(args: Serve) -> Result<(), Error> {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    qqmx::config::parse_duration(text)
+    qqmx::units::parse_duration(text)
         .ok_or_else(|| format!("`{text}` is not a duration such as \"5s\" or \"1m\""))
 }
 

@@ -49,7 +49,7 @@ impl Default for AuthConfig {
 
 impl AuthConfig {
     /// Whether an SPF `fail` for `domain` is refused at MAIL.
-    pub fn rejects_spf_at_mail(&self, domain: &str) -> bool {
+    pub(crate) fn rejects_spf_at_mail(&self, domain: &str) -> bool {
         self.spf_reject_at_mail
             .iter()
             .any(|d| d == "*" || d.eq_ignore_ascii_case(domain))
@@ -123,31 +123,43 @@ pub struct Records {
     /// IPv6 addresses.
     pub aaaa: Vec<std::net::Ipv6Addr>,
     /// Mail exchangers, `"10 mx.example.com"`.
-    pub mx: Vec<Mx>,
+    pub mx: Vec<MxRecord>,
 }
 
 /// One MX record: preference and exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Mx {
+pub struct MxRecord {
     /// Lower is preferred.
     pub preference: u16,
     /// The exchange's host name.
     pub exchange: String,
 }
 
-impl FromStr for Mx {
-    type Err = String;
+/// Text that is not an MX record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MxRecordError {
+    /// Not two words.
+    #[error("`{0}` is not `PREFERENCE HOST`")]
+    Shape(String),
+    /// The first word is not a number from 0 to 65535.
+    #[error("`{0}` is not a preference from 0 to 65535")]
+    Preference(String),
+}
+
+impl FromStr for MxRecord {
+    type Err = MxRecordError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.split_whitespace();
         let (Some(preference), Some(exchange), None) = (parts.next(), parts.next(), parts.next())
         else {
-            return Err(format!("`{s}` is not `PREFERENCE HOST`"));
+            return Err(MxRecordError::Shape(s.to_owned()));
         };
         let preference = preference
             .parse()
-            .map_err(|_| format!("`{preference}` is not a preference from 0 to 65535"))?;
+            .map_err(|_| MxRecordError::Preference(preference.to_owned()))?;
         Ok(Self {
             preference,
             exchange: exchange.to_owned(),
@@ -155,21 +167,21 @@ impl FromStr for Mx {
     }
 }
 
-impl TryFrom<String> for Mx {
-    type Error = String;
+impl TryFrom<String> for MxRecord {
+    type Error = MxRecordError;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
     }
 }
 
-impl From<Mx> for String {
-    fn from(mx: Mx) -> Self {
+impl From<MxRecord> for String {
+    fn from(mx: MxRecord) -> Self {
         mx.to_string()
     }
 }
 
-impl fmt::Display for Mx {
+impl fmt::Display for MxRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.preference, self.exchange)
     }
@@ -194,7 +206,7 @@ impl DnsConfig {
 
     /// Adds an MX record.
     pub fn mx(&mut self, name: &str, preference: u16, exchange: &str) -> &mut Self {
-        self.entry(name).mx.push(Mx {
+        self.entry(name).mx.push(MxRecord {
             preference,
             exchange: exchange.to_owned(),
         });

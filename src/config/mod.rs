@@ -8,7 +8,6 @@
 //! with its default; a test checks that it parses to [`Config::default`].
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -16,20 +15,30 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod env;
+mod locate;
 mod policy;
+#[cfg(test)]
+mod tests;
+mod validate;
 
-pub use auth::{AuthConfig, DnsConfig, Mx, Records, Resolver, SpfStage};
+pub use auth::{AuthConfig, DnsConfig, MxRecord, MxRecordError, Records, Resolver, SpfStage};
 pub use policy::{
     Blacklist, Block, Concurrency, Content, ListEntry, Memory, Phrase, Quota, Quotas, Reputation,
     Tier, WarmupStep,
 };
 
+pub(crate) use locate::parse_toml;
+pub(crate) use validate::Problem;
+
 use crate::clock::{Clock, parse_rfc3339};
 use crate::reply::{Catalogue, Generation, ReplyKind};
+use crate::units::{Stage, duration_text};
+use locate::location;
 
 /// Where a manual clock starts when the config does not say:
 /// Monday 2025-06-02 09:00:00 in China Standard Time.
-pub const DEFAULT_START: &str = "2025-06-02T01:00:00Z";
+pub(crate) const DEFAULT_START: &str = "2025-06-02T01:00:00Z";
 
 /// Everything a qqmx server can be told. Every field has a default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -85,19 +94,18 @@ pub struct Stages {
     /// `Connection denied` for an IP far over its limits (`quotas.deny_after`): `connect`
     /// (a 550 greeting, which some MTAs such as Postfix take as temporary) or any later
     /// stage of that connection.
-    pub connection_denied: crate::policy::Stage,
+    pub connection_denied: Stage,
     /// `Message too large` for a declared `SIZE=` over the limit: `mail`, or `end_of_data`
     /// (the message is then read and refused by its real size).
-    pub message_too_large: crate::policy::Stage,
+    pub message_too_large: Stage,
     /// `Mail is rejected by recipients` (a personal blacklist): `rcpt` or `end_of_data`.
-    pub rejected_by_recipients: crate::policy::Stage,
+    pub rejected_by_recipients: Stage,
     /// `Suspected bounce attacks` (`content.backscatter`): `rcpt` or `end_of_data`.
-    pub bounce_attack: crate::policy::Stage,
+    pub bounce_attack: Stage,
 }
 
 impl Default for Stages {
     fn default() -> Self {
-        use crate::policy::Stage;
         Self {
             connection_denied: Stage::Connect,
             message_too_large: Stage::Mail,
@@ -401,82 +409,6 @@ impl Config {
         parse_toml(text, path, Config::validate)
     }
 
-    /// Applies settings from environment variables named `QQMX__<TABLE>__<KEY>`: the path
-    /// of a key in the TOML file, upper-cased, with `__` between its parts
-    /// (`QQMX__LIMITS__MAX_RECIPIENTS=20`, `QQMX__CLOCK__MODE=manual`,
-    /// `QQMX__LISTENERS__MX2__ADDR=0.0.0.0:25`). A value is read as TOML when it parses
-    /// as one (`20`, `true`, `["a", "b"]`, `"text"`) and as a string otherwise. Other
-    /// variables are ignored.
-    ///
-    /// ```
-    /// let vars = [("QQMX__LIMITS__MAX_RECIPIENTS", "20"), ("QQMX__GENERATION", "2019")];
-    /// let config = qqmx::Config::default().with_env(vars).unwrap();
-    /// assert_eq!(config.limits.max_recipients, 20);
-    ///
-    /// let err = qqmx::Config::default()
-    ///     .with_env([("QQMX__LIMITS__MAX_RECIPIENTS", "many")])
-    ///     .unwrap_err();
-    /// assert!(err.to_string().starts_with("$QQMX__LIMITS__MAX_RECIPIENTS: key `limits.max_recipients`"));
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::Invalid`] whose path is the variable (`$QQMX__...`) and whose key is
-    /// the dotted key it sets.
-    pub fn with_env<K, V>(self, vars: impl IntoIterator<Item = (K, V)>) -> Result<Self, ConfigError>
-    where
-        K: AsRef<str>,
-        V: AsRef<str>,
-    {
-        let mut config = self;
-        for (name, value) in vars {
-            let name = name.as_ref();
-            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
-                continue;
-            };
-            let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-            let invalid = |message: String| ConfigError::Invalid {
-                path: PathBuf::from(format!("${name}")),
-                line: 0,
-                column: 0,
-                key: keys.join("."),
-                message,
-            };
-            if keys.iter().any(String::is_empty) {
-                return Err(invalid("empty key in the variable's name".into()));
-            }
-            let mut tree = toml::Table::try_from(&config)
-                .map_err(|e| invalid(format!("cannot represent the config: {e}")))?;
-            set_path(&mut tree, &keys, env_value(value.as_ref())).map_err(invalid)?;
-            config =
-                Config::deserialize(tree).map_err(|e| invalid(e.message().trim().to_owned()))?;
-            config
-                .validate()
-                .map_err(|(_, _, message)| invalid(message))?;
-        }
-        Ok(config)
-    }
-
-    /// Checks a config built in code, as parsing checks a file.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::Invalid`] naming the key (the path is `<config>`, the line 0).
-    pub fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-            .map_err(|(table, key, message)| ConfigError::Invalid {
-                path: PathBuf::from("<config>"),
-                line: 0,
-                column: 0,
-                key: if table.is_empty() {
-                    key
-                } else {
-                    format!("{table}.{key}")
-                },
-                message,
-            })
-    }
-
     /// This config with every quota, the warm-up, `Connection denied` and bulk detection
     /// switched off, for tests that are not about limits. Explicit blacklists, phrases and
     /// personal blacklists stay.
@@ -504,214 +436,6 @@ impl Config {
         self
     }
 
-    /// Checks what serde cannot: returns (table, key, message) of the first problem.
-    fn validate(&self) -> Result<(), (String, String, String)> {
-        self.validate_core()
-            .map_err(|(t, k, m)| (t.to_owned(), k.to_owned(), m))?;
-        if let Some((name, why)) = self.dns.bad_name() {
-            return Err(("dns.records".into(), name.to_owned(), why));
-        }
-        self.validate_policy()
-    }
-
-    fn validate_policy(&self) -> Result<(), (String, String, String)> {
-        use crate::policy::{IpNet, Stage};
-        let err = |t: &str, k: &str, m: String| Err((t.to_owned(), k.to_owned(), m));
-        let q = &self.quotas;
-        // Message quotas are checked by `Policy::check` and at the end of data; only the
-        // connection quota has a check at connect.
-        for (name, quota, earliest) in [
-            ("ip_messages", &q.ip_messages, Stage::Helo),
-            ("ip_connections", &q.ip_connections, Stage::Connect),
-            ("sender", &q.sender, Stage::Mail),
-            ("domain", &q.domain, Stage::Mail),
-            ("recipient", &q.recipient, Stage::Rcpt),
-        ] {
-            if quota.stage < earliest {
-                return err(
-                    &format!("quotas.{name}"),
-                    "stage",
-                    format!("the {name} quota cannot be answered before `{earliest}`"),
-                );
-            }
-        }
-        let b = &self.blacklist;
-        if b.sender_stage < Stage::Mail {
-            return err(
-                "blacklist",
-                "sender_stage",
-                "senders are known from `mail` on".into(),
-            );
-        }
-        for (key, p) in [
-            ("random_ip_probability", b.random_ip_probability),
-            ("random_domain_probability", b.random_domain_probability),
-        ] {
-            if !(0.0..=1.0).contains(&p) {
-                return err(
-                    "blacklist",
-                    key,
-                    format!("{p} is not a probability from 0 to 1"),
-                );
-            }
-        }
-        for entry in &b.ips {
-            if let Err(e) = entry.value().parse::<IpNet>() {
-                return err("blacklist", "ips", e);
-            }
-        }
-        for (key, entries) in [
-            ("ips", &b.ips),
-            ("senders", &b.senders),
-            ("domains", &b.domains),
-        ] {
-            if let Some(until) = entries
-                .iter()
-                .filter_map(ListEntry::until)
-                .find(|u| parse_rfc3339(u).is_none())
-            {
-                return err(
-                    "blacklist",
-                    key,
-                    format!("`{until}` is not an RFC 3339 time"),
-                );
-            }
-        }
-        let mut last = 0;
-        for step in &self.reputation.warmup_schedule {
-            if step.until_day <= last {
-                return err(
-                    "reputation",
-                    "warmup_schedule",
-                    "`until_day` must start at 1 or more and grow from step to step".into(),
-                );
-            }
-            last = step.until_day;
-        }
-        if self.content.phrases.iter().any(|p| p.phrase.is_empty()) {
-            return err("content", "phrases", "a phrase cannot be empty".into());
-        }
-        if !(1..=1_000_000_000).contains(&self.memory.max_tracked_keys) {
-            return err(
-                "memory",
-                "max_tracked_keys",
-                "must be from 1 to 1000000000".into(),
-            );
-        }
-        let s = &self.stages;
-        for (key, stage, allowed) in [
-            (
-                "message_too_large",
-                s.message_too_large,
-                [Stage::Mail, Stage::EndOfData],
-            ),
-            (
-                "rejected_by_recipients",
-                s.rejected_by_recipients,
-                [Stage::Rcpt, Stage::EndOfData],
-            ),
-            (
-                "bounce_attack",
-                s.bounce_attack,
-                [Stage::Rcpt, Stage::EndOfData],
-            ),
-        ] {
-            if !allowed.contains(&stage) {
-                return err(
-                    "stages",
-                    key,
-                    format!("expected `{}` or `{}`", allowed[0], allowed[1]),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_core(&self) -> Result<(), (&'static str, &str, String)> {
-        if let Some(start) = &self.clock.start
-            && parse_rfc3339(start).is_none()
-        {
-            return Err((
-                "clock",
-                "start",
-                format!("`{start}` is not an RFC 3339 time such as 2025-06-02T09:00:00+08:00"),
-            ));
-        }
-        // Zero would refuse everything (a zero idle timeout closes every session after
-        // the banner), and the upper bounds catch a unit mistaken (bytes for megabytes).
-        let l = &self.limits;
-        for (key, value, min, max) in [
-            ("max_line_length", l.max_line_length as u64, 64, 1 << 20),
-            ("max_message_size", l.max_message_size, 100, 1 << 32),
-            ("max_recipients", l.max_recipients as u64, 1, 100_000),
-            ("max_commands", l.max_commands as u64, 1, 100_000_000),
-            ("max_connections", l.max_connections as u64, 1, 1_000_000),
-        ] {
-            if !(min..=max).contains(&value) {
-                return Err(("limits", key, format!("{value} is not from {min} to {max}")));
-            }
-        }
-        for (key, value, max) in [
-            (
-                "idle_timeout",
-                l.idle_timeout,
-                Duration::from_secs(24 * 3600),
-            ),
-            (
-                "session_timeout",
-                l.session_timeout,
-                Duration::from_secs(7 * 24 * 3600),
-            ),
-        ] {
-            let min = Duration::from_millis(100);
-            if !(min..=max).contains(&value) {
-                return Err((
-                    "limits",
-                    key,
-                    format!(
-                        "`{}` is not from `{}` to `{}`",
-                        duration_text::Text(value),
-                        duration_text::Text(min),
-                        duration_text::Text(max)
-                    ),
-                ));
-            }
-        }
-        for (key, value) in [
-            ("command_timeout", self.limits.command_timeout),
-            ("min_data_rate_window", self.limits.min_data_rate_window),
-        ] {
-            if value.is_zero() {
-                return Err(("limits", key, "must be longer than zero".into()));
-            }
-        }
-        if self.tls.cert.is_some() != self.tls.key.is_some() {
-            let key = if self.tls.cert.is_some() {
-                "key"
-            } else {
-                "cert"
-            };
-            return Err(("tls", key, "`cert` and `key` must be given together".into()));
-        }
-        for (key, value, min) in [
-            ("max_messages", self.store.max_messages, 1),
-            ("max_events", self.store.max_events, 1),
-            ("max_bytes", self.store.max_bytes, 1024),
-            ("max_event_bytes", self.store.max_event_bytes, 1024),
-        ] {
-            if value < min {
-                return Err(("store", key, format!("must be at least {min}")));
-            }
-        }
-        let mut catalogue = Catalogue::new(self.generation, "", 0);
-        for (kind, template) in &self.replies {
-            catalogue
-                .set_override(*kind, template)
-                .map_err(|e| ("replies", kind.name(), e.problem))?;
-        }
-        Ok(())
-    }
-
     /// The banner host name in force.
     pub fn host(&self) -> &str {
         self.host
@@ -731,14 +455,14 @@ impl Config {
     }
 
     /// The reply catalogue this config describes, for the banner host name in force.
-    pub fn catalogue(&self) -> Catalogue {
+    pub(crate) fn catalogue(&self) -> Catalogue {
         self.catalogue_for(self.host())
     }
 
     /// The reply catalogue of the listener called `mx`: its banner host name, and
     /// exmail's profile ([`Profile::Exmail`](crate::reply::Profile)) for exmail's hosts
     /// (`mxbiz1`, `mxbiz2`, ...).
-    pub fn listener_catalogue(&self, mx: &str) -> Catalogue {
+    pub(crate) fn listener_catalogue(&self, mx: &str) -> Catalogue {
         let profile = if mx.starts_with("mxbiz") {
             crate::reply::Profile::Exmail
         } else {
@@ -749,7 +473,7 @@ impl Config {
     }
 
     /// The reply catalogue this config describes, answering as `host`.
-    pub fn catalogue_for(&self, host: &str) -> Catalogue {
+    pub(crate) fn catalogue_for(&self, host: &str) -> Catalogue {
         let mut catalogue = Catalogue::new(self.generation, host, self.limits.max_message_size);
         for (kind, template) in &self.replies {
             catalogue
@@ -765,7 +489,7 @@ impl Config {
     ///
     /// When `clock.start` is not an RFC 3339 time, which [`check`](Self::check) and
     /// parsing report as an error: check a config built in code first.
-    pub fn clock_start(&self) -> SystemTime {
+    pub(crate) fn clock_start(&self) -> SystemTime {
         let start = self.clock.start.as_deref().unwrap_or(DEFAULT_START);
         parse_rfc3339(start).expect("the start is checked when the config is parsed")
     }
@@ -774,417 +498,12 @@ impl Config {
     ///
     /// # Panics
     ///
-    /// As [`clock_start`](Self::clock_start), for a manual clock.
+    /// For a manual clock, when `clock.start` is not an RFC 3339 time, which
+    /// [`check`](Self::check) and parsing report as an error.
     pub fn make_clock(&self, fallback: ClockMode) -> Clock {
         match self.clock.mode.unwrap_or(fallback) {
             ClockMode::System => Clock::system(),
             ClockMode::Manual => Clock::manual(self.clock_start()),
         }
-    }
-}
-
-/// Parses a duration written as in config files: `"30s"`, `"5m"`, `"1h30m"`, `"250ms"`,
-/// `"2d"`.
-///
-/// ```
-/// use std::time::Duration;
-/// assert_eq!(qqmx::config::parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-/// assert_eq!(qqmx::config::parse_duration("soon"), None);
-/// ```
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    duration_text::parse(text)
-}
-
-/// `:line:column`, or nothing when the line is unknown (0).
-fn location(line: usize, column: usize) -> String {
-    if line == 0 {
-        String::new()
-    } else {
-        format!(":{line}:{column}")
-    }
-}
-
-/// Environment variables that set config keys start with this.
-pub const ENV_PREFIX: &str = "QQMX__";
-
-/// A value from the environment: TOML when it parses as a TOML value, else a string.
-fn env_value(text: &str) -> toml::Value {
-    format!("v = {text}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
-}
-
-/// Sets `keys` (a path of tables) in `tree` to `value`, making tables on the way.
-fn set_path(tree: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
-    let Some((last, tables)) = keys.split_last() else {
-        return Err("no key".into());
-    };
-    let mut table = tree;
-    for (i, key) in tables.iter().enumerate() {
-        let entry = table
-            .entry(key.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{}` is a value, not a table", keys[..=i].join(".")))?;
-    }
-    table.insert(last.clone(), value);
-    Ok(())
-}
-
-/// Parses TOML `text` into a `T` and checks it with `validate`, which returns the
-/// (table, key, message) of the first problem; errors name `path`, the line and the key.
-pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
-    text: &str,
-    path: &Path,
-    validate: impl FnOnce(&T) -> Result<(), (String, String, String)>,
-) -> Result<T, ConfigError> {
-    let value: T = toml::from_str(text).map_err(|e| {
-        let offset = e.span().map_or(0, |s| s.start);
-        let (line, column) = line_col(text, offset);
-        ConfigError::Invalid {
-            path: path.to_owned(),
-            line,
-            column,
-            key: key_at(text, line).unwrap_or_else(|| "(document)".into()),
-            message: e.message().trim().to_owned(),
-        }
-    })?;
-    validate(&value).map_err(|(table, key, message)| {
-        let (line, column) = locate(text, &table, &key).unwrap_or((0, 0));
-        ConfigError::Invalid {
-            path: path.to_owned(),
-            line,
-            column,
-            key: if table.is_empty() {
-                key
-            } else {
-                format!("{table}.{key}")
-            },
-            message,
-        }
-    })?;
-    Ok(value)
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
-}
-
-/// The table header in force at `line` (1-based), without brackets.
-fn table_at(text: &str, line: usize) -> String {
-    text.lines()
-        .take(line)
-        .filter_map(|l| {
-            let l = l.trim();
-            let inner = l.strip_prefix('[')?.split(']').next()?;
-            Some(inner.trim_matches('[').trim().to_owned())
-        })
-        .last()
-        .unwrap_or_default()
-}
-
-/// The dotted key defined on `line` (1-based), if the line is `key = value`.
-fn key_at(text: &str, line: usize) -> Option<String> {
-    let source = text.lines().nth(line.checked_sub(1)?)?;
-    let trimmed = source.trim();
-    if trimmed.starts_with('[') {
-        return Some(trimmed.trim_matches(|c| c == '[' || c == ']').to_owned());
-    }
-    let key = source.split('=').next()?.trim().trim_matches('"');
-    if key.is_empty() || !source.contains('=') {
-        return None;
-    }
-    let table = table_at(text, line);
-    Some(if table.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{table}.{key}")
-    })
-}
-
-/// Line and column of `key` inside `[table]` (top level when `table` is empty).
-fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
-    let mut current = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            current = table_at(line, 1);
-            continue;
-        }
-        let candidate = trimmed
-            .split('=')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches('"');
-        if current == table && candidate == key && trimmed.contains('=') {
-            return Some((i + 1, line.len() - trimmed.len() + 1));
-        }
-    }
-    None
-}
-
-/// Durations written as text: `"30s"`, `"5m"`, `"1h30m"`, `"250ms"`, `"2d"`.
-pub(crate) mod duration_text {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&Text(*d))
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a duration such as \"30s\", \"5m\", \"1h30m\" or \"250ms\""
-            ))
-        })
-    }
-
-    /// Parses a sequence of `<number><unit>` with units ms, s, m, h, d.
-    pub fn parse(text: &str) -> Option<Duration> {
-        let mut total = Duration::ZERO;
-        let mut rest = text.trim();
-        if rest.is_empty() {
-            return None;
-        }
-        while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-            let value: u64 = rest[..digits].parse().ok()?;
-            let unit_end = rest[digits..]
-                .find(|c: char| c.is_ascii_digit())
-                .map_or(rest.len(), |i| digits + i);
-            let unit = match &rest[digits..unit_end] {
-                "ms" => Duration::from_millis(1),
-                "s" => Duration::from_secs(1),
-                "m" => Duration::from_secs(60),
-                "h" => Duration::from_secs(3600),
-                "d" => Duration::from_secs(86_400),
-                _ => return None,
-            };
-            total = total.checked_add(unit.checked_mul(u32::try_from(value).ok()?)?)?;
-            rest = &rest[unit_end..];
-        }
-        Some(total)
-    }
-
-    /// The same for `Option<Duration>`.
-    pub mod option {
-        use super::{Deserialize, Duration, Text, parse};
-
-        pub fn serialize<S: serde::Serializer>(
-            d: &Option<Duration>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match d {
-                Some(d) => s.collect_str(&Text(*d)),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<Duration>, D::Error> {
-            Option::<String>::deserialize(d)?
-                .map(|text| {
-                    parse(&text).ok_or_else(|| {
-                        serde::de::Error::custom(format!(
-                            "`{text}` is not a duration such as \"30s\", \"5m\", \"1h30m\" or \"250ms\""
-                        ))
-                    })
-                })
-                .transpose()
-        }
-    }
-
-    /// Writes a duration in the largest unit that divides it.
-    pub struct Text(pub Duration);
-
-    impl fmt::Display for Text {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let ms = self.0.as_millis();
-            for (unit, size) in [
-                ("d", 86_400_000),
-                ("h", 3_600_000),
-                ("m", 60_000),
-                ("s", 1000),
-            ] {
-                if ms > 0 && ms.is_multiple_of(size) {
-                    return write!(f, "{}{unit}", ms / size);
-                }
-            }
-            write!(f, "{ms}ms")
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_example_config_is_the_default() {
-        let text = include_str!("../../qqmx.example.toml");
-        let config = Config::from_toml(text).expect("example parses");
-        assert_eq!(config, Config::default());
-    }
-
-    #[test]
-    fn unknown_keys_are_named_with_their_line() {
-        let err = Config::from_toml("seed = 1\n\n[limits]\nmax_line = 10\n").expect_err("typo");
-        let text = err.to_string();
-        assert!(
-            text.starts_with("<inline>:4:1: key `limits.max_line`: unknown field `max_line`"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn bad_values_are_named_with_their_line() {
-        let err = Config::from_toml("[limits]\nidle_timeout = \"soon\"\n").expect_err("bad");
-        assert!(
-            err.to_string()
-                .starts_with("<inline>:2:16: key `limits.idle_timeout`: `soon` is not a duration"),
-            "{err}"
-        );
-        let err = Config::from_toml("generation = \"2020\"\n").expect_err("bad");
-        assert!(
-            err.to_string()
-                .starts_with("<inline>:1:14: key `generation`: unknown generation `2020`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn zero_and_absurd_limits_are_refused_by_name() {
-        for (toml, key) in [
-            ("[limits]\nidle_timeout = \"0s\"\n", "limits.idle_timeout"),
-            ("[limits]\nidle_timeout = \"30d\"\n", "limits.idle_timeout"),
-            (
-                "[limits]\nsession_timeout = \"0ms\"\n",
-                "limits.session_timeout",
-            ),
-            (
-                "[limits]\nmax_message_size = 0\n",
-                "limits.max_message_size",
-            ),
-            (
-                "[limits]\nmax_line_length = 100000000\n",
-                "limits.max_line_length",
-            ),
-            ("[limits]\nmax_connections = 0\n", "limits.max_connections"),
-            ("[store]\nmax_events = 0\n", "store.max_events"),
-            ("[store]\nmax_bytes = 10\n", "store.max_bytes"),
-        ] {
-            let err = Config::from_toml(toml).expect_err(toml);
-            assert!(err.to_string().contains(&format!("key `{key}`")), "{err}");
-        }
-        let err = Config::from_toml("[limits]\nidle_timeout = \"0s\"\n").expect_err("zero");
-        assert!(
-            err.to_string()
-                .ends_with("key `limits.idle_timeout`: `0ms` is not from `100ms` to `1d`"),
-            "{err}"
-        );
-        let mut config = Config::default();
-        config.limits.idle_timeout = Duration::ZERO;
-        assert!(config.check().is_err());
-        Config::from_toml("[limits]\nidle_timeout = \"200ms\"\nmax_message_size = 1000\n")
-            .expect("small but sensible limits");
-    }
-
-    #[test]
-    fn semantic_errors_point_at_the_key() {
-        let text = "[clock]\nmode = \"manual\"\nstart = \"tomorrow\"\n";
-        let err = Config::from_toml(text).expect_err("bad start");
-        assert!(
-            err.to_string()
-                .starts_with("<inline>:3:1: key `clock.start`"),
-            "{err}"
-        );
-        let text = "[replies]\nbye = \"goodbye\"\n";
-        let err = Config::from_toml(text).expect_err("bad template");
-        assert!(
-            err.to_string()
-                .starts_with("<inline>:2:1: key `replies.bye`: line 1 must start"),
-            "{err}"
-        );
-        let err = Config::from_toml("[replies]\nhello = \"250 hi\"\n").expect_err("kind");
-        assert!(
-            err.to_string()
-                .starts_with("<inline>:2:1: key `replies.hello`: unknown variant `hello`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn files_are_named_in_errors() {
-        let dir = std::env::temp_dir().join(format!("qqmx-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("broken.toml");
-        std::fs::write(&path, "[tls]\nenabled = 3\n").expect("write");
-        let err = Config::from_file(&path).expect_err("bad type");
-        assert!(
-            err.to_string()
-                .starts_with(&format!("{}:2:11: key `tls.enabled`", path.display())),
-            "{err}"
-        );
-        let err = Config::from_file(dir.join("missing.toml")).expect_err("missing");
-        assert!(matches!(err, ConfigError::Read { .. }));
-    }
-
-    #[test]
-    fn a_quota_table_changes_only_what_it_names() {
-        let text = "[quotas.ip_messages]\nminute = { limit = 5 }\nhour = \"off\"\n";
-        let config = Config::from_toml(text).expect("partial quota");
-        let q = &config.quotas.ip_messages;
-        let default = Config::default().quotas.ip_messages;
-        assert_eq!(
-            q.minute.map(|t| (t.limit, t.block)),
-            Some((5, default.minute.expect("tier").block))
-        );
-        assert_eq!(q.hour, None);
-        assert_eq!(
-            (q.day, q.stage, q.reply, q.enabled),
-            (default.day, default.stage, default.reply, true)
-        );
-        let err =
-            Config::from_toml("[quotas.sender]\nminute = { limit = \"x\" }\n").expect_err("bad");
-        assert!(err.to_string().contains("key `quotas.sender"), "{err}");
-    }
-
-    #[test]
-    fn message_quotas_cannot_be_answered_at_connect() {
-        let text = "seed = 1\n[quotas.ip_messages]\nstage = \"connect\"\n";
-        let err = Config::from_toml(text).expect_err("ip_messages at connect");
-        assert_eq!(
-            err.to_string(),
-            "<inline>:3:1: key `quotas.ip_messages.stage`: the ip_messages quota cannot be \
-             answered before `helo`"
-        );
-        let text = "[quotas.ip_messages]\nstage = \"helo\"\n";
-        assert!(Config::from_toml(text).is_ok(), "helo is the earliest");
-        let text = "[quotas.ip_connections]\nstage = \"connect\"\n";
-        assert!(
-            Config::from_toml(text).is_ok(),
-            "connections are counted at connect"
-        );
-    }
-
-    #[test]
-    fn durations_parse_and_print() {
-        use duration_text::{Text, parse};
-        assert_eq!(parse("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse("5"), None);
-        assert_eq!(parse("5x"), None);
-        assert_eq!(Text(Duration::from_secs(300)).to_string(), "5m");
-        assert_eq!(Text(Duration::from_millis(1500)).to_string(), "1500ms");
     }
 }

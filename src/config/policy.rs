@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::duration_text;
-use crate::policy::Stage;
 use crate::reply::ReplyKind;
+use crate::units::{Stage, Window, duration_text};
 
 /// A limit per calendar window and what crossing it costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +98,24 @@ const fn hours(n: u64) -> Block {
 }
 
 impl Quota {
+    /// Its tier for `window`.
+    pub(crate) fn tier(&self, window: Window) -> Option<&Tier> {
+        match window {
+            Window::Minute => self.minute.as_ref(),
+            Window::Hour => self.hour.as_ref(),
+            Window::Day => self.day.as_ref(),
+        }
+    }
+
+    /// Its tier for `window`, to change it.
+    pub(crate) fn tier_mut(&mut self, window: Window) -> &mut Option<Tier> {
+        match window {
+            Window::Minute => &mut self.minute,
+            Window::Hour => &mut self.hour,
+            Window::Day => &mut self.day,
+        }
+    }
+
     fn new(stage: Stage, reply: ReplyKind, limits: [u64; 3], blocks: [Block; 3]) -> Self {
         Self {
             enabled: true,
@@ -288,14 +305,14 @@ pub enum ListEntry {
 
 impl ListEntry {
     /// The listed value.
-    pub fn value(&self) -> &str {
+    pub(crate) fn value(&self) -> &str {
         match self {
             Self::Plain(v) | Self::Until { value: v, .. } => v,
         }
     }
 
     /// The end of the listing, if any.
-    pub fn until(&self) -> Option<&str> {
+    pub(crate) fn until(&self) -> Option<&str> {
         match self {
             Self::Plain(_) => None,
             Self::Until { until, .. } => Some(until),

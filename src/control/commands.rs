@@ -16,7 +16,7 @@ use super::{Api, ApiError};
 use crate::chaos::Fault;
 use crate::config::Config;
 use crate::inspect::{self, Command};
-use crate::policy::{IpNet, QuotaName, Window};
+use crate::units::{IpNet, QuotaName, Window};
 
 /// What a blacklist request names: exactly one of an IP (or range) and a sender.
 #[derive(Deserialize)]

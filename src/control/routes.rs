@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::stats::Stats;
 use super::{Api, ApiError, OPENAPI, commands, guard, metrics};
 use crate::clock::{Rfc3339, parse_rfc3339};
-use crate::config::{Config, duration_text};
+use crate::config::Config;
 use crate::event::{Event, EventKind};
 use crate::inspect::{self, MessageFilter, Refusal};
 use crate::policy::BlockInfo;
@@ -31,6 +31,7 @@ use crate::provenance;
 use crate::reply::Generation;
 use crate::scenario::Scenario;
 use crate::store::{Folder, Message};
+use crate::units::duration_text;
 
 pub(super) type ApiState = State<Arc<Api>>;
 pub(super) type Answer<T> = Result<T, ApiError>;

@@ -5,9 +5,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::policy::{BlockInfo, Stage};
+use crate::policy::BlockInfo;
 use crate::reply::ReplyKind;
 use crate::store::{Count, EventTally, StoreStats};
+use crate::units::Stage;
 
 /// The answer of `GET /api/v1/stats`. Everything but `replies_total`, `sessions_total`
 /// and `store` is counted over the events still held.

@@ -8,10 +8,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::quota::{finish, mix};
-use super::{Decision, Facts, Stage};
+use super::hash::{finish, mix};
+use super::{Decision, Facts};
 use crate::config::{AuthConfig, SpfStage};
 use crate::reply::ReplyKind;
+use crate::units::Stage;
 
 /// The result of one check, with the names of RFC 8601.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

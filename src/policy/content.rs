@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::quota::{IdSet, finish, hash_lowercase, mix};
+use super::hash::{IdSet, finish, hash_lowercase, mix};
 
 /// A fingerprint of the body: the text after the headers, lower-cased, without
 /// whitespace, so that re-wrapped or re-cased copies count as the same content.

@@ -8,7 +8,7 @@
 //! of the heads of several maps say which of their keys was used longest ago. Lookups,
 //! insertions, removals and evictions take constant time.
 
-use super::quota::IdMap;
+use super::hash::IdMap;
 
 /// No slot.
 const NIL: u32 = u32::MAX;

@@ -7,11 +7,11 @@ use std::fmt;
 use crate::config::{Existing, Mailboxes};
 
 /// The domains of the QQ MX fleet itself.
-pub const QQ_DOMAINS: [&str; 3] = ["qq.com", "foxmail.com", "vip.qq.com"];
+pub(crate) const QQ_DOMAINS: [&str; 3] = ["qq.com", "foxmail.com", "vip.qq.com"];
 
 /// A syntactically valid address, with the domain lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Address {
+pub(crate) struct Address {
     local: String,
     domain: String,
 }
@@ -19,7 +19,7 @@ pub struct Address {
 /// Why an address is not valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum AddressError {
+pub(crate) enum AddressError {
     /// No `@`, or more than one outside the local part.
     #[error("not of the form local@domain")]
     Shape,
@@ -40,7 +40,7 @@ impl Address {
     /// # Errors
     ///
     /// An [`AddressError`] saying what is wrong.
-    pub fn parse(text: &str, smtputf8: bool) -> Result<Self, AddressError> {
+    pub(crate) fn parse(text: &str, smtputf8: bool) -> Result<Self, AddressError> {
         if !smtputf8 && !text.is_ascii() {
             return Err(AddressError::NeedsUtf8);
         }
@@ -64,17 +64,17 @@ impl Address {
     }
 
     /// The part before the `@`, as sent.
-    pub fn local(&self) -> &str {
+    pub(crate) fn local(&self) -> &str {
         &self.local
     }
 
     /// The domain, lower-cased.
-    pub fn domain(&self) -> &str {
+    pub(crate) fn domain(&self) -> &str {
         &self.domain
     }
 
     /// `local@domain` with both parts lower-cased, the form mailboxes are listed in.
-    pub fn canonical(&self) -> String {
+    pub(crate) fn canonical(&self) -> String {
         format!("{}@{}", self.local.to_lowercase(), self.domain)
     }
 }
@@ -145,7 +145,7 @@ fn is_dot_atom(local: &str) -> bool {
 }
 
 /// Whether `local` is a QQ number: 5 to 11 digits, no leading zero.
-pub fn is_qq_number(local: &str) -> bool {
+pub(crate) fn is_qq_number(local: &str) -> bool {
     (5..=11).contains(&local.len())
         && local.bytes().all(|b| b.is_ascii_digit())
         && !local.starts_with('0')

@@ -5,142 +5,17 @@
 //! not sliding: a new minute starts from zero. When an event would take a window past its
 //! tier's limit, the key is blocked for the tier's block time and the event refused.
 
-use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
-use crate::clock::CST_OFFSET_SECS;
-use crate::config::{Block, Quota, Tier};
-
-/// A calendar window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Window {
-    /// A calendar minute.
-    Minute,
-    /// A clock hour.
-    Hour,
-    /// Midnight to midnight in China Standard Time (UTC+8).
-    Day,
-}
-
-impl Window {
-    /// The three windows, shortest first.
-    pub const ALL: [Window; 3] = [Window::Minute, Window::Hour, Window::Day];
-
-    fn slot(self) -> usize {
-        self as usize
-    }
-
-    /// The number of the window that holds `secs` (Unix seconds).
-    pub fn index(self, secs: u64) -> u64 {
-        match self {
-            Self::Minute => secs / 60,
-            Self::Hour => secs / 3600,
-            Self::Day => (secs + CST_OFFSET_SECS as u64) / 86_400,
-        }
-    }
-
-    /// Unix seconds at which the window holding `secs` ends.
-    pub fn end(self, secs: u64) -> u64 {
-        match self {
-            Self::Minute => (self.index(secs) + 1) * 60,
-            Self::Hour => (self.index(secs) + 1) * 3600,
-            Self::Day => (self.index(secs) + 1) * 86_400 - CST_OFFSET_SECS as u64,
-        }
-    }
-
-    /// The tier of `quota` for this window.
-    pub fn tier(self, quota: &Quota) -> Option<&Tier> {
-        match self {
-            Self::Minute => quota.minute.as_ref(),
-            Self::Hour => quota.hour.as_ref(),
-            Self::Day => quota.day.as_ref(),
-        }
-    }
-
-    /// The tier of `quota` for this window, to change it.
-    pub fn tier_mut(self, quota: &mut Quota) -> &mut Option<Tier> {
-        match self {
-            Self::Minute => &mut quota.minute,
-            Self::Hour => &mut quota.hour,
-            Self::Day => &mut quota.day,
-        }
-    }
-}
-
-impl fmt::Display for Window {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Minute => "minute",
-            Self::Hour => "hour",
-            Self::Day => "day (UTC+8)",
-        })
-    }
-}
+use super::hash::{finish, hash_lowercase, mix};
+use crate::config::{Block, Quota};
+use crate::units::{QuotaName, Window};
 
 /// When a block imposed at `now` in `window` ends.
 pub fn block_end(block: Block, window: Window, now: u64) -> u64 {
     match block {
         Block::For(d) => now + d.as_secs().max(1),
         Block::UntilMidnight => Window::Day.end(now).max(window.end(now)),
-    }
-}
-
-/// Which quota a counter belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum QuotaName {
-    /// Messages accepted per IP.
-    IpMessages,
-    /// Connections per IP.
-    IpConnections,
-    /// Messages accepted per sender address.
-    Sender,
-    /// Messages accepted per sender domain.
-    Domain,
-    /// Messages accepted per recipient.
-    Recipient,
-}
-
-impl QuotaName {
-    /// The prefix of its keys in decisions (`ip:`, `sender:`, ...).
-    pub fn key_prefix(self) -> &'static str {
-        match self {
-            Self::IpMessages | Self::IpConnections => "ip",
-            Self::Sender => "sender",
-            Self::Domain => "domain",
-            Self::Recipient => "recipient",
-        }
-    }
-
-    /// Every quota with tiers.
-    pub const ALL: [QuotaName; 5] = [
-        QuotaName::IpMessages,
-        QuotaName::IpConnections,
-        QuotaName::Sender,
-        QuotaName::Domain,
-        QuotaName::Recipient,
-    ];
-
-    /// The config key (`ip_messages`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::IpMessages => "ip_messages",
-            Self::IpConnections => "ip_connections",
-            Self::Sender => "sender",
-            Self::Domain => "domain",
-            Self::Recipient => "recipient",
-        }
-    }
-}
-
-impl fmt::Display for QuotaName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -186,64 +61,6 @@ impl Subject<'_> {
         }
     }
 }
-
-/// One step of a fast multiplicative hash.
-///
-/// It is not keyed and not collision-resistant, and the keys it hashes come from clients
-/// (sender addresses, domains, recipients), so a client that wants to can craft two keys
-/// with one id: they then share a counter. qqmx is a test double on a test network, where
-/// that is an accepted risk; do not reuse this hash where clients are hostile.
-pub(crate) fn mix(h: u64, v: u64) -> u64 {
-    (h.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95)
-}
-
-/// Spreads the bits of a finished hash (MurmurHash3's finaliser).
-pub(crate) fn finish(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
-/// Hashes `text` as if lower-cased, without allocating.
-pub(crate) fn hash_lowercase(mut h: u64, text: &str) -> u64 {
-    if text.is_ascii() {
-        for b in text.bytes() {
-            h = mix(h, u64::from(b.to_ascii_lowercase()));
-        }
-    } else {
-        for c in text.chars().flat_map(char::to_lowercase) {
-            h = mix(h, u64::from(c));
-        }
-    }
-    h
-}
-
-/// A hasher for keys that are already hashes.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = mix(self.0, u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// A map keyed by hashes.
-pub(crate) type IdMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<IdHasher>>;
-/// A set of hashes.
-pub(crate) type IdSet = std::collections::HashSet<u64, BuildHasherDefault<IdHasher>>;
 
 /// Events of one key in the current windows, and its block.
 ///
@@ -300,7 +117,7 @@ fn window_number(window: Window, now: u64) -> u32 {
 impl Counter {
     /// Events in the current `window`.
     pub fn count(&self, window: Window, now: u64) -> u64 {
-        let (number, count) = self.windows[window.slot()];
+        let (number, count) = self.windows[window as usize];
         if number == window_number(window, now) {
             u64::from(count)
         } else {
@@ -354,7 +171,7 @@ impl Counter {
             self.block = None;
         }
         for window in Window::ALL {
-            let Some(tier) = window.tier(quota) else {
+            let Some(tier) = quota.tier(window) else {
                 continue;
             };
             let count = self.count(window, now);
@@ -405,7 +222,7 @@ impl Counter {
         self.last_seen = now;
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         for window in Window::ALL {
-            let slot = &mut self.windows[window.slot()];
+            let slot = &mut self.windows[window as usize];
             let number = window_number(window, now);
             if slot.0 != number {
                 *slot = (number, 0);
@@ -418,6 +235,7 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Tier;
     use std::time::Duration;
 
     const KEY: (QuotaName, Subject<'static>) = (QuotaName::IpMessages, Subject::Text("k"));
@@ -434,14 +252,6 @@ mod tests {
             block: Block::UntilMidnight,
         });
         q
-    }
-
-    #[test]
-    fn cst_days_start_at_16_00_utc() {
-        // 2025-06-02T15:59:59Z is 23:59:59 in China; one second later is a new day.
-        let before = 1_748_879_999;
-        assert_ne!(Window::Day.index(before), Window::Day.index(before + 1));
-        assert_eq!(Window::Day.end(before), before + 1);
     }
 
     #[test]

@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Rfc3339, unix_secs};
-use crate::config::duration_text;
 use crate::event::{CloseReason, Command, Event, EventKind, Verb};
-use crate::policy::{AuthResult, Decision, Stage};
+use crate::policy::{AuthResult, Decision};
 use crate::reply::{Reply, ReplyKind};
 use crate::store::{Folder, Message};
+use crate::units::{Stage, duration_text};
 
 /// One expectation of a scenario (`[[expect]]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::chaos::Fault;
 use crate::clock::{Clock, parse_rfc3339};
-use crate::config::{Config, ConfigError, DEFAULT_START, duration_text, parse_toml};
-use crate::policy::{QuotaName, Window};
+use crate::config::{Config, ConfigError, DEFAULT_START, Problem, parse_toml};
+use crate::units::{IpNet, QuotaName, Window, duration_text};
 
 pub use expect::{Expect, ExpectKind, Outage, Outcome, RetryAfter, Run, evaluate};
 pub use report::Report;
@@ -263,9 +263,9 @@ impl Scenario {
         parse_toml(text, path, Scenario::validate)
     }
 
-    /// Checks what serde cannot: returns (table, key, message) of the first problem.
-    fn validate(&self) -> Result<(), (String, String, String)> {
-        let err = |t: &str, k: &str, m: String| Err((t.to_owned(), k.to_owned(), m));
+    /// Checks what serde cannot: the first problem found.
+    fn validate(&self) -> Result<(), Problem> {
+        let err = |t: &str, k: &str, m: String| Err(Problem::new(t, k, m));
         if self.name.trim().is_empty() {
             return err("", "name", "a scenario needs a name".into());
         }
@@ -293,7 +293,7 @@ impl Scenario {
             } else {
                 format!("config.{table}")
             };
-            return Err((table, key.to_owned(), message));
+            return Err(Problem::new(&table, key, message));
         }
         let listeners = &self.config.listeners.0;
         let mut last = Duration::ZERO;
@@ -334,9 +334,9 @@ impl Scenario {
                     );
                 }
                 if let Some(ip) = &listing.ip
-                    && let Err(e) = ip.parse::<crate::policy::IpNet>()
+                    && let Err(e) = ip.parse::<IpNet>()
                 {
-                    return err("phase", "blacklist", e);
+                    return err("phase", "blacklist", e.to_string());
                 }
             }
             for fault in phase.faults.iter().flatten() {

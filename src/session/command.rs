@@ -13,8 +13,9 @@ use super::{Pending, Session, Transaction};
 use crate::chaos::FaultKind;
 use crate::event::{CloseReason, Command, EventKind, Param, Verb};
 use crate::policy::mailbox::{POSTMASTER_DOMAIN, quote_local_part};
-use crate::policy::{Facts, SpfCheck, Stage, contains_address};
+use crate::policy::{Facts, SpfCheck, contains_address};
 use crate::reply::ReplyKind;
+use crate::units::Stage;
 
 impl Session {
     /// Answers one complete command line (CRLF included).

@@ -13,9 +13,10 @@ use super::{Pending, Session, Submission};
 use crate::auth::results_header;
 use crate::clock::{rfc5322_cst, unix_secs};
 use crate::event::EventKind;
-use crate::policy::{AuthReport, Facts, Stage, Verdict};
+use crate::policy::{AuthReport, Facts, Verdict};
 use crate::reply::ReplyKind;
 use crate::store::{Folder, Message};
+use crate::units::Stage;
 
 impl Session {
     /// Feeds message data from `self.input[pos..]` to `reading`, which stays the mode

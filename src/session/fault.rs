@@ -10,8 +10,8 @@ use super::drive::{End, stopping};
 use super::{Conn, LAST_WORDS, Session, Submission, transfer_time};
 use crate::chaos::{Action as FaultAction, FaultKind};
 use crate::event::{CloseReason, EventKind};
-use crate::policy::Stage;
 use crate::reply::ReplyKind;
+use crate::units::Stage;
 
 /// A TLS alert record: fatal (2), handshake_failure (40).
 const HANDSHAKE_FAILURE: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];

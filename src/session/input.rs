@@ -8,8 +8,8 @@ use super::channel::Channel;
 use super::{Pending, Session, Transaction, command};
 use crate::chaos::Action as FaultAction;
 use crate::event::{CloseReason, EventKind, Verb};
-use crate::policy::Stage;
 use crate::reply::ReplyKind;
+use crate::units::Stage;
 
 /// Command lines are kept in the event log up to this many bytes.
 const LOGGED_LINE: usize = 512;

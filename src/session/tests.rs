@@ -15,9 +15,9 @@ use crate::chaos::{Fault, FaultKind, Faults};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::event::{CloseReason, Event, EventKind, Verb};
-use crate::policy::Stage;
 use crate::server::engine_with_tls;
 use crate::store::Store;
+use crate::units::Stage;
 
 /// The manual clock's reading for every session here.
 const NOW_UNIX: u64 = 1_748_826_000;

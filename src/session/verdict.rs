@@ -6,8 +6,9 @@ use tracing::debug;
 
 use super::{Pending, Session};
 use crate::event::EventKind;
-use crate::policy::{Decision, Facts, Stage, Verdict};
+use crate::policy::{Decision, Facts, Verdict};
 use crate::reply::{Context, ReplyKind};
+use crate::units::Stage;
 
 impl Session {
     /// Runs the checks `pending` waits for, then answers it.

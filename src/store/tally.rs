@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Command, Event, EventKind, Verb};
-use crate::policy::Stage;
 use crate::reply::ReplyKind;
+use crate::units::Stage;
 
 /// How much the store holds and how much it has dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

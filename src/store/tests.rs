@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use super::*;
 use crate::event::{Command, Verb};
-use crate::policy::Stage;
+use crate::units::Stage;
 
 fn message(id: u64, bytes: usize) -> Message {
     Message {

@@ -1,0 +1,212 @@
+//! What the policy remembers, in owners with one job each, behind small interfaces.
+//!
+//! The rules ([`Policy`](super::Policy)) decide; the owners remember:
+//!
+//! - [`Blacklists`]: static listings of IPs, senders and domains (from the config or the
+//!   API, with optional expiry) and the seeded random listings of new IPs and domains;
+//! - [`RecipientLists`]: what recipients asked for: whitelists, personal blacklists, and
+//!   the outbound records that tell a bounce from backscatter;
+//! - [`QuotaCounters`]: events per key in calendar windows, and blocks;
+//! - [`IpRecords`]: what is known about a client IP: when it was first seen (its warm-up
+//!   day), the complaints against it (its reputation), its open connections;
+//! - [`BulkPrints`]: the recipients each message body went to (bulk detection).
+//!
+//! Each operation is one call that a shared store could answer in one round trip: a quota
+//! check names every key with its tiers and the time, and the store checks (and, for
+//! connections, counts) them at once, rather than the rules reading a count and writing
+//! it back. Times are Unix seconds.
+//!
+//! [`Memory`] is the in-memory store, with every owner's state side by side because
+//! `[memory] max_tracked_keys` caps them together: making room for a key of one owner
+//! may forget the least recently used key of another.
+
+mod bulk;
+mod ips;
+mod lists;
+mod memory;
+mod quotas;
+
+use std::fmt;
+use std::net::IpAddr;
+
+use super::BlockInfo;
+use super::quota::{Breach, Subject};
+use crate::config::Quota;
+use crate::units::{IpNet, QuotaName, Window};
+
+pub(crate) use memory::Memory;
+
+/// Where a static listing came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The config file.
+    Config,
+    /// The control API.
+    Api,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Config => "config",
+            Self::Api => "api",
+        })
+    }
+}
+
+/// Why a client IP is blacklisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IpListedBy {
+    /// The IP is in this listed network.
+    Net(IpNet, Source),
+    /// The seeded draw listed the IP when it was first seen.
+    Draw,
+}
+
+/// Why a sender is blacklisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SenderListedBy {
+    /// The sender address is listed.
+    Sender(Source),
+    /// The sender's domain is listed.
+    Domain(Source),
+    /// The seeded draw listed the domain when it was first seen.
+    Draw,
+}
+
+/// A blacklisting in force: why, and until when (Unix seconds) if it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listing<By> {
+    pub by: By,
+    pub until: Option<u64>,
+}
+
+/// The counter of one quota for one subject.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QuotaKey<'a> {
+    pub name: QuotaName,
+    pub subject: Subject<'a>,
+}
+
+/// One key to check, with the tiers it is held to and an extra limit in one window (the
+/// warm-up allowance).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Check<'a> {
+    pub key: QuotaKey<'a>,
+    pub quota: &'a Quota,
+    pub extra: Option<(Window, u64)>,
+}
+
+/// A block in force on one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockOf {
+    /// When it ends.
+    pub until: u64,
+    /// Refusals since it began.
+    pub refused: u64,
+}
+
+/// Static and random blacklists.
+pub(crate) trait Blacklists {
+    /// The listing of `ip` in force at `now`: a listed network first, then its draw.
+    fn ip_listing(&self, ip: IpAddr, now: u64) -> Option<Listing<IpListedBy>>;
+    /// The listing of a sender (lower-cased) in force at `now`: the address, then its
+    /// `domain`, then the domain's draw, which a domain seen for the first time gets now.
+    fn sender_listing(
+        &mut self,
+        sender: &str,
+        domain: &str,
+        now: u64,
+    ) -> Option<Listing<SenderListedBy>>;
+    /// Lists `net` until `until`, or for good.
+    fn list_ip(&mut self, net: IpNet, until: Option<u64>);
+    /// Lifts every listing of exactly `net`, and the draws of the IPs inside it.
+    fn unlist_ip(&mut self, net: IpNet);
+    /// Lists a sender address (with `@`) or domain, lower-cased.
+    fn list_sender(&mut self, sender: &str, until: Option<u64>);
+    /// Lifts the listings of a sender address or domain (lower-cased), its draw included.
+    fn unlist_sender(&mut self, sender: &str);
+}
+
+/// What recipients asked for. Addresses and domains are lower-cased by the caller.
+pub(crate) trait RecipientLists {
+    /// Whether `rcpt` whitelisted `sender` or its `domain`.
+    fn whitelists(&self, rcpt: &str, sender: &str, domain: &str) -> bool;
+    /// Whether some recipient whitelisted `sender` or its domain; with `None`, whether
+    /// any whitelist exists at all.
+    fn whitelisted_anywhere(&self, sender: Option<(&str, &str)>) -> bool;
+    /// Whether `rcpt`'s personal blacklist holds `sender` or its `domain`.
+    fn blocked_by(&self, rcpt: &str, sender: &str, domain: &str) -> bool;
+    /// Whether QQ user `rcpt` sent mail to `ip`.
+    fn mailed(&self, rcpt: &str, ip: IpAddr) -> bool;
+    /// `rcpt` whitelists a sender address or domain.
+    fn whitelist(&mut self, rcpt: &str, sender: &str);
+    /// Ends every whitelisting of `sender` and of `domain`.
+    fn end_whitelistings(&mut self, sender: &str, domain: &str);
+    /// `rcpt` adds a sender address or domain to their personal blacklist.
+    fn block_sender(&mut self, rcpt: &str, sender: &str);
+    /// QQ user `address` sent mail to `ip`.
+    fn record_outbound(&mut self, address: &str, ip: IpAddr);
+}
+
+/// Quota counters and blocks.
+pub(crate) trait QuotaCounters {
+    /// Checks whether one more event of each key fits its tiers at `now`, in order, and
+    /// stops at the first that does not: that key is blocked (or was already), and its
+    /// index comes back with the breach. With `count`, every key checked is counted
+    /// once, fitting or not (connection attempts count either way). A key that is only
+    /// checked, fits and is not counted leaves nothing behind.
+    fn check(&mut self, checks: &[Check<'_>], count: bool, now: u64) -> Option<(usize, Breach)>;
+    /// Counts one event of each key at `now`.
+    fn count(&mut self, keys: &[QuotaKey<'_>], now: u64);
+    /// The block in force on `key` at `now`.
+    fn block_of(&self, key: QuotaKey<'_>, now: u64) -> Option<BlockOf>;
+    /// Every block in force at `now`.
+    fn blocks(&self, now: u64) -> Vec<BlockInfo>;
+    /// Forgets every counter and block.
+    fn clear_counters(&mut self);
+}
+
+/// What is known about client IPs.
+pub(crate) trait IpRecords {
+    /// `ip` is seen at `now`; an IP seen for the first time draws its random listing.
+    fn see(&mut self, ip: IpAddr, now: u64);
+    /// When `ip` was first seen, if it is known.
+    fn first_seen(&self, ip: IpAddr) -> Option<u64>;
+    /// The times of the complaints against `ip` that count at `now`.
+    fn complaints(&self, ip: IpAddr, now: u64) -> Vec<u64>;
+    /// A complaint against `ip` at `now`.
+    fn complain(&mut self, ip: IpAddr, now: u64);
+    /// Forgets the complaints against the IPs in `net`.
+    fn forgive(&mut self, net: IpNet);
+    /// A connection from `ip` opened; returns how many are open.
+    fn connected(&mut self, ip: IpAddr) -> u64;
+    /// A connection from `ip` closed.
+    fn disconnected(&mut self, ip: IpAddr);
+}
+
+/// The recipients each message body went to, per bulk window.
+pub(crate) trait BulkPrints {
+    /// How many distinct recipients the body `print` would have in the bulk window of
+    /// `now` with `rcpts` added.
+    fn recipients_with(&mut self, print: u64, rcpts: &[String], now: u64) -> usize;
+    /// Adds `rcpts` to the recipients of the body `print` at `now`.
+    fn add_recipients(&mut self, print: u64, rcpts: &[String], now: u64);
+    /// Forgets every body.
+    fn clear_prints(&mut self);
+}
+
+/// Everything the policy remembers.
+pub(crate) trait Store:
+    Blacklists + RecipientLists + QuotaCounters + IpRecords + BulkPrints + fmt::Debug + Send
+{
+    /// Forgets idle state; runs at most every ten virtual minutes.
+    fn sweep(&mut self, now: u64);
+    /// How many keys are remembered, as `memory.max_tracked_keys` counts them.
+    fn tracked_keys(&self) -> usize;
+    /// How many keys were forgotten to stay within bounds.
+    fn evictions(&self) -> u64;
+    /// The in-memory store, for tests that look inside.
+    #[cfg(test)]
+    fn memory(&self) -> &Memory;
+}
