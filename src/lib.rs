@@ -25,6 +25,8 @@
 //! - [`store`]: accepted [`Message`]s and the [`Event`] log, bounded in memory.
 //! - `session` (private): the SMTP state machine over any async stream, STARTTLS.
 //! - [`Server`]: the listener, accept loop and graceful shutdown.
+//! - [`expect`]: [`Expectation`]s over the events and messages of a run, one [`Report`]
+//!   format for the embedded server, a sidecar's client and scenario runs.
 //! - [`QqMx`]: the embedded server for tests, with [`Expectation`]s checked on drop.
 //! - `control` (feature `control`): the sidecar's HTTP JSON API and Prometheus metrics.
 //! - `remote` (feature `remote`): a client for a sidecar with the embedded handle's
@@ -46,6 +48,7 @@ pub mod config;
 pub mod control;
 mod embedded;
 pub mod event;
+pub mod expect;
 pub mod fuzzing;
 pub mod policy;
 pub mod provenance;
@@ -65,8 +68,9 @@ mod tls;
 
 pub use clock::Clock;
 pub use config::{Config, ConfigError};
-pub use embedded::{Builder, Expectation, Mx, QqMx, Report, Times, WaitError};
+pub use embedded::{Builder, Mx, QqMx, WaitError};
 pub use event::{CloseReason, Event, EventKind};
+pub use expect::{Expectation, Report, Times};
 pub use proxy::ProxyError;
 pub use reply::{Generation, Reply, ReplyKind};
 pub use server::{Server, StartError};

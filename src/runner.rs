@@ -28,9 +28,9 @@ use tracing::info;
 
 use crate::config::{ListenerConfig, duration_text};
 use crate::control::{self, ApiOptions};
+use crate::expect::{Run, evaluate};
+use crate::scenario::RunReport;
 use crate::scenario::Scenario;
-use crate::scenario::expect::{Run, evaluate};
-use crate::scenario::report::Report;
 use crate::server::{Server, StartError};
 use crate::timeline::{self, Timeline};
 
@@ -60,7 +60,7 @@ impl Default for RunOptions {
 }
 
 /// Why a run could not take place (a failed expectation is not an error: see
-/// [`Report::passed`]).
+/// [`RunReport::passed`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
@@ -89,7 +89,7 @@ pub async fn run(
     scenario: &Scenario,
     path: &Path,
     options: &RunOptions,
-) -> Result<Report, RunError> {
+) -> Result<RunReport, RunError> {
     let mut config = scenario.config.clone();
     config.seed = scenario.seed;
     for listener in config.listeners.0.values_mut() {
@@ -212,12 +212,12 @@ pub async fn run(
     let events = server.store().events();
     let messages = server.store().messages();
     let outages = timeline.outages(ended);
-    let outcomes = evaluate(
+    let report = evaluate(
         &scenario.expectations,
         &Run::new(&events, &messages, &outages, scenario.seed).ending_at(ended),
     );
-    Ok(Report::new(
-        scenario, outcomes, started, ended, &messages, &events, status,
+    Ok(RunReport::new(
+        scenario, report, started, ended, &messages, &events, status,
     ))
 }
 

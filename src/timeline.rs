@@ -7,8 +7,8 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::duration_text;
+use crate::expect::Outage;
 use crate::policy::IpNet;
-use crate::scenario::expect::Outage;
 use crate::scenario::{Phase, Scenario};
 use crate::server::Server;
 
