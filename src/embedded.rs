@@ -288,10 +288,10 @@ impl QqMx {
         self.lock_expectations().push(expectation);
     }
 
-    /// Checks the expectations now, over the messages and events the store holds, as
-    /// `qqmx run` checks a scenario's: the same events give the same report text. The
-    /// run ends now, by the server's clock; the embedded server records no MX outages,
-    /// so `failover` does not hold here.
+    /// Checks the expectations now, over the messages and events the store holds (none
+    /// that its caps evicted), as `qqmx run` checks a scenario's: the same events give
+    /// the same report text. The run ends now, by the server's clock; the embedded
+    /// server records no MX outages, so `failover` does not hold here.
     ///
     /// # Errors
     ///
@@ -522,11 +522,11 @@ pub trait Mx: sealed::Sealed {
     fn reset(&self);
     /// Adds an expectation, checked by [`verify`](Self::verify) and when dropped.
     fn expect(&self, expectation: Expectation);
-    /// Checks the expectations now.
+    /// Checks the expectations now, with the engine `qqmx run` uses.
     ///
     /// # Errors
     ///
-    /// A [`Report`] of those that failed.
+    /// The [`Report`] of every expectation when one failed.
     fn verify(&self) -> Result<(), Report>;
     /// Blacklists an IP or CIDR range until `until`, or for good.
     fn blacklist_ip(&self, net: &str, until: Option<SystemTime>);

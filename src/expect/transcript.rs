@@ -92,7 +92,7 @@ impl SessionState {
 pub(super) struct Transcript<'a> {
     pub(super) rcpts: Vec<Rcpt>,
     /// Per address, its `RCPT`s (indices in `rcpts`), in order.
-    pub(super) by_address: HashMap<String, Vec<usize>>,
+    by_address: HashMap<String, Vec<usize>>,
     pub(super) refusals: Vec<Refusal<'a>>,
     /// Recipients failed by a 4xx.
     pub(super) temporary: Vec<Failure>,
