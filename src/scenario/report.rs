@@ -2,11 +2,11 @@
 //! JUnit XML.
 //!
 //! [`RunReport`] is plain data and `Serialize`: the JSON form is serde's.
-//! [`RunReport::to_json`]
-//! needs serde_json, which the crate only brings with the `control` (or `remote`)
-//! feature, so it exists only then (`qqmx run` has it); a caller without either
-//! serializes the report with the serializer it has. The text and the XML are written by
-//! hand and need nothing.
+//! [`RunReport::to_json`] needs serde_json, which the crate only brings with the
+//! `control` (or `remote`) feature, so it exists only then (`qqmx run` has it); a caller
+//! without either serializes the report with the serializer it has. The text and the XML
+//! are written by hand and need nothing. The text's lines after the first are the
+//! expectations' [`Report`], as the embedded server's `verify` gives it.
 
 use std::fmt;
 use std::process::ExitStatus;
