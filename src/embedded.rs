@@ -288,9 +288,9 @@ impl QqMx {
         self.lock_expectations().push(expectation);
     }
 
-    /// Checks the expectations now, over the messages and events the store holds (none
-    /// that its caps evicted), as `qqmx run` checks a scenario's: the same events give
-    /// the same report text. The run ends now, by the server's clock; the embedded
+    /// Checks the expectations now, over the messages and events the store holds (an
+    /// outcome says how many its caps evicted), as `qqmx run` checks a scenario's: the
+    /// same events give the same report text. The run ends now, by the server's clock; the embedded
     /// server records no MX outages, so `failover` does not hold here.
     ///
     /// # Errors
@@ -301,8 +301,10 @@ impl QqMx {
         if expectations.is_empty() {
             return Ok(());
         }
-        let (events, messages) = (self.events(), self.messages());
-        let run = Run::new(&events, &messages, &[], self.config().seed).ending_at(self.now());
+        let (events, messages, stats) = (self.events(), self.messages(), self.stats());
+        let run = Run::new(&events, &messages, &[], self.config().seed)
+            .ending_at(self.now())
+            .evicted(stats.messages_evicted, stats.events_evicted);
         evaluate(&expectations, &run).into_result()
     }
 

@@ -350,21 +350,21 @@ impl Remote {
         self.lock_expectations().push(expectation);
     }
 
-    /// Checks the expectations now over the sidecar's events and messages, fetched and
-    /// checked here as the embedded server checks its own (no MX outages are known).
+    /// Checks the expectations now, here, over the sidecar's events and messages.
     ///
     /// # Errors
     ///
-    /// The [`Report`] of every expectation, naming the sidecar's seed in force now (a
-    /// config may have been loaded since this client connected), when one failed.
+    /// The [`Report`] of every expectation, naming the seed in force now, when one failed.
     pub fn verify(&self) -> Result<(), Report> {
         let expectations = self.lock_expectations();
         if expectations.is_empty() {
             return Ok(());
         }
         let info: Info = must(self.get("/api/v1/info"));
-        let (events, messages) = (self.events(), self.messages());
-        let run = Run::new(&events, &messages, &[], info.seed).ending_at(self.now());
+        let (events, messages, stats) = (self.events(), self.messages(), self.stats());
+        let run = Run::new(&events, &messages, &[], info.seed)
+            .ending_at(self.now())
+            .evicted(stats.messages_evicted, stats.events_evicted);
         evaluate(&expectations, &run).into_result()
     }
 

@@ -212,9 +212,12 @@ pub async fn run(
     let events = server.store().events();
     let messages = server.store().messages();
     let outages = timeline.outages(ended);
+    let stats = server.store().stats();
     let report = evaluate(
         &scenario.expectations,
-        &Run::new(&events, &messages, &outages, scenario.seed).ending_at(ended),
+        &Run::new(&events, &messages, &outages, scenario.seed)
+            .ending_at(ended)
+            .evicted(stats.messages_evicted, stats.events_evicted),
     );
     Ok(RunReport::new(
         scenario, report, started, ended, &messages, &events, status,

@@ -187,6 +187,18 @@ fn the_store_cap_evicts_and_counts() {
     );
     let ids: Vec<u64> = server.messages().iter().map(|m| m.id).collect();
     assert_eq!(ids, [4, 5]);
+
+    // Expectations see what the store holds, and say what it evicted.
+    server.expect(Expectation::accepted(5));
+    let report = server.verify().expect_err("three were evicted").to_string();
+    assert!(
+        report.contains(
+            "✗ FAIL accepted exactly 5: 2 accepted, expected exactly 5; 3 messages evicted by \
+             the store before the check, not seen\n"
+        ),
+        "{report}"
+    );
+    server.reset();
 }
 
 #[test]

@@ -50,7 +50,7 @@ pub fn evaluate(expectations: &[Expectation], run: &Run<'_>) -> Report {
     let outcomes = expectations
         .iter()
         .map(|e| {
-            let (passed, seen) = match e.check() {
+            let (passed, mut seen) = match e.check() {
                 Err(error) => (false, format!("not checked: {error}")),
                 Ok(()) => match e.kind() {
                     Kind::Accepted => counts::accepted(e, run),
@@ -64,6 +64,18 @@ pub fn evaluate(expectations: &[Expectation], run: &Run<'_>) -> Report {
                     Kind::Authenticated => counts::authenticated(run),
                 },
             };
+            let (what, evicted) = match e.kind() {
+                Kind::Accepted | Kind::Failover | Kind::Authenticated => {
+                    ("message", run.evicted_messages)
+                }
+                _ => ("event", run.evicted_events),
+            };
+            if evicted > 0 {
+                seen.push_str(&format!(
+                    "; {} evicted by the store before the check, not seen",
+                    words::plural(evicted, what)
+                ));
+            }
             Outcome::new(e.name(), passed, seen)
         })
         .collect();

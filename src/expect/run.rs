@@ -44,6 +44,10 @@ pub struct Run<'a> {
     pub seed: u64,
     /// When the run ended, if the caller knows; see [`Run::end`].
     pub ended: Option<SystemTime>,
+    /// Messages the store evicted before the check (its `max_messages`): not seen.
+    pub evicted_messages: u64,
+    /// Events the store evicted before the check (its `max_events`): not seen.
+    pub evicted_events: u64,
 }
 
 impl<'a> Run<'a> {
@@ -61,6 +65,8 @@ impl<'a> Run<'a> {
             outages,
             seed,
             ended: None,
+            evicted_messages: 0,
+            evicted_events: 0,
         }
     }
 
@@ -70,6 +76,18 @@ impl<'a> Run<'a> {
     pub fn ending_at(self, ended: SystemTime) -> Self {
         Self {
             ended: Some(ended),
+            ..self
+        }
+    }
+
+    /// The same run, whose store evicted `messages` and `events` before the check (the
+    /// store's [`StoreStats`](crate::store::StoreStats)): the outcomes that read them say
+    /// so, as what they saw is then short.
+    #[must_use]
+    pub fn evicted(self, messages: u64, events: u64) -> Self {
+        Self {
+            evicted_messages: messages,
+            evicted_events: events,
             ..self
         }
     }

@@ -398,3 +398,27 @@ fn the_builders_make_what_a_scenario_file_says() {
     }
     assert_eq!(built[..], file.expect[..]);
 }
+
+#[test]
+fn what_the_store_evicted_is_said_where_it_is_missed() {
+    let messages = [message(1, "mx1", t(0), Folder::Inbox)];
+    let run = Run::new(&[], &messages, &[], 1).evicted(3, 40);
+    let report = evaluate(
+        &[Expectation::accepted(4), Expectation::respects_blocks()],
+        &run,
+    );
+    assert_eq!(
+        report.outcomes[0].seen,
+        "1 accepted, expected exactly 4; 3 messages evicted by the store before the check, \
+         not seen"
+    );
+    assert_eq!(
+        report.outcomes[1].seen,
+        "never blocked; 40 events evicted by the store before the check, not seen"
+    );
+    let whole = evaluate(
+        &[Expectation::accepted(1)],
+        &Run::new(&[], &messages, &[], 1),
+    );
+    assert_eq!(whole.outcomes[0].seen, "1 accepted, expected exactly 1");
+}
