@@ -6,10 +6,9 @@
 //! the clock, wait for messages and steer the policy; it checks [`Expectation`]s when it
 //! is dropped.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::{Bound, Deref, RangeBounds};
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -17,8 +16,9 @@ use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::config::{ClockMode, Config};
+use crate::expect::{Expectation, Report, Run, evaluate};
 use crate::inspect::{Handle, Local};
-use crate::reply::{Generation, ReplyKind};
+use crate::reply::Generation;
 use crate::server::{Server, StartError};
 use crate::store::Store;
 
@@ -218,20 +218,24 @@ impl QqMx {
         self.lock_expectations().push(expectation);
     }
 
-    /// Checks the expectations now.
+    /// Checks the expectations now, over the messages and events the store holds (an
+    /// outcome says how many its caps evicted), as `qqmx run` checks a scenario's: the
+    /// same events give the same report text. The run ends now, by the server's clock;
+    /// the embedded server records no MX outages, so `failover` does not hold here.
     ///
     /// # Errors
     ///
-    /// A [`Report`] of the ones that failed.
+    /// The [`Report`] of every expectation, naming the config's seed, when one failed.
     pub fn verify(&self) -> Result<(), Report> {
-        let stats = self.stats();
-        let counts = self.store().reply_counts();
-        check(
-            &self.lock_expectations(),
-            stats.accepted_total,
-            &counts,
-            self.config().seed,
-        )
+        let expectations = self.lock_expectations();
+        if expectations.is_empty() {
+            return Ok(());
+        }
+        let (events, messages, stats) = (self.events(), self.messages(), self.stats());
+        let run = Run::new(&events, &messages, &[], self.config().seed)
+            .ending_at(self.now())
+            .evicted(stats.messages_evicted, stats.events_evicted);
+        evaluate(&expectations, &run).into_result()
     }
 
     /// QQ user `recipient` blocks mail from `sender` (an address or a domain): it is
@@ -290,234 +294,6 @@ impl fmt::Debug for QqMx {
             .finish()
     }
 }
-
-/// Checks `expectations` against what a server saw: how many messages it accepted and
-/// how many replies of each kind its event log holds.
-pub(crate) fn check(
-    expectations: &[Expectation],
-    accepted: u64,
-    counts: &BTreeMap<ReplyKind, usize>,
-    seed: u64,
-) -> Result<(), Report> {
-    let failures: Vec<String> = expectations
-        .iter()
-        .filter_map(|e| {
-            let got = match e.what {
-                What::Accepted => usize::try_from(accepted).unwrap_or(usize::MAX),
-                What::Replies(kind) => counts.get(&kind).copied().unwrap_or(0),
-            };
-            (!e.times.contains(got)).then(|| e.failure(got))
-        })
-        .collect();
-    if failures.is_empty() {
-        return Ok(());
-    }
-    Err(Report {
-        failures,
-        total: expectations.len(),
-        seed,
-        replies: counts
-            .iter()
-            .map(|(kind, n)| format!("{kind} ×{n}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        accepted,
-    })
-}
-
-/// Expectations that were not met, with what the server saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    failures: Vec<String>,
-    total: usize,
-    seed: u64,
-    replies: String,
-    accepted: u64,
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "qqmx: {} of {} expectations not met (seed {}):",
-            self.failures.len(),
-            self.total,
-            self.seed
-        )?;
-        for failure in &self.failures {
-            writeln!(f, "  - {failure}")?;
-        }
-        let replies = if self.replies.is_empty() {
-            "none"
-        } else {
-            &self.replies
-        };
-        write!(
-            f,
-            "qqmx accepted {} messages; replies sent: {replies}",
-            self.accepted
-        )
-    }
-}
-
-impl std::error::Error for Report {}
-
-impl Report {
-    /// The same report, naming `seed` as the seed in force.
-    #[cfg(feature = "remote")]
-    pub(crate) fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-}
-
-/// Something the test expects the server to have seen by the end.
-///
-/// ```
-/// use qqmx::{Expectation, ReplyKind};
-///
-/// let exactly_three = Expectation::accepted(3);
-/// let some_unknown = Expectation::replies(ReplyKind::MailboxNotFound, 1..)
-///     .named("the list has a stale address");
-/// # let _ = (exactly_three, some_unknown);
-/// ```
-#[derive(Debug, Clone)]
-#[must_use = "an expectation does nothing until passed to `QqMx::expect`"]
-pub struct Expectation {
-    what: What,
-    times: Times,
-    name: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum What {
-    Accepted,
-    Replies(ReplyKind),
-}
-
-impl Expectation {
-    /// The number of messages accepted (answered 250 at end of data).
-    pub fn accepted(times: impl Into<Times>) -> Self {
-        Self {
-            what: What::Accepted,
-            times: times.into(),
-            name: None,
-        }
-    }
-
-    /// The number of replies of `kind` sent.
-    pub fn replies(kind: ReplyKind, times: impl Into<Times>) -> Self {
-        Self {
-            what: What::Replies(kind),
-            times: times.into(),
-            name: None,
-        }
-    }
-
-    /// Names the expectation in the report.
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    fn failure(&self, got: usize) -> String {
-        let what = match self.what {
-            What::Accepted => "accepted messages".to_owned(),
-            What::Replies(kind) => format!("`{kind}` replies"),
-        };
-        let name = self
-            .name
-            .as_ref()
-            .map_or_else(String::new, |n| format!("{n:?}: "));
-        format!("{name}expected {} {what}, got {got}", self.times)
-    }
-}
-
-/// How many times something may happen: a number or a range.
-///
-/// ```
-/// use qqmx::Times;
-/// assert!(Times::from(2).contains(2));
-/// assert!(Times::from(1..).contains(50));
-/// assert!(!Times::from(..=3).contains(4));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Times {
-    min: usize,
-    max: Option<usize>,
-}
-
-impl Times {
-    /// Whether `n` is allowed.
-    pub fn contains(&self, n: usize) -> bool {
-        n >= self.min && self.max.is_none_or(|max| n <= max)
-    }
-
-    fn from_bounds(range: impl RangeBounds<usize>) -> Self {
-        let min = match range.start_bound() {
-            Bound::Included(&n) => n,
-            Bound::Excluded(&n) => n + 1,
-            Bound::Unbounded => 0,
-        };
-        let max = match range.end_bound() {
-            Bound::Included(&n) => Some(n),
-            Bound::Excluded(&n) => Some(n.saturating_sub(1)),
-            Bound::Unbounded => None,
-        };
-        Self { min, max }
-    }
-}
-
-impl fmt::Display for Times {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.max {
-            Some(max) if max == self.min => write!(f, "exactly {max}"),
-            Some(max) if self.min == 0 => write!(f, "at most {max}"),
-            Some(max) => write!(f, "between {} and {max}", self.min),
-            None => write!(f, "at least {}", self.min),
-        }
-    }
-}
-
-impl From<usize> for Times {
-    fn from(n: usize) -> Self {
-        Self {
-            min: n,
-            max: Some(n),
-        }
-    }
-}
-
-impl From<u64> for Times {
-    fn from(n: u64) -> Self {
-        Self::from(usize::try_from(n).unwrap_or(usize::MAX))
-    }
-}
-
-impl From<i32> for Times {
-    /// Integer literals; negative numbers mean zero.
-    fn from(n: i32) -> Self {
-        Self::from(usize::try_from(n).unwrap_or(0))
-    }
-}
-
-macro_rules! times_from_range {
-    ($($range:ty),*) => {$(
-        impl From<$range> for Times {
-            fn from(range: $range) -> Self {
-                Self::from_bounds(range)
-            }
-        }
-    )*};
-}
-
-times_from_range!(
-    std::ops::Range<usize>,
-    std::ops::RangeInclusive<usize>,
-    std::ops::RangeFrom<usize>,
-    std::ops::RangeTo<usize>,
-    std::ops::RangeToInclusive<usize>
-);
 
 /// What the embedded server and a sidecar's `Remote` client (feature `remote`) have in
 /// common, so that a test can be written once and switched between the two by changing

@@ -296,7 +296,7 @@ impl Backend for Local {
 /// use std::net::IpAddr;
 /// use std::time::Duration;
 /// use qqmx::QqMx;
-/// use qqmx::policy::{QuotaName, Window};
+/// use qqmx::units::{QuotaName, Window};
 ///
 /// let server = QqMx::start();
 /// let client = IpAddr::from([127, 0, 0, 3]);
@@ -394,7 +394,7 @@ impl Handle {
     ///
     /// ```
     /// # let server = qqmx::QqMx::start();
-    /// use qqmx::policy::IpNet;
+    /// use qqmx::units::IpNet;
     /// let range: IpNet = "127.0.1.0/24".parse().expect("a CIDR range");
     /// server.blacklist_ip(range, Some(server.now() + std::time::Duration::from_secs(3600)));
     /// server.unblacklist_ip(range);
@@ -495,7 +495,7 @@ impl Handle {
     ///
     /// ```
     /// use qqmx::chaos::{Fault, FaultKind};
-    /// use qqmx::policy::Stage;
+    /// use qqmx::units::Stage;
     /// let server = qqmx::QqMx::start();
     /// server.set_faults(vec![Fault::new(FaultKind::Close).at(Stage::Rcpt)]);
     /// ```

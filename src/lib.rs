@@ -29,6 +29,8 @@
 //! - [`Server`]: the listener, accept loop and graceful shutdown.
 //! - [`Handle`]: inspection and control (messages, events, the clock, the policy),
 //!   written once over an in-process server or a sidecar.
+//! - [`expect`]: [`Expectation`]s over the events and messages of a run, one [`Report`]
+//!   format for the embedded server, a sidecar's client and scenario runs.
 //! - [`QqMx`]: the embedded server for tests, with [`Expectation`]s checked on drop.
 //! - `control` (feature `control`): the sidecar's HTTP JSON API and Prometheus metrics.
 //! - `remote` (feature `remote`): a client for a sidecar; it and [`QqMx`] both give a
@@ -50,6 +52,7 @@ pub mod config;
 pub mod control;
 mod embedded;
 pub mod event;
+pub mod expect;
 pub mod fuzzing;
 mod inspect;
 pub mod policy;
@@ -73,8 +76,9 @@ pub mod units;
 
 pub use clock::Clock;
 pub use config::{Config, ConfigError};
-pub use embedded::{Builder, Expectation, Mx, QqMx, Report, Times};
+pub use embedded::{Builder, Mx, QqMx};
 pub use event::{CloseReason, Event, EventKind};
+pub use expect::{Expectation, Report, Times};
 pub use inspect::{Handle, WaitError};
 pub use proxy::ProxyError;
 pub use reply::{Generation, Reply, ReplyKind};

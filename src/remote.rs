@@ -28,7 +28,6 @@
 //! `HTTP_PROXY` variables, and gives up on a request after 30 seconds. The sidecar's API
 //! shows times to the microsecond, so the times a `Remote` returns are truncated to it.
 
-use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -43,10 +42,10 @@ use serde_json::{Value, json};
 
 use crate::chaos::Fault;
 use crate::clock::Rfc3339;
-use crate::embedded::{Expectation, Mx, Report, check, sealed};
+use crate::embedded::{Mx, sealed};
+use crate::expect::{Expectation, Report, Run, evaluate};
 use crate::inspect::{Backend, Command, Handle, Pending, Refusal};
 use crate::policy::BlockInfo;
-use crate::reply::ReplyKind;
 use crate::store::{Event, Message, StoreStats};
 
 /// Why a request to the sidecar failed.
@@ -150,7 +149,6 @@ struct EventList {
 #[derive(Deserialize)]
 struct Stats {
     store: StoreStats,
-    replies: BTreeMap<ReplyKind, usize>,
 }
 
 #[derive(Deserialize)]
@@ -246,20 +244,22 @@ impl Remote {
         self.lock_expectations().push(expectation);
     }
 
-    /// Checks the expectations now against what the sidecar saw.
+    /// Checks the expectations now, here, over the sidecar's events and messages.
     ///
     /// # Errors
     ///
-    /// A [`Report`] of the ones that failed, worded as the embedded server's.
+    /// The [`Report`] of every expectation, naming the seed in force now, when one failed.
     pub fn verify(&self) -> Result<(), Report> {
-        let stats: Stats = must(self.get("/api/v1/stats"));
         let expectations = self.lock_expectations();
-        check(&expectations, stats.store.accepted_total, &stats.replies, 0).map_err(|report| {
-            // The seed of the config in force now: a config or scenario may have been
-            // loaded since this client connected.
-            let info: Info = must(self.get("/api/v1/info"));
-            report.with_seed(info.seed)
-        })
+        if expectations.is_empty() {
+            return Ok(());
+        }
+        let info: Info = must(self.get("/api/v1/info"));
+        let (events, messages, stats) = (self.events(), self.messages(), self.stats());
+        let run = Run::new(&events, &messages, &[], info.seed)
+            .ending_at(self.now())
+            .evicted(stats.messages_evicted, stats.events_evicted);
+        evaluate(&expectations, &run).into_result()
     }
 
     /// Takes MX host `mx` down (its port refuses connections) or brings it back.

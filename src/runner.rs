@@ -26,9 +26,8 @@ use tokio::process::Command;
 use tracing::info;
 
 use crate::config::ListenerConfig;
-use crate::scenario::Scenario;
-use crate::scenario::expect::{Run, evaluate};
-use crate::scenario::report::Report;
+use crate::expect::{Run, evaluate};
+use crate::scenario::{RunReport, Scenario};
 use crate::server::Server;
 use crate::sidecar::{Sidecar, SidecarError, SidecarOptions};
 use crate::timeline::Timeline;
@@ -60,7 +59,7 @@ impl Default for RunOptions {
 }
 
 /// Why a run could not take place or its reports not be written (a failed expectation is
-/// not an error: see [`Report::passed`]).
+/// not an error: see [`RunReport::passed`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
@@ -94,7 +93,7 @@ pub async fn run(
     scenario: &Scenario,
     path: &Path,
     options: &RunOptions,
-) -> Result<Report, RunError> {
+) -> Result<RunReport, RunError> {
     let mut config = scenario.config.clone();
     config.seed = scenario.seed;
     for listener in config.listeners.0.values_mut() {
@@ -190,12 +189,15 @@ pub async fn run(
     let events = server.store().events();
     let messages = server.store().messages();
     let outages = timeline.outages(ended);
-    let outcomes = evaluate(
+    let stats = server.store().stats();
+    let report = evaluate(
         &scenario.expectations,
-        &Run::new(&events, &messages, &outages, scenario.seed).ending_at(ended),
+        &Run::new(&events, &messages, &outages, scenario.seed)
+            .ending_at(ended)
+            .evicted(stats.messages_evicted, stats.events_evicted),
     );
-    Ok(Report::new(
-        scenario, outcomes, started, ended, &messages, &events, status,
+    Ok(RunReport::new(
+        scenario, report, started, ended, &messages, &events, status,
     ))
 }
 
@@ -291,7 +293,7 @@ fn progress(server: &Server, scenario: &Scenario, started: SystemTime, timeline:
 pub fn write_reports(
     dir: &Path,
     scenario: &Scenario,
-    report: &Report,
+    report: &RunReport,
 ) -> Result<(PathBuf, PathBuf), RunError> {
     let failed = |path: &Path| {
         let path = path.to_owned();

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::scenario::expect::Outage;
+use crate::expect::Outage;
 use crate::scenario::{Phase, Scenario};
 use crate::server::Server;
 use crate::units::{IpNet, duration_text};

@@ -6,6 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::deliver;
+use qqmx::chaos::{Fault, FaultKind};
+use qqmx::expect::{Run, evaluate};
+use qqmx::scenario::{RunReport, Scenario};
+use qqmx::units::Stage;
 use qqmx::{Clock, Config, Expectation, QqMx, ReplyKind, Times};
 
 fn deliver_blocking(server: &QqMx, to: &str) -> String {
@@ -75,18 +79,20 @@ fn expectations_report_what_failed_and_what_was_seen() {
 
     assert_eq!(
         report.to_string(),
-        "qqmx: 2 of 3 expectations not met (seed 9):\n  \
-         - expected exactly 3 accepted messages, got 1\n  \
-         - \"stale list\": expected at least 1 `mailbox_not_found` replies, got 0\n\
-         qqmx accepted 1 messages; replies sent: greeting ×1, ehlo ×1, mail_ok ×1, \
-         rcpt_ok ×1, data_start ×1, queued ×1, bye ×1"
+        "qqmx: 1 of 3 expectations held\n  \
+         ✗ FAIL accepted exactly 3: 1 accepted, expected exactly 3\n  \
+         ✗ FAIL stale list: 0 `mailbox_not_found` replies, expected at least 1\n  \
+         ✓ ok   `queued` replies at most 1: 1 `queued` reply, expected at most 1\n  \
+         replay with seed 9\n"
     );
+    assert_eq!((report.seed, report.failures()), (9, 2));
+    assert!(report.outcomes[2].passed);
     server.reset();
 }
 
 #[test]
 #[should_panic(
-    expected = "qqmx: 1 of 1 expectations not met (seed 0):\n  - expected between 1 and 2 accepted messages, got 0\n"
+    expected = "qqmx: 0 of 1 expectations held\n  ✗ FAIL accepted between 1 and 2: 0 accepted, expected between 1 and 2\n  replay with seed 0\n"
 )]
 fn failed_expectations_panic_on_drop() {
     let server = QqMx::start();
@@ -181,6 +187,18 @@ fn the_store_cap_evicts_and_counts() {
     );
     let ids: Vec<u64> = server.messages().iter().map(|m| m.id).collect();
     assert_eq!(ids, [4, 5]);
+
+    // Expectations see what the store holds, and say what it evicted.
+    server.expect(Expectation::accepted(5));
+    let report = server.verify().expect_err("three were evicted").to_string();
+    assert!(
+        report.contains(
+            "✗ FAIL accepted exactly 5: 2 accepted, expected exactly 5; 3 messages evicted by \
+             the store before the check, not seen\n"
+        ),
+        "{report}"
+    );
+    server.reset();
 }
 
 #[test]
@@ -319,4 +337,155 @@ async fn personal_blocks_backscatter_and_ip_listings_are_typed_calls() {
             .map(|d| d.rule.to_string()),
         Some("content.backscatter".to_owned())
     );
+}
+
+// ---- behaviour: the checks that tell a good sender from a naive one -------------------
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Whether qqmx refused something in a delivery's transcript.
+fn refused(transcript: &str) -> bool {
+    transcript
+        .lines()
+        .any(|line| line.starts_with("S: 4") || line.starts_with("S: 5"))
+}
+
+/// Sends `n` messages to one recipient, one after another. Refused, a polite sender waits
+/// ten minutes (by the server's clock) before it sends again; a naive one goes on.
+fn send_newsletter(server: &QqMx, n: usize, polite: bool) {
+    for _ in 0..n {
+        let transcript = deliver_blocking(server, "10001@qq.com");
+        if polite && refused(&transcript) {
+            server.advance(10 * MINUTE);
+        }
+    }
+}
+
+/// Two messages a minute per IP, then a five-minute block.
+fn two_a_minute() -> Config {
+    Config::from_toml("[quotas.ip_messages]\nminute = { limit = 2, block = \"5m\" }\n")
+        .expect("config")
+}
+
+#[test]
+fn respects_blocks_passes_a_polite_sender_and_fails_a_naive_one() {
+    let polite = QqMx::builder().config(two_a_minute()).seed(99).start();
+    polite.expect(Expectation::respects_blocks());
+    send_newsletter(&polite, 5, true);
+    assert_eq!(polite.verify(), Ok(()));
+    assert_eq!(polite.messages().len(), 4, "one refused, four sent");
+
+    let naive = QqMx::builder().config(two_a_minute()).seed(99).start();
+    naive.expect(Expectation::respects_blocks());
+    send_newsletter(&naive, 5, false);
+    let report = naive.verify().expect_err("two attempts while blocked");
+    let text = report.to_string();
+    assert!(
+        text.contains(
+            "  ✗ FAIL respects blocks (at most 0 attempts while blocked): 2 attempts from \
+             127.0.0.1 while ip:127.0.0.1 was blocked until "
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("\n  replay with seed 99\n"), "{text}");
+    naive.reset();
+}
+
+#[test]
+fn retries_passes_a_patient_sender_and_fails_a_hasty_one() {
+    for patient in [true, false] {
+        let server = QqMx::builder().seed(5).start();
+        let mut greylist = Fault::new(FaultKind::Greylist).at(Stage::Rcpt);
+        greylist.attempts = Some(1);
+        server.set_faults(vec![greylist]);
+        server.expect(
+            Expectation::retries()
+                .min_delay(5 * MINUTE)
+                .max_delay(60 * MINUTE),
+        );
+        server.expect(Expectation::accepted(1));
+
+        assert!(refused(&deliver_blocking(&server, "10001@qq.com")));
+        if patient {
+            server.advance(10 * MINUTE);
+        }
+        assert!(!refused(&deliver_blocking(&server, "10001@qq.com")));
+
+        if patient {
+            assert_eq!(server.verify(), Ok(()));
+            continue;
+        }
+        let text = server.verify().expect_err("retried at once").to_string();
+        assert!(
+            text.contains(
+                "  ✗ FAIL retries after a temporary failure no sooner than 5m no later than 1h: \
+                 retry of 10001@qq.com 0s after a 451 at "
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("\n  replay with seed 5\n"), "{text}");
+        server.reset();
+    }
+}
+
+#[test]
+fn the_embedded_report_is_the_text_qqmx_run_prints_for_the_same_events() {
+    let scenario = Scenario::from_toml(
+        r#"
+name = "blocks"
+seed = 99
+duration = "1h"
+[config.quotas.ip_messages]
+minute = { limit = 2, block = "5m" }
+[[expect]]
+kind = "respects_blocks"
+[[expect]]
+kind = "accepted"
+min = 2
+"#,
+    )
+    .expect("scenario");
+    // (a) The embedded server, with the scenario's config and the same expectations
+    // built in Rust.
+    let server = QqMx::builder()
+        .config(scenario.config.clone())
+        .seed(scenario.seed)
+        .start();
+    let started = server.now();
+    server.expect(Expectation::respects_blocks());
+    server.expect(Expectation::accepted(2..));
+    send_newsletter(&server, 5, false);
+    let embedded = server.verify().expect_err("the naive sender").to_string();
+
+    // (b) The same events, checked as `qqmx run` checks them: the scenario's expectations
+    // as read from its file, evaluated over the log, in the run's report.
+    let (events, messages) = (server.events(), server.messages());
+    let ended = server.now();
+    let run = Run::new(&events, &messages, &[], scenario.seed).ending_at(ended);
+    let report = evaluate(&scenario.expectations, &run);
+    let printed =
+        RunReport::new(&scenario, report, started, ended, &messages, &events, None).to_string();
+
+    assert!(
+        printed.starts_with("scenario blocks: FAILED (2 accepted, "),
+        "{printed}"
+    );
+    let (_, expectations) = printed.split_once('\n').expect("a first line");
+    assert_eq!(expectations, embedded);
+    assert!(
+        embedded.starts_with(
+            "qqmx: 1 of 2 expectations held\n  \
+             ✗ FAIL respects blocks (at most 0 attempts while blocked): 2 attempts from \
+             127.0.0.1 while ip:127.0.0.1 was blocked until "
+        ),
+        "{embedded}"
+    );
+    assert!(
+        embedded.ends_with(
+            "\n  ✓ ok   accepted at least 2: 2 accepted, expected at least 2\n  \
+             replay with seed 99\n"
+        ),
+        "{embedded}"
+    );
+    server.reset();
 }

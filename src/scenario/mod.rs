@@ -5,7 +5,8 @@
 //! MX host that goes away, a slow link) and what a well-behaved sender does about them.
 //! `qqmx run SCENARIO -- COMMAND...` plays one against a real sender and checks the
 //! expectations against the event log; `qqmx check` validates files. Nothing here
-//! behaves: [`expect`] evaluates expectations over events, the runner plays timelines.
+//! behaves: [`expect`](crate::expect) evaluates expectations over events, the runner
+//! plays timelines, and [`report`] writes what a run showed.
 //!
 //! ```
 //! let scenario = qqmx::scenario::Scenario::from_toml(r#"
@@ -25,7 +26,6 @@
 //! assert_eq!(scenario.phases[0].mx_down, ["mx1"]);
 //! ```
 
-pub mod expect;
 pub mod report;
 
 use std::path::Path;
@@ -36,10 +36,10 @@ use serde::{Deserialize, Serialize};
 use crate::chaos::Fault;
 use crate::clock::{Clock, parse_rfc3339};
 use crate::config::{Config, ConfigError, DEFAULT_START, Problem, parse_toml};
+use crate::expect::Expectation;
 use crate::units::{IpNet, QuotaName, Window, duration_text};
 
-pub use expect::{Expect, ExpectKind, Outage, Outcome, RetryAfter, Run, evaluate};
-pub use report::Report;
+pub use report::RunReport;
 
 /// One scenario file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,7 +75,7 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     /// What a well-behaved sender does.
     #[serde(default, rename = "expect")]
-    pub expectations: Vec<Expect>,
+    pub expectations: Vec<Expectation>,
 }
 
 /// How time passes in a scenario.
@@ -347,7 +347,8 @@ impl Scenario {
             fault.check().or_else(|m| err("fault", "kind", m))?;
         }
         for e in &self.expectations {
-            e.check().or_else(|m| err("expect", "kind", m))?;
+            e.check()
+                .or_else(|m| err("expect", "kind", m.to_string()))?;
         }
         Ok(())
     }

@@ -1,11 +1,12 @@
 //! The report of a scenario run: readable text ([`Display`](fmt::Display)), JSON and
 //! JUnit XML.
 //!
-//! [`Report`] is plain data and `Serialize`: the JSON form is serde's. [`Report::to_json`]
-//! needs serde_json, which the crate only brings with the `control` (or `remote`)
-//! feature, so it exists only then (`qqmx run` has it); a caller without either
-//! serializes the report with the serializer it has. The text and the XML are written by
-//! hand and need nothing.
+//! [`RunReport`] is plain data and `Serialize`: the JSON form is serde's.
+//! [`RunReport::to_json`] needs serde_json, which the crate only brings with the
+//! `control` (or `remote`) feature, so it exists only then (`qqmx run` has it); a caller
+//! without either serializes the report with the serializer it has. The text and the XML
+//! are written by hand and need nothing. The text's lines after the first are the
+//! expectations' [`Report`], as the embedded server's `verify` gives it.
 
 use std::fmt;
 use std::process::ExitStatus;
@@ -13,15 +14,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::{Outcome, Scenario};
+use super::Scenario;
 use crate::clock::{Rfc3339, unix_secs};
 use crate::event::{Event, EventKind};
+use crate::expect::{Outcome, Report};
 use crate::store::Message;
 
-/// What a run of a scenario showed.
+/// What a run of a scenario showed: the expectations' [`Report`] (its seed, whether it
+/// passed, its outcomes) with the run's times, counts and the sender's exit code.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
-pub struct Report {
+pub struct RunReport {
     /// The scenario's name.
     pub scenario: String,
     /// Its seed: the same seed replays the same random draws.
@@ -45,11 +48,11 @@ pub struct Report {
     pub exit_code: Option<i32>,
 }
 
-impl Report {
-    /// The report of a run of `scenario` that ended with `outcomes`.
+impl RunReport {
+    /// The report of a run of `scenario` whose expectations gave `report`.
     pub fn new(
         scenario: &Scenario,
-        outcomes: Vec<Outcome>,
+        report: Report,
         started: SystemTime,
         ended: SystemTime,
         messages: &[Message],
@@ -62,9 +65,9 @@ impl Report {
             .count();
         Self {
             scenario: scenario.name.clone(),
-            seed: scenario.seed,
-            passed: outcomes.iter().all(|o| o.passed),
-            outcomes,
+            seed: report.seed,
+            passed: report.passed,
+            outcomes: report.outcomes,
             started,
             ended,
             accepted: messages.len(),
@@ -78,7 +81,13 @@ impl Report {
         self.outcomes.iter().filter(|o| !o.passed).count()
     }
 
-    /// The report as pretty-printed JSON: the fields of [`Report`], times in RFC 3339.
+    /// The expectations' report: the same text `verify` of the embedded server gives for
+    /// the same events.
+    pub fn expectations(&self) -> Report {
+        Report::new(self.seed, self.outcomes.clone())
+    }
+
+    /// The report as pretty-printed JSON: the fields of [`RunReport`], times in RFC 3339.
     #[cfg(any(feature = "control", feature = "remote"))]
     pub fn to_json(&self) -> String {
         // Plain data with string keys: serializing it cannot fail.
@@ -144,11 +153,11 @@ impl Report {
     }
 }
 
-/// One line per expectation, `✓ ok` or `✗ FAIL`, its name and what was seen; on a
-/// failure, a last line with the seed that replays the run.
-impl fmt::Display for Report {
+/// A line with the scenario, whether it passed, its counts, times and the sender's exit
+/// code, then the expectations' [`Report`], as `verify` prints it.
+impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        write!(
             f,
             "scenario {}: {} ({} accepted, {} rejected, {} to {})",
             self.scenario,
@@ -158,20 +167,11 @@ impl fmt::Display for Report {
             to_the_second(self.started),
             to_the_second(self.ended),
         )?;
-        for o in &self.outcomes {
-            let mark = if o.passed { "✓ ok  " } else { "✗ FAIL" };
-            writeln!(f, "  {mark} {}: {}", o.name, o.seen)?;
-        }
-        let held = self.outcomes.len() - self.failures();
-        write!(f, "  {held} of {} expectations held", self.outcomes.len())?;
         match self.exit_code {
             Some(code) => writeln!(f, "; the sender exited with {code}")?,
             None => writeln!(f)?,
         }
-        if !self.passed {
-            writeln!(f, "  replay with seed {}", self.seed)?;
-        }
-        Ok(())
+        write!(f, "{}", self.expectations())
     }
 }
 
@@ -213,9 +213,9 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn report(outcomes: Vec<Outcome>) -> Report {
+    fn report(outcomes: Vec<Outcome>) -> RunReport {
         let started = UNIX_EPOCH + Duration::from_secs(1_748_826_000);
-        Report {
+        RunReport {
             scenario: "blocks <&> \"co\"".into(),
             seed: 99,
             passed: outcomes.iter().all(|o| o.passed),
@@ -228,7 +228,7 @@ mod tests {
         }
     }
 
-    fn mixed() -> Report {
+    fn mixed() -> RunReport {
         report(vec![
             Outcome::new(
                 "accepted at least 1",
@@ -323,7 +323,8 @@ mod tests {
         assert!(
             text.starts_with(
                 "scenario blocks <&> \"co\": FAILED (3 accepted, 5 rejected, \
-                 2025-06-02T01:00:00Z to 2025-06-02T01:10:00Z)\n"
+                 2025-06-02T01:00:00Z to 2025-06-02T01:10:00Z); the sender exited with 0\n\
+                 qqmx: 1 of 2 expectations held\n"
             ),
             "{text}"
         );
@@ -337,11 +338,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(
-            text.contains("  1 of 2 expectations held; the sender exited with 0\n"),
-            "{text}"
-        );
         assert!(text.ends_with("  replay with seed 99\n"), "{text}");
+        // After the first line, the text `verify` gives for the same outcomes.
+        let expectations = mixed().expectations().to_string();
+        assert!(text.ends_with(&expectations), "{text}");
 
         let passed = report(vec![Outcome::new(
             "accepted at least 1",
@@ -375,9 +375,9 @@ mod tests {
             }),
         };
         let events = [event(220), event(451), event(550), event(354)];
-        let report = Report::new(
+        let report = RunReport::new(
             &scenario,
-            vec![Outcome::new("a", false, "b")],
+            Report::new(scenario.seed, vec![Outcome::new("a", false, "b")]),
             at,
             at,
             &[],
