@@ -20,9 +20,10 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::chaos::Fault;
+use crate::event::{Event, EventKind};
 use crate::policy::{BlockInfo, Decision};
 use crate::server::Server;
-use crate::store::{Event, EventKind, Folder, Message, Store, StoreStats};
+use crate::store::{Folder, Message, Store, StoreStats};
 use crate::units::{IpNet, QuotaName, Window};
 
 /// A change to the policy in force, as a handle asks for it and a route of the control

@@ -43,10 +43,11 @@ use serde_json::{Value, json};
 use crate::chaos::Fault;
 use crate::clock::Rfc3339;
 use crate::embedded::{Mx, sealed};
+use crate::event::Event;
 use crate::expect::{Expectation, Report, Run, evaluate};
 use crate::inspect::{Backend, Command, Handle, Pending, Refusal};
 use crate::policy::BlockInfo;
-use crate::store::{Event, Message, StoreStats};
+use crate::store::{Message, StoreStats};
 
 /// Why a request to the sidecar failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@
 //! pushes at a time and never across an `.await`, and the embedded API reads it from
 //! threads outside any runtime.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::config::StoreConfig;
-pub(crate) use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind};
 use crate::reply::ReplyKind;
 
 mod message;
@@ -242,8 +242,8 @@ impl Store {
         self.state().tally.snapshot()
     }
 
-    /// Replies sent since the store was made, by kind; unlike
-    /// [`reply_counts`](Self::reply_counts) these survive eviction and
+    /// Replies sent since the store was made, by kind; unlike the
+    /// [`tally`](Self::tally) of the events held, these survive eviction and
     /// [`clear`](Self::clear), as a metric's counters must.
     pub fn replies_total(&self) -> std::collections::BTreeMap<ReplyKind, u64> {
         nonzero(&self.state().replies_total)
@@ -349,11 +349,6 @@ impl Store {
             events: state.events.len(),
             ..state.stats
         }
-    }
-
-    /// Counts of replies in the event log, by kind.
-    pub fn reply_counts(&self) -> BTreeMap<ReplyKind, usize> {
-        self.tally().replies
     }
 
     /// Forgets every message and event (ids keep counting up).
