@@ -15,27 +15,31 @@
 //!
 //! # The parts
 //!
-//! Data flows one way through these layers; each uses only those above it.
+//! Data flows one way through these layers, bottom first; each uses only those before it
+//! (`tests/layers.rs` checks the module graph).
 //!
 //! - [`clock`]: [`Clock`], system time or a manual clock a test advances; the only
-//!   source of time.
-//! - [`units`]: the vocabulary the layers share: stages, IP networks, calendar windows,
-//!   quota names, durations as text.
+//!   source of time. [`units`]: the vocabulary the layers share (stages, IP networks,
+//!   calendar windows, quota names, durations as text). [`reply`]: the catalogue of every
+//!   line qqmx sends, per QQ [`Generation`], and [`provenance`]: where each comes from.
 //! - [`config`]: [`Config`], the serde model of a TOML config, with clear errors.
-//! - [`reply`]: the catalogue of every line qqmx sends, per QQ [`Generation`].
-//! - [`policy`]: pure decisions (address syntax, mailboxes, limits); no I/O.
-//! - [`store`]: accepted [`Message`]s and the [`Event`] log, bounded in memory.
+//! - [`policy`]: pure decisions (address syntax, mailboxes, limits); no I/O. Its
+//!   remembered state sits in owners behind small traits. [`auth`]: SPF, DKIM and DMARC.
+//!   [`chaos`]: faults.
+//! - [`event`]: what happened, in typed fields ([`Event`], [`EventKind`]).
+//! - [`store`]: accepted [`Message`]s and the event log, bounded in memory.
+//! - [`expect`]: [`Expectation`]s over the events and messages of a run, with one
+//!   [`Report`] format for the embedded server, a sidecar's client and scenario runs.
 //! - `session` (private): the SMTP state machine over any async stream, STARTTLS.
-//! - [`Server`]: the listener, accept loop and graceful shutdown.
+//! - [`scenario`]: the chaos scenario model (phases, `[[expect]]`).
+//! - [`Server`]: the listeners, accept loops and graceful shutdown.
 //! - [`Handle`]: inspection and control (messages, events, the clock, the policy),
 //!   written once over an in-process server or a sidecar.
-//! - [`expect`]: [`Expectation`]s over the events and messages of a run, one [`Report`]
-//!   format for the embedded server, a sidecar's client and scenario runs.
-//! - [`QqMx`]: the embedded server for tests, with [`Expectation`]s checked on drop.
-//! - `control` (feature `control`): the sidecar's HTTP JSON API and Prometheus metrics.
-//! - `remote` (feature `remote`): a client for a sidecar; it and [`QqMx`] both give a
-//!   [`Handle`], and [`Mx`] is what the two share.
-//! - [`scenario`] and `runner` (feature `control`): chaos scenarios and `qqmx run`.
+//! - [`QqMx`]: the embedded server for tests, with [`Expectation`]s checked on drop;
+//!   `control` (feature `control`): the sidecar's HTTP JSON API and Prometheus metrics.
+//! - `sidecar` and `runner` (feature `control`): the one assembly of `qqmx serve` and
+//!   `qqmx run`; `remote` (feature `remote`): a client for a sidecar. [`QqMx`] and the
+//!   remote client both give a [`Handle`], and [`Mx`] is what the two share.
 //!
 //! The `qqmx` command-line tool (`serve`) is behind the `cli` feature, so a
 //! dev-dependency compiles only the library.
@@ -85,6 +89,7 @@ pub use reply::{Generation, Reply, ReplyKind};
 pub use server::{Server, StartError};
 pub use store::{Folder, Message};
 pub use tls::TlsError;
+pub use units::{IpNet, QuotaName, Stage, Window};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
