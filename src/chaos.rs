@@ -123,27 +123,24 @@ impl Fault {
     ///
     /// # Errors
     ///
-    /// What is wrong, in words.
-    pub fn check(&self) -> Result<(), String> {
-        let kind = self.kind.name();
+    /// A [`FaultError`] saying what is wrong.
+    pub fn check(&self) -> Result<(), FaultError> {
         if !(0.0..=1.0).contains(&self.probability) {
-            return Err(format!(
-                "{kind}: probability {} is not from 0 to 1",
-                self.probability
-            ));
+            return Err(FaultError::Probability {
+                kind: self.kind,
+                probability: self.probability,
+            });
         }
         match self.kind {
-            FaultKind::Tarpit if self.delay.is_none() => {
-                Err("tarpit: needs a `delay` such as \"30s\"".into())
-            }
+            FaultKind::Tarpit if self.delay.is_none() => Err(FaultError::NeedsDelay),
             FaultKind::SlowLink if self.bytes_per_second.is_none_or(|b| b == 0) => {
-                Err("slow_link: needs `bytes_per_second` above 0".into())
+                Err(FaultError::NeedsSpeed)
             }
             FaultKind::Greylist if self.attempts.is_none_or(|a| a == 0) => {
-                Err("greylist: needs `attempts` of 1 or more".into())
+                Err(FaultError::NeedsAttempts)
             }
             FaultKind::Greylist if self.stage.is_some_and(|s| s != Stage::Rcpt) => {
-                Err("greylist: applies at `rcpt` only".into())
+                Err(FaultError::GreylistStage)
             }
             _ => Ok(()),
         }
@@ -152,6 +149,32 @@ impl Fault {
     fn applies(&self, mx: &str) -> bool {
         self.mx.is_empty() || self.mx.iter().any(|m| m == mx)
     }
+}
+
+/// Why a [`Fault`]'s fields do not fit its kind.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FaultError {
+    /// The probability is outside 0..=1.
+    #[error("{}: probability {probability} is not from 0 to 1", kind.name())]
+    Probability {
+        /// The fault's kind.
+        kind: FaultKind,
+        /// The probability given.
+        probability: f64,
+    },
+    /// A tarpit without a delay.
+    #[error("tarpit: needs a `delay` such as \"30s\"")]
+    NeedsDelay,
+    /// A slow link without a speed.
+    #[error("slow_link: needs `bytes_per_second` above 0")]
+    NeedsSpeed,
+    /// Greylisting without a number of attempts.
+    #[error("greylist: needs `attempts` of 1 or more")]
+    NeedsAttempts,
+    /// Greylisting at another stage than RCPT.
+    #[error("greylist: applies at `rcpt` only")]
+    GreylistStage,
 }
 
 /// What the session does before a reply.

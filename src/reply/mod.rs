@@ -97,17 +97,20 @@ impl fmt::Display for Generation {
     }
 }
 
+/// A generation that is not `2017`, `2019` or `2025`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown generation `{0}`, expected \"2017\", \"2019\" or \"2025\"")]
+pub struct GenerationError(pub String);
+
 impl std::str::FromStr for Generation {
-    type Err = String;
+    type Err = GenerationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "2017" => Ok(Self::G2017),
             "2019" => Ok(Self::G2019),
             "2025" => Ok(Self::G2025),
-            other => Err(format!(
-                "unknown generation `{other}`, expected \"2017\", \"2019\" or \"2025\""
-            )),
+            other => Err(GenerationError(other.to_owned())),
         }
     }
 }

@@ -340,11 +340,15 @@ impl Scenario {
                 }
             }
             for fault in phase.faults.iter().flatten() {
-                fault.check().or_else(|m| err("phase", "faults", m))?;
+                fault
+                    .check()
+                    .or_else(|e| err("phase", "faults", e.to_string()))?;
             }
         }
         for fault in &self.faults {
-            fault.check().or_else(|m| err("fault", "kind", m))?;
+            fault
+                .check()
+                .or_else(|e| err("fault", "kind", e.to_string()))?;
         }
         for e in &self.expectations {
             e.check()
