@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
-use super::routes::{Answer, ApiState, Reputation, body, duration, time};
+use super::wire::{Answer, ApiState, Reputation, body, duration, time};
 use super::{Api, ApiError};
 use crate::chaos::Fault;
 use crate::config::Config;

@@ -28,6 +28,7 @@ mod metrics;
 mod routes;
 mod serve;
 mod stats;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -17,12 +17,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use futures_util::stream::{self, Stream};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::stats::Stats;
+use super::wire::{Answer, ApiState, Reputation, body, duration, query, time};
 use super::{Api, ApiError, OPENAPI, commands, guard, metrics};
-use crate::clock::{Rfc3339, parse_rfc3339};
+use crate::clock::Rfc3339;
 use crate::config::Config;
 use crate::event::{Event, EventKind};
 use crate::inspect::{self, MessageFilter, Refusal};
@@ -31,10 +31,6 @@ use crate::provenance;
 use crate::reply::Generation;
 use crate::scenario::Scenario;
 use crate::store::{Folder, Message};
-use crate::units::duration_text;
-
-pub(super) type ApiState = State<Arc<Api>>;
-pub(super) type Answer<T> = Result<T, ApiError>;
 
 pub(super) fn router(api: Arc<Api>) -> Router {
     let v1 = Router::new()
@@ -131,39 +127,6 @@ async fn method_not_allowed() -> ApiError {
         status: StatusCode::METHOD_NOT_ALLOWED,
         message: "this route does not take that method; see /openapi.json".into(),
     }
-}
-
-/// The query string, or a JSON error naming what is wrong with it.
-fn query<T>(query: Result<Query<T>, QueryRejection>) -> Answer<T> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
-}
-
-/// A JSON body (an empty body reads as `{}`), or a JSON error naming what is wrong.
-pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Answer<T> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        bytes
-    };
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
-}
-
-pub(super) fn time(text: &str, name: &str) -> Answer<SystemTime> {
-    parse_rfc3339(text).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "`{name}`: `{text}` is not an RFC 3339 time such as 2025-06-02T09:00:00+08:00"
-        ))
-    })
-}
-
-pub(super) fn duration(text: &str, name: &str) -> Answer<Duration> {
-    duration_text::parse(text).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "`{name}`: `{text}` is not a duration such as \"30s\", \"5m\" or \"1h30m\""
-        ))
-    })
 }
 
 #[derive(Serialize)]
@@ -599,12 +562,6 @@ async fn explain(
                 Rfc3339(at)
             ))
         })
-}
-
-#[derive(Serialize)]
-pub(super) struct Reputation {
-    pub(super) ip: IpAddr,
-    pub(super) reputation: u64,
 }
 
 async fn reputation(State(api): ApiState, Path(ip): Path<String>) -> Answer<Json<Reputation>> {

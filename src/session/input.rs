@@ -5,14 +5,12 @@
 
 use super::body::Incoming;
 use super::channel::Channel;
-use super::{Pending, Session, Transaction, command};
+use super::parse;
+use super::{Pending, Session, Transaction};
 use crate::chaos::Action as FaultAction;
 use crate::event::{CloseReason, EventKind, Verb};
 use crate::reply::ReplyKind;
 use crate::units::Stage;
-
-/// Command lines are kept in the event log up to this many bytes.
-const LOGGED_LINE: usize = 512;
 
 /// What the session is reading.
 pub(super) enum Mode {
@@ -60,7 +58,7 @@ impl Session {
                             // answered after a delay. A fault that ends the session
                             // leaves the command unanswered, but in the log.
                             if !matches!(fault.1, FaultAction::Delay(_)) {
-                                let (command, _) = command::read(&line);
+                                let (command, _) = parse::read(&line);
                                 if command.verb == Verb::Mail {
                                     self.begin_transaction();
                                 }
@@ -162,12 +160,4 @@ fn command_stage(line: &[u8]) -> Option<Stage> {
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|&b| b == needle)
-}
-
-/// A command line for the event log: without CRLF, cut at [`LOGGED_LINE`] bytes.
-pub(super) fn loggable(line: &[u8]) -> String {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let cut = &line[..line.len().min(LOGGED_LINE)];
-    String::from_utf8_lossy(cut).into_owned()
 }

@@ -38,6 +38,7 @@ mod data;
 mod drive;
 mod fault;
 mod input;
+mod parse;
 #[cfg(test)]
 mod tests;
 mod verdict;
