@@ -1,5 +1,10 @@
 //! The in-memory store: every owner's state, under one cap on the keys remembered.
 
+mod bulk;
+mod ips;
+mod lists;
+mod quotas;
+
 use super::Store;
 use super::bulk::Prints;
 use super::ips::{IpHistory, Ips};
