@@ -92,7 +92,7 @@ fn expectations_report_what_failed_and_what_was_seen() {
 
 #[test]
 #[should_panic(
-    expected = "qqmx: 0 of 1 expectations held\n  ✗ FAIL accepted between 1 and 2: 0 accepted, expected between 1 and 2\n  replay with seed 0\n"
+    expected = "qqmx: 0 of 1 expectation held\n  ✗ FAIL accepted between 1 and 2: 0 accepted, expected between 1 and 2\n  replay with seed 0\n"
 )]
 fn failed_expectations_panic_on_drop() {
     let server = QqMx::start();
