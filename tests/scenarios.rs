@@ -95,9 +95,11 @@ struct Sending {
     per_connection: u32,
     /// Whether every message has a sender address of its own (in one domain).
     distinct_senders: bool,
+    /// Whether every message goes to one recipient (else each to its own).
+    one_recipient: bool,
 }
 
-/// Sends up to 200 messages (each to a recipient of its own) from 127.0.0.1 to a server
+/// Sends up to 200 messages from 127.0.0.1 to a server
 /// under `config` whose manual clock stands still at 09:00 China time, so that every
 /// message falls in one minute, one hour and one day; returns the number of the first
 /// message refused, the rule that refused it and the reply kind, read from the event
@@ -143,7 +145,14 @@ fn first_refusal(config: &str, sending: Sending) -> (u32, String, String) {
             let body = format!("Subject: {n}\r\n\r\nMessage {n}.\r\n.");
             let steps = [
                 format!("MAIL FROM:<{from}>"),
-                format!("RCPT TO:<{}@qq.com>", 10_000 + n),
+                format!(
+                    "RCPT TO:<{}@qq.com>",
+                    if sending.one_recipient {
+                        10_000
+                    } else {
+                        10_000 + n
+                    }
+                ),
                 "DATA".to_owned(),
                 body,
             ];
@@ -180,14 +189,19 @@ fn which_rule_refuses_first_is_as_the_readme_says() {
     let pooled = Sending {
         per_connection: 10,
         distinct_senders: true,
+        one_recipient: false,
     };
     let one_per_connection = Sending {
         per_connection: 1,
-        distinct_senders: true,
+        ..pooled
     };
     let one_sender = Sending {
-        per_connection: 10,
         distinct_senders: false,
+        ..pooled
+    };
+    let one_recipient = Sending {
+        one_recipient: true,
+        ..pooled
     };
     let measured = [
         first_refusal("", pooled),
@@ -195,6 +209,7 @@ fn which_rule_refuses_first_is_as_the_readme_says() {
         first_refusal(warmed, pooled),
         first_refusal(warmed, one_per_connection),
         first_refusal(warmed, one_sender),
+        first_refusal("", one_recipient),
     ];
     let expected = [
         (51, "reputation.warmup", "ip_frequency"),
@@ -202,6 +217,7 @@ fn which_rule_refuses_first_is_as_the_readme_says() {
         (61, "quota.ip_messages", "ip_frequency"),
         (61, "quota.ip_connections", "connection_frequency"),
         (61, "quota.sender", "sender_frequency"),
+        (11, "quota.recipient", "mailbox_unavailable"),
     ];
     let measured: Vec<(u32, &str, &str)> = measured
         .iter()
