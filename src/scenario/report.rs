@@ -5,8 +5,9 @@
 //! [`RunReport::to_json`] needs serde_json, which the crate only brings with the
 //! `control` (or `remote`) feature, so it exists only then (`qqmx run` has it); a caller
 //! without either serializes the report with the serializer it has. The text and the XML
-//! are written by hand and need nothing. The text's lines after the first are the
-//! expectations' [`Report`], as the embedded server's `verify` gives it.
+//! are written by hand and need nothing. The text is a line of totals, the lines of
+//! the replies that occurred, then the expectations' [`Report`], as the embedded
+//! server's `verify` gives it.
 
 use std::fmt;
 use std::process::ExitStatus;
