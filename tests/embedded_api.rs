@@ -51,6 +51,13 @@ fn works_from_a_plain_test_and_waits_for_messages() {
         err.to_string(),
         "waited 20ms for 3 accepted messages, got 2"
     );
+    let none = QqMx::start()
+        .wait_for_messages(1, Duration::from_millis(20))
+        .expect_err("nothing sent");
+    assert_eq!(
+        none.to_string(),
+        "waited 20ms for 1 accepted message, got 0"
+    );
 }
 
 #[tokio::test]
