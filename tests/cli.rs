@@ -140,6 +140,19 @@ fn check_points_at_the_bad_expectation_and_says_what_a_duration_looks_like() {
         "{printed}"
     );
 
+    // The same for the Nth [[phase]].
+    let (ok, printed) = check(
+        "phase.toml",
+        "name = \"x\"\nduration = \"10m\"\n[[phase]]\nat = \"1m\"\nmx_down = [\"mx1\"]\n\
+         [[phase]]\nat = \"2m\"\nmx_down = [\"mx9\"]\n",
+    );
+    assert!(!ok, "{printed}");
+    assert!(
+        printed
+            .starts_with("qqmx: DIR/phase.toml:8:1: key `phase.mx_down`: no listener called `mx9`"),
+        "{printed}"
+    );
+
     let (ok, printed) = check(
         "block.toml",
         "name = \"x\"\nduration = \"10m\"\n[config.quotas.ip_messages]\n\
