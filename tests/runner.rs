@@ -204,12 +204,14 @@ name = "never told <Ip frequency limited> & co"
     assert!(
         report.contains(
             "FAIL never told <Ip frequency limited> & co: 3 `ip_frequency` replies, \
-             expected at most 0: 3 `ip_frequency` 550 by quota.ip_messages on ip:127.0.0.1"
+             expected at most 0: 3 `ip_frequency` 550 by quota.ip_messages (minute) on ip:127.0.0.1"
         ),
         "{report}"
     );
     assert!(
-        report.contains("\n  refused: 3 `ip_frequency` 550 by quota.ip_messages on ip:127.0.0.1\n"),
+        report.contains(
+            "\n  refused: 3 `ip_frequency` 550 by quota.ip_messages (minute) on ip:127.0.0.1\n"
+        ),
         "{report}"
     );
     assert!(
@@ -251,6 +253,7 @@ name = "never told <Ip frequency limited> & co"
     assert_eq!(refused.len(), 1, "{json}");
     assert_eq!(refused[0]["rule"], "quota.ip_messages");
     assert_eq!(refused[0]["key"], "ip:127.0.0.1");
+    assert_eq!(refused[0]["window"], "minute");
     assert_eq!(refused[0]["count"], 3);
 }
 

@@ -14,7 +14,7 @@ use super::report::ReplyCount;
 use super::run::{Outage, Run};
 use super::words::{count, plural, stamp};
 
-/// Every reply in `events`, grouped by kind, code and the rule and key of the refused
+/// Every reply in `events`, grouped by kind, code and the rule, window and key of the refused
 /// decision behind it (the session's latest since its previous reply), in order of
 /// each group's first reply.
 pub fn reply_counts(events: &[Event]) -> Vec<ReplyCount> {
@@ -29,14 +29,20 @@ pub fn reply_counts(events: &[Event]) -> Vec<ReplyCount> {
                 let decision = pending.remove(&ev.session);
                 let rule = decision.map(|d| d.rule.to_string());
                 let key = decision.and_then(|d| d.key.clone());
+                let window = decision.and_then(|d| d.window);
                 match counts.iter_mut().find(|c| {
-                    c.kind == r.kind && c.code == r.code && c.rule == rule && c.key == key
+                    c.kind == r.kind
+                        && c.code == r.code
+                        && c.rule == rule
+                        && c.window == window
+                        && c.key == key
                 }) {
                     Some(c) => c.count += 1,
                     None => counts.push(ReplyCount {
                         kind: r.kind,
                         code: r.code,
                         rule,
+                        window,
                         key,
                         count: 1,
                     }),

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::reply::ReplyKind;
+use crate::units::Window;
 
 /// The result of one expectation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +40,7 @@ impl Outcome {
 /// when there are some:
 ///
 /// ```text
-/// 50 `ip_frequency` 550 by quota.ip_messages on ip:127.0.0.1
+/// 50 `ip_frequency` 550 by quota.ip_messages (minute) on ip:127.0.0.1
 /// 100 `greeting` 220
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,9 @@ pub struct ReplyCount {
     /// decided (a greeting, a `250`, a fault's reply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The window whose limit was crossed, for a quota's refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
     /// The key the rule matched (`ip:127.0.0.1`), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -65,6 +69,9 @@ impl fmt::Display for ReplyCount {
         write!(f, "{} `{}` {}", self.count, self.kind, self.code)?;
         if let Some(rule) = &self.rule {
             write!(f, " by {rule}")?;
+        }
+        if let Some(window) = self.window {
+            write!(f, " ({window})")?;
         }
         if let Some(key) = &self.key {
             write!(f, " on {key}")?;

@@ -342,6 +342,7 @@ mod tests {
                     kind: ReplyKind::Greeting,
                     code: 220,
                     rule: None,
+                    window: None,
                     key: None,
                     count: 6,
                 },
@@ -349,6 +350,7 @@ mod tests {
                     kind: ReplyKind::IpFrequency,
                     code: 550,
                     rule: Some("quota.ip_messages".into()),
+                    window: Some(crate::units::Window::Minute),
                     key: Some("ip:127.0.0.1".into()),
                     count: 2,
                 },
@@ -356,6 +358,7 @@ mod tests {
                     kind: ReplyKind::ConnectionDenied,
                     code: 554,
                     rule: Some("quota.deny_after".into()),
+                    window: None,
                     key: Some("ip:127.0.0.1".into()),
                     count: 3,
                 },
@@ -427,7 +430,7 @@ mod tests {
             xml.contains(
                 "<system-out>replies: 6 `greeting` 220&#10;\
                  refused: 3 `connection_denied` 554 by quota.deny_after on ip:127.0.0.1&#10;\
-                 refused: 2 `ip_frequency` 550 by quota.ip_messages on ip:127.0.0.1\
+                 refused: 2 `ip_frequency` 550 by quota.ip_messages (minute) on ip:127.0.0.1\
                  </system-out>"
             ),
             "{xml}"
@@ -494,7 +497,7 @@ mod tests {
                  the sender exited with 0\n  \
                  replies: 6 `greeting` 220\n  \
                  refused: 3 `connection_denied` 554 by quota.deny_after on ip:127.0.0.1\n  \
-                 refused: 2 `ip_frequency` 550 by quota.ip_messages on ip:127.0.0.1\n\
+                 refused: 2 `ip_frequency` 550 by quota.ip_messages (minute) on ip:127.0.0.1\n\
                  qqmx: 1 of 2 expectations held\n"
             ),
             "{text}"
@@ -587,6 +590,8 @@ mod tests {
         assert_eq!(json["replies"][2]["code"], 554);
         assert_eq!(json["replies"][2]["rule"], "quota.deny_after");
         assert_eq!(json["replies"][2]["key"], "ip:127.0.0.1");
+        assert_eq!(json["replies"][1]["window"], "minute");
+        assert!(json["replies"][2].get("window").is_none());
         assert_eq!(json["ended"], "2025-06-02T01:10:00.250000Z");
         assert_eq!(json["outcomes"][1]["passed"], false);
         assert_eq!(
