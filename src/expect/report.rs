@@ -71,6 +71,12 @@ impl fmt::Display for ReplyCount {
             write!(f, " by {rule}")?;
         }
         if let Some(window) = self.window {
+            // The JSON's names: the day's zone is UTC+8 as always.
+            let window = match window {
+                Window::Minute => "minute",
+                Window::Hour => "hour",
+                Window::Day => "day",
+            };
             write!(f, " ({window})")?;
         }
         if let Some(key) = &self.key {
