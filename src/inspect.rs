@@ -521,7 +521,10 @@ impl std::fmt::Debug for Handle {
 
 /// Waiting for messages took longer than allowed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("waited {timeout:?} for {wanted} accepted messages, got {got}")]
+#[error(
+    "waited {timeout:?} for {wanted} accepted {}, got {got}",
+    if *wanted == 1 { "message" } else { "messages" }
+)]
 pub struct WaitError {
     /// How many were awaited.
     pub wanted: usize,

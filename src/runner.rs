@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 use tokio::process::Command;
 use tracing::info;
 
+use crate::clock::Clock;
 use crate::config::ListenerConfig;
 use crate::expect::{Run, evaluate};
 use crate::scenario::{RunReport, Scenario};
@@ -122,6 +123,8 @@ pub async fn run(
     // be started. The scenario's clock was held at its start until now, so the timeline's
     // zero is the configured start however long the set-up took.
     let started = clock.release();
+    let wall = Clock::system();
+    let wall_started = wall.now();
     info!(scenario = %scenario.name, api = %api_addr, "running");
     if options.progress {
         eprintln!(
@@ -184,6 +187,7 @@ pub async fn run(
         status = child.wait().await.ok();
     }
     let ended = clock.now();
+    let wall_ended = wall.now();
     sidecar.shutdown().await;
 
     let events = server.store().events();
@@ -196,9 +200,10 @@ pub async fn run(
             .ending_at(ended)
             .evicted(stats.messages_evicted, stats.events_evicted),
     );
-    Ok(RunReport::new(
-        scenario, report, started, ended, &messages, &events, status,
-    ))
+    Ok(
+        RunReport::new(scenario, report, started, ended, &messages, &events, status)
+            .wall_clock(wall_started, wall_ended),
+    )
 }
 
 /// The order a sender tries the MX hosts in, as qq.com publishes them: `mx3` (10),

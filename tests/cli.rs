@@ -82,6 +82,111 @@ fn a_bad_config_is_named_by_file_line_and_key() {
     assert!(stderr.starts_with(&expected), "{stderr}");
 }
 
+/// `qqmx check` on one file: its exit status and what it printed (stdout, then stderr).
+fn check(name: &str, text: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("qqmx-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    let output = Command::new(QQMX)
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("qqmx runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+    .replace(&format!("{}", dir.display()), "DIR");
+    (output.status.success(), printed)
+}
+
+#[test]
+fn check_points_at_the_bad_expectation_and_says_what_a_duration_looks_like() {
+    let expectations = "name = \"x\"\nduration = \"10m\"\n\n\
+        [[expect]]\nkind = \"accepted\"\n\n\
+        [[expect]]\nkind = \"accepted\"\nmin = 2\n\n\
+        [[expect]]\nkind = \"retries\"\nafter = \"temporary\"\nmax_delay = \"1h\"\n\n\
+        [[expect]]\nkind = \"accepted\"\nmin = 5\nmax = 2\n";
+    let (ok, printed) = check("fourth.toml", expectations);
+    assert!(!ok, "{printed}");
+    // The fourth [[expect]]'s `min`, line 18; not the first's.
+    assert_eq!(
+        printed,
+        "qqmx: DIR/fourth.toml:18:1: key `expect.min`: min 5 is above max 2\n"
+    );
+    // The second `kind`, not the first.
+    let (ok, printed) = check(
+        "failover.toml",
+        "name = \"x\"\nduration = \"10m\"\n[[expect]]\nkind = \"accepted\"\n\
+         [[expect]]\nkind = \"failover\"\n",
+    );
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.starts_with("qqmx: DIR/failover.toml:6:1: key `expect.kind`: failover:"),
+        "{printed}"
+    );
+
+    // A key not written points at the header of its own table.
+    let (ok, printed) = check(
+        "after.toml",
+        "name = \"x\"\nduration = \"10m\"\n[[expect]]\nkind = \"accepted\"\n\
+         [[expect]]\nkind = \"retries\"\nmin_delay = \"5m\"\n",
+    );
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.starts_with("qqmx: DIR/after.toml:5:1: key `expect.after`: retries:"),
+        "{printed}"
+    );
+
+    // The same for the Nth [[phase]].
+    let (ok, printed) = check(
+        "phase.toml",
+        "name = \"x\"\nduration = \"10m\"\n[[phase]]\nat = \"1m\"\nmx_down = [\"mx1\"]\n\
+         [[phase]]\nat = \"2m\"\nmx_down = [\"mx9\"]\n",
+    );
+    assert!(!ok, "{printed}");
+    assert!(
+        printed
+            .starts_with("qqmx: DIR/phase.toml:8:1: key `phase.mx_down`: no listener called `mx9`"),
+        "{printed}"
+    );
+
+    let (ok, printed) = check(
+        "block.toml",
+        "name = \"x\"\nduration = \"10m\"\n[config.quotas.ip_messages]\n\
+         minute = { limit = 5, block = \"10 minutes\" }\n",
+    );
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.starts_with(
+            "qqmx: DIR/block.toml:4:31: key `config.quotas.ip_messages.minute`: \
+             `10 minutes` is not a duration such as \"30s\", \"5m\", \"1h30m\""
+        ),
+        "{printed}"
+    );
+    assert!(!printed.contains("untagged"), "{printed}");
+    let (ok, printed) = check(
+        "delay.toml",
+        "name = \"x\"\nduration = \"10m\"\n[[expect]]\nkind = \"retries\"\n\
+         min_delay = \"5 minutes\"\n",
+    );
+    assert!(!ok, "{printed}");
+    assert!(
+        printed.contains("`5 minutes` is not a duration such as \"30s\", \"5m\", \"1h30m\""),
+        "{printed}"
+    );
+
+    let (ok, printed) = check(
+        "good.toml",
+        "name = \"x\"\nduration = \"10m\"\n[[phase]]\nat = \"1m\"\n\
+         [[expect]]\nkind = \"accepted\"\n",
+    );
+    assert!(ok, "{printed}");
+    assert_eq!(printed, "DIR/good.toml: ok (x, 1 phase, 1 expectation)\n");
+}
+
 #[test]
 fn config_prints_the_annotated_defaults() {
     let output = Command::new(QQMX)

@@ -199,6 +199,62 @@ name = "never told <Ip frequency limited> & co"
         xml.contains(r#"<property name="seed" value="99"/>"#),
         "{xml}"
     );
+    // The failing count names the rule and the key behind the refusals it counts, and
+    // the report lists every reply kind that occurred.
+    assert!(
+        report.contains(
+            "FAIL never told <Ip frequency limited> & co: 3 `ip_frequency` replies, \
+             expected at most 0: 3 `ip_frequency` 550 by quota.ip_messages (minute) on ip:127.0.0.1"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "\n  refused: 3 `ip_frequency` 550 by quota.ip_messages (minute) on ip:127.0.0.1\n"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("\n  replies: 5 `greeting` 220, "),
+        "{report}"
+    );
+    assert!(
+        xml.contains(r#"<property name="replies.ip_frequency" value="3"/>"#),
+        "{xml}"
+    );
+    // JUnit's time is the run's wall-clock seconds and its timestamp the wall-clock
+    // start; the virtual start is a property.
+    let suite = xml
+        .lines()
+        .find(|l| l.contains("<testsuite name="))
+        .expect("a testsuite");
+    let attribute = |name: &str| {
+        let from = suite.find(&format!(" {name}=\"")).expect(name) + name.len() + 3;
+        suite[from..].split('"').next().expect("a value").to_owned()
+    };
+    let seconds: f64 = attribute("time").parse().expect("seconds");
+    assert!(seconds > 0.0, "{suite}");
+    let timestamp = attribute("timestamp");
+    assert_eq!(timestamp.len(), "2025-06-02T01:00:00".len(), "{suite}");
+    assert!(!timestamp.starts_with("2025-06-02"), "{suite}");
+    assert!(
+        xml.contains(r#"<property name="virtual_started" value="2025-06-02T01:00:00Z"/>"#),
+        "{xml}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&case.report("blocks", "json")).expect("JSON report");
+    assert!(json["wall_seconds"].as_f64().expect("wall_seconds") > 0.0);
+    let refused: Vec<&serde_json::Value> = json["replies"]
+        .as_array()
+        .expect("replies")
+        .iter()
+        .filter(|r| r["kind"] == "ip_frequency")
+        .collect();
+    assert_eq!(refused.len(), 1, "{json}");
+    assert_eq!(refused[0]["rule"], "quota.ip_messages");
+    assert_eq!(refused[0]["key"], "ip:127.0.0.1");
+    assert_eq!(refused[0]["window"], "minute");
+    assert_eq!(refused[0]["count"], 3);
 }
 
 #[test]

@@ -155,13 +155,7 @@ fn main() -> ExitCode {
             let mut failed = false;
             for path in &scenarios {
                 match Scenario::from_file(path) {
-                    Ok(s) => say(format_args!(
-                        "{}: ok ({}, {} phases, {} expectations)",
-                        path.display(),
-                        s.name,
-                        s.phases.len(),
-                        s.expectations.len()
-                    )),
+                    Ok(s) => say(format_args!("{}: ok ({})", path.display(), s.summary())),
                     Err(e) => {
                         eprintln!("qqmx: {e}");
                         failed = true;

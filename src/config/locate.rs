@@ -33,7 +33,8 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
         }
     })?;
     validate(&value).map_err(|problem| {
-        let (line, column) = locate(text, &problem.table, &problem.key).unwrap_or((0, 0));
+        let (line, column) =
+            locate(text, &problem.table, problem.index, &problem.key).unwrap_or((0, 0));
         problem.at(path, line, column)
     })?;
     Ok(value)
@@ -79,13 +80,33 @@ fn key_at(text: &str, line: usize) -> Option<String> {
     })
 }
 
-/// Line and column of `key` inside `[table]` (top level when `table` is empty).
-fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+/// Line and column of `key` inside `[table]` (top level when `table` is empty), or
+/// inside the `index`th `[[table]]` (from 0), whose header it falls back to when the
+/// key is not written in it.
+fn locate(text: &str, table: &str, index: Option<usize>, key: &str) -> Option<(usize, usize)> {
     let mut current = String::new();
+    // Headers of `[[table]]` seen so far, and the line and column of the wanted one.
+    let mut seen = 0;
+    let mut header = None;
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         if trimmed.starts_with('[') {
+            if header.is_some() {
+                break;
+            }
             current = table_at(line, 1);
+            if let Some(index) = index
+                && current == table
+                && trimmed.starts_with("[[")
+            {
+                if seen == index {
+                    header = Some((i + 1, line.len() - trimmed.len() + 1));
+                }
+                seen += 1;
+            }
+            continue;
+        }
+        if index.is_some() && header.is_none() {
             continue;
         }
         let candidate = trimmed
@@ -98,5 +119,5 @@ fn locate(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
             return Some((i + 1, line.len() - trimmed.len() + 1));
         }
     }
-    None
+    header
 }

@@ -48,7 +48,8 @@ impl<'de> Deserialize<'de> for Block {
         }
         duration_text::parse(&text).map(Self::For).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "`{text}` is neither \"until_midnight\" nor a duration such as \"10m\""
+                "`{text}` is not a duration such as \"30s\", \"5m\", \"1h30m\" \
+                 (or \"until_midnight\")"
             ))
         })
     }
@@ -223,20 +224,48 @@ struct QuotaText {
     day: Option<TierText>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A tier as written: `"off"`, or a table whose errors (a bad `block`) are reported
+/// as they are, not as a mismatch of every form a tier may take.
 enum TierText {
-    Off(Off),
-    Tier {
-        limit: Option<u64>,
-        block: Option<Block>,
-    },
+    Off,
+    Tier(TierTable),
 }
 
 #[derive(Deserialize)]
-enum Off {
-    #[serde(rename = "off")]
-    Off,
+#[serde(deny_unknown_fields)]
+struct TierTable {
+    limit: Option<u64>,
+    block: Option<Block>,
+}
+
+impl<'de> Deserialize<'de> for TierText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TierText;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"off\" or a table such as { limit = 60, block = \"10m\" }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<TierText, E> {
+                if text == "off" {
+                    Ok(TierText::Off)
+                } else {
+                    Err(E::custom(format!(
+                        "`{text}` is not a tier: \"off\", or a table such as \
+                         {{ limit = 60, block = \"10m\" }}"
+                    )))
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TierText, A::Error> {
+                TierTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TierText::Tier)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl QuotaText {
@@ -251,8 +280,8 @@ impl QuotaText {
         ] {
             *tier = match text {
                 None => *tier,
-                Some(TierText::Off(Off::Off)) => None,
-                Some(TierText::Tier { limit, block }) => {
+                Some(TierText::Off) => None,
+                Some(TierText::Tier(TierTable { limit, block })) => {
                     let limit = limit.or(tier.map(|t| t.limit)).ok_or_else(|| {
                         format!("the {name} tier has no default limit: give `limit`")
                     })?;

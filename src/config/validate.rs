@@ -16,6 +16,9 @@ pub(crate) struct Problem {
     pub table: String,
     /// The key inside the table.
     pub key: String,
+    /// Which of the tables of an array of tables (`[[expect]]`), from 0; `None` for a
+    /// plain table.
+    pub index: Option<usize>,
     /// What is wrong.
     pub message: String,
 }
@@ -26,7 +29,18 @@ impl Problem {
         Self {
             table: table.to_owned(),
             key: key.to_owned(),
+            index: None,
             message: message.into(),
+        }
+    }
+
+    /// `key` of the `index`th (from 0) table of the array of tables `table`
+    /// (`[[expect]]`) is wrong: `message`. The error points at the key in that table,
+    /// or at its header when the key is not written there.
+    pub fn nth(table: &str, index: usize, key: &str, message: impl Into<String>) -> Self {
+        Self {
+            index: Some(index),
+            ..Self::new(table, key, message)
         }
     }
 

@@ -322,7 +322,7 @@ pub(super) fn within_warmup(e: &Expectation, log: &Transcript<'_>) -> (bool, Str
         return (true, "no refusal by the warm-up allowance".to_owned());
     };
     let mut seen = format!(
-        "{} refused by the warm-up allowance, at most {allowed} allowed",
+        "{} refused by the warm-up allowance ({WARMUP_RULE}), at most {allowed} allowed",
         plural(n, "attempt")
     );
     let passed = n <= allowed;
@@ -333,7 +333,7 @@ pub(super) fn within_warmup(e: &Expectation, log: &Transcript<'_>) -> (bool, Str
             first.decision.detail
         ));
         if let Some(key) = &first.decision.key {
-            seen.push_str(&format!(" ({key})"));
+            seen.push_str(&format!(" (on {key})"));
         }
     }
     (passed, seen)

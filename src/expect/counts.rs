@@ -2,13 +2,90 @@
 //! messages that pass DMARC. They read the run's messages and events, not the
 //! transcript.
 
-use crate::event::EventKind;
-use crate::policy::AuthResult;
+use std::collections::HashMap;
+
+use crate::event::{Event, EventKind};
+use crate::policy::{AuthResult, Decision};
+use crate::reply::ReplyKind;
 use crate::store::Message;
 
 use super::model::Expectation;
+use super::report::ReplyCount;
 use super::run::{Outage, Run};
 use super::words::{count, plural, stamp};
+
+/// Every reply in `events`, grouped by kind, code and the rule, window and key of the refused
+/// decision behind it (the session's latest since its previous reply), in order of
+/// each group's first reply.
+pub fn reply_counts(events: &[Event]) -> Vec<ReplyCount> {
+    let mut pending: HashMap<u64, &Decision> = HashMap::new();
+    let mut counts: Vec<ReplyCount> = Vec::new();
+    for ev in events {
+        match &ev.kind {
+            EventKind::Decision(d) if !d.is_accept() => {
+                pending.insert(ev.session, d);
+            }
+            EventKind::Reply(r) => {
+                let decision = pending.remove(&ev.session);
+                let rule = decision.map(|d| d.rule.to_string());
+                let key = decision.and_then(|d| d.key.clone());
+                let window = decision.and_then(|d| d.window);
+                match counts.iter_mut().find(|c| {
+                    c.kind == r.kind
+                        && c.code == r.code
+                        && c.rule == rule
+                        && c.window == window
+                        && c.key == key
+                }) {
+                    Some(c) => c.count += 1,
+                    None => counts.push(ReplyCount {
+                        kind: r.kind,
+                        code: r.code,
+                        rule,
+                        window,
+                        key,
+                        count: 1,
+                    }),
+                }
+            }
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// The groups in words, the largest first (at most four, then how many more).
+fn groups(mut counts: Vec<ReplyCount>) -> String {
+    counts.sort_by_key(|c| std::cmp::Reverse(c.count));
+    let mut text: Vec<String> = counts.iter().take(4).map(ToString::to_string).collect();
+    if counts.len() > 4 {
+        text.push(format!("{} more", plural(counts.len() - 4, "group")));
+    }
+    text.join(", ")
+}
+
+/// The replies of `kind` (all of them), or of 400 and more (`refusals`).
+fn counted(
+    run: &Run<'_>,
+    kind: Option<ReplyKind>,
+    refusals: bool,
+) -> (u64, Vec<ReplyCount>, Option<String>) {
+    let wanted =
+        |code: u16, k: ReplyKind| (!refusals || code >= 400) && kind.is_none_or(|w| k == w);
+    let first = run.events.iter().find_map(|ev| match &ev.kind {
+        EventKind::Reply(r) if wanted(r.code, r.kind) => Some(format!(
+            "the first at {}: {}",
+            stamp(ev.at),
+            r.text.lines().next().unwrap_or_default()
+        )),
+        _ => None,
+    });
+    let counts: Vec<ReplyCount> = reply_counts(run.events)
+        .into_iter()
+        .filter(|c| wanted(c.code, c.kind))
+        .collect();
+    (counts.iter().map(|c| c.count).sum(), counts, first)
+}
 
 pub(super) fn accepted(e: &Expectation, run: &Run<'_>) -> (bool, String) {
     let n = run
@@ -23,23 +100,18 @@ pub(super) fn accepted(e: &Expectation, run: &Run<'_>) -> (bool, String) {
     )
 }
 
+/// Refusals (of kind `reply`, when given); when the count is out of range, which rule
+/// refused them on which key, and the first.
 pub(super) fn rejected(e: &Expectation, run: &Run<'_>) -> (bool, String) {
-    let mut refusals = run.events.iter().filter_map(|ev| match &ev.kind {
-        EventKind::Reply(r) if r.code >= 400 && e.reply.is_none_or(|k| r.kind == k) => {
-            Some((ev.at, r))
-        }
-        _ => None,
-    });
-    let first = refusals.next();
-    let n = first.map_or(0, |_| 1 + refusals.count() as u64);
+    let (n, counts, first) = counted(run, e.reply, true);
     let what = match e.reply {
         Some(kind) => count(n, &format!("`{kind}` reply"), &format!("`{kind}` replies")),
         None => plural(n, "refusal"),
     };
     let passed = e.in_range(n);
     let mut seen = format!("{what}, expected {}", e.range_text());
-    if let Some((at, reply)) = first.filter(|_| !passed) {
-        seen.push_str(&format!("; the first at {}: {}", stamp(at), reply.code));
+    if let Some(first) = first.filter(|_| !passed) {
+        seen.push_str(&format!(": {}; {first}", groups(counts)));
     }
     (passed, seen)
 }
@@ -49,19 +121,17 @@ pub(super) fn replies(e: &Expectation, run: &Run<'_>) -> (bool, String) {
     let Some(kind) = e.reply else {
         return (false, "no `reply` kind named".to_owned());
     };
-    let n = run
-        .events
-        .iter()
-        .filter(|ev| matches!(&ev.kind, EventKind::Reply(r) if r.kind == kind))
-        .count() as u64;
-    (
-        e.in_range(n),
-        format!(
-            "{}, expected {}",
-            count(n, &format!("`{kind}` reply"), &format!("`{kind}` replies")),
-            e.range_text()
-        ),
-    )
+    let (n, counts, first) = counted(run, Some(kind), false);
+    let passed = e.in_range(n);
+    let mut seen = format!(
+        "{}, expected {}",
+        count(n, &format!("`{kind}` reply"), &format!("`{kind}` replies")),
+        e.range_text()
+    );
+    if let Some(first) = first.filter(|_| !passed) {
+        seen.push_str(&format!(": {}; {first}", groups(counts)));
+    }
+    (passed, seen)
 }
 
 pub(super) fn failover(e: &Expectation, run: &Run<'_>) -> (bool, String) {

@@ -35,8 +35,9 @@ mod words;
 #[cfg(test)]
 mod tests;
 
+pub use counts::reply_counts;
 pub use model::{ExpectError, Expectation, Kind, RetryAfter, Times};
-pub use report::{Outcome, Report};
+pub use report::{Outcome, ReplyCount, Report};
 pub use run::{Outage, Run};
 
 use transcript::Transcript;

@@ -6,6 +6,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::reply::ReplyKind;
+use crate::units::Window;
+
 /// The result of one expectation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -27,6 +30,59 @@ impl Outcome {
             passed,
             seen: seen.into(),
         }
+    }
+}
+
+/// Replies of one kind and code sent in a run, and, for refusals, the rule and key of
+/// the policy decision behind them: what [`reply_counts`](super::reply_counts) gives.
+///
+/// Its text names the count, the kind in backquotes, the code, and the rule and key
+/// when there are some:
+///
+/// ```text
+/// 50 `ip_frequency` 550 by quota.ip_messages (minute) on ip:127.0.0.1
+/// 100 `greeting` 220
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReplyCount {
+    /// The reply kind (`ip_frequency`).
+    pub kind: ReplyKind,
+    /// Its code.
+    pub code: u16,
+    /// The rule that refused (`quota.ip_messages`); absent for replies no policy rule
+    /// decided (a greeting, a `250`, a fault's reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The window whose limit was crossed, for a quota's refusals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+    /// The key the rule matched (`ip:127.0.0.1`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// How many.
+    pub count: u64,
+}
+
+impl fmt::Display for ReplyCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} `{}` {}", self.count, self.kind, self.code)?;
+        if let Some(rule) = &self.rule {
+            write!(f, " by {rule}")?;
+        }
+        if let Some(window) = self.window {
+            // The JSON's names: the day's zone is UTC+8 as always.
+            let window = match window {
+                Window::Minute => "minute",
+                Window::Hour => "hour",
+                Window::Day => "day",
+            };
+            write!(f, " ({window})")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, " on {key}")?;
+        }
+        Ok(())
     }
 }
 
@@ -83,8 +139,9 @@ impl fmt::Display for Report {
         let total = self.outcomes.len();
         writeln!(
             f,
-            "qqmx: {} of {total} expectations held",
-            total - self.failures()
+            "qqmx: {} of {} held",
+            total - self.failures(),
+            super::words::plural(total, "expectation")
         )?;
         for o in &self.outcomes {
             let mark = if o.passed { "✓ ok  " } else { "✗ FAIL" };
@@ -125,7 +182,7 @@ mod tests {
         let held = Report::new(99, vec![Outcome::new("a", true, "b")]);
         assert_eq!(
             held.to_string(),
-            "qqmx: 1 of 1 expectations held\n  ✓ ok   a: b\n"
+            "qqmx: 1 of 1 expectation held\n  ✓ ok   a: b\n"
         );
         assert_eq!(held.into_result(), Ok(()));
         assert_eq!(

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::chaos::Fault;
 use crate::clock::{Clock, parse_rfc3339};
 use crate::config::{Config, ConfigError, DEFAULT_START, Problem, parse_toml};
-use crate::expect::Expectation;
+use crate::expect::{ExpectError, Expectation};
 use crate::units::{IpNet, QuotaName, Window, duration_text};
 
 pub use report::RunReport;
@@ -297,7 +297,8 @@ impl Scenario {
         }
         let listeners = &self.config.listeners.0;
         let mut last = Duration::ZERO;
-        for phase in &self.phases {
+        for (n, phase) in self.phases.iter().enumerate() {
+            let err = |t: &str, k: &str, m: String| Err(Problem::nth(t, n, k, m));
             if phase.at < last {
                 return err("phase", "at", "phases must be in order of `at`".into());
             }
@@ -345,16 +346,35 @@ impl Scenario {
                     .or_else(|e| err("phase", "faults", e.to_string()))?;
             }
         }
-        for fault in &self.faults {
+        for (n, fault) in self.faults.iter().enumerate() {
             fault
                 .check()
-                .or_else(|e| err("fault", "kind", e.to_string()))?;
+                .map_err(|e| Problem::nth("fault", n, "kind", e.to_string()))?;
         }
-        for e in &self.expectations {
-            e.check()
-                .or_else(|m| err("expect", "kind", m.to_string()))?;
+        for (n, e) in self.expectations.iter().enumerate() {
+            e.check().map_err(|error| {
+                let key = match error {
+                    ExpectError::Bounds { .. } => "min",
+                    ExpectError::Delays { .. } => "min_delay",
+                    ExpectError::NoRetryAfter => "after",
+                    _ => "kind",
+                };
+                Problem::nth("expect", n, key, error.to_string())
+            })?;
         }
         Ok(())
+    }
+
+    /// `ip-frequency-minute, 1 phase, 3 expectations`: what `qqmx check` says of a
+    /// valid file.
+    pub fn summary(&self) -> String {
+        let count = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        format!(
+            "{}, {}, {}",
+            self.name,
+            count(self.phases.len(), "phase"),
+            count(self.expectations.len(), "expectation")
+        )
     }
 
     /// Where virtual time starts.

@@ -5,8 +5,9 @@
 //! [`RunReport::to_json`] needs serde_json, which the crate only brings with the
 //! `control` (or `remote`) feature, so it exists only then (`qqmx run` has it); a caller
 //! without either serializes the report with the serializer it has. The text and the XML
-//! are written by hand and need nothing. The text's lines after the first are the
-//! expectations' [`Report`], as the embedded server's `verify` gives it.
+//! are written by hand and need nothing. The text is a line of totals, the lines of
+//! the replies that occurred, then the expectations' [`Report`], as the embedded
+//! server's `verify` gives it.
 
 use std::fmt;
 use std::process::ExitStatus;
@@ -17,11 +18,13 @@ use serde::Serialize;
 use super::Scenario;
 use crate::clock::{Rfc3339, unix_secs};
 use crate::event::{Event, EventKind};
-use crate::expect::{Outcome, Report};
+use crate::expect::{Outcome, ReplyCount, Report, reply_counts};
 use crate::store::Message;
 
 /// What a run of a scenario showed: the expectations' [`Report`] (its seed, whether it
-/// passed, its outcomes) with the run's times, counts and the sender's exit code.
+/// passed, its outcomes) with the run's times (virtual and wall-clock), counts, every
+/// reply sent (by kind, code, and the rule and key that refused) and the sender's exit
+/// code.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct RunReport {
@@ -36,13 +39,28 @@ pub struct RunReport {
     /// When the run began, by the server's (virtual) clock.
     #[serde(with = "crate::clock::rfc3339")]
     pub started: SystemTime,
-    /// When it ended.
+    /// When it ended, by the server's (virtual) clock.
     #[serde(with = "crate::clock::rfc3339")]
     pub ended: SystemTime,
+    /// When the run began by the wall clock, when the caller knows
+    /// ([`wall_clock`](Self::wall_clock); `qqmx run` does).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::clock::rfc3339::option"
+    )]
+    pub wall_started: Option<SystemTime>,
+    /// How long the run took by the wall clock, in seconds, when the caller knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_seconds: Option<f64>,
     /// Messages accepted.
     pub accepted: usize,
     /// Refusals sent (replies of 400 and more).
     pub rejected: usize,
+    /// Every reply sent, by kind, code, and the rule and key of the decision that
+    /// refused it ([`reply_counts`]): escalations (a block, then `connection_denied`)
+    /// show as groups of their own.
+    pub replies: Vec<ReplyCount>,
     /// The sender's exit code, when there was a sender and it exited with one (not when
     /// a signal ended it).
     pub exit_code: Option<i32>,
@@ -70,10 +88,65 @@ impl RunReport {
             outcomes: report.outcomes,
             started,
             ended,
+            wall_started: None,
+            wall_seconds: None,
             accepted: messages.len(),
             rejected,
+            replies: reply_counts(events),
             exit_code: status.and_then(|s| s.code()),
         }
+    }
+
+    /// The same report, with the run's start and end by the wall clock (JUnit's
+    /// `timestamp` and `time`).
+    #[must_use]
+    pub fn wall_clock(self, started: SystemTime, ended: SystemTime) -> Self {
+        Self {
+            wall_started: Some(started),
+            wall_seconds: Some(
+                ended
+                    .duration_since(started)
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            ),
+            ..self
+        }
+    }
+
+    /// The refusals among [`replies`](Self::replies), largest group first.
+    pub fn refusals(&self) -> Vec<&ReplyCount> {
+        let mut refusals: Vec<&ReplyCount> =
+            self.replies.iter().filter(|r| r.code >= 400).collect();
+        refusals.sort_by_key(|r| std::cmp::Reverse(r.count));
+        refusals
+    }
+
+    /// The replies below 400 on one line, each kind and code once with its total.
+    fn other_replies(&self) -> String {
+        let mut totals: Vec<(String, u64)> = Vec::new();
+        for r in self.replies.iter().filter(|r| r.code < 400) {
+            let name = format!("`{}` {}", r.kind, r.code);
+            match totals.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, count)) => *count += r.count,
+                None => totals.push((name, r.count)),
+            }
+        }
+        totals
+            .iter()
+            .map(|(name, count)| format!("{count} {name}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The replies in lines: the others on one, each group of refusals on its own.
+    fn reply_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let others = self.other_replies();
+        if !others.is_empty() {
+            lines.push(format!("replies: {others}"));
+        }
+        lines.extend(self.refusals().iter().map(|r| format!("refused: {r}")));
+        lines
     }
 
     /// How many expectations failed.
@@ -96,34 +169,56 @@ impl RunReport {
 
     /// The report as a JUnit XML document: a `<testsuite>` named after the scenario, one
     /// `<testcase>` per expectation, a `<failure>` (message: what was seen) for each that
-    /// failed, and the seed, counts, times and exit code as `<property>`s. The suite's
-    /// `timestamp` is the virtual start in UTC, without a zone as the JUnit schema wants.
+    /// failed, the seed, counts, virtual times, exit code and the count of each reply
+    /// kind (`replies.ip_frequency`) as `<property>`s, and the replies by rule and key in
+    /// the suite's `<system-out>`. With the wall-clock times
+    /// ([`wall_clock`](Self::wall_clock)), the suites' `time` is the seconds the run
+    /// took and the suite's `timestamp` its wall-clock start in UTC, without a zone as
+    /// the JUnit schema wants; the virtual start and end are the properties
+    /// `virtual_started` and `virtual_ended`.
     pub fn to_junit_xml(&self) -> String {
         let suite = escape(&self.scenario);
+        let time = self
+            .wall_seconds
+            .map_or(String::new(), |t| format!(" time=\"{t:.3}\""));
+        let timestamp = self.wall_started.map_or(String::new(), |t| {
+            format!(" timestamp=\"{}\"", junit_timestamp(t))
+        });
         let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         xml.push_str(&format!(
-            "<testsuites name=\"qqmx run\" tests=\"{}\" failures=\"{}\" errors=\"0\">\n",
+            "<testsuites name=\"qqmx run\" tests=\"{}\" failures=\"{}\" errors=\"0\"{time}>\n",
             self.outcomes.len(),
             self.failures(),
         ));
         xml.push_str(&format!(
             "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{}\" errors=\"0\" \
-             skipped=\"0\" timestamp=\"{}\">\n",
+             skipped=\"0\"{time}{timestamp}>\n",
             self.outcomes.len(),
             self.failures(),
-            junit_timestamp(self.started),
         ));
         xml.push_str("    <properties>\n");
         let mut properties = vec![
-            ("seed", self.seed.to_string()),
-            ("started", Rfc3339(self.started).to_string()),
-            ("ended", Rfc3339(self.ended).to_string()),
-            ("accepted", self.accepted.to_string()),
-            ("rejected", self.rejected.to_string()),
+            ("seed".to_owned(), self.seed.to_string()),
+            (
+                "virtual_started".to_owned(),
+                Rfc3339(self.started).to_string(),
+            ),
+            ("virtual_ended".to_owned(), Rfc3339(self.ended).to_string()),
+            ("accepted".to_owned(), self.accepted.to_string()),
+            ("rejected".to_owned(), self.rejected.to_string()),
         ];
         if let Some(code) = self.exit_code {
-            properties.push(("exit_code", code.to_string()));
+            properties.push(("exit_code".to_owned(), code.to_string()));
         }
+        let mut kinds: Vec<(String, u64)> = Vec::new();
+        for r in &self.replies {
+            let name = format!("replies.{}", r.kind);
+            match kinds.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, count)) => *count += r.count,
+                None => kinds.push((name, r.count)),
+            }
+        }
+        properties.extend(kinds.into_iter().map(|(n, c)| (n, c.to_string())));
         for (name, value) in properties {
             xml.push_str(&format!(
                 "      <property name=\"{name}\" value=\"{}\"/>\n",
@@ -131,6 +226,13 @@ impl RunReport {
             ));
         }
         xml.push_str("    </properties>\n");
+        let lines = self.reply_lines();
+        if !lines.is_empty() {
+            xml.push_str(&format!(
+                "    <system-out>{}</system-out>\n",
+                escape(&lines.join("\n"))
+            ));
+        }
         for outcome in &self.outcomes {
             let name = escape(&outcome.name);
             let seen = escape(&outcome.seen);
@@ -154,12 +256,13 @@ impl RunReport {
 }
 
 /// A line with the scenario, whether it passed, its counts, times and the sender's exit
-/// code, then the expectations' [`Report`], as `verify` prints it.
+/// code; a line of the replies below 400 and one per group of refusals (its kind, code,
+/// rule and key); then the expectations' [`Report`], as `verify` prints it.
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "scenario {}: {} ({} accepted, {} rejected, {} to {})",
+            "scenario {}: {} ({} accepted, {} rejected, {} to {}",
             self.scenario,
             if self.passed { "passed" } else { "FAILED" },
             self.accepted,
@@ -167,9 +270,16 @@ impl fmt::Display for RunReport {
             to_the_second(self.started),
             to_the_second(self.ended),
         )?;
+        if let Some(secs) = self.wall_seconds {
+            write!(f, " in {secs:.1}s of real time")?;
+        }
+        write!(f, ")")?;
         match self.exit_code {
             Some(code) => writeln!(f, "; the sender exited with {code}")?,
             None => writeln!(f)?,
+        }
+        for line in self.reply_lines() {
+            writeln!(f, "  {line}")?;
         }
         write!(f, "{}", self.expectations())
     }
@@ -212,6 +322,7 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reply::ReplyKind;
 
     fn report(outcomes: Vec<Outcome>) -> RunReport {
         let started = UNIX_EPOCH + Duration::from_secs(1_748_826_000);
@@ -222,10 +333,42 @@ mod tests {
             outcomes,
             started,
             ended: started + Duration::from_millis(600_250),
+            wall_started: None,
+            wall_seconds: None,
             accepted: 3,
             rejected: 5,
+            replies: vec![
+                ReplyCount {
+                    kind: ReplyKind::Greeting,
+                    code: 220,
+                    rule: None,
+                    window: None,
+                    key: None,
+                    count: 6,
+                },
+                ReplyCount {
+                    kind: ReplyKind::IpFrequency,
+                    code: 550,
+                    rule: Some("quota.ip_messages".into()),
+                    window: Some(crate::units::Window::Minute),
+                    key: Some("ip:127.0.0.1".into()),
+                    count: 2,
+                },
+                ReplyCount {
+                    kind: ReplyKind::ConnectionDenied,
+                    code: 554,
+                    rule: Some("quota.deny_after".into()),
+                    window: None,
+                    key: Some("ip:127.0.0.1".into()),
+                    count: 3,
+                },
+            ],
             exit_code: Some(0),
         }
+        .wall_clock(
+            UNIX_EPOCH + Duration::from_secs(1_764_460_800),
+            UNIX_EPOCH + Duration::from_millis(1_764_460_812_345),
+        )
     }
 
     fn mixed() -> RunReport {
@@ -261,7 +404,34 @@ mod tests {
         assert!(
             xml.contains(
                 "<testsuite name=\"blocks &lt;&amp;&gt; &quot;co&quot;\" tests=\"2\" \
-                 failures=\"1\" errors=\"0\" skipped=\"0\" timestamp=\"2025-06-02T01:00:00\">"
+                 failures=\"1\" errors=\"0\" skipped=\"0\" time=\"12.345\" \
+                 timestamp=\"2025-11-30T00:00:00\">"
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<testsuites name=\"qqmx run\" tests=\"2\" failures=\"1\" errors=\"0\" \
+                 time=\"12.345\">"
+            ),
+            "{xml}"
+        );
+        // Virtual time in properties; every reply kind counted, escalations included.
+        for property in [
+            "<property name=\"virtual_started\" value=\"2025-06-02T01:00:00Z\"/>",
+            "<property name=\"virtual_ended\" value=\"2025-06-02T01:10:00.250000Z\"/>",
+            "<property name=\"replies.greeting\" value=\"6\"/>",
+            "<property name=\"replies.ip_frequency\" value=\"2\"/>",
+            "<property name=\"replies.connection_denied\" value=\"3\"/>",
+        ] {
+            assert!(xml.contains(property), "{property} in {xml}");
+        }
+        assert!(
+            xml.contains(
+                "<system-out>replies: 6 `greeting` 220&#10;\
+                 refused: 3 `connection_denied` 554 by quota.deny_after on ip:127.0.0.1&#10;\
+                 refused: 2 `ip_frequency` 550 by quota.ip_messages (minute) on ip:127.0.0.1\
+                 </system-out>"
             ),
             "{xml}"
         );
@@ -323,7 +493,11 @@ mod tests {
         assert!(
             text.starts_with(
                 "scenario blocks <&> \"co\": FAILED (3 accepted, 5 rejected, \
-                 2025-06-02T01:00:00Z to 2025-06-02T01:10:00Z); the sender exited with 0\n\
+                 2025-06-02T01:00:00Z to 2025-06-02T01:10:00Z in 12.3s of real time); \
+                 the sender exited with 0\n  \
+                 replies: 6 `greeting` 220\n  \
+                 refused: 3 `connection_denied` 554 by quota.deny_after on ip:127.0.0.1\n  \
+                 refused: 2 `ip_frequency` 550 by quota.ip_messages (minute) on ip:127.0.0.1\n\
                  qqmx: 1 of 2 expectations held\n"
             ),
             "{text}"
@@ -385,6 +559,11 @@ mod tests {
             None,
         );
         assert_eq!((report.accepted, report.rejected), (0, 2));
+        assert_eq!(report.replies.len(), 4);
+        assert_eq!((report.wall_started, report.wall_seconds), (None, None));
+        let xml = report.to_junit_xml();
+        assert!(!xml.contains("time="), "{xml}");
+        assert!(!xml.contains("timestamp="), "{xml}");
         assert_eq!(
             (report.seed, report.passed, report.exit_code),
             (3, false, None)
@@ -402,6 +581,17 @@ mod tests {
         assert_eq!(json["rejected"], 5);
         assert_eq!(json["exit_code"], 0);
         assert_eq!(json["started"], "2025-06-02T01:00:00Z");
+        assert_eq!(json["wall_started"], "2025-11-30T00:00:00Z");
+        assert_eq!(json["wall_seconds"], 12.345);
+        assert_eq!(json["replies"][0]["kind"], "greeting");
+        assert_eq!(json["replies"][0]["count"], 6);
+        assert!(json["replies"][0].get("rule").is_none());
+        assert_eq!(json["replies"][2]["kind"], "connection_denied");
+        assert_eq!(json["replies"][2]["code"], 554);
+        assert_eq!(json["replies"][2]["rule"], "quota.deny_after");
+        assert_eq!(json["replies"][2]["key"], "ip:127.0.0.1");
+        assert_eq!(json["replies"][1]["window"], "minute");
+        assert!(json["replies"][2].get("window").is_none());
         assert_eq!(json["ended"], "2025-06-02T01:10:00.250000Z");
         assert_eq!(json["outcomes"][1]["passed"], false);
         assert_eq!(

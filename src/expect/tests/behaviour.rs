@@ -372,8 +372,8 @@ fn refusals_by_the_warm_up_allowance_are_counted_per_attempt() {
     let outcome = check(&rule, &log);
     fails_with(
         &outcome,
-        "1 attempt refused by the warm-up allowance, at most 0 allowed; the first at \
-         2025-06-02T01:00:19Z: refused by reputation.warmup (ip:127.0.0.1)",
+        "1 attempt refused by the warm-up allowance (reputation.warmup), at most 0 allowed; \
+         the first at 2025-06-02T01:00:19Z: refused by reputation.warmup (on ip:127.0.0.1)",
     );
     let lenient = Expectation {
         max: Some(1),

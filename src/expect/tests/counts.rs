@@ -61,7 +61,15 @@ fn accepted_without_bounds_means_at_least_one() {
 #[test]
 fn rejected_counts_replies_from_400_of_a_kind() {
     let mut log = Log::new();
-    log.reply(1, ReplyKind::IpFrequency, 550)
+    log.connect(1)
+        .rcpt_cmd(1, "10001@qq.com")
+        .refusal(
+            1,
+            Stage::Rcpt,
+            "quota.ip_messages",
+            "ip:127.0.0.1",
+            Some(t(10 * MIN)),
+        )
         .reply(1, ReplyKind::MailboxNotFound, 550)
         .reply(1, ReplyKind::Greylisted, 451)
         .reply(1, ReplyKind::DataStart, 354)
@@ -74,7 +82,9 @@ fn rejected_counts_replies_from_400_of_a_kind() {
     let outcome = check(&none_of_these, &log);
     fails_with(
         &outcome,
-        "1 `ip_frequency` reply, expected at most 0; the first at 2025-06-02T01:00:00Z: 550",
+        "1 `ip_frequency` reply, expected at most 0: 1 `ip_frequency` 550 by \
+         quota.ip_messages on ip:127.0.0.1; the first at 2025-06-02T01:00:03Z: \
+         550 ip_frequency",
     );
     assert_eq!(outcome.name, "`ip_frequency` replies at most 0");
     let all = Expectation {
@@ -93,6 +103,70 @@ fn rejected_counts_replies_from_400_of_a_kind() {
     fails_with(
         &check(&unknown, &log),
         "1 `mailbox_not_found` reply, expected at least 2",
+    );
+}
+
+#[test]
+fn refusals_name_every_kind_with_its_rule_and_key_escalations_included() {
+    // A naive sender: refused by the minute quota, then denied at connect while blocked.
+    let mut log = Log::new();
+    for session in 1..=3 {
+        log.open(session).rcpt_cmd(session, "10001@qq.com").refusal(
+            session,
+            Stage::Rcpt,
+            "quota.ip_messages",
+            "ip:127.0.0.1",
+            Some(t(10 * MIN)),
+        );
+    }
+    for session in 4..=5 {
+        let denied = Decision {
+            stage: Stage::Connect,
+            verdict: Verdict::Disconnect(ReplyKind::ConnectionDenied),
+            rule: Cow::Borrowed("quota.deny_after"),
+            detail: "3 refusals while blocked, limit 3".into(),
+            key: Some("ip:127.0.0.1".into()),
+            counter: Some(3),
+            limit: Some(3),
+            window: None,
+            block_until: Some(t(10 * MIN)),
+        };
+        log.connect(session)
+            .push(session, EventKind::Decision(denied))
+            .reply(session, ReplyKind::ConnectionDenied, 554)
+            .close(session, CloseReason::RefusedAtConnect);
+    }
+    let none = Expectation {
+        max: Some(0),
+        ..expect(Kind::Rejected)
+    };
+    fails_with(
+        &check(&none, &log),
+        "5 refusals, expected at most 0: 3 `ip_frequency` 550 by quota.ip_messages on \
+         ip:127.0.0.1, 2 `connection_denied` 554 by quota.deny_after on ip:127.0.0.1; \
+         the first at ",
+    );
+    let counts = super::super::reply_counts(&log.events);
+    let text: Vec<String> = counts.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        [
+            "3 `greeting` 220",
+            "3 `ehlo` 250",
+            "3 `mail_ok` 250",
+            "3 `ip_frequency` 550 by quota.ip_messages on ip:127.0.0.1",
+            "2 `connection_denied` 554 by quota.deny_after on ip:127.0.0.1",
+        ]
+    );
+    // Replies counts name the rule too when they fail.
+    let greetings = Expectation {
+        max: Some(1),
+        ..Expectation::replies(ReplyKind::ConnectionDenied, 0..)
+    };
+    fails_with(
+        &check(&greetings, &log),
+        "2 `connection_denied` replies, expected at most 1: 2 `connection_denied` 554 by \
+         quota.deny_after on ip:127.0.0.1; the first at ",
     );
 }
 
