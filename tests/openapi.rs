@@ -1100,6 +1100,8 @@ fn example_call<'a>(method: &'a str, path: &str) -> Call<'a> {
         "/api/v1/events" => format!("{target}?after=0&limit=100"),
         "/api/v1/events/stream" => format!("{target}?after=0"),
         "/api/v1/explain" => format!("{target}?ip=127.0.0.1"),
+        "/api/v1/search" if method == "GET" => format!("{target}?query=to%3A10001%40qq.com"),
+        "/api/v1/search" => format!("{target}?query=subject%3Anothing-matches"),
         _ => target,
     };
     let body = match (method, path) {
@@ -1386,7 +1388,7 @@ async fn what_does_not_exist_gets_404_and_a_wrong_method_405() {
         "/api/v1/nothing",
         "/api/v2/info",
         "/",
-        "/api/v1/message/1/headers",
+        "/api/v1/message/1/part/1",
     ] {
         let answer = Call::new("GET", target).send(sidecar.api).await;
         assert_eq!(answer.status, 404, "{target}");
@@ -1406,6 +1408,7 @@ async fn what_does_not_exist_gets_404_and_a_wrong_method_405() {
     for (path, target) in [
         ("/api/v1/message/{id}", "/api/v1/message/99"),
         ("/api/v1/message/{id}/raw", "/api/v1/message/99/raw"),
+        ("/api/v1/message/{id}/headers", "/api/v1/message/99/headers"),
         ("/api/v1/explain", "/api/v1/explain?ip=192.0.2.1"),
     ] {
         let answer = Call::new("GET", target).send(sidecar.api).await;

@@ -24,6 +24,7 @@
 
 mod commands;
 mod guard;
+mod mailpit;
 mod metrics;
 mod routes;
 mod serve;

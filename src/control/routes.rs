@@ -19,6 +19,7 @@ use base64::Engine as _;
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
+use super::mailpit::{self, DeleteRequest, Search};
 use super::stats::Stats;
 use super::wire::{Answer, ApiState, Reputation, body, duration, query, time};
 use super::{Api, ApiError, OPENAPI, commands, guard, metrics};
@@ -38,6 +39,8 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .route("/messages", get(messages).delete(delete_messages))
         .route("/message/{id}", get(message))
         .route("/message/{id}/raw", get(message_raw))
+        .route("/message/{id}/headers", get(message_headers))
+        .route("/search", get(search).delete(delete_search))
         .route("/events", get(events))
         .route("/events/stream", get(event_stream))
         .route("/stats", get(stats))
@@ -218,16 +221,25 @@ struct MessageView<'a> {
     headers: Option<Vec<(String, String)>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     raw_base64: Option<String>,
+    /// Mailpit's fields of a message in a list.
+    #[serde(flatten)]
+    summary: Option<mailpit::Summary>,
+    /// Mailpit's fields of one message.
+    #[serde(flatten)]
+    detail: Option<mailpit::Detail>,
 }
 
 impl<'a> MessageView<'a> {
-    fn new(message: &'a Message) -> Self {
+    /// The view in a list, with Mailpit's summary fields.
+    fn listed(message: &'a Message) -> Self {
         Self {
             message,
             size: message.raw.len(),
             subject: message.header("subject"),
             headers: None,
             raw_base64: None,
+            summary: Some(mailpit::Summary::new(message)),
+            detail: None,
         }
     }
 }
@@ -257,6 +269,61 @@ struct MessageList<'a> {
     start: usize,
     count: usize,
     messages: Vec<MessageView<'a>>,
+    /// Mailpit's count of the matches (the same as `total`).
+    messages_count: usize,
+    /// Mailpit's unread counts: qqmx keeps no read state, so 0.
+    unread: usize,
+    messages_unread: usize,
+    /// Mailpit's tags: qqmx has none.
+    tags: Vec<String>,
+}
+
+impl<'a> MessageList<'a> {
+    fn new(total: usize, start: usize, page: &'a [Arc<Message>], raw: bool) -> Self {
+        let messages: Vec<MessageView<'a>> = page
+            .iter()
+            .map(|m| {
+                let mut view = MessageView::listed(m);
+                if raw {
+                    view.raw_base64 =
+                        Some(base64::engine::general_purpose::STANDARD.encode(&m.raw));
+                }
+                view
+            })
+            .collect();
+        Self {
+            total,
+            start,
+            count: messages.len(),
+            messages,
+            messages_count: total,
+            unread: 0,
+            messages_unread: 0,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// The MX name of a `mx` filter, or a 400 naming the names there are: the API's
+/// listeners and the MX hosts of the messages held.
+fn known_mx(api: &Api, mx: String) -> Answer<String> {
+    let mut names: Vec<String> = api
+        .options
+        .listeners
+        .iter()
+        .map(|(name, _)| name.clone())
+        .chain(api.server.store().snapshot().iter().map(|m| m.mx.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.contains(&mx) {
+        Ok(mx)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "unknown MX `{mx}`; one of: {}",
+            names.join(", ")
+        )))
+    }
 }
 
 async fn messages(
@@ -273,7 +340,7 @@ async fn messages(
             .map(|s| if s == "<>" { "" } else { s }.to_owned()),
         to: f.to,
         folder: f.folder,
-        mx: f.mx,
+        mx: f.mx.map(|mx| known_mx(&api, mx)).transpose()?,
     };
     let (total, page) =
         api.server
@@ -281,23 +348,70 @@ async fn messages(
             .messages_page(f.start, f.limit.unwrap_or(usize::MAX), |m| {
                 filter.matches(m)
             });
-    let views: Vec<MessageView<'_>> = page
-        .iter()
-        .map(|m| {
-            let mut view = MessageView::new(m);
-            if f.raw {
-                view.raw_base64 = Some(base64::engine::general_purpose::STANDARD.encode(&m.raw));
-            }
-            view
-        })
+    Ok(Json(MessageList::new(total, f.start, &page, f.raw)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    /// Mailpit's search: `to:`, `from:`, `subject:`, `before:`, `after:` and plain words.
+    query: String,
+    #[serde(default)]
+    start: usize,
+    limit: Option<usize>,
+}
+
+/// Mailpit's search: the messages that match, newest first as Mailpit lists them.
+async fn search(
+    State(api): ApiState,
+    query_string: Result<Query<SearchQuery>, QueryRejection>,
+) -> Answer<Response> {
+    let q = query(query_string)?;
+    let search = Search::parse(&q.query)?;
+    let found: Vec<Arc<Message>> = api
+        .server
+        .store()
+        .snapshot()
+        .into_iter()
+        .rev()
+        .filter(|m| search.matches(m))
         .collect();
-    Ok(Json(MessageList {
-        total,
-        start: f.start,
-        count: views.len(),
-        messages: views,
-    })
-    .into_response())
+    let total = found.len();
+    let page: Vec<Arc<Message>> = found
+        .into_iter()
+        .skip(q.start)
+        .take(q.limit.unwrap_or(usize::MAX))
+        .collect();
+    Ok(Json(MessageList::new(total, q.start, &page, false)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchDelete {
+    query: String,
+}
+
+/// Mailpit's delete by search: forgets the messages that match.
+async fn delete_search(
+    State(api): ApiState,
+    query_string: Result<Query<SearchDelete>, QueryRejection>,
+    bytes: Bytes,
+) -> Answer<Json<Deleted>> {
+    let q = query(query_string)?;
+    no_body(&bytes)?;
+    let search = Search::parse(&q.query)?;
+    Ok(Json(Deleted {
+        deleted: api.server.store().remove_messages(|m| search.matches(m)),
+    }))
+}
+
+/// A 400 for a body sent to a route that takes none.
+fn no_body(bytes: &Bytes) -> Answer<()> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("this route takes no body"))
+    }
 }
 
 #[derive(Serialize)]
@@ -305,13 +419,50 @@ struct Deleted {
     deleted: usize,
 }
 
-async fn delete_messages(State(api): ApiState) -> Json<Deleted> {
-    Json(Deleted {
-        deleted: api.server.store().clear_messages(),
-    })
+/// Deletes every message, or with Mailpit's `{"IDs": ["7"]}` only those (a 404 naming
+/// the ones not held, deleting none, when some are not).
+async fn delete_messages(State(api): ApiState, bytes: Bytes) -> Answer<Json<Deleted>> {
+    let request: DeleteRequest = body(&bytes)?;
+    let store = api.server.store();
+    if request.ids.is_empty() {
+        return Ok(Json(Deleted {
+            deleted: store.clear_messages(),
+        }));
+    }
+    let mut ids = Vec::with_capacity(request.ids.len());
+    for id in &request.ids {
+        ids.push(
+            id.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("`{id}` is not a message id")))?,
+        );
+    }
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| store.message(**id).is_none())
+        .map(u64::to_string)
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no message {} in the store; nothing deleted",
+            missing.join(", ")
+        )));
+    }
+    Ok(Json(Deleted {
+        deleted: store.remove_messages(|m| ids.contains(&m.id)),
+    }))
 }
 
+/// The message `id` names: its number, or `latest` for the newest.
 fn find(api: &Api, id: &str) -> Answer<Message> {
+    if id == "latest" {
+        return api
+            .server
+            .store()
+            .snapshot()
+            .last()
+            .map(|m| Message::clone(m))
+            .ok_or_else(|| ApiError::not_found("no message in the store"));
+    }
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("`{id}` is not a message id")))?;
@@ -323,9 +474,20 @@ fn find(api: &Api, id: &str) -> Answer<Message> {
 
 async fn message(State(api): ApiState, Path(id): Path<String>) -> Answer<Response> {
     let message = find(&api, &id)?;
-    let mut view = MessageView::new(&message);
+    let mut view = MessageView::listed(&message);
+    view.summary = None;
+    view.detail = Some(mailpit::Detail::new(&message));
     view.headers = Some(message.headers());
     Ok(Json(view).into_response())
+}
+
+/// Mailpit's header map: each name (canonical, sorted) with its values.
+async fn message_headers(
+    State(api): ApiState,
+    Path(id): Path<String>,
+) -> Answer<Json<std::collections::BTreeMap<String, Vec<String>>>> {
+    let message = find(&api, &id)?;
+    Ok(Json(mailpit::headers(&message)))
 }
 
 async fn message_raw(State(api): ApiState, Path(id): Path<String>) -> Answer<Response> {
