@@ -1380,6 +1380,47 @@ async fn bad_requests_get_400_with_a_json_error() {
     conforms(&doc, "GET", "/api/v1/events/stream", &stream);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_query_parameters_and_unwanted_bodies_get_400() {
+    let doc = document();
+    let sidecar = start(manual_clock(), None).await;
+    for (method, path) in documented(&doc) {
+        let call = example_call(&method, &path);
+        let separator = if call.target.contains('?') { '&' } else { '?' };
+        let call = Call {
+            target: format!("{}{separator}zz=1", call.target),
+            ..call
+        };
+        let answer = call.send(sidecar.api).await;
+        assert_eq!(answer.status, 400, "{method} {path}: {}", answer.text());
+        conforms(&doc, &method, &path, &answer);
+    }
+    for (method, target, path) in [
+        ("GET", "/api/v1/info", "/api/v1/info"),
+        ("POST", "/api/v1/mx/mx1/down", "/api/v1/mx/{mx}/down"),
+        ("DELETE", "/api/v1/search?query=x", "/api/v1/search"),
+    ] {
+        let answer = Call::new(method, target)
+            .json(r#"{"x": 1}"#)
+            .send(sidecar.api)
+            .await;
+        assert_eq!(answer.status, 400, "{method} {target}: {}", answer.text());
+        assert_eq!(answer.error(), "this route takes no body (or `{}`)");
+        conforms(&doc, method, path, &answer);
+    }
+    // An empty object says nothing, and is taken.
+    let answer = Call::new("POST", "/api/v1/mx/mx1/up")
+        .json("{ }")
+        .send(sidecar.api)
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    // A path that does not exist is still a 404, whatever its query.
+    let answer = Call::new("GET", "/api/v1/nothing?zz=1")
+        .send(sidecar.api)
+        .await;
+    assert_eq!(answer.status, 404);
+}
+
 #[tokio::test]
 async fn what_does_not_exist_gets_404_and_a_wrong_method_405() {
     let doc = document();

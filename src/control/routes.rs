@@ -65,10 +65,12 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .nest("/api/v1", v1)
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route_layer(middleware::from_fn(guard::strict_inputs))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route_layer(middleware::from_fn(guard::strict_inputs))
         .merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -395,23 +397,12 @@ struct SearchDelete {
 async fn delete_search(
     State(api): ApiState,
     query_string: Result<Query<SearchDelete>, QueryRejection>,
-    bytes: Bytes,
 ) -> Answer<Json<Deleted>> {
     let q = query(query_string)?;
-    no_body(&bytes)?;
     let search = Search::parse(&q.query)?;
     Ok(Json(Deleted {
         deleted: api.server.store().remove_messages(|m| search.matches(m)),
     }))
-}
-
-/// A 400 for a body sent to a route that takes none.
-fn no_body(bytes: &Bytes) -> Answer<()> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request("this route takes no body"))
-    }
 }
 
 #[derive(Serialize)]
