@@ -509,6 +509,11 @@ async fn mailpit_forms_read_search_and_delete_only_what_they_name() {
         "/api/v1/search?query=subject%3Ainvoice%20-subject%3Areminder%20before%3A2099-01-01",
     );
     assert_eq!(ids(&found), [1]);
+    let (_, found) = get_json(
+        addr,
+        "/api/v1/search?query=before%3A2025-06-15T15%3A06%3A41Z",
+    );
+    assert_eq!(ids(&found), [3, 2, 1]);
     let (_, found) = get_json(addr, "/api/v1/search?query=after%3A2099-01-01");
     assert_eq!(ids(&found), Vec::<u64>::new());
     let (status, error) = get_json(addr, "/api/v1/search?query=is%3Aunread");

@@ -323,13 +323,13 @@ impl Search {
             let lower = word.to_lowercase();
             let term = match word.split_once(':') {
                 Some((key, value)) if !key.is_empty() && !key.contains('@') => {
-                    let value = value.to_lowercase();
+                    let lower = value.to_lowercase();
                     match key.to_ascii_lowercase().as_str() {
-                        "to" => Term::To(value),
-                        "from" => Term::From(value),
-                        "subject" => Term::Subject(value),
-                        "before" => Term::Before(search_time(&value, "before:")?),
-                        "after" => Term::After(search_time(&value, "after:")?),
+                        "to" => Term::To(lower),
+                        "from" => Term::From(lower),
+                        "subject" => Term::Subject(lower),
+                        "before" => Term::Before(search_time(value, "before:")?),
+                        "after" => Term::After(search_time(value, "after:")?),
                         _ => {
                             return Err(ApiError::bad_request(format!(
                                 "unknown search term `{key}:`; one of: {}, or plain words",

@@ -235,12 +235,20 @@ impl<'a> MessageView<'a> {
     /// The view in a list, with Mailpit's summary fields.
     fn listed(message: &'a Message) -> Self {
         Self {
+            summary: Some(mailpit::Summary::new(message)),
+            ..Self::one(message)
+        }
+    }
+
+    /// qqmx's fields alone.
+    fn one(message: &'a Message) -> Self {
+        Self {
             message,
             size: message.raw.len(),
             subject: message.header("subject"),
             headers: None,
             raw_base64: None,
-            summary: Some(mailpit::Summary::new(message)),
+            summary: None,
             detail: None,
         }
     }
@@ -465,10 +473,11 @@ fn find(api: &Api, id: &str) -> Answer<Message> {
 
 async fn message(State(api): ApiState, Path(id): Path<String>) -> Answer<Response> {
     let message = find(&api, &id)?;
-    let mut view = MessageView::listed(&message);
-    view.summary = None;
-    view.detail = Some(mailpit::Detail::new(&message));
-    view.headers = Some(message.headers());
+    let view = MessageView {
+        headers: Some(message.headers()),
+        detail: Some(mailpit::Detail::new(&message)),
+        ..MessageView::one(&message)
+    };
     Ok(Json(view).into_response())
 }
 
