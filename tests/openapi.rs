@@ -1115,7 +1115,7 @@ fn example_call<'a>(method: &'a str, path: &str) -> Call<'a> {
         ("POST", "/api/v1/limit") => Some(r#"{"quota": "domain", "window": "day", "limit": 500}"#),
         ("POST", "/api/v1/reset") => Some(r#"{"counters": true}"#),
         ("PUT", "/api/v1/faults") => Some(
-            r#"[{"kind": "tarpit", "stage": "rcpt", "delay": "1ms", "probability": 0.5, "mx": ["mx2"]}]"#,
+            r#"[{"kind": "tarpit", "stage": "rcpt", "delay": "1ms", "probability": 0.5, "mx": ["mx1"]}]"#,
         ),
         _ => None,
     };
@@ -1336,6 +1336,7 @@ async fn bad_requests_get_400_with_a_json_error() {
         ("PUT /api/v1/faults", r#"[{"kind": "tarpit"}]"#, "needs a `delay`"),
         ("PUT /api/v1/faults", r#"[{"kind": "greylist", "attempts": 2, "stage": "mail"}]"#, "`rcpt` only"),
         ("PUT /api/v1/faults", r#"[{"kind": "close", "probability": 2}]"#, "not from 0 to 1"),
+        ("PUT /api/v1/faults", r#"[{"kind": "close", "mx": ["mx9"]}]"#, "unknown MX `mx9`; one of: mx1"),
         ("GET /api/v1/messages?since=yesterday", "", "`since`"),
         ("GET /api/v1/messages?limit=many", "", "bad query string"),
         ("GET /api/v1/messages?colour=blue", "", "bad query string"),
@@ -1344,8 +1345,13 @@ async fn bad_requests_get_400_with_a_json_error() {
         ("GET /api/v1/message/x", "", "`x` is not a message id"),
         ("GET /api/v1/reputation/x", "", "`x` is not an IP address"),
     ];
-    // Bodies bad in ways the schemas cannot tell: not JSON, a range out of bounds.
-    let beyond_schemas = [r#"{"recipient": "#, r#"{"ip": "192.0.2.1/99"}"#];
+    // Bodies bad in ways the schemas cannot tell: not JSON, a range out of bounds, an MX
+    // the server does not have.
+    let beyond_schemas = [
+        r#"{"recipient": "#,
+        r#"{"ip": "192.0.2.1/99"}"#,
+        r#"[{"kind": "close", "mx": ["mx9"]}]"#,
+    ];
     for (request, body, wanted) in cases {
         let (method, target) = request.split_once(' ').expect("METHOD target");
         if !body.is_empty() && !beyond_schemas.contains(&body) {
