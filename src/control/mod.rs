@@ -25,6 +25,7 @@
 mod commands;
 mod guard;
 mod mailpit;
+mod messages;
 mod metrics;
 mod routes;
 mod serve;
