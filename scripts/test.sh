@@ -6,7 +6,10 @@
 # (QQMX_SKIP_IMAGE_TEST=1 skips it). The Postfix test (tests/postfix.rs) relays mail to
 # qqmx through a private Postfix instance it starts and stops itself; it needs Debian's
 # postfix package, installed here without a system configuration so that no system
-# Postfix runs, and root (QQMX_SKIP_POSTFIX_TEST=1 skips it).
+# Postfix runs, and root (QQMX_SKIP_POSTFIX_TEST=1 skips it). The Mailpit client test
+# (tests/mailpit.rs) drives the API with the npm package mailpit-api, installed here into
+# the git-ignored target/mailpit-client with Node.js's npm (QQMX_SKIP_MAILPIT_TEST=1
+# skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,9 @@ if [ -z "${QQMX_SKIP_IMAGE_TEST:-}" ]; then
 fi
 if [ -z "${QQMX_SKIP_POSTFIX_TEST:-}" ] && ! [ -x /usr/sbin/postfix ]; then
   need_apt+=(postfix)
+fi
+if [ -z "${QQMX_SKIP_MAILPIT_TEST:-}" ] && ! command -v npm >/dev/null; then
+  need_apt+=(nodejs npm)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -36,6 +42,10 @@ if ! python3 -c 'import dkim, nacl' 2>/dev/null; then
   user=()
   [ "$(id -u)" = 0 ] || user=(--user)
   python3 -m pip install -q "${user[@]}" 'dkimpy==1.1.8' 'pynacl>=1.5' >&2
+fi
+
+if [ -z "${QQMX_SKIP_MAILPIT_TEST:-}" ] && ! [ -f target/mailpit-client/node_modules/mailpit-api/package.json ]; then
+  npm install -q --prefix target/mailpit-client --no-audit --no-fund 'mailpit-api@2.1.0' >&2
 fi
 
 # --no-fail-fast: report every failing test binary, not only the first; the exit status

@@ -434,6 +434,120 @@ async fn message_pages_count_every_match() {
     assert_eq!(stats["replies"]["queued"], 3, "{stats}");
 }
 
+fn get_json(addr: SocketAddr, target: &str) -> (u16, Value) {
+    let (status, body) = http(addr, "GET", target, None, "");
+    let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (status, value)
+}
+
+fn ids(list: &Value) -> Vec<u64> {
+    list["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].as_u64().expect("id"))
+        .collect()
+}
+
+// The client below blocks its thread: the server needs another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailpit_forms_read_search_and_delete_only_what_they_name() {
+    let (addr, server) = api(None, ServeLimits::default()).await;
+    let smtp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let smtp_addr = smtp.local_addr().expect("address");
+    let running = server.clone();
+    tokio::spawn(async move { running.run(smtp, std::future::pending()).await });
+    for (n, subject) in ["invoice", "Weekly news", "invoice reminder"]
+        .iter()
+        .enumerate()
+    {
+        let body = format!(
+            "From: \"Shop, The\" <shop@example.org>\r\nTo: User <1000{n}@qq.com>\r\nMessage-ID: <m{n}@example.org>\r\nSubject: {subject}\r\n\r\nbody {n}\r\n"
+        );
+        common::deliver(
+            smtp_addr,
+            "shop@example.org",
+            &format!("1000{n}@qq.com"),
+            &body,
+        )
+        .await;
+    }
+    let held = server.store().wait_for_messages_async(3, PATIENCE).await;
+    assert_eq!(held.map(|m| m.len()), Ok(3));
+
+    // A misspelt MX is refused, naming the ones there are.
+    let (status, error) = get_json(addr, "/api/v1/messages?mx=mx9");
+    assert_eq!(status, 400, "{error}");
+    let error = error["error"].as_str().expect("error");
+    assert!(error.contains("`mx9`") && error.contains("mx1"), "{error}");
+    assert_eq!(get_json(addr, "/api/v1/messages?mx=mx1").1["total"], 3);
+
+    // Mailpit's fields beside qqmx's.
+    let (_, list) = get_json(addr, "/api/v1/messages");
+    let first = &list["messages"][0];
+    assert_eq!(first["ID"], "1");
+    assert_eq!(first["MessageID"], "m0@example.org");
+    assert_eq!(first["From"]["Name"], "Shop, The");
+    assert_eq!(first["From"]["Address"], "shop@example.org");
+    assert_eq!(first["To"][0]["Address"], "10000@qq.com");
+    assert_eq!(first["Subject"], "invoice");
+    assert_eq!(list["messages_count"], 3);
+    let (status, latest) = get_json(addr, "/api/v1/message/latest");
+    assert_eq!((status, &latest["ID"]), (200, &Value::from("3")));
+    assert_eq!(latest["Text"], "body 2\r\n");
+    let (_, headers) = get_json(addr, "/api/v1/message/2/headers");
+    assert_eq!(headers["Message-Id"][0], "<m1@example.org>");
+    assert!(headers["X-Qq-Mid"].is_array(), "{headers}");
+
+    // Search, newest first; an unknown term is refused.
+    let (_, found) = get_json(addr, "/api/v1/search?query=subject%3Ainvoice");
+    assert_eq!(ids(&found), [3, 1]);
+    let (_, found) = get_json(addr, "/api/v1/search?query=to%3A10001%40qq.com");
+    assert_eq!(ids(&found), [2]);
+    let (_, found) = get_json(
+        addr,
+        "/api/v1/search?query=subject%3Ainvoice%20-subject%3Areminder%20before%3A2099-01-01",
+    );
+    assert_eq!(ids(&found), [1]);
+    let (_, found) = get_json(
+        addr,
+        "/api/v1/search?query=before%3A2025-06-15T15%3A06%3A41Z",
+    );
+    assert_eq!(ids(&found), [3, 2, 1]);
+    let (_, found) = get_json(addr, "/api/v1/search?query=after%3A2099-01-01");
+    assert_eq!(ids(&found), Vec::<u64>::new());
+    let (status, error) = get_json(addr, "/api/v1/search?query=is%3Aunread");
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("subject:")),
+        "{error}"
+    );
+
+    // Delete by ids deletes only those; an unknown body or id deletes nothing.
+    let (status, body) = http(addr, "DELETE", "/api/v1/messages", None, r#"{"ID":["2"]}"#);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(
+        addr,
+        "DELETE",
+        "/api/v1/messages",
+        None,
+        r#"{"IDs":["2","9"]}"#,
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no message 9"), "{body}");
+    let (status, body) = http(addr, "DELETE", "/api/v1/messages", None, r#"{"IDs":["2"]}"#);
+    assert_eq!((status, body.as_str()), (200, r#"{"deleted":1}"#));
+    assert_eq!(ids(&get_json(addr, "/api/v1/messages").1), [1, 3]);
+    assert_eq!(get_json(addr, "/api/v1/message/3").1["ID"], "3");
+    let (status, body) = http(addr, "DELETE", "/api/v1/search?query=reminder", None, "");
+    assert_eq!((status, body.as_str()), (200, r#"{"deleted":1}"#));
+    let (status, body) = http(addr, "DELETE", "/api/v1/messages", None, "{}");
+    assert_eq!((status, body.as_str()), (200, r#"{"deleted":1}"#));
+    assert_eq!(get_json(addr, "/api/v1/message/latest").0, 404);
+}
+
 // ------------------------------------------------------------------ config
 
 // The client below blocks its thread: the server needs another.

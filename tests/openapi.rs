@@ -1100,6 +1100,8 @@ fn example_call<'a>(method: &'a str, path: &str) -> Call<'a> {
         "/api/v1/events" => format!("{target}?after=0&limit=100"),
         "/api/v1/events/stream" => format!("{target}?after=0"),
         "/api/v1/explain" => format!("{target}?ip=127.0.0.1"),
+        "/api/v1/search" if method == "GET" => format!("{target}?query=to%3A10001%40qq.com"),
+        "/api/v1/search" => format!("{target}?query=subject%3Anothing-matches"),
         _ => target,
     };
     let body = match (method, path) {
@@ -1113,7 +1115,7 @@ fn example_call<'a>(method: &'a str, path: &str) -> Call<'a> {
         ("POST", "/api/v1/limit") => Some(r#"{"quota": "domain", "window": "day", "limit": 500}"#),
         ("POST", "/api/v1/reset") => Some(r#"{"counters": true}"#),
         ("PUT", "/api/v1/faults") => Some(
-            r#"[{"kind": "tarpit", "stage": "rcpt", "delay": "1ms", "probability": 0.5, "mx": ["mx2"]}]"#,
+            r#"[{"kind": "tarpit", "stage": "rcpt", "delay": "1ms", "probability": 0.5, "mx": ["mx1"]}]"#,
         ),
         _ => None,
     };
@@ -1334,6 +1336,7 @@ async fn bad_requests_get_400_with_a_json_error() {
         ("PUT /api/v1/faults", r#"[{"kind": "tarpit"}]"#, "needs a `delay`"),
         ("PUT /api/v1/faults", r#"[{"kind": "greylist", "attempts": 2, "stage": "mail"}]"#, "`rcpt` only"),
         ("PUT /api/v1/faults", r#"[{"kind": "close", "probability": 2}]"#, "not from 0 to 1"),
+        ("PUT /api/v1/faults", r#"[{"kind": "close", "mx": ["mx9"]}]"#, "unknown MX `mx9`; one of: mx1"),
         ("GET /api/v1/messages?since=yesterday", "", "`since`"),
         ("GET /api/v1/messages?limit=many", "", "bad query string"),
         ("GET /api/v1/messages?colour=blue", "", "bad query string"),
@@ -1342,8 +1345,13 @@ async fn bad_requests_get_400_with_a_json_error() {
         ("GET /api/v1/message/x", "", "`x` is not a message id"),
         ("GET /api/v1/reputation/x", "", "`x` is not an IP address"),
     ];
-    // Bodies bad in ways the schemas cannot tell: not JSON, a range out of bounds.
-    let beyond_schemas = [r#"{"recipient": "#, r#"{"ip": "192.0.2.1/99"}"#];
+    // Bodies bad in ways the schemas cannot tell: not JSON, a range out of bounds, an MX
+    // the server does not have.
+    let beyond_schemas = [
+        r#"{"recipient": "#,
+        r#"{"ip": "192.0.2.1/99"}"#,
+        r#"[{"kind": "close", "mx": ["mx9"]}]"#,
+    ];
     for (request, body, wanted) in cases {
         let (method, target) = request.split_once(' ').expect("METHOD target");
         if !body.is_empty() && !beyond_schemas.contains(&body) {
@@ -1378,6 +1386,47 @@ async fn bad_requests_get_400_with_a_json_error() {
     conforms(&doc, "GET", "/api/v1/events/stream", &stream);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_query_parameters_and_unwanted_bodies_get_400() {
+    let doc = document();
+    let sidecar = start(manual_clock(), None).await;
+    for (method, path) in documented(&doc) {
+        let call = example_call(&method, &path);
+        let separator = if call.target.contains('?') { '&' } else { '?' };
+        let call = Call {
+            target: format!("{}{separator}zz=1", call.target),
+            ..call
+        };
+        let answer = call.send(sidecar.api).await;
+        assert_eq!(answer.status, 400, "{method} {path}: {}", answer.text());
+        conforms(&doc, &method, &path, &answer);
+    }
+    for (method, target, path) in [
+        ("GET", "/api/v1/info", "/api/v1/info"),
+        ("POST", "/api/v1/mx/mx1/down", "/api/v1/mx/{mx}/down"),
+        ("DELETE", "/api/v1/search?query=x", "/api/v1/search"),
+    ] {
+        let answer = Call::new(method, target)
+            .json(r#"{"x": 1}"#)
+            .send(sidecar.api)
+            .await;
+        assert_eq!(answer.status, 400, "{method} {target}: {}", answer.text());
+        assert_eq!(answer.error(), "this route takes no body (or `{}`)");
+        conforms(&doc, method, path, &answer);
+    }
+    // An empty object says nothing, and is taken.
+    let answer = Call::new("POST", "/api/v1/mx/mx1/up")
+        .json("{ }")
+        .send(sidecar.api)
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    // A path that does not exist is still a 404, whatever its query.
+    let answer = Call::new("GET", "/api/v1/nothing?zz=1")
+        .send(sidecar.api)
+        .await;
+    assert_eq!(answer.status, 404);
+}
+
 #[tokio::test]
 async fn what_does_not_exist_gets_404_and_a_wrong_method_405() {
     let doc = document();
@@ -1386,7 +1435,7 @@ async fn what_does_not_exist_gets_404_and_a_wrong_method_405() {
         "/api/v1/nothing",
         "/api/v2/info",
         "/",
-        "/api/v1/message/1/headers",
+        "/api/v1/message/1/part/1",
     ] {
         let answer = Call::new("GET", target).send(sidecar.api).await;
         assert_eq!(answer.status, 404, "{target}");
@@ -1406,6 +1455,7 @@ async fn what_does_not_exist_gets_404_and_a_wrong_method_405() {
     for (path, target) in [
         ("/api/v1/message/{id}", "/api/v1/message/99"),
         ("/api/v1/message/{id}/raw", "/api/v1/message/99/raw"),
+        ("/api/v1/message/{id}/headers", "/api/v1/message/99/headers"),
         ("/api/v1/explain", "/api/v1/explain?ip=192.0.2.1"),
     ] {
         let answer = Call::new("GET", target).send(sidecar.api).await;

@@ -195,10 +195,28 @@ pub(super) async fn faults(State(api): ApiState) -> Json<Vec<Fault>> {
 pub(super) async fn set_faults(State(api): ApiState, bytes: Bytes) -> Answer<Json<Done>> {
     let faults: Vec<Fault> = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
+    let names: Vec<&str> = api
+        .options
+        .listeners
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
     for (i, fault) in faults.iter().enumerate() {
         fault
             .check()
             .map_err(|e| ApiError::bad_request(format!("fault {i}: {e}")))?;
+        // A fault for an MX that does not exist would never fire; with no listeners
+        // named (an embedding program's API), any name is taken.
+        if let Some(mx) = fault
+            .mx
+            .iter()
+            .find(|mx| !names.is_empty() && !names.contains(&mx.as_str()))
+        {
+            return Err(ApiError::bad_request(format!(
+                "fault {i}: unknown MX `{mx}`; one of: {}",
+                names.join(", ")
+            )));
+        }
     }
     api.server.set_faults(faults);
     Ok(DONE)

@@ -186,6 +186,71 @@ fn refusal(request: &Request<Body>) -> Option<ApiError> {
     None
 }
 
+/// Refuses what a route would otherwise ignore: a query string on a route that takes no
+/// parameters, and a body on a route that takes none (a `GET`, the MX switches, a delete
+/// by search). A misspelt or misplaced input must not pass in silence.
+pub(super) async fn strict_inputs(request: Request, next: Next) -> Response {
+    let method = request.method().as_str();
+    let path = request.uri().path().trim_end_matches('/');
+    if let Some(query) = request.uri().query()
+        && !query.is_empty()
+        && !takes_query(method, path)
+    {
+        return ApiError::bad_request(format!(
+            "this route takes no query parameters; got `{query}`"
+        ))
+        .into_response();
+    }
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if has_body && !takes_body(method, path) {
+        // An empty JSON object says nothing, and clients that always send JSON send it.
+        let (parts, body) = request.into_parts();
+        let empty = axum::body::to_bytes(body, NO_BODY_READ)
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Map<_, _>>(&bytes).ok())
+            .is_some_and(|object| object.is_empty());
+        if !empty {
+            return ApiError::bad_request("this route takes no body (or `{}`)").into_response();
+        }
+        return next.run(Request::from_parts(parts, Body::empty())).await;
+    }
+    next.run(request).await
+}
+
+/// The most bytes of a body read on a route that takes none, to see whether it is `{}`.
+const NO_BODY_READ: usize = 1024;
+
+/// Whether the route takes query parameters.
+fn takes_query(method: &str, path: &str) -> bool {
+    matches!(
+        (method, path),
+        (
+            "GET",
+            "/api/v1/messages"
+                | "/api/v1/events"
+                | "/api/v1/events/stream"
+                | "/api/v1/replies"
+                | "/api/v1/explain"
+                | "/api/v1/search"
+        ) | ("DELETE", "/api/v1/search")
+    )
+}
+
+/// Whether the route takes a body.
+fn takes_body(method: &str, path: &str) -> bool {
+    let mx_switch =
+        path.starts_with("/api/v1/mx/") && (path.ends_with("/down") || path.ends_with("/up"));
+    !(matches!(method, "GET" | "HEAD")
+        || (method == "POST" && mx_switch)
+        || (method == "DELETE" && path == "/api/v1/search"))
+}
+
 fn changes_state(method: &Method) -> bool {
     [Method::POST, Method::PUT, Method::DELETE, Method::PATCH].contains(method)
 }

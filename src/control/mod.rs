@@ -24,6 +24,8 @@
 
 mod commands;
 mod guard;
+mod mailpit;
+mod messages;
 mod metrics;
 mod routes;
 mod serve;

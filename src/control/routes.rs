@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,29 +15,35 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
 use super::stats::Stats;
 use super::wire::{Answer, ApiState, Reputation, body, duration, query, time};
-use super::{Api, ApiError, OPENAPI, commands, guard, metrics};
+use super::{Api, ApiError, OPENAPI, commands, guard, messages, metrics};
 use crate::clock::Rfc3339;
 use crate::config::Config;
 use crate::event::{Event, EventKind};
-use crate::inspect::{self, MessageFilter, Refusal};
+use crate::inspect::{self, Refusal};
 use crate::policy::BlockInfo;
 use crate::provenance;
 use crate::reply::Generation;
 use crate::scenario::Scenario;
-use crate::store::{Folder, Message};
 
 pub(super) fn router(api: Arc<Api>) -> Router {
     let v1 = Router::new()
         .route("/info", get(info))
-        .route("/messages", get(messages).delete(delete_messages))
-        .route("/message/{id}", get(message))
-        .route("/message/{id}/raw", get(message_raw))
+        .route(
+            "/messages",
+            get(messages::messages).delete(messages::delete_messages),
+        )
+        .route("/message/{id}", get(messages::message))
+        .route("/message/{id}/raw", get(messages::message_raw))
+        .route("/message/{id}/headers", get(messages::message_headers))
+        .route(
+            "/search",
+            get(messages::search).delete(messages::delete_search),
+        )
         .route("/events", get(events))
         .route("/events/stream", get(event_stream))
         .route("/stats", get(stats))
@@ -62,10 +68,12 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .nest("/api/v1", v1)
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route_layer(middleware::from_fn(guard::strict_inputs))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route_layer(middleware::from_fn(guard::strict_inputs))
         .merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -204,137 +212,6 @@ async fn info(State(api): ApiState) -> Json<Info> {
             .collect(),
         draining: api.server.is_draining(),
     })
-}
-
-/// A message as the API shows it.
-#[derive(Serialize)]
-struct MessageView<'a> {
-    #[serde(flatten)]
-    message: &'a Message,
-    size: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    headers: Option<Vec<(String, String)>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw_base64: Option<String>,
-}
-
-impl<'a> MessageView<'a> {
-    fn new(message: &'a Message) -> Self {
-        Self {
-            message,
-            size: message.raw.len(),
-            subject: message.header("subject"),
-            headers: None,
-            raw_base64: None,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MessageQuery {
-    /// A recipient, matched without regard to case.
-    to: Option<String>,
-    /// The envelope sender (`<>` or empty for the null sender).
-    from: Option<String>,
-    folder: Option<Folder>,
-    mx: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    #[serde(default)]
-    start: usize,
-    limit: Option<usize>,
-    #[serde(default)]
-    raw: bool,
-}
-
-#[derive(Serialize)]
-struct MessageList<'a> {
-    /// Messages that match, before `start` and `limit`.
-    total: usize,
-    start: usize,
-    count: usize,
-    messages: Vec<MessageView<'a>>,
-}
-
-async fn messages(
-    State(api): ApiState,
-    query_string: Result<Query<MessageQuery>, QueryRejection>,
-) -> Answer<Response> {
-    let f = query(query_string)?;
-    let filter = MessageFilter {
-        since: f.since.as_deref().map(|t| time(t, "since")).transpose()?,
-        until: f.until.as_deref().map(|t| time(t, "until")).transpose()?,
-        from: f
-            .from
-            .as_deref()
-            .map(|s| if s == "<>" { "" } else { s }.to_owned()),
-        to: f.to,
-        folder: f.folder,
-        mx: f.mx,
-    };
-    let (total, page) =
-        api.server
-            .store()
-            .messages_page(f.start, f.limit.unwrap_or(usize::MAX), |m| {
-                filter.matches(m)
-            });
-    let views: Vec<MessageView<'_>> = page
-        .iter()
-        .map(|m| {
-            let mut view = MessageView::new(m);
-            if f.raw {
-                view.raw_base64 = Some(base64::engine::general_purpose::STANDARD.encode(&m.raw));
-            }
-            view
-        })
-        .collect();
-    Ok(Json(MessageList {
-        total,
-        start: f.start,
-        count: views.len(),
-        messages: views,
-    })
-    .into_response())
-}
-
-#[derive(Serialize)]
-struct Deleted {
-    deleted: usize,
-}
-
-async fn delete_messages(State(api): ApiState) -> Json<Deleted> {
-    Json(Deleted {
-        deleted: api.server.store().clear_messages(),
-    })
-}
-
-fn find(api: &Api, id: &str) -> Answer<Message> {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("`{id}` is not a message id")))?;
-    api.server
-        .store()
-        .message(id)
-        .ok_or_else(|| ApiError::not_found(format!("no message {id} in the store")))
-}
-
-async fn message(State(api): ApiState, Path(id): Path<String>) -> Answer<Response> {
-    let message = find(&api, &id)?;
-    let mut view = MessageView::new(&message);
-    view.headers = Some(message.headers());
-    Ok(Json(view).into_response())
-}
-
-async fn message_raw(State(api): ApiState, Path(id): Path<String>) -> Answer<Response> {
-    let message = find(&api, &id)?;
-    Ok((
-        [(header::CONTENT_TYPE, "message/rfc822")],
-        Body::from(Bytes::copy_from_slice(&message.raw)),
-    )
-        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -318,13 +318,26 @@ impl Store {
     /// The message with id `id`, if it is still held.
     pub fn message(&self, id: u64) -> Option<Message> {
         let state = self.state();
-        let first = state.messages.front()?.id;
-        let index = usize::try_from(id.checked_sub(first)?).ok()?;
-        state
-            .messages
-            .get(index)
-            .filter(|m| m.id == id)
-            .map(|m| Message::clone(m))
+        // Ids rise but may have gaps (messages removed one by one).
+        let index = state.messages.binary_search_by_key(&id, |m| m.id).ok()?;
+        state.messages.get(index).map(|m| Message::clone(m))
+    }
+
+    /// Forgets the messages that `matches`, keeping the others and the events; returns how
+    /// many it forgot.
+    pub fn remove_messages(&self, mut matches: impl FnMut(&Message) -> bool) -> usize {
+        let mut state = self.state();
+        let before = state.messages.len();
+        let mut freed = 0;
+        state.messages.retain(|m| {
+            let gone = matches(m);
+            if gone {
+                freed += m.raw.len();
+            }
+            !gone
+        });
+        state.stats.bytes -= freed;
+        before - state.messages.len()
     }
 
     /// Forgets every message, keeping the events; returns how many there were.
