@@ -1329,6 +1329,7 @@ async fn bad_requests_get_400_with_a_json_error() {
         ("POST /api/v1/whitelist", r#"{"recipient": "#, "bad JSON body"),
         ("POST /api/v1/complain", r#"{"ip": "192.0.2.1", "x": 1}"#, "unknown field `x`"),
         ("POST /api/v1/limit", r#"{"quota": "ip", "window": "hour"}"#, "unknown variant"),
+        ("POST /api/v1/limit", r#"{"quota": "ip_messages", "window": "hour"}"#, "`limit` is required"),
         ("POST /api/v1/clock/advance", "{}", "exactly one of `by`"),
         ("POST /api/v1/clock/advance", r#"{"by": "soon"}"#, "not a duration"),
         ("POST /api/v1/blacklist", r#"{"ip": "192.0.2.1", "sender": "a@b.c"}"#, "exactly one"),

@@ -256,6 +256,25 @@ async fn the_clock_limits_and_config_are_steered_over_http() {
     let reply = common::deliver(mx1, "a@example.org", "10001@qq.com", "hi\r\n").await;
     assert!(reply.contains("S: 250 Ok: queued"), "{reply}");
 
+    // `null` removes the tier; leaving `limit` out is refused and removes nothing.
+    let (status, body) = sidecar.post(
+        "/api/v1/limit",
+        r#"{"quota": "ip_messages", "window": "minute"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let reply = common::deliver(mx1, "a@example.org", "10001@qq.com", "hi\r\n").await;
+    assert!(reply.contains("S: 550 "), "the tier still holds: {reply}");
+    let (status, body) = sidecar.post(
+        "/api/v1/limit",
+        r#"{"quota": "ip_messages", "window": "minute", "limit": null}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    sidecar.post("/api/v1/clock/advance", r#"{"by": "1h"}"#);
+    for _ in 0..3 {
+        let reply = common::deliver(mx1, "a@example.org", "10001@qq.com", "hi\r\n").await;
+        assert!(reply.contains("S: 250 Ok: queued"), "{reply}");
+    }
+
     // A new config takes over without a restart; a bad one is refused and named.
     let (status, body) = http(
         sidecar.api,

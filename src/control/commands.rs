@@ -142,16 +142,29 @@ pub(super) async fn complain(State(api): ApiState, bytes: Bytes) -> Answer<Json<
 struct Limit {
     quota: QuotaName,
     window: Window,
-    /// The new limit; `null` removes the tier.
-    limit: Option<u64>,
+    /// The new limit; `null` removes the tier. Required: a body that leaves it out is
+    /// refused, as it would otherwise remove the tier by accident.
+    #[serde(default, deserialize_with = "given")]
+    limit: Option<Option<u64>>,
+}
+
+/// A field that may be `null` but must be there: `Some(None)` for `null`, and `None`
+/// (the default) only when it is missing.
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
 }
 
 pub(super) async fn set_limit(State(api): ApiState, bytes: Bytes) -> Answer<Json<Done>> {
     let l: Limit = body(&bytes)?;
+    let Some(limit) = l.limit else {
+        return Err(ApiError::bad_request(
+            "`limit` is required: a number, or null to remove the tier",
+        ));
+    };
     Command::SetLimit {
         quota: l.quota,
         window: l.window,
-        limit: l.limit,
+        limit,
     }
     .apply(&api.server);
     Ok(DONE)
