@@ -196,9 +196,10 @@ impl QqMx {
         self.server.clock()
     }
 
-    /// The config in force.
+    /// The config in force, quota tiers changed through
+    /// [`set_limit`](Handle::set_limit) included.
     pub fn config(&self) -> Arc<Config> {
-        self.server.config()
+        Arc::new(crate::inspect::config_in_force(&self.server))
     }
 
     /// The store, for anything the handle does not offer directly.

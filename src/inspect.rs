@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::chaos::Fault;
+use crate::config::Config;
 use crate::event::{Event, EventKind};
 use crate::policy::{BlockInfo, Decision};
 use crate::server::Server;
@@ -76,6 +77,14 @@ impl Command {
             Self::ResetCounters => p.reset_counters(),
         });
     }
+}
+
+/// The config in force: the server's, with the quota tiers changed since it was loaded
+/// (through `set_limit`), so that what is read back is what is enforced.
+pub(crate) fn config_in_force(server: &Server) -> Config {
+    let mut config = Config::clone(&server.config());
+    config.quotas = server.with_policy(|p, _| p.quotas().clone());
+    config
 }
 
 /// An IP's reputation now on `server`; 0 means blacklisted.

@@ -234,6 +234,13 @@ async fn the_clock_limits_and_config_are_steered_over_http() {
         r#"{"quota": "ip_messages", "window": "minute", "limit": 1}"#,
     );
     assert_eq!(status, 200, "{body}");
+    // The config read back is the one enforced.
+    let config = sidecar.json("/api/v1/config");
+    assert_eq!(
+        config["quotas"]["ip_messages"]["minute"]["limit"], 1,
+        "{}",
+        config["quotas"]["ip_messages"]
+    );
     for expected in ["S: 250 Ok: queued", "S: 550 "] {
         let reply = common::deliver(mx1, "a@example.org", "10001@qq.com", "hi\r\n").await;
         assert!(reply.contains(expected), "{reply}");
@@ -269,6 +276,12 @@ async fn the_clock_limits_and_config_are_steered_over_http() {
         r#"{"quota": "ip_messages", "window": "minute", "limit": null}"#,
     );
     assert_eq!(status, 200, "{body}");
+    let config = sidecar.json("/api/v1/config");
+    assert!(
+        config["quotas"]["ip_messages"]["minute"]["limit"].is_null(),
+        "{}",
+        config["quotas"]["ip_messages"]
+    );
     sidecar.post("/api/v1/clock/advance", r#"{"by": "1h"}"#);
     for _ in 0..3 {
         let reply = common::deliver(mx1, "a@example.org", "10001@qq.com", "hi\r\n").await;

@@ -497,8 +497,9 @@ async fn advance(State(api): ApiState, bytes: Bytes) -> Answer<Json<ClockInfo>> 
     Ok(Json(clock_info(&api)))
 }
 
+/// The config in force, quota tiers changed through `/limit` included.
 async fn config(State(api): ApiState) -> Json<Config> {
-    Json(Config::clone(&api.server.config()))
+    Json(inspect::config_in_force(&api.server))
 }
 
 #[derive(Serialize)]

@@ -386,6 +386,12 @@ impl Policy {
         });
     }
 
+    /// The quotas in force: the config's, with the changes made since
+    /// ([`set_limit`](Self::set_limit), [`set_enabled`](Self::set_enabled)).
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
     /// Switches a quota on or off.
     pub fn set_enabled(&mut self, quota: QuotaName, enabled: bool) {
         self.quota_mut(quota).enabled = enabled;
