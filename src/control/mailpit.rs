@@ -85,9 +85,9 @@ fn text(message: &Message) -> String {
 /// The longest snippet, in characters, as Mailpit's.
 const SNIPPET: usize = 250;
 
-/// Mailpit's fields of a message in a list (`MessageSummary`).
+/// The fields Mailpit's list entry (`MessageSummary`) and one message (`Message`) share.
 #[derive(Serialize)]
-pub(super) struct Summary {
+struct Common {
     #[serde(rename = "ID")]
     id: String,
     #[serde(rename = "MessageID")]
@@ -107,14 +107,40 @@ pub(super) struct Summary {
     reply_to: Vec<Address>,
     #[serde(rename = "Subject")]
     subject: String,
-    #[serde(rename = "Created", with = "crate::clock::rfc3339")]
-    created: SystemTime,
     #[serde(rename = "Username")]
     username: String,
     #[serde(rename = "Tags")]
     tags: Vec<String>,
     #[serde(rename = "Size")]
     size: usize,
+}
+
+impl Common {
+    fn new(message: &Message) -> Self {
+        Self {
+            id: message.id.to_string(),
+            message_id: message_id(message),
+            read: true,
+            from: header_addresses(message, "from").into_iter().next(),
+            to: header_addresses(message, "to"),
+            cc: header_addresses(message, "cc"),
+            bcc: header_addresses(message, "bcc"),
+            reply_to: header_addresses(message, "reply-to"),
+            subject: message.header("subject").unwrap_or_default(),
+            username: String::new(),
+            tags: Vec::new(),
+            size: message.raw.len(),
+        }
+    }
+}
+
+/// Mailpit's fields of a message in a list (`MessageSummary`).
+#[derive(Serialize)]
+pub(super) struct Summary {
+    #[serde(flatten)]
+    common: Common,
+    #[serde(rename = "Created", with = "crate::clock::rfc3339")]
+    created: SystemTime,
     /// qqmx does not take MIME parts apart: always 0.
     #[serde(rename = "Attachments")]
     attachments: usize,
@@ -132,19 +158,8 @@ impl Summary {
             .take(SNIPPET)
             .collect();
         Self {
-            id: message.id.to_string(),
-            message_id: message_id(message),
-            read: true,
-            from: header_addresses(message, "from").into_iter().next(),
-            to: header_addresses(message, "to"),
-            cc: header_addresses(message, "cc"),
-            bcc: header_addresses(message, "bcc"),
-            reply_to: header_addresses(message, "reply-to"),
-            subject: message.header("subject").unwrap_or_default(),
+            common: Common::new(message),
             created: message.received_at,
-            username: String::new(),
-            tags: Vec::new(),
-            size: message.raw.len(),
             attachments: 0,
             snippet,
         }
@@ -158,41 +173,19 @@ pub(super) struct Attachment {}
 /// Mailpit's fields of one message (`Message`).
 #[derive(Serialize)]
 pub(super) struct Detail {
-    #[serde(rename = "ID")]
-    id: String,
-    #[serde(rename = "MessageID")]
-    message_id: String,
-    #[serde(rename = "Read")]
-    read: bool,
-    #[serde(rename = "From")]
-    from: Option<Address>,
-    #[serde(rename = "To")]
-    to: Vec<Address>,
-    #[serde(rename = "Cc")]
-    cc: Vec<Address>,
-    #[serde(rename = "Bcc")]
-    bcc: Vec<Address>,
-    #[serde(rename = "ReplyTo")]
-    reply_to: Vec<Address>,
+    #[serde(flatten)]
+    common: Common,
     /// The envelope sender.
     #[serde(rename = "ReturnPath")]
     return_path: String,
-    #[serde(rename = "Subject")]
-    subject: String,
     /// When qqmx accepted it (the `Date` header is not parsed).
     #[serde(rename = "Date", with = "crate::clock::rfc3339")]
     date: SystemTime,
-    #[serde(rename = "Tags")]
-    tags: Vec<String>,
-    #[serde(rename = "Username")]
-    username: String,
     /// The body after the header, undecoded.
     #[serde(rename = "Text")]
     text: String,
     #[serde(rename = "HTML")]
     html: String,
-    #[serde(rename = "Size")]
-    size: usize,
     #[serde(rename = "Inline")]
     inline: Vec<Attachment>,
     #[serde(rename = "Attachments")]
@@ -201,24 +194,12 @@ pub(super) struct Detail {
 
 impl Detail {
     pub(super) fn new(message: &Message) -> Self {
-        let summary = Summary::new(message);
         Self {
-            id: summary.id,
-            message_id: summary.message_id,
-            read: summary.read,
-            from: summary.from,
-            to: summary.to,
-            cc: summary.cc,
-            bcc: summary.bcc,
-            reply_to: summary.reply_to,
+            common: Common::new(message),
             return_path: message.mail_from.clone(),
-            subject: summary.subject,
             date: message.received_at,
-            tags: Vec::new(),
-            username: String::new(),
             text: text(message),
             html: String::new(),
-            size: summary.size,
             inline: Vec::new(),
             attachments: Vec::new(),
         }
