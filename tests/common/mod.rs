@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, pki_types};
 
+pub mod postfix;
 #[cfg(feature = "cli")]
 pub mod sidecar;
 
