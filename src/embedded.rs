@@ -21,6 +21,7 @@ use crate::inspect::{Handle, Local};
 use crate::reply::Generation;
 use crate::server::{Server, StartError};
 use crate::store::Store;
+use crate::tls::TestCa;
 
 /// A qqmx server running for one test.
 ///
@@ -63,6 +64,7 @@ pub struct Builder {
     config: Config,
     clock: Option<Clock>,
     listen: SocketAddr,
+    ca: Option<Arc<TestCa>>,
 }
 
 impl Builder {
@@ -97,6 +99,19 @@ impl Builder {
         self
     }
 
+    /// Issues the listener's certificate from `ca`, which the code under test can then be
+    /// told to trust (`ca.cert_pem()`), instead of a self-signed one.
+    ///
+    /// ```
+    /// let ca = std::sync::Arc::new(qqmx::TestCa::generate().unwrap());
+    /// let server = qqmx::QqMx::builder().tls_ca(ca.clone()).start();
+    /// assert_eq!(server.ca_pem().as_deref(), Some(ca.cert_pem()));
+    /// ```
+    pub fn tls_ca(mut self, ca: impl Into<Arc<TestCa>>) -> Self {
+        self.ca = Some(ca.into());
+        self
+    }
+
     /// Listens on `addr` instead of `127.0.0.1:0`.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
@@ -126,7 +141,10 @@ impl Builder {
         let clock = self
             .clock
             .unwrap_or_else(|| self.config.make_clock(ClockMode::Manual));
-        let server = Server::new(self.config, clock)?;
+        let server = match self.ca {
+            Some(ca) => Server::with_tls_ca(self.config, clock, ca)?,
+            None => Server::new(self.config, clock)?,
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -188,7 +206,15 @@ impl QqMx {
             config: Config::default(),
             clock: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ca: None,
         }
+    }
+
+    /// The certificate (PEM) of the test CA that issued the listener's certificate:
+    /// given to the builder ([`Builder::tls_ca`]) or made for `[tls] ca`/`ca_cert`;
+    /// `None` with the default self-signed certificate.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.server.ca_pem()
     }
 
     /// The server's clock: advance it to move the server through time.

@@ -88,7 +88,7 @@ pub use proxy::ProxyError;
 pub use reply::{Generation, Reply, ReplyKind};
 pub use server::{Server, StartError};
 pub use store::{Folder, Message};
-pub use tls::TlsError;
+pub use tls::{TestCa, TlsError};
 pub use units::{IpNet, QuotaName, Stage, Window};
 
 /// The README's examples, compiled and run as doctests.

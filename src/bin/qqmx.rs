@@ -52,6 +52,18 @@ enum Command {
     /// Ask a running qqmx whether it is healthy (exit 0) or not (exit 1), for container
     /// health checks in images without a shell.
     Health(Health),
+    /// Print the certificate (PEM) of the test CA named by the config's `[tls] ca_cert`
+    /// (and `ca_key`), making the CA and writing both files first when they do not exist:
+    /// `qqmx serve` with the same config issues its listeners' certificates from it.
+    Ca(CaArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CaArgs {
+    /// TOML config file, as for `serve`; `QQMX__TLS__CA_CERT` (and `QQMX__TLS__CA_KEY`)
+    /// work too.
+    #[arg(long, short, env = "QQMX_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +95,10 @@ struct Serve {
     /// Switch off every quota, the warm-up and bulk detection.
     #[arg(long, env = "QQMX_NO_LIMITS")]
     no_limits: bool,
+    /// Issue each listener's certificate from a test CA made in memory for this run
+    /// (`[tls] ca = true`); its certificate is served at GET /api/v1/tls/ca.pem.
+    #[arg(long, env = "QQMX_TLS_CA")]
+    tls_ca: bool,
     /// On SIGTERM, answer `/readyz` with 503 and keep serving this long before answering
     /// open sessions with 421 and stopping (`"5s"`), so that traffic can move elsewhere.
     #[arg(long, default_value = "0s", env = "QQMX_SHUTDOWN_DELAY", value_parser = parse_duration)]
@@ -190,6 +206,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Ca(args) => match print_ca(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("qqmx: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             init_logs(args.log_format, "info");
             match serve(*args) {
@@ -253,6 +276,9 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
+    if args.tls_ca {
+        config.tls.ca = true;
+    }
     if let Some(generation) = args.generation {
         config.generation = generation;
     }
@@ -277,6 +303,28 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
     }
     config.check()?;
     Ok(config)
+}
+
+/// Prints the certificate of the config's test CA, made and written first if need be.
+fn print_ca(args: &CaArgs) -> Result<(), Error> {
+    let config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let config = config.with_env(std::env::vars())?;
+    config.check()?;
+    let Some((cert, key)) = config.tls.ca_files() else {
+        return Err(
+            "no test CA file in the config: set `[tls] ca_cert` (and `ca_key`), or \
+                    QQMX__TLS__CA_CERT, for `qqmx ca` and `qqmx serve` to share one CA; a CA \
+                    made with `ca = true` lives in the server's memory: GET \
+                    /api/v1/tls/ca.pem from it"
+                .into(),
+        );
+    };
+    let ca = qqmx::TestCa::load_or_create(&cert, &key)?;
+    print!("{}", ca.cert_pem());
+    Ok(())
 }
 
 fn serve(args: Serve) -> Result<(), Error> {
@@ -315,6 +363,14 @@ fn serve(args: Serve) -> Result<(), Error> {
         }
         if let Some(addr) = sidecar.api_addr() {
             say(format_args!("qqmx control API on http://{addr}"));
+        }
+        if let Some(ca) = server.tls_ca() {
+            match ca.path() {
+                Some(path) => say(format_args!("qqmx test CA: {}", path.display())),
+                None => say(format_args!(
+                    "qqmx test CA in memory: GET /api/v1/tls/ca.pem for its certificate"
+                )),
+            }
         }
         signal.await;
         sidecar.drain(args.shutdown_delay).await;

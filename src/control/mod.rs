@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ca;
 mod commands;
 mod guard;
 mod mailpit;

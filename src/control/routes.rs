@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::Stats;
 use super::wire::{Answer, ApiState, Reputation, body, duration, query, time};
-use super::{Api, ApiError, OPENAPI, commands, guard, messages, metrics};
+use super::{Api, ApiError, OPENAPI, ca, commands, guard, messages, metrics};
 use crate::clock::Rfc3339;
 use crate::config::Config;
 use crate::event::{Event, EventKind};
@@ -63,7 +63,8 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .route("/faults", get(commands::faults).put(commands::set_faults))
         .route("/scenario", axum::routing::put(load_scenario))
         .route("/mx/{mx}/down", post(commands::mx_down))
-        .route("/mx/{mx}/up", post(commands::mx_up));
+        .route("/mx/{mx}/up", post(commands::mx_up))
+        .route("/tls/ca.pem", get(ca::ca_pem));
     let guarded = Router::new()
         .nest("/api/v1", v1)
         .route("/metrics", get(metrics))
