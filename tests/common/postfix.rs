@@ -167,8 +167,28 @@ slowdot   unix  - - n -  - smtp -o smtp_pix_workaround_maps=inline:{127.0.0.1=de
   -o smtp_pix_workaround_threshold_time=0s -o smtp_pix_workaround_delay_time=10s
 ";
 
+/// The service Postfix's SMTP client needs for TLS (its PRNG seed and session cache).
+pub const TLSMGR: &str = "tlsmgr    unix  - - n 1000? 1 tlsmgr\n";
+
+/// Lines added to an instance's config files, after the defaults: a main.cf parameter set
+/// here overrides the default one.
+#[derive(Debug, Default)]
+pub struct Extra {
+    pub main_cf: String,
+    pub master_cf: String,
+}
+
 impl Postfix {
     pub fn start(routes: &[(String, String)]) -> Result<Self, String> {
+        Self::start_with(routes, |_| Extra::default())
+    }
+
+    /// [`start`](Self::start), with [`Extra`] lines made from the instance's directory
+    /// (where files they name can be put).
+    pub fn start_with(
+        routes: &[(String, String)],
+        extra: impl FnOnce(&Path) -> Extra,
+    ) -> Result<Self, String> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -179,6 +199,16 @@ impl Postfix {
             running: false,
         };
         postfix.prepare(routes)?;
+        let extra = extra(&postfix.dir);
+        for (file, more) in [("main.cf", extra.main_cf), ("master.cf", extra.master_cf)] {
+            if more.is_empty() {
+                continue;
+            }
+            let path = postfix.conf.join(file);
+            let mut lines = std::fs::read_to_string(&path).map_err(|e| format!("{file}: {e}"))?;
+            lines.push_str(&more);
+            std::fs::write(&path, lines).map_err(|e| format!("{file}: {e}"))?;
+        }
         run(
             postfix_command("postfix")
                 .arg("-c")
