@@ -41,7 +41,10 @@ struct Sidecar {
 }
 
 async fn start(clock: Clock, token: Option<&str>) -> Sidecar {
-    let server = Server::new(Config::default(), clock).expect("a server on the default config");
+    // With a test CA, so that `GET /api/v1/tls/ca.pem` has one to serve.
+    let mut config = Config::default();
+    config.tls.ca = true;
+    let server = Server::new(config, clock).expect("a server on the default config");
     let smtp = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the SMTP listener");
@@ -1216,6 +1219,10 @@ async fn every_operation_answers_as_documented() {
                 let message = body();
                 assert_eq!(message["subject"], "Hello folded", "{what}");
                 assert!(message["auth"].is_object(), "{what}");
+            }
+            ("GET", "/api/v1/tls/ca.pem") => {
+                assert_eq!(answer.media_type(), "application/x-pem-file");
+                assert_eq!(Some(answer.text()), sidecar.server.ca_pem(), "{what}");
             }
             ("GET", "/api/v1/message/{id}/raw") => {
                 assert_eq!(answer.media_type(), "message/rfc822");
