@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every qqmx test. The tests drive real clients: lettre (a dev-dependency),
-# Python's smtplib (python3) and swaks, which this script installs from Debian when it
-# is missing, and sign mail with dkimpy (and PyNaCl for Ed25519), installed from PyPI.
+# Python's smtplib (python3), swaks and `openssl s_client` (the test CA's checks in
+# tests/tls_ca.rs), which this script installs from Debian when they are missing, and
+# sign mail with dkimpy (and PyNaCl for Ed25519), installed from PyPI.
 # The image test builds and runs the container with podman and runc, also from Debian
 # (QQMX_SKIP_IMAGE_TEST=1 skips it). The Postfix test (tests/postfix.rs) relays mail to
 # qqmx through a private Postfix instance it starts and stops itself; it needs Debian's
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v swaks >/dev/null || need_apt+=(swaks)
 command -v python3 >/dev/null || need_apt+=(python3)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ -z "${QQMX_SKIP_IMAGE_TEST:-}" ]; then
   command -v podman >/dev/null || need_apt+=(podman)
   command -v runc >/dev/null || need_apt+=(runc)
