@@ -114,8 +114,12 @@ impl Server {
     /// # Errors
     ///
     /// As [`new`](Self::new).
-    pub fn with_tls_ca(config: Config, clock: Clock, ca: Arc<TestCa>) -> Result<Self, StartError> {
-        Self::with_ca_source(config, clock, CaSource::given(ca))
+    pub fn with_tls_ca(
+        config: Config,
+        clock: Clock,
+        ca: impl Into<Arc<TestCa>>,
+    ) -> Result<Self, StartError> {
+        Self::with_ca_source(config, clock, CaSource::given(ca.into()))
     }
 
     fn with_ca_source(config: Config, clock: Clock, ca: CaSource) -> Result<Self, StartError> {
