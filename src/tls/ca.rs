@@ -162,7 +162,10 @@ impl TestCa {
         let signing_key = KeyPair::from_pem(key_pem).map_err(|e| {
             bad(
                 key,
-                format!("not a PEM private key qqmx can sign with: {e}"),
+                format!(
+                    "not a PKCS #8 PEM private key qqmx can sign with ({e}); convert \
+                     another form with `openssl pkcs8 -topk8 -nocrypt -in KEY`"
+                ),
             )
         })?;
         let spki = signing_key.subject_public_key_info();

@@ -153,14 +153,28 @@ pub(crate) fn mx_host_name(mx: &str) -> String {
 
 /// The names a listener's certificate is for: its MX name, its banner host, `*.qq.com`,
 /// `localhost`, loopback, and the address it is bound to when that is a particular one.
+/// A listener or banner name that cannot be a DNS name in a certificate is left out.
 fn listener_names(mx: &str, host: &str, ip: Option<IpAddr>) -> Vec<String> {
-    let mut names = vec![mx_host_name(mx)];
+    let mx = mx_host_name(mx);
     let ip = ip
         .filter(|ip| !ip.is_unspecified())
         .map(|ip| ip.to_string());
-    let more = [host, "*.qq.com", "localhost", "127.0.0.1", "::1"];
-    for name in more.into_iter().map(str::to_owned).chain(ip) {
-        if !names.contains(&name) {
+    let all = [
+        mx.as_str(),
+        host,
+        "*.qq.com",
+        "localhost",
+        "127.0.0.1",
+        "::1",
+    ];
+    let mut names: Vec<String> = Vec::new();
+    for name in all.into_iter().map(str::to_owned).chain(ip) {
+        let usable = name.parse::<IpAddr>().is_ok()
+            || (!name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._*".contains(c)));
+        if usable && !names.contains(&name) {
             names.push(name);
         }
     }
@@ -278,4 +292,29 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
             path: path.display().to_string(),
             what: "private key",
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_certificate_names_its_mx_its_banner_and_loopback() {
+        let names = listener_names("mx2", "newxmmxszc27.qq.com", "0.0.0.0".parse().ok());
+        assert_eq!(
+            names,
+            [
+                "mx2.qq.com",
+                "newxmmxszc27.qq.com",
+                "*.qq.com",
+                "localhost",
+                "127.0.0.1",
+                "::1"
+            ]
+        );
+        let names = listener_names("mx.example", "bad host\u{7f}", "10.0.0.5".parse().ok());
+        assert_eq!(names[0], "mx.example");
+        assert!(!names.iter().any(|n| n.starts_with("bad")));
+        assert_eq!(names.last().map(String::as_str), Some("10.0.0.5"));
+    }
 }
