@@ -515,6 +515,7 @@ fn engine(
 
 /// [`engine`] with a TLS acceptor made elsewhere (the fuzz targets reuse one, since making
 /// a certificate per run would dwarf the run).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn engine_with_tls(
     config: Config,
     store: Store,

@@ -10,6 +10,7 @@
 
 mod common;
 
+#[cfg(feature = "control")]
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,9 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+#[cfg(feature = "control")]
 use qqmx::config::ListenerConfig;
+#[cfg(feature = "control")]
 use qqmx::sidecar::{Sidecar, SidecarOptions};
 use qqmx::{Clock, Config, EventKind, QqMx, Server, TestCa};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -321,7 +324,9 @@ fn ca_files_are_read_or_made_and_bad_ones_are_named() {
 }
 
 // ------------------------------------------------------------------------ listeners, API
+// (the sidecar assembly and the control API: feature `control`)
 
+#[cfg(feature = "control")]
 /// One HTTP GET: status, lower-cased head, body.
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, String) {
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to the API");
@@ -343,6 +348,7 @@ fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String, Strin
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
+#[cfg(feature = "control")]
 fn listeners(names: &[&str]) -> Config {
     let mut config = Config::default();
     config.listeners.0.clear();
@@ -355,6 +361,7 @@ fn listeners(names: &[&str]) -> Config {
     config
 }
 
+#[cfg(feature = "control")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_listener_has_a_certificate_for_its_mx_name_and_the_api_serves_the_ca() {
     let mut config = listeners(&["mx1", "mx2", "mxbiz1"]);
@@ -398,6 +405,7 @@ async fn each_listener_has_a_certificate_for_its_mx_name_and_the_api_serves_the_
     sidecar.shutdown().await;
 }
 
+#[cfg(feature = "control")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_ca_the_api_says_so_in_json() {
     let sidecar = Sidecar::start(
@@ -486,6 +494,7 @@ fn python_smtplib_verifies_the_listener_with_the_ca_and_checks_the_name() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg(feature = "control")]
 fn s_client(port: u16, cafile: &Path, check: &[&str]) -> Output {
     run(Command::new("openssl")
         .args([
@@ -502,6 +511,7 @@ fn s_client(port: u16, cafile: &Path, check: &[&str]) -> Output {
         .stdin(std::process::Stdio::null()))
 }
 
+#[cfg(feature = "control")]
 #[test]
 fn openssl_s_client_verifies_every_listener_for_its_mx_name() {
     let dir = temp_dir("openssl");
