@@ -235,7 +235,10 @@ impl QqMx {
         let (events, messages, stats) = (self.events(), self.messages(), self.stats());
         let run = Run::new(&events, &messages, &[], self.config().seed)
             .ending_at(self.now())
-            .evicted(stats.messages_evicted, stats.events_evicted);
+            .evicted(
+                stats.since_reset.messages_evicted,
+                stats.since_reset.events_evicted,
+            );
         evaluate(&expectations, &run).into_result()
     }
 

@@ -83,7 +83,7 @@ pub use config::{Config, ConfigError};
 pub use embedded::{Builder, Mx, QqMx};
 pub use event::{CloseReason, Event, EventKind};
 pub use expect::{Expectation, Report, Times};
-pub use inspect::{Handle, WaitError};
+pub use inspect::{Handle, Stats, WaitError};
 pub use proxy::ProxyError;
 pub use reply::{Generation, Reply, ReplyKind};
 pub use server::{Server, StartError};

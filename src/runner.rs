@@ -193,7 +193,7 @@ pub async fn run(
     let events = server.store().events();
     let messages = server.store().messages();
     let outages = timeline.outages(ended);
-    let stats = server.store().stats();
+    let stats = server.store().since_reset();
     let report = evaluate(
         &scenario.expectations,
         &Run::new(&events, &messages, &outages, scenario.seed)
@@ -284,7 +284,7 @@ fn progress(server: &Server, scenario: &Scenario, started: SystemTime, timeline:
         duration_text::Text(Duration::from_secs(elapsed.as_secs().max(1))),
         duration_text::Text(scenario.duration),
         timeline.current(),
-        server.store().stats().accepted_total,
+        server.store().since_reset().messages_accepted,
         refused,
     );
 }

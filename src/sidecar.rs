@@ -280,6 +280,57 @@ pub enum HealthError {
 ///
 /// [`HealthError`] when the API cannot be reached or answers another status.
 pub fn check_health(api: SocketAddr, ready: bool) -> Result<(), HealthError> {
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let (status, _) = ask(api, path, None)?;
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        Err(HealthError::Status {
+            url: format!("http://{}{path}", loopback(api)),
+            status,
+        })
+    }
+}
+
+/// Asks the control API on `api` why `ip` was last refused, at or before `at` (an RFC 3339
+/// time; the server's now without one), as `qqmx explain` does: the explanation's JSON
+/// (`GET /api/v1/explain`), or `None` when the log holds no refusal of `ip`. Blocking, with
+/// the timeout of [`check_health`].
+///
+/// # Errors
+///
+/// [`HealthError`] when the API cannot be reached or answers another status than `200`
+/// or `404`.
+pub fn explain(
+    api: SocketAddr,
+    token: Option<&str>,
+    ip: IpAddr,
+    at: Option<&str>,
+) -> Result<Option<String>, HealthError> {
+    let mut path = format!("/api/v1/explain?ip={ip}");
+    if let Some(at) = at {
+        path.push_str("&at=");
+        for byte in at.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-.:_".contains(&byte) {
+                path.push(char::from(byte));
+            } else {
+                path.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    let (status, body) = ask(api, &path, token)?;
+    match status.split_whitespace().nth(1) {
+        Some("200") => Ok(Some(body)),
+        Some("404") => Ok(None),
+        _ => Err(HealthError::Status {
+            url: format!("http://{}{path}", loopback(api)),
+            status: format!("{status}: {}", body.trim()),
+        }),
+    }
+}
+
+/// `api`, with an unspecified address (`0.0.0.0`) made loopback.
+fn loopback(api: SocketAddr) -> SocketAddr {
     let mut addr = api;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr.ip() {
@@ -287,26 +338,27 @@ pub fn check_health(api: SocketAddr, ready: bool) -> Result<(), HealthError> {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         });
     }
+    addr
+}
+
+/// One `GET` to the API: the status line and the body (at most 1 MiB).
+fn ask(api: SocketAddr, path: &str, token: Option<&str>) -> Result<(String, String), HealthError> {
+    let addr = loopback(api);
     let mut stream = TcpStream::connect_timeout(&addr, HEALTH_TIMEOUT)?;
     stream.set_read_timeout(Some(HEALTH_TIMEOUT))?;
     stream.set_write_timeout(Some(HEALTH_TIMEOUT))?;
-    let path = if ready { "/readyz" } else { "/healthz" };
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    // HTTP/1.0: the answer comes whole, never chunked, and the connection then closes.
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{authorization}\r\n"
     )?;
     let mut answer = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut answer)?;
+    stream.take(1024 * 1024).read_to_end(&mut answer)?;
     let answer = String::from_utf8_lossy(&answer);
-    let status = answer.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) == Some("200") {
-        Ok(())
-    } else {
-        Err(HealthError::Status {
-            url: format!("http://{addr}{path}"),
-            status: status.to_owned(),
-        })
-    }
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.lines().next().unwrap_or("").to_owned();
+    Ok((status, body.to_owned()))
 }
 
 #[cfg(test)]
@@ -425,7 +477,7 @@ mod tests {
         assert!(ready.is_ok(), "{ready:?}");
         let status = draining.expect_err("not ready while draining").to_string();
         assert!(
-            status.starts_with(&format!("http://{api}/readyz answered `HTTP/1.1 503")),
+            status.starts_with(&format!("http://{api}/readyz answered `HTTP/1.0 503")),
             "{status}"
         );
         assert!(alive.is_ok(), "still alive while draining: {alive:?}");

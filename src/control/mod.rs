@@ -29,7 +29,6 @@ mod messages;
 mod metrics;
 mod routes;
 mod serve;
-mod stats;
 mod wire;
 
 use std::future::Future;
@@ -43,9 +42,9 @@ use serde::Serialize;
 
 use crate::server::Server;
 
+pub use crate::inspect::Stats;
 pub use crate::store::Count;
 pub use serve::ServeLimits;
-pub use stats::Stats;
 
 /// What the API tells about the server besides its state.
 #[derive(Debug, Clone, Default)]

@@ -18,7 +18,6 @@ use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
-use super::stats::Stats;
 use super::wire::{Answer, ApiState, Reputation, body, duration, query, time};
 use super::{Api, ApiError, OPENAPI, commands, guard, messages, metrics};
 use crate::clock::Rfc3339;
@@ -376,16 +375,8 @@ impl Follow {
     }
 }
 
-async fn stats(State(api): ApiState) -> Json<Stats> {
-    let store = api.server.store();
-    Json(Stats::new(
-        store.stats(),
-        store.sessions_total(),
-        api.server.active_connections(),
-        store.replies_total(),
-        store.tally(),
-        inspect::blocks(&api.server),
-    ))
+async fn stats(State(api): ApiState) -> Json<inspect::Stats> {
+    Json(inspect::Stats::of(&api.server))
 }
 
 #[derive(Deserialize)]
