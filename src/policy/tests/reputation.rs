@@ -124,3 +124,32 @@ fn a_reputation_listing_ends_when_enough_complaints_have_aged_out() {
     let d = send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], at(62 * 86_400));
     assert!(d.is_accept(), "{d}");
 }
+
+#[test]
+fn a_second_day_refusal_names_the_second_day() {
+    let mut p = policy("[quotas.recipient]\nenabled = false\n[reputation]\nwarmup = true\n");
+    // t0 is 09:00 in China; the IP's first day ends at 16:00 UTC. A naive sender goes on
+    // through the block and into the next day.
+    let mut details = Vec::new();
+    for minute in 0..(20 * 60) {
+        let d = send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(minute * 60));
+        if !d.is_accept() {
+            details.push((minute, d.rule.to_string(), d.detail.clone()));
+        }
+    }
+    let day2: Vec<_> = details
+        .iter()
+        .filter(|(minute, _, _)| *minute >= 15 * 60)
+        .collect();
+    assert!(
+        day2.iter()
+            .any(|(_, _, detail)| detail.starts_with("day 2 of a new IP")),
+        "{day2:?}"
+    );
+    assert!(
+        !day2
+            .iter()
+            .any(|(_, _, detail)| detail.starts_with("day 1")),
+        "{day2:?}"
+    );
+}
