@@ -54,6 +54,8 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "control")]
 pub mod control;
+#[cfg(feature = "dns")]
+pub mod dns;
 mod embedded;
 pub mod event;
 pub mod expect;

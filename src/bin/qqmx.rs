@@ -70,6 +70,11 @@ struct Serve {
     /// Bearer token the control API asks for; required when it listens beyond loopback.
     #[arg(long, env = "QQMX_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Answer DNS for the fleet on this address, UDP and TCP (`127.0.0.1:5353`): MX, A,
+    /// TXT and PTR records, the MX hosts pointing at the listeners (overrides the config's
+    /// `[dns] listen`; off by default).
+    #[arg(long, env = "QQMX_DNS")]
+    dns: Option<SocketAddr>,
     /// Seed of the random generator (overrides the config).
     #[arg(long, env = "QQMX_SEED")]
     seed: Option<u64>,
@@ -262,6 +267,9 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
             ClockArg::Manual => ClockMode::Manual,
         });
     }
+    if let Some(dns) = args.dns {
+        config.dns.listen = Some(dns);
+    }
     if !args.smtp.is_empty() {
         let mut listeners = Listeners(Default::default());
         for spec in &args.smtp {
@@ -312,6 +320,9 @@ fn serve(args: Serve) -> Result<(), Error> {
                 config.generation,
                 config.listener_host(mx),
             ));
+        }
+        if let Some(addr) = sidecar.dns_addr() {
+            say(format_args!("qqmx DNS on {addr} (UDP and TCP)"));
         }
         if let Some(addr) = sidecar.api_addr() {
             say(format_args!("qqmx control API on http://{addr}"));

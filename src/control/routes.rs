@@ -180,6 +180,8 @@ struct Info {
     seed: u64,
     clock: ClockInfo,
     listeners: Vec<ListenerInfo>,
+    /// The DNS server's address, `None` when it does not run.
+    dns: Option<std::net::SocketAddr>,
     draining: bool,
 }
 
@@ -210,6 +212,7 @@ async fn info(State(api): ApiState) -> Json<Info> {
                 up: api.server.is_mx_up(mx),
             })
             .collect(),
+        dns: api.options.dns,
         draining: api.server.is_draining(),
     })
 }
