@@ -19,6 +19,9 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use qqmx::sidecar::{Sidecar, SidecarOptions};
 use qqmx::{Clock, Config, QqMx};
 
+#[cfg(feature = "cli")]
+mod common;
+
 /// The DKIM key of the sender's domain: longer than one DNS character-string (255 bytes),
 /// as a 2048-bit RSA key is.
 fn dkim_key() -> String {
@@ -411,13 +414,17 @@ fn the_embedded_server_answers_for_mx1() {
     let dns = server.dns_addr().expect("DNS runs");
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
 
-    let (a, qq) = runtime.block_on(async {
+    let (a, qq, down) = runtime.block_on(async {
         let resolver = resolver(dns);
         let a = addresses(&resolver, "mx1.qq.com.", RecordType::A).await;
-        (a, mx(&resolver, "qq.com.").await)
+        let qq = mx(&resolver, "qq.com.").await;
+        server.set_up(false);
+        let down = addresses(&resolver, "mx1.qq.com.", RecordType::A).await;
+        (a, qq, down)
     });
 
     assert_eq!(a, [server.addr().ip()]);
+    assert_eq!(down, a, "taken down, mx1 keeps its record");
     assert_eq!(qq.last(), Some(&(30, "mx1.qq.com.".to_owned())));
     assert_eq!(QqMx::start().dns_addr(), None, "off by default");
 }
@@ -544,4 +551,68 @@ print("BIG", len(b"".join(r.resolve("big.example.com", "TXT", tcp=False)[0].stri
         big_txt().len()
     );
     assert_eq!(out, expected);
+}
+
+#[cfg(feature = "cli")]
+mod cli {
+    use super::*;
+
+    use crate::common::sidecar::{QQMX, Sidecar};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn qqmx_serve_dns_answers_for_its_listeners() {
+        let sidecar =
+            tokio::task::spawn_blocking(|| Sidecar::manual(&["--dns", "127.0.0.1:0"], &[]))
+                .await
+                .expect("qqmx serve starts");
+        let mx1 = sidecar.mx("mx1");
+        let info = sidecar.json("/api/v1/info");
+        let dns: SocketAddr = info["dns"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("the info route names the DNS address: {info}"));
+        let a = addresses(&resolver(dns), "mx1.qq.com.", RecordType::A).await;
+        sidecar.terminate();
+
+        assert_eq!(a, [mx1.ip()]);
+    }
+
+    #[test]
+    fn qqmx_run_gives_the_sender_the_dns_address() {
+        let dir = std::env::temp_dir().join(format!("qqmx-dns-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let scenario = dir.join("scenario.toml");
+        std::fs::write(
+            &scenario,
+            "name = \"dns\"\nduration = \"1h\"\n[clock]\nspeed = 60.0\n\
+             [config.dns]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .expect("scenario written");
+        let seen = dir.join("seen");
+
+        let output = Command::new(QQMX)
+            .arg("run")
+            .arg(&scenario)
+            .arg("--report-dir")
+            .arg(dir.join("reports"))
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "printf %s \"$QQMX_DNS_ADDR\" > \"$1\"",
+                "sh",
+            ])
+            .arg(&seen)
+            .output()
+            .expect("qqmx run starts");
+        let seen = std::fs::read_to_string(&seen);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        assert!(output.status.success(), "{output:?}");
+        let addr: SocketAddr = seen
+            .expect("the sender ran")
+            .parse()
+            .expect("QQMX_DNS_ADDR is an address");
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    }
 }

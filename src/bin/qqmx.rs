@@ -210,11 +210,12 @@ fn main() -> ExitCode {
 
 type Error = Box<dyn std::error::Error>;
 
-/// Logs on standard error, filtered by QQMX_LOG (default `level`); in colour only when
-/// standard error is a terminal and `NO_COLOR` is not set, so a log file or a pipe gets
-/// plain text.
+/// Logs on standard error, filtered by QQMX_LOG (default `level`, with the DNS library's
+/// line per query left out); in colour only when standard error is a terminal and
+/// `NO_COLOR` is not set, so a log file or a pipe gets plain text.
 fn init_logs(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_env("QQMX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_env("QQMX_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hickory_server=warn")));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt()
