@@ -2,8 +2,8 @@
 //! on one address, so that a sender that looks up MX records itself (an MTA, a library
 //! with a resolver) can be pointed at qqmx as it is pointed at QQ.
 //!
-//! It answers from the zone the authentication layer reads (see [`zone`] for what is in
-//! it): MX records of qq.com, foxmail.com, vip.qq.com and the hosted domains, the A or
+//! It answers from the zone the authentication layer reads (`[dns]` in the config): MX
+//! records of qq.com, foxmail.com, vip.qq.com and the hosted domains, the A or
 //! AAAA record of each MX host (`mx1.qq.com.` ... one per listener, with the address the
 //! listener is bound to), SPF, DKIM and DMARC TXT records, PTR records, and SOA and NS
 //! records naming `ns1.qq.com.`, this server. A name that is not in the zone does not
