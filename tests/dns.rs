@@ -406,6 +406,39 @@ async fn the_info_route_shows_the_dns_address() {
     assert!(info.contains(&format!(r#""dns":"{dns}""#)), "{info}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_packets_and_unknown_types_get_an_answer_or_nothing_and_no_harm() {
+    use tokio::io::AsyncWriteExt;
+
+    let sidecar = sidecar().await;
+    let dns = sidecar.dns_addr().expect("DNS runs");
+    let socket = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("a UDP socket");
+    // Too short for a header; a header announcing five questions and carrying none; a
+    // datagram of garbage as big as UDP allows on loopback.
+    let header_only = [0x12, 0x34, 0x01, 0x00, 0x00, 0x05, 0, 0, 0, 0, 0, 0];
+    for packet in [&[0u8, 1, 2][..], &header_only[..], &[0xff; 60_000][..]] {
+        socket.send_to(packet, dns).await.expect("sent");
+    }
+    // Over TCP: a length prefix promising more than ever comes, then the connection ends.
+    let mut tcp = tokio::net::TcpStream::connect(dns)
+        .await
+        .expect("TCP connects");
+    tcp.write_all(&[0xff, 0xff, 1, 2, 3])
+        .await
+        .expect("written");
+    drop(tcp);
+    let unknown = raw_udp(dns, "qq.com.", RecordType::Unknown(65_280)).await;
+    let after = raw_udp(dns, "mx1.qq.com.", RecordType::A).await;
+    sidecar.shutdown().await;
+
+    assert_eq!(unknown.metadata.response_code, ResponseCode::NoError);
+    assert!(unknown.answers.is_empty(), "{unknown:?}");
+    assert_eq!(after.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(after.answers.len(), 1, "still answering: {after:?}");
+}
+
 #[test]
 fn the_embedded_server_answers_for_mx1() {
     let server = QqMx::builder()
