@@ -73,6 +73,11 @@ struct Serve {
     /// Bearer token the control API asks for; required when it listens beyond loopback.
     #[arg(long, env = "QQMX_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Answer DNS for the fleet on this address, UDP and TCP (`127.0.0.1:5353`): MX, A,
+    /// TXT and PTR records, the MX hosts pointing at the listeners (overrides the config's
+    /// `[dns] listen`; off by default).
+    #[arg(long, env = "QQMX_DNS")]
+    dns: Option<SocketAddr>,
     /// Seed of the random generator (overrides the config).
     #[arg(long, env = "QQMX_SEED")]
     seed: Option<u64>,
@@ -228,11 +233,12 @@ fn main() -> ExitCode {
 
 type Error = Box<dyn std::error::Error>;
 
-/// Logs on standard error, filtered by QQMX_LOG (default `level`); in colour only when
-/// standard error is a terminal and `NO_COLOR` is not set, so a log file or a pipe gets
-/// plain text.
+/// Logs on standard error, filtered by QQMX_LOG (default `level`, with the DNS library's
+/// line per query left out); in colour only when standard error is a terminal and
+/// `NO_COLOR` is not set, so a log file or a pipe gets plain text.
 fn init_logs(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_env("QQMX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_env("QQMX_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hickory_server=warn")));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt()
@@ -285,6 +291,9 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
             ClockArg::Manual => ClockMode::Manual,
         });
     }
+    if let Some(dns) = args.dns {
+        config.dns.listen = Some(dns);
+    }
     if !args.smtp.is_empty() {
         let mut listeners = Listeners(Default::default());
         for spec in &args.smtp {
@@ -335,6 +344,9 @@ fn serve(args: Serve) -> Result<(), Error> {
                 config.generation,
                 config.listener_host(mx),
             ));
+        }
+        if let Some(addr) = sidecar.dns_addr() {
+            say(format_args!("qqmx DNS on {addr} (UDP and TCP)"));
         }
         if let Some(addr) = sidecar.api_addr() {
             say(format_args!("qqmx control API on http://{addr}"));

@@ -58,6 +58,8 @@ pub struct ApiOptions {
     /// ([`Config::no_limits`](crate::Config::no_limits)), as `qqmx serve --no-limits` did
     /// in the one it started with.
     pub no_limits: bool,
+    /// The address the DNS server (feature `dns`) is bound to, if it runs.
+    pub dns: Option<SocketAddr>,
 }
 
 impl ApiOptions {
@@ -67,6 +69,7 @@ impl ApiOptions {
             token,
             listeners: Vec::new(),
             no_limits: false,
+            dns: None,
         }
     }
 
@@ -74,6 +77,13 @@ impl ApiOptions {
     #[must_use]
     pub fn no_limits(mut self, no_limits: bool) -> Self {
         self.no_limits = no_limits;
+        self
+    }
+
+    /// Reports the DNS server on `addr`.
+    #[must_use]
+    pub fn dns(mut self, addr: Option<SocketAddr>) -> Self {
+        self.dns = addr;
         self
     }
 

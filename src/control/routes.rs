@@ -179,6 +179,8 @@ struct Info {
     seed: u64,
     clock: ClockInfo,
     listeners: Vec<ListenerInfo>,
+    /// The DNS server's address, `None` when it does not run.
+    dns: Option<std::net::SocketAddr>,
     draining: bool,
 }
 
@@ -209,6 +211,7 @@ async fn info(State(api): ApiState) -> Json<Info> {
                 up: api.server.is_mx_up(mx),
             })
             .collect(),
+        dns: api.options.dns,
         draining: api.server.is_draining(),
     })
 }

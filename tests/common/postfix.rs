@@ -167,8 +167,25 @@ slowdot   unix  - - n -  - smtp -o smtp_pix_workaround_maps=inline:{127.0.0.1=de
   -o smtp_pix_workaround_threshold_time=0s -o smtp_pix_workaround_delay_time=10s
 ";
 
+/// What a Postfix instance is started with besides its transport routes.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Lines added at the end of main.cf.
+    pub main_cf: String,
+    /// The text of the `/etc/resolv.conf` Postfix reads: when set, Postfix runs in a mount
+    /// namespace of its own (`unshare --mount`, from util-linux) where this file is bound
+    /// over /etc/resolv.conf, so that its resolver asks another name server while the
+    /// host's file stays untouched.
+    pub resolv_conf: Option<String>,
+}
+
 impl Postfix {
     pub fn start(routes: &[(String, String)]) -> Result<Self, String> {
+        Self::start_with(routes, &Options::default())
+    }
+
+    /// Starts an instance as [`Postfix::start`] does, with `options`.
+    pub fn start_with(routes: &[(String, String)], options: &Options) -> Result<Self, String> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -179,14 +196,31 @@ impl Postfix {
             running: false,
         };
         postfix.prepare(routes)?;
-        run(
-            postfix_command("postfix")
-                .arg("-c")
-                .arg(&postfix.conf)
-                .arg("start"),
-            None,
-        )
-        .map_err(|e| format!("{e}\n{}", postfix.log()))?;
+        if !options.main_cf.is_empty() {
+            let main = postfix.conf.join("main.cf");
+            let mut text = std::fs::read_to_string(&main).map_err(|e| format!("main.cf: {e}"))?;
+            text.push_str(&options.main_cf);
+            text.push('\n');
+            std::fs::write(&main, text).map_err(|e| format!("main.cf: {e}"))?;
+        }
+        let mut start = postfix_command("postfix");
+        start.arg("-c").arg(&postfix.conf).arg("start");
+        if let Some(resolv_conf) = &options.resolv_conf {
+            let file = postfix.dir.join("resolv.conf");
+            std::fs::write(&file, resolv_conf).map_err(|e| format!("resolv.conf: {e}"))?;
+            // The master and every daemon it starts stay in the namespace; the bind mount
+            // is private to it and goes away with its last process.
+            let mut namespaced = Command::new("unshare");
+            namespaced
+                .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(r#"mount --bind "$1" /etc/resolv.conf && exec "$2" -c "$3" start"#)
+                .arg("sh")
+                .arg(&file)
+                .arg(start.get_program())
+                .arg(&postfix.conf);
+            start = namespaced;
+        }
+        run(&mut start, None).map_err(|e| format!("{e}\n{}", postfix.log()))?;
         postfix.running = true;
         Ok(postfix)
     }
