@@ -10,7 +10,10 @@
 # Postfix runs, and root (QQMX_SKIP_POSTFIX_TEST=1 skips it). The Mailpit client test
 # (tests/mailpit.rs) drives the API with the npm package mailpit-api, installed here into
 # the git-ignored target/mailpit-client with Node.js's npm (QQMX_SKIP_MAILPIT_TEST=1
-# skips it).
+# skips it). The DNS tests (tests/dns.rs) ask qqmx's DNS server with `dig` (Debian's
+# bind9-dnsutils, installed here; QQMX_SKIP_DIG_TEST=1 skips it) and dnspython (from PyPI;
+# QQMX_SKIP_DNSPYTHON_TEST=1 skips it); tests/postfix_dns.rs runs Postfix in a mount
+# namespace of its own with util-linux's `unshare`, as root (QQMX_SKIP_POSTFIX_TEST=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +27,9 @@ if [ -z "${QQMX_SKIP_IMAGE_TEST:-}" ]; then
 fi
 if [ -z "${QQMX_SKIP_POSTFIX_TEST:-}" ] && ! [ -x /usr/sbin/postfix ]; then
   need_apt+=(postfix)
+fi
+if [ -z "${QQMX_SKIP_DIG_TEST:-}" ] && ! command -v dig >/dev/null; then
+  need_apt+=(bind9-dnsutils)
 fi
 if [ -z "${QQMX_SKIP_MAILPIT_TEST:-}" ] && ! command -v npm >/dev/null; then
   need_apt+=(nodejs npm)
@@ -44,6 +50,11 @@ if ! python3 -c 'import dkim, nacl' 2>/dev/null; then
   user=()
   [ "$(id -u)" = 0 ] || user=(--user)
   python3 -m pip install -q "${user[@]}" 'dkimpy==1.1.8' 'pynacl>=1.5' >&2
+fi
+if [ -z "${QQMX_SKIP_DNSPYTHON_TEST:-}" ] && ! python3 -c 'import dns.resolver' 2>/dev/null; then
+  user=()
+  [ "$(id -u)" = 0 ] || user=(--user)
+  python3 -m pip install -q "${user[@]}" 'dnspython>=2.6' >&2
 fi
 
 if [ -z "${QQMX_SKIP_MAILPIT_TEST:-}" ] && ! [ -f target/mailpit-client/node_modules/mailpit-api/package.json ]; then

@@ -268,26 +268,44 @@ pub(crate) fn rfc5322_cst(t: SystemTime) -> String {
     )
 }
 
-/// Formats a time as RFC 3339 in UTC (`2025-06-02T01:00:00Z`), with microseconds when
-/// the time has a fraction of a second (`2025-06-02T01:00:00.250000Z`).
+/// Formats a time as RFC 3339 in UTC, always to the microsecond
+/// (`2025-06-02T01:00:00.250000Z`): the one time format of the API and reports' JSON.
+#[derive(Clone, Copy)]
 pub struct Rfc3339(pub SystemTime);
 
 impl fmt::Display for Rfc3339 {
+    /// Always to the microsecond (`2026-01-05T09:30:00.000000Z`), the API's one time
+    /// format.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_seconds(f)?;
+        let micros = self
+            .0
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_micros());
+        write!(f, ".{micros:06}Z")
+    }
+}
+
+impl Rfc3339 {
+    /// The time cut to the second, for people to read (`2026-01-05T09:30:00Z`).
+    pub(crate) fn to_the_second(self) -> String {
+        struct Seconds(Rfc3339);
+        impl fmt::Display for Seconds {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write_seconds(f)?;
+                f.write_str("Z")
+            }
+        }
+        Seconds(self).to_string()
+    }
+
+    fn write_seconds(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = civil(self.0, 0);
         write!(
             f,
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
             c.year, c.month, c.day, c.hour, c.minute, c.second
-        )?;
-        let micros = self
-            .0
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_micros());
-        if micros > 0 {
-            write!(f, ".{micros:06}")?;
-        }
-        f.write_str("Z")
+        )
     }
 }
 
@@ -454,7 +472,7 @@ mod tests {
         let a = parse_rfc3339("2025-06-02T09:00:00+08:00").expect("valid");
         let b = parse_rfc3339("2025-06-02T01:00:00Z").expect("valid");
         assert_eq!(a, b);
-        assert_eq!(Rfc3339(a).to_string(), "2025-06-02T01:00:00Z");
+        assert_eq!(Rfc3339(a).to_string(), "2025-06-02T01:00:00.000000Z");
         assert_eq!(parse_rfc3339("2025-13-02T01:00:00Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
     }

@@ -34,7 +34,8 @@ pub struct Event {
     pub transaction: Option<u32>,
     /// The client's address.
     pub client: IpAddr,
-    /// What happened.
+    /// What happened: in JSON, its `type` and fields beside the ones above.
+    #[serde(flatten)]
     pub kind: EventKind,
 }
 

@@ -24,7 +24,9 @@ use crate::config::Config;
 use crate::event::{Event, EventKind};
 use crate::policy::{BlockInfo, Decision};
 use crate::server::Server;
-use crate::store::{Folder, Message, Store, StoreStats};
+#[cfg(feature = "control")]
+use crate::store::Folder;
+use crate::store::{Held, InLog, Message, SinceReset, SinceStart, Store};
 use crate::units::{IpNet, QuotaName, Window};
 
 /// A change to the policy in force, as a handle asks for it and a route of the control
@@ -97,6 +99,42 @@ pub(crate) fn blocks(server: &Server) -> Vec<BlockInfo> {
     server.with_policy(|p, now| p.blocks(now))
 }
 
+/// What qqmx has counted: the same from [`QqMx::stats`](crate::QqMx), a sidecar's
+/// `Remote::stats` and `GET /api/v1/stats`. Each group says what its counts count and
+/// whether a reset of the store clears them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Counted since the server started; a reset keeps them.
+    pub since_start: SinceStart,
+    /// Counted since the server started or the store was last reset.
+    pub since_reset: SinceReset,
+    /// What the store holds now; a reset empties it.
+    pub held: Held,
+    /// Counts over the events held; they shrink as old events are evicted, and a reset
+    /// clears them.
+    pub in_log: InLog,
+    /// Connections open now.
+    pub connections_open: usize,
+    /// Quota blocks in force now.
+    pub blocks: Vec<BlockInfo>,
+}
+
+impl Stats {
+    /// What `server` has counted.
+    pub(crate) fn of(server: &Server) -> Self {
+        let store = server.store();
+        Self {
+            since_start: store.since_start(),
+            since_reset: store.since_reset(),
+            held: store.held(),
+            in_log: store.in_log(),
+            connections_open: server.active_connections(),
+            blocks: blocks(server),
+        }
+    }
+}
+
 /// A refusal in the event log: the answer to "why was this client refused?".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Refusal {
@@ -105,7 +143,11 @@ pub(crate) struct Refusal {
     pub at: SystemTime,
     /// The session it happened in.
     pub session: u64,
-    /// The decision, with its rule and reason.
+    /// The client refused.
+    pub client: IpAddr,
+    /// The decision, with its rule and reason: in JSON, its fields beside the ones above,
+    /// as a decision event has them.
+    #[serde(flatten)]
     pub decision: Decision,
 }
 
@@ -116,6 +158,7 @@ impl Refusal {
             EventKind::Decision(d) if !d.is_accept() => Some(Self {
                 at: event.at,
                 session: event.session,
+                client: event.client,
                 decision: d.clone(),
             }),
             _ => None,
@@ -132,6 +175,7 @@ impl Refusal {
 }
 
 /// Which messages a listing shows; every part that is set must match.
+#[cfg(feature = "control")]
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MessageFilter {
     /// A recipient, matched without regard to case.
@@ -142,12 +186,15 @@ pub(crate) struct MessageFilter {
     pub folder: Option<Folder>,
     /// The MX host it arrived at.
     pub mx: Option<String>,
+    /// The client's IP address.
+    pub client: Option<IpAddr>,
     /// Received at or after.
     pub since: Option<SystemTime>,
     /// Received at or before.
     pub until: Option<SystemTime>,
 }
 
+#[cfg(feature = "control")]
 impl MessageFilter {
     /// Whether `m` passes the filter.
     pub(crate) fn matches(&self, m: &Message) -> bool {
@@ -160,6 +207,7 @@ impl MessageFilter {
                 .is_none_or(|from| m.mail_from.eq_ignore_ascii_case(from))
             && self.folder.is_none_or(|folder| m.folder == folder)
             && self.mx.as_ref().is_none_or(|mx| &m.mx == mx)
+            && self.client.is_none_or(|ip| m.client == ip)
             && self.since.is_none_or(|t| m.received_at >= t)
             && self.until.is_none_or(|t| m.received_at <= t)
     }
@@ -186,7 +234,7 @@ pub(crate) trait Backend: Send + Sync {
     /// The events held about `client`, oldest first: at least its decisions.
     fn events_of(&self, client: IpAddr) -> Vec<Event>;
     /// Counts of what the store holds and has evicted.
-    fn stats(&self) -> StoreStats;
+    fn stats(&self) -> Stats;
     /// Waits (real time) until `n` messages were accepted; the messages held then, or
     /// the number accepted when `timeout` passed.
     fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, usize>;
@@ -253,8 +301,8 @@ impl Backend for Local {
             .0
     }
 
-    fn stats(&self) -> StoreStats {
-        self.server.store().stats()
+    fn stats(&self) -> Stats {
+        Stats::of(&self.server)
     }
 
     fn wait_for_messages(&self, n: usize, timeout: Duration) -> Result<Vec<Message>, usize> {
@@ -363,8 +411,9 @@ impl Handle {
         self.backend.events()
     }
 
-    /// Counts of what is held and what was evicted.
-    pub fn stats(&self) -> StoreStats {
+    /// What qqmx has counted: since start, since the last reset, held now, over the
+    /// event log.
+    pub fn stats(&self) -> Stats {
         self.backend.stats()
     }
 
@@ -561,7 +610,7 @@ mod tests {
     fn message(rcpt: &str, from: &str) -> Message {
         let mut m: Message = serde_json::from_value(serde_json::json!({
             "id": 1, "session": 1, "mx": "mx1", "received_at": "2025-06-02T01:00:00Z",
-            "client": "127.0.0.1:1", "helo": "h", "mail_from": from, "rcpt_to": [rcpt],
+            "client": "127.0.0.1", "client_port": 1, "helo": "h", "mail_from": from, "rcpt_to": [rcpt],
             "tls": false, "folder": "inbox", "auth": null,
         }))
         .expect("a message");
@@ -569,6 +618,7 @@ mod tests {
         m
     }
 
+    #[cfg(feature = "control")]
     #[test]
     fn a_filter_matches_addresses_without_regard_to_case() {
         let m = message("A@qq.com", "News@example.org");

@@ -45,9 +45,9 @@ use crate::clock::Rfc3339;
 use crate::embedded::{Mx, sealed};
 use crate::event::Event;
 use crate::expect::{Expectation, Report, Run, evaluate};
-use crate::inspect::{Backend, Command, Handle, Pending, Refusal};
+use crate::inspect::{Backend, Command, Handle, Pending, Refusal, Stats};
 use crate::policy::BlockInfo;
-use crate::store::{Message, StoreStats};
+use crate::store::Message;
 
 /// Why a request to the sidecar failed.
 #[derive(Debug, thiserror::Error)]
@@ -145,11 +145,6 @@ struct RemoteMessage {
 struct EventList {
     events: Vec<Event>,
     next_after: u64,
-}
-
-#[derive(Deserialize)]
-struct Stats {
-    store: StoreStats,
 }
 
 #[derive(Deserialize)]
@@ -259,7 +254,10 @@ impl Remote {
         let (events, messages, stats) = (self.events(), self.messages(), self.stats());
         let run = Run::new(&events, &messages, &[], info.seed)
             .ending_at(self.now())
-            .evicted(stats.messages_evicted, stats.events_evicted);
+            .evicted(
+                stats.since_reset.messages_evicted,
+                stats.since_reset.events_evicted,
+            );
         evaluate(&expectations, &run).into_result()
     }
 
@@ -420,7 +418,7 @@ impl Http {
     }
 
     fn accepted(&self) -> usize {
-        usize::try_from(self.stats().accepted_total).unwrap_or(usize::MAX)
+        usize::try_from(self.stats().since_reset.messages_accepted).unwrap_or(usize::MAX)
     }
 
     fn set_mx_up(&self, mx: &str, up: bool) {
@@ -455,9 +453,8 @@ impl Backend for Http {
         self.events_where(&format!("&client={client}&type=decision"))
     }
 
-    fn stats(&self) -> StoreStats {
-        let stats: Stats = self.get("/api/v1/stats");
-        stats.store
+    fn stats(&self) -> Stats {
+        self.get("/api/v1/stats")
     }
 
     /// Asks the sidecar every few milliseconds.
@@ -587,9 +584,8 @@ fn query_time(at: SystemTime) -> String {
     let Ok(since) = at.duration_since(UNIX_EPOCH) else {
         return Rfc3339(at).to_string();
     };
-    let whole = UNIX_EPOCH + Duration::from_secs(since.as_secs());
     let nanos = since.subsec_micros() * 1000 + 999;
-    let text = Rfc3339(whole).to_string();
+    let text = Rfc3339(at).to_the_second();
     let stem = text.strip_suffix('Z').unwrap_or(&text);
     format!("{stem}.{nanos:09}Z")
 }

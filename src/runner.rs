@@ -12,6 +12,7 @@
 //! | `QQMX_CLOCK_SPEED` | virtual seconds per real second |
 //! | `QQMX_SCENARIO` | the scenario file's absolute path |
 //! | `QQMX_SEED` | the scenario's seed |
+//! | `QQMX_DNS_ADDR` | `host:port` of the DNS server, when the scenario's config turns it on (`[dns] listen`) |
 //!
 //! The run ends when the sender exits or the timeline ends, whichever is first; a sender
 //! still running then is killed. Without a sender, qqmx runs the timeline alone, for an
@@ -148,6 +149,7 @@ pub async fn run(
             command
                 .args(args)
                 .envs(environment(&addrs, api_addr, scenario, &scenario_path))
+                .envs(sidecar.dns_addr().map(|a| ("QQMX_DNS_ADDR", a.to_string())))
                 .kill_on_drop(true);
             Some(command.spawn().map_err(|source| RunError::Command {
                 command: program.clone(),
@@ -193,7 +195,7 @@ pub async fn run(
     let events = server.store().events();
     let messages = server.store().messages();
     let outages = timeline.outages(ended);
-    let stats = server.store().stats();
+    let stats = server.store().since_reset();
     let report = evaluate(
         &scenario.expectations,
         &Run::new(&events, &messages, &outages, scenario.seed)
@@ -284,7 +286,7 @@ fn progress(server: &Server, scenario: &Scenario, started: SystemTime, timeline:
         duration_text::Text(Duration::from_secs(elapsed.as_secs().max(1))),
         duration_text::Text(scenario.duration),
         timeline.current(),
-        server.store().stats().accepted_total,
+        server.store().since_reset().messages_accepted,
         refused,
     );
 }

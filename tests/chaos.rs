@@ -37,13 +37,13 @@ fn fault_events(sidecar: &Sidecar) -> (Vec<String>, Vec<String>) {
         .as_array()
         .expect("events")
         .iter()
-        .map(|e| e["kind"]["reason"].as_str().expect("reason").to_owned())
+        .map(|e| e["reason"].as_str().expect("reason").to_owned())
         .collect();
     let faults = sidecar.json("/api/v1/events?type=fault")["events"]
         .as_array()
         .expect("events")
         .iter()
-        .map(|e| e["kind"]["fault"].as_str().expect("fault").to_owned())
+        .map(|e| e["fault"].as_str().expect("fault").to_owned())
         .collect();
     (closed, faults)
 }
@@ -307,7 +307,7 @@ async fn a_command_cut_off_by_a_fault_is_still_in_the_log() {
         .as_array()
         .expect("events")
         .iter()
-        .map(|e| e["kind"]["line"].as_str().expect("line").to_owned())
+        .map(|e| e["line"].as_str().expect("line").to_owned())
         .collect();
     assert_eq!(
         commands,

@@ -189,8 +189,13 @@ fn the_store_cap_evicts_and_counts() {
 
     let stats = server.stats();
     assert_eq!(
-        (stats.messages, stats.messages_evicted, stats.accepted_total),
-        (2, 3, 5)
+        (
+            stats.held.messages,
+            stats.since_reset.messages_evicted,
+            stats.since_reset.messages_accepted,
+            stats.since_start.messages_accepted,
+        ),
+        (2, 3, 5, 5)
     );
     let ids: Vec<u64> = server.messages().iter().map(|m| m.id).collect();
     assert_eq!(ids, [4, 5]);

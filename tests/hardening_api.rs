@@ -428,10 +428,10 @@ async fn message_pages_count_every_match() {
     let (_, body) = http(addr, "GET", "/api/v1/stats", None, "");
     let stats: Value = serde_json::from_str(&body).expect("JSON");
     assert!(
-        stats["by_sender"]["a@example.org"]["accepted"].as_u64() >= Some(3),
+        stats["in_log"]["decisions_by_sender"]["a@example.org"]["accepted"].as_u64() >= Some(3),
         "{stats}"
     );
-    assert_eq!(stats["replies"]["queued"], 3, "{stats}");
+    assert_eq!(stats["in_log"]["replies"]["queued"], 3, "{stats}");
 }
 
 fn get_json(addr: SocketAddr, target: &str) -> (u16, Value) {

@@ -720,11 +720,12 @@ fn matches_pattern(pattern: &str, text: &str) -> bool {
     }
 }
 
-/// `2025-06-02T01:00:00Z`, with an optional fraction.
+/// The API's one time format: UTC, always to the microsecond
+/// (`2025-06-02T01:00:00.000000Z`).
 fn is_utc_time(text: &str) -> bool {
     let b = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
-    b.len() >= 20
+    b.len() == 27
         && digits(0..4)
         && b[4] == b'-'
         && digits(5..7)
@@ -736,8 +737,9 @@ fn is_utc_time(text: &str) -> bool {
         && digits(14..16)
         && b[16] == b':'
         && digits(17..19)
-        && text.ends_with('Z')
-        && (b.len() == 20 || (b[19] == b'.' && digits(20..b.len() - 1)))
+        && b[19] == b'.'
+        && digits(20..26)
+        && b[26] == b'Z'
 }
 
 // ------------------------------------------------------------------------ the document
@@ -1191,7 +1193,7 @@ async fn every_operation_answers_as_documented() {
                 let data: Value = serde_json::from_str(&event.data).expect("an event as JSON");
                 let errors = validator.errors(&schema, &data, "$");
                 assert!(errors.is_empty(), "event {i}:\n{}", errors.join("\n"));
-                assert_eq!(data["kind"]["type"].as_str(), Some(event.event.as_str()));
+                assert_eq!(data["type"].as_str(), Some(event.event.as_str()));
                 assert_eq!(data["seq"].to_string(), event.id);
                 assert_eq!(data["seq"], i + 1, "the stream starts after `after` (0)");
             }
@@ -1230,7 +1232,7 @@ async fn every_operation_answers_as_documented() {
             }
             ("GET", "/api/v1/blocks") => assert_eq!(body().as_array().map(Vec::len), Some(1)),
             ("GET", "/api/v1/explain") => {
-                assert_eq!(body()["decision"]["rule"], "quota.sender", "{what}");
+                assert_eq!(body()["rule"], "quota.sender", "{what}");
             }
             ("GET", "/api/v1/info") => {
                 assert_eq!(body()["listeners"][0]["addr"], sidecar.smtp.to_string());
@@ -1310,7 +1312,10 @@ fn the_validator_finds_what_the_document_leaves_out() {
             .iter()
             .any(|t| matches_pattern(duration, t))
     );
-    assert!(is_utc_time("2025-06-02T01:00:00Z") && is_utc_time("2025-06-02T01:00:00.250000Z"));
+    assert!(
+        is_utc_time("2025-06-02T01:00:00.000000Z") && is_utc_time("2025-06-02T01:00:00.250000Z")
+    );
+    assert!(!is_utc_time("2025-06-02T01:00:00Z") && !is_utc_time("2025-06-02T01:00:00.25Z"));
     assert!(!is_utc_time("2025-06-02T09:00:00+08:00") && !is_utc_time("yesterday"));
 }
 
@@ -1559,4 +1564,119 @@ async fn the_documented_conflicts_and_states() {
     assert_eq!(down.status, 200, "{}", down.text());
     let info = Call::new("GET", "/api/v1/info").send(sidecar.api).await;
     assert_eq!(info.json()["listeners"][0]["up"], false);
+}
+
+/// The README's glossary ("One vocabulary"): one name per concept, and the spellings of
+/// each that the document must not use.
+const VOCABULARY: &[(&str, &[&str])] = &[
+    ("client", &["client_ip", "peer", "remote_addr", "ip_port"]),
+    ("type", &["event_type"]),
+    ("kind", &["reply", "reply_kind"]),
+    ("verdict", &["outcome"]),
+    ("rule", &["rule_name"]),
+    ("key", &["blocked_key", "scope_key"]),
+    (
+        "until",
+        &["block_until", "blocked_until", "ends_at", "expires"],
+    ),
+];
+
+/// Every property name in `value`, at any depth, with where it is.
+fn property_names(value: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Object(properties)) = map.get("properties") {
+                for name in properties.keys() {
+                    out.push((name.clone(), at.to_owned()));
+                }
+            }
+            for (name, v) in map {
+                property_names(v, &format!("{at}/{name}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                property_names(v, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn the_document_speaks_the_readme_vocabulary() {
+    let doc = document();
+    let readme = include_str!("../README.md");
+    let glossary = readme
+        .split("#### One vocabulary")
+        .nth(1)
+        .and_then(|rest| rest.split("\n#### ").next())
+        .expect("the README has a section \"One vocabulary\"");
+    let mut names = Vec::new();
+    property_names(&doc, "", &mut names);
+    for (name, others) in VOCABULARY {
+        assert!(
+            glossary.contains(&format!("| `{name}` |")),
+            "the README's glossary names `{name}`"
+        );
+        assert!(
+            names.iter().any(|(n, _)| n == name),
+            "the document uses `{name}`"
+        );
+        for other in *others {
+            let found: Vec<&String> = names
+                .iter()
+                .filter(|(n, _)| n == other)
+                .map(|(_, at)| at)
+                .collect();
+            assert!(
+                found.is_empty(),
+                "`{other}` is spelt `{name}` in this API: {found:?}"
+            );
+        }
+    }
+    let schemas = &doc["components"]["schemas"];
+    // Every `client` is an IP address; every `until` and `at` a time; every response
+    // time in the one format (checked on live answers by `every_operation_answers_as_documented`).
+    for (schema, body) in schemas.as_object().expect("schemas") {
+        let mut props = Vec::new();
+        property_names(body, schema, &mut props);
+        for (name, at) in props {
+            let property = pointer(&doc, &at, &name);
+            match name.as_str() {
+                "client" => assert_eq!(
+                    property["type"], "string",
+                    "{at}: a client is an IP address"
+                ),
+                "until" | "at" => {
+                    assert_eq!(property["$ref"], "#/components/schemas/Time", "{at}.{name}")
+                }
+                _ => {}
+            }
+            if name == "client" {
+                let description = property["description"].as_str().unwrap_or_default();
+                assert!(
+                    description.contains("IP address") && !description.contains("port"),
+                    "{at}.client: {description}"
+                );
+            }
+        }
+    }
+}
+
+/// The property `name` of the schema at `at` (a path of object keys and `[i]` indexes
+/// under `components/schemas`).
+fn pointer<'d>(doc: &'d Value, at: &str, name: &str) -> &'d Value {
+    let mut value = &doc["components"]["schemas"];
+    for part in at.split('/') {
+        let (key, indexes) = part
+            .split_once('[')
+            .map_or((part, ""), |(k, rest)| (k, rest));
+        value = &value[key];
+        for index in indexes.split('[').filter(|s| !s.is_empty()) {
+            let i: usize = index.trim_end_matches(']').parse().expect("an index");
+            value = &value[i];
+        }
+    }
+    &value["properties"][name]
 }

@@ -5,18 +5,21 @@
 //! the default self-signed one, gets nothing, and Postfix keeps the message deferred with
 //! its certificate-verification reason.
 //!
-//! It runs the private Postfix instance of `tests/common/postfix.rs` (no DNS: a
-//! transport map routes each recipient to its qqmx server), so it needs Postfix and root
-//! like tests/postfix.rs; QQMX_SKIP_POSTFIX_TEST=1 skips it. Every wait is bounded by a
-//! hang limit of minutes, never asserted on.
+//! The first test runs the private Postfix instance of `tests/common/postfix.rs` with no
+//! DNS (a transport map routes each recipient to its qqmx server); the second lets
+//! Postfix find the MX hosts through qqmx's DNS, as tests/postfix_dns.rs does. Both need
+//! Postfix and root like tests/postfix.rs (the second also util-linux's `unshare`);
+//! QQMX_SKIP_POSTFIX_TEST=1 skips them. Every wait is bounded by a hang limit of
+//! minutes, never asserted on.
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::postfix::{Extra, Postfix, Queued, TLSMGR, deferred};
+use common::postfix::{Options, Postfix, Queued, deferred};
 use qqmx::event::Verb;
 use qqmx::{EventKind, QqMx, TestCa};
 
@@ -89,20 +92,21 @@ fn postfix_delivers_over_tls_verified_with_the_ca_and_defers_without_it() {
         .iter()
         .map(|r| format!("{{{} = {}}}", r.nexthop(), r.policy))
         .collect();
-    let ca_pem = ca.cert_pem().to_owned();
-    let postfix = Postfix::start_with(&transport, |dir| {
-        let cafile = dir.join("qqmx-ca.pem");
-        std::fs::write(&cafile, &ca_pem).expect("the CA file");
-        Extra {
-            main_cf: format!(
-                "smtp_tls_CAfile = {}\nsmtp_tls_policy_maps = inline:{{ {} }}\nsmtp_tls_loglevel = 1\n",
-                cafile.display(),
-                policies.join(", ")
-            ),
-            master_cf: TLSMGR.to_owned(),
-        }
-    })
-    .unwrap_or_else(|e| {
+    // The CA file, where Postfix's daemons (user `postfix`) can read it.
+    let dir = std::env::temp_dir().join(format!("qqmx-postfix-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory for the CA file");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cafile = dir.join("qqmx-ca.pem");
+    std::fs::write(&cafile, ca.cert_pem()).expect("the CA file");
+    let options = Options {
+        main_cf: format!(
+            "smtp_tls_CAfile = {}\nsmtp_tls_policy_maps = inline:{{ {} }}\nsmtp_tls_loglevel = 1\n",
+            cafile.display(),
+            policies.join(", ")
+        ),
+        ..Options::default()
+    };
+    let postfix = Postfix::start_with(&transport, &options).unwrap_or_else(|e| {
         panic!(
             "Postfix does not start: {e}\nThe test needs Debian's postfix package \
              (apt-get install postfix) and root; set QQMX_SKIP_POSTFIX_TEST=1 to skip it"
@@ -192,4 +196,165 @@ fn postfix_delivers_over_tls_verified_with_the_ca_and_defers_without_it() {
             route.name
         );
     }
+    drop(postfix);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Postfix resolving QQ's MX hosts through qqmx's DNS (as in tests/postfix_dns.rs: DNS on
+/// port 53 of a loopback network of this run's own, Postfix in a mount namespace with a
+/// private resolv.conf), with verified TLS for every destination: `secure` for qq.com
+/// (the certificate must name a subdomain of qq.com) and `verify` for foxmail.com (it
+/// must name the MX host found in DNS). The policy's keys are the next hops as the
+/// transport names them, port included (`qq.com:PORT`). Trusting qqmx's CA, both arrive at the best MX,
+/// `mx3`, over TLS; trusting another CA, a second instance defers both with its
+/// certificate-verification reason.
+#[cfg(all(feature = "dns", feature = "control"))]
+#[test]
+fn postfix_resolving_mx_through_qqmx_dns_verifies_tls_with_the_ca() {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use qqmx::sidecar::{Sidecar, SidecarOptions};
+    use qqmx::{Clock, Config};
+
+    if std::env::var_os("QQMX_SKIP_POSTFIX_TEST").is_some_and(|v| !v.is_empty()) {
+        eprintln!("QQMX_SKIP_POSTFIX_TEST is set: skipped");
+        return;
+    }
+    let root = common::postfix::run(std::process::Command::new("id").arg("-u"), None)
+        .unwrap_or_else(|e| panic!("cannot tell the user: {e}"));
+    assert_eq!(
+        root, "0",
+        "this test needs root (Postfix's master, a mount namespace, port 53); \
+         set QQMX_SKIP_POSTFIX_TEST=1 to skip it"
+    );
+    // 127.A.B.0/24 of this run's own; A from 200 up, apart from tests/postfix_dns.rs's.
+    let pid = std::process::id();
+    let net = [127, 200 + (pid % 50) as u8, 1 + ((pid / 50) % 250) as u8];
+    let ip = |host: u8| IpAddr::V4(Ipv4Addr::new(net[0], net[1], net[2], host));
+    let port = std::net::TcpListener::bind((ip(11), 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot bind on {}: {e}", ip(11)));
+    let mut config = Config::from_toml(&format!(
+        "[listeners.mx1]\naddr = \"{}:{port}\"\n[listeners.mx2]\naddr = \"{}:{port}\"\n\
+         [listeners.mx3]\naddr = \"{}:{port}\"\n[tls]\nca = true\n",
+        ip(11),
+        ip(12),
+        ip(13),
+    ))
+    .expect("a valid config")
+    .no_limits();
+    config.dns.listen = Some(SocketAddr::new(ip(53), 53));
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let options = SidecarOptions::default().clock(Clock::manual_at_unix(1_750_000_000));
+    let sidecar = runtime
+        .block_on(Sidecar::start(config, options))
+        .unwrap_or_else(|e| panic!("qqmx does not start: {e}"));
+    let dns = sidecar.dns_addr().expect("DNS runs");
+
+    let dir = std::env::temp_dir().join(format!("qqmx-postfix-tls-dns-{pid}"));
+    std::fs::create_dir_all(&dir).expect("a directory for the CA files");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (ours, other) = (dir.join("qqmx-ca.pem"), dir.join("other-ca.pem"));
+    let pem = sidecar.server().ca_pem().expect("a test CA");
+    std::fs::write(&ours, pem).expect("the CA file");
+    let stranger = TestCa::generate().expect("another CA");
+    std::fs::write(&other, stranger.cert_pem()).expect("the other CA file");
+
+    let routes = vec![
+        ("qq.com".to_owned(), format!("smtp:qq.com:{port}")),
+        ("foxmail.com".to_owned(), format!("smtp:foxmail.com:{port}")),
+    ];
+    let rcpts = ["123456@qq.com", "654321@foxmail.com"];
+    let start = |cafile: &std::path::Path| {
+        let options = Options {
+            main_cf: format!(
+                "smtp_host_lookup = dns\nsmtp_connect_timeout = 30s\n\
+                 smtp_tls_CAfile = {}\nsmtp_tls_loglevel = 1\n\
+                 smtp_tls_policy_maps = inline:{{ {{qq.com:{port} = secure}}, \
+                 {{foxmail.com:{port} = verify}} }}",
+                cafile.display()
+            ),
+            resolv_conf: Some(format!(
+                "nameserver {}\noptions timeout:5 attempts:3\n",
+                dns.ip()
+            )),
+        };
+        let postfix = Postfix::start_with(&routes, &options).unwrap_or_else(|e| {
+            panic!(
+                "Postfix does not start in a mount namespace of its own (it needs Postfix, \
+                 util-linux's unshare and root; QQMX_SKIP_POSTFIX_TEST=1 skips this test): {e}"
+            )
+        });
+        for rcpt in rcpts {
+            let message = format!(
+                "From: sender@pfx.test\r\nTo: {rcpt}\r\nSubject: TLS via DNS\r\n\r\nHello.\r\n"
+            );
+            postfix
+                .send("sender@pfx.test", &[rcpt.to_owned()], &message)
+                .expect("sendmail takes the message");
+        }
+        postfix
+    };
+
+    // Trusting qqmx's CA: both arrive at mx3, over TLS.
+    let postfix = start(&ours);
+    let deadline = Instant::now() + HANG;
+    let arrived = loop {
+        let messages = sidecar.server().store().messages();
+        if messages.len() >= rcpts.len() {
+            break messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {HANG:?}, {} of {} messages arrived; Postfix's log:\n{}",
+            messages.len(),
+            rcpts.len(),
+            postfix.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let log = postfix.log();
+    drop(postfix);
+    for rcpt in rcpts {
+        let message = arrived
+            .iter()
+            .find(|m| m.rcpt_to == [rcpt])
+            .unwrap_or_else(|| panic!("no message for {rcpt}:\n{log}"));
+        assert_eq!(message.mx, "mx3", "{rcpt}: the best MX");
+        assert!(message.tls, "{rcpt}: not over TLS");
+    }
+    let verified = format!(
+        "Verified TLS connection established to mx3.qq.com[{}]:{port}",
+        ip(13)
+    );
+    assert_eq!(log.matches(&verified).count(), 2, "{log}");
+
+    // Trusting another CA: both deferred, nothing more stored.
+    let postfix = start(&other);
+    let deadline = Instant::now() + HANG;
+    let queue = loop {
+        let queue = postfix.queue().unwrap_or_else(|e| panic!("postqueue: {e}"));
+        if rcpts.iter().all(|r| deferred(&queue, r).is_some()) {
+            break queue;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {HANG:?}, Postfix has not deferred both messages\nqueue: {queue:#?}\n\
+             Postfix's log:\n{}",
+            postfix.log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    for rcpt in rcpts {
+        let (_, reason) = deferred(&queue, rcpt).expect("deferred");
+        assert!(
+            reason.contains(NOT_VERIFIED),
+            "{rcpt}: delay reason {reason:?}"
+        );
+    }
+    assert_eq!(sidecar.server().store().messages().len(), rcpts.len());
+    drop(postfix);
+    runtime.block_on(sidecar.shutdown());
+    let _ = std::fs::remove_dir_all(&dir);
 }

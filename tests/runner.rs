@@ -238,7 +238,7 @@ name = "never told <Ip frequency limited> & co"
     assert_eq!(timestamp.len(), "2025-06-02T01:00:00".len(), "{suite}");
     assert!(!timestamp.starts_with("2025-06-02"), "{suite}");
     assert!(
-        xml.contains(r#"<property name="virtual_started" value="2025-06-02T01:00:00Z"/>"#),
+        xml.contains(r#"<property name="virtual_started" value="2025-06-02T01:00:00.000000Z"/>"#),
         "{xml}"
     );
     let json: serde_json::Value =
@@ -323,7 +323,7 @@ max = 0
     // The clock is held at the scenario's start until the run begins, however long qqmx
     // takes to get ready; the end comes when the clock has moved 30 virtual minutes on
     // (later on a loaded machine, never sooner).
-    assert_eq!(started, "2025-06-02T01:00:00Z");
+    assert_eq!(started, "2025-06-02T01:00:00.000000Z");
     assert!(ended >= "2025-06-02T01:30:00Z", "{ended}");
     assert!(ended < "2025-06-03", "{ended}");
 }

@@ -57,7 +57,7 @@ fn a_message_delivered_by_swaks_is_read_back_over_http() {
     assert_eq!(summary["mail_from"], "news@example.org");
     assert_eq!(summary["subject"], "sidecar");
     assert_eq!(summary["folder"], "inbox");
-    assert_eq!(summary["received_at"], "2025-06-02T01:00:00Z");
+    assert_eq!(summary["received_at"], "2025-06-02T01:00:00.000000Z");
     assert_eq!(summary["auth"]["spf"]["result"], "none");
     assert_eq!(sidecar.json("/api/v1/messages?to=10002@qq.com")["total"], 0);
 
@@ -85,7 +85,7 @@ fn a_message_delivered_by_swaks_is_read_back_over_http() {
         .as_array()
         .expect("events")
         .iter()
-        .map(|e| e["kind"]["text"].as_str().expect("reply text"))
+        .map(|e| e["text"].as_str().expect("reply text"))
         .collect();
     assert_eq!(texts[0], "220 newxmmxszc27.qq.com MX QQ Mail Server.");
     assert!(
@@ -150,8 +150,51 @@ async fn each_mx_answers_with_its_own_banner_and_all_share_one_state() {
     let info = sidecar.json("/api/v1/info");
     assert_eq!(info["listeners"].as_array().expect("listeners").len(), 4);
     let stats = sidecar.json("/api/v1/stats");
-    assert_eq!(stats["sessions_total"], 6, "{stats}");
-    assert_eq!(stats["by_ip"]["127.0.0.1"]["refused"], 2, "{stats}");
+    assert_eq!(stats["since_start"]["sessions"], 6, "{stats}");
+    assert_eq!(
+        stats["in_log"]["decisions_by_ip"]["127.0.0.1"]["refused"], 2,
+        "{stats}"
+    );
+
+    // `qqmx explain` names the rule, the key and the reply of the last refusal.
+    let explain = |args: &[&str]| {
+        let out = Command::new(QQMX)
+            .arg("explain")
+            .args(args)
+            .args(["--api", &sidecar.api.to_string()])
+            .env_remove("QQMX_API_TOKEN")
+            .output()
+            .expect("qqmx explain runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, err) = explain(&["127.0.0.1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.starts_with("127.0.0.1 refused at "), "{text}");
+    for line in [
+        "  rule    blacklist.ip\n",
+        "  key     ip:127.0.0.1\n",
+        "  reply   ip_frequency (reject at ",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    let (code, json, err) = explain(&["127.0.0.1", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let json: Value = serde_json::from_str(&json).expect("the API's JSON");
+    assert_eq!(
+        (&json["rule"], &json["key"], &json["client"]),
+        (
+            &Value::from("blacklist.ip"),
+            &Value::from("ip:127.0.0.1"),
+            &Value::from("127.0.0.1")
+        )
+    );
+    let (code, _, err) = explain(&["127.0.0.9"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no refusal of 127.0.0.9"), "{err}");
 }
 
 #[test]
@@ -207,7 +250,7 @@ fn settings_come_from_the_environment() {
     );
     let info = sidecar.json("/api/v1/info");
     assert_eq!(info["generation"], "2019");
-    assert_eq!(info["clock"]["now"], "2025-07-01T00:00:00Z");
+    assert_eq!(info["clock"]["now"], "2025-07-01T00:00:00.000000Z");
     assert_eq!(info["clock"]["manual"], true);
     let config = sidecar.json("/api/v1/config");
     assert_eq!(config["limits"]["max_recipients"], 1);
@@ -246,19 +289,19 @@ async fn the_clock_limits_and_config_are_steered_over_http() {
         assert!(reply.contains(expected), "{reply}");
     }
     let explained = sidecar.json("/api/v1/explain?ip=127.0.0.1");
-    assert_eq!(
-        explained["decision"]["rule"], "quota.ip_messages",
-        "{explained}"
-    );
+    assert_eq!(explained["rule"], "quota.ip_messages", "{explained}");
     let blocks = sidecar.json("/api/v1/blocks");
-    assert_eq!(blocks[0]["key"], "127.0.0.1", "{blocks}");
-    assert_eq!(blocks[0]["until"], "2025-06-02T01:10:00Z", "{blocks}");
+    assert_eq!(blocks[0]["key"], "ip:127.0.0.1", "{blocks}");
+    assert_eq!(
+        blocks[0]["until"], "2025-06-02T01:10:00.000000Z",
+        "{blocks}"
+    );
 
     // Past the block, by the server's clock.
     let (status, now) = sidecar.post("/api/v1/clock/advance", r#"{"by": "1h"}"#);
     assert_eq!(
         (status, &now["now"]),
-        (200, &Value::from("2025-06-02T02:00:00Z"))
+        (200, &Value::from("2025-06-02T02:00:00.000000Z"))
     );
     let reply = common::deliver(mx1, "a@example.org", "10001@qq.com", "hi\r\n").await;
     assert!(reply.contains("S: 250 Ok: queued"), "{reply}");
@@ -417,7 +460,7 @@ async fn events_stream_live() {
             let line = lines.next().expect("the stream goes on").expect("a line");
             if let Some(data) = line.strip_prefix("data: ") {
                 let event: Value = serde_json::from_str(data).expect("JSON data");
-                events.push(event["kind"]["text"].as_str().expect("text").to_owned());
+                events.push(event["text"].as_str().expect("text").to_owned());
             }
         }
         events

@@ -73,9 +73,9 @@ class QQDelivery(unittest.TestCase):
         self.assertEqual(refused.exception.smtp_code, 550)
         self.assertIn(b"Ip frequency limited", refused.exception.smtp_error)
         replies = api("GET", "/api/v1/events?type=reply")["events"]
-        self.assertTrue(any("Ip frequency limited" in e["kind"]["text"] for e in replies))
+        self.assertTrue(any("Ip frequency limited" in e["text"] for e in replies))
         why = api("GET", "/api/v1/explain?ip=" + ip)
-        self.assertEqual(why["decision"]["rule"], "blacklist.ip")
+        self.assertEqual(why["rule"], "blacklist.ip")
 
         # An hour later, by the server's clock, the listing is over.
         api("POST", "/api/v1/clock/advance", {"by": "61m"})

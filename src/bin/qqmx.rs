@@ -52,6 +52,9 @@ enum Command {
     /// Ask a running qqmx whether it is healthy (exit 0) or not (exit 1), for container
     /// health checks in images without a shell.
     Health(Health),
+    /// Ask a running qqmx why an IP was last refused: the rule, the key, the reply, the
+    /// count against the limit and when the block ends.
+    Explain(Explain),
     /// Print the certificate (PEM) of the test CA named by the config's `[tls] ca_cert`
     /// (and `ca_key`), making the CA and writing both files first when they do not exist:
     /// `qqmx serve` with the same config issues its listeners' certificates from it.
@@ -82,6 +85,11 @@ struct Serve {
     /// Bearer token the control API asks for; required when it listens beyond loopback.
     #[arg(long, env = "QQMX_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Answer DNS for the fleet on this address, UDP and TCP (`127.0.0.1:5353`): MX, A,
+    /// TXT and PTR records, the MX hosts pointing at the listeners (overrides the config's
+    /// `[dns] listen`; off by default).
+    #[arg(long, env = "QQMX_DNS")]
+    dns: Option<SocketAddr>,
     /// Seed of the random generator (overrides the config).
     #[arg(long, env = "QQMX_SEED")]
     seed: Option<u64>,
@@ -149,6 +157,25 @@ struct Health {
     ready: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct Explain {
+    /// The client's IP address.
+    ip: std::net::IpAddr,
+    /// The last refusal at or before this time (RFC 3339); the server's now without it.
+    #[arg(long)]
+    at: Option<String>,
+    /// Address of the control API (an unspecified address such as 0.0.0.0 means
+    /// loopback).
+    #[arg(long, default_value = "127.0.0.1:8025", env = "QQMX_API")]
+    api: SocketAddr,
+    /// The API's bearer token, if it has one.
+    #[arg(long, env = "QQMX_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Print the API's JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -199,6 +226,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Explain(args) => explain(&args),
         Command::Health(args) => match qqmx::sidecar::check_health(args.api, args.ready) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -228,11 +256,12 @@ fn main() -> ExitCode {
 
 type Error = Box<dyn std::error::Error>;
 
-/// Logs on standard error, filtered by QQMX_LOG (default `level`); in colour only when
-/// standard error is a terminal and `NO_COLOR` is not set, so a log file or a pipe gets
-/// plain text.
+/// Logs on standard error, filtered by QQMX_LOG (default `level`, with the DNS library's
+/// line per query left out); in colour only when standard error is a terminal and
+/// `NO_COLOR` is not set, so a log file or a pipe gets plain text.
 fn init_logs(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_env("QQMX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_env("QQMX_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hickory_server=warn")));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt()
@@ -287,6 +316,9 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
             ClockArg::System => ClockMode::System,
             ClockArg::Manual => ClockMode::Manual,
         });
+    }
+    if let Some(dns) = args.dns {
+        config.dns.listen = Some(dns);
     }
     if !args.smtp.is_empty() {
         let mut listeners = Listeners(Default::default());
@@ -361,6 +393,9 @@ fn serve(args: Serve) -> Result<(), Error> {
                 config.listener_host(mx),
             ));
         }
+        if let Some(addr) = sidecar.dns_addr() {
+            say(format_args!("qqmx DNS on {addr} (UDP and TCP)"));
+        }
         if let Some(addr) = sidecar.api_addr() {
             say(format_args!("qqmx control API on http://{addr}"));
         }
@@ -419,4 +454,88 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// `qqmx explain`: the last refusal of an IP, in words or as JSON.
+fn explain(args: &Explain) -> ExitCode {
+    let answer = qqmx::sidecar::explain(
+        args.api,
+        args.api_token.as_deref(),
+        args.ip,
+        args.at.as_deref(),
+    );
+    let json = match answer {
+        Ok(Some(json)) => json,
+        Ok(None) => {
+            eprintln!("qqmx: no refusal of {} in the event log", args.ip);
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("qqmx: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        println!("{}", json.trim());
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<serde_json::Value>(&json) {
+        Ok(why) => {
+            print!("{}", explanation_text(&why));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("qqmx: the API's explanation is not JSON: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An explanation's fields, one a line, in the API's words.
+fn explanation_text(why: &serde_json::Value) -> String {
+    let field = |name: &str| match &why[name] {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    };
+    let mut lines = vec![format!(
+        "{} refused at {} (session {})",
+        field("client").unwrap_or_default(),
+        field("at").unwrap_or_default(),
+        field("session").unwrap_or_default(),
+    )];
+    let reply = match field("kind") {
+        Some(kind) => format!(
+            "{kind} ({} at {})",
+            field("verdict").unwrap_or_default(),
+            field("stage").unwrap_or_default()
+        ),
+        None => format!(
+            "{} at {}",
+            field("verdict").unwrap_or_default(),
+            field("stage").unwrap_or_default()
+        ),
+    };
+    let count = match (field("counter"), field("limit"), field("window")) {
+        (Some(counter), Some(limit), Some(window)) => {
+            Some(format!("{counter} of {limit} in this {window}"))
+        }
+        (Some(counter), Some(limit), None) => Some(format!("{counter} of {limit}")),
+        _ => None,
+    };
+    for (name, value) in [
+        ("rule", field("rule")),
+        ("key", field("key")),
+        ("reply", Some(reply)),
+        ("count", count),
+        ("until", field("until")),
+        ("detail", field("detail")),
+    ] {
+        if let Some(value) = value {
+            lines.push(format!("  {name:<7} {value}"));
+        }
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
 }

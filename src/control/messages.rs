@@ -1,6 +1,7 @@
 //! The message routes: qqmx's list, one message, its source and headers, deletes, and
 //! Mailpit's search, in qqmx's shapes with Mailpit's fields beside them.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -70,6 +71,8 @@ pub(super) struct MessageQuery {
     from: Option<String>,
     folder: Option<Folder>,
     mx: Option<String>,
+    /// The client's IP address.
+    client: Option<IpAddr>,
     since: Option<String>,
     until: Option<String>,
     #[serde(default)]
@@ -158,6 +161,7 @@ pub(super) async fn messages(
         to: f.to,
         folder: f.folder,
         mx: f.mx.map(|mx| known_mx(&api, mx)).transpose()?,
+        client: f.client,
     };
     let (total, page) =
         api.server

@@ -7,8 +7,8 @@ use crate::server::Server;
 /// Renders every metric of `server`.
 pub(super) fn render(server: &Server) -> String {
     let store = server.store();
-    let stats = store.stats();
-    let replies = store.replies_total();
+    let (held, since_start) = (store.held(), store.since_start());
+    let replies = &since_start.replies;
     let config = server.config();
     let (blocks, keys, evictions) = server.with_policy(|policy, now| {
         (
@@ -42,7 +42,7 @@ pub(super) fn render(server: &Server) -> String {
         "qqmx_messages_accepted_total",
         "counter",
         "Messages answered 250 at the end of data and stored.",
-        &[(String::new(), stats.accepted_total)],
+        &[(String::new(), since_start.messages_accepted)],
     );
     let rejected: Vec<(String, u64)> = store
         .refusals_total()
@@ -99,21 +99,24 @@ pub(super) fn render(server: &Server) -> String {
         "qqmx_store_messages",
         "gauge",
         "Messages held in the store.",
-        &[(String::new(), stats.messages as u64)],
+        &[(String::new(), held.messages as u64)],
     );
     metric(
         "qqmx_store_events",
         "gauge",
         "Events held in the log.",
-        &[(String::new(), stats.events as u64)],
+        &[(String::new(), held.events as u64)],
     );
     metric(
         "qqmx_store_evicted_total",
         "counter",
         "Messages and events evicted to stay under the store's caps.",
         &[
-            ("{what=\"messages\"}".to_owned(), stats.messages_evicted),
-            ("{what=\"events\"}".to_owned(), stats.events_evicted),
+            (
+                "{what=\"messages\"}".to_owned(),
+                since_start.messages_evicted,
+            ),
+            ("{what=\"events\"}".to_owned(), since_start.events_evicted),
         ],
     );
     metric(

@@ -30,7 +30,6 @@ mod messages;
 mod metrics;
 mod routes;
 mod serve;
-mod stats;
 mod wire;
 
 use std::future::Future;
@@ -44,9 +43,9 @@ use serde::Serialize;
 
 use crate::server::Server;
 
+pub use crate::inspect::Stats;
 pub use crate::store::Count;
 pub use serve::ServeLimits;
-pub use stats::Stats;
 
 /// What the API tells about the server besides its state.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +59,8 @@ pub struct ApiOptions {
     /// ([`Config::no_limits`](crate::Config::no_limits)), as `qqmx serve --no-limits` did
     /// in the one it started with.
     pub no_limits: bool,
+    /// The address the DNS server (feature `dns`) is bound to, if it runs.
+    pub dns: Option<SocketAddr>,
 }
 
 impl ApiOptions {
@@ -69,6 +70,7 @@ impl ApiOptions {
             token,
             listeners: Vec::new(),
             no_limits: false,
+            dns: None,
         }
     }
 
@@ -76,6 +78,13 @@ impl ApiOptions {
     #[must_use]
     pub fn no_limits(mut self, no_limits: bool) -> Self {
         self.no_limits = no_limits;
+        self
+    }
+
+    /// Reports the DNS server on `addr`.
+    #[must_use]
+    pub fn dns(mut self, addr: Option<SocketAddr>) -> Self {
+        self.dns = addr;
         self
     }
 

@@ -18,7 +18,6 @@ use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
-use super::stats::Stats;
 use super::wire::{Answer, ApiState, Reputation, body, duration, query, time};
 use super::{Api, ApiError, OPENAPI, ca, commands, guard, messages, metrics};
 use crate::clock::Rfc3339;
@@ -181,6 +180,8 @@ struct Info {
     seed: u64,
     clock: ClockInfo,
     listeners: Vec<ListenerInfo>,
+    /// The DNS server's address, `None` when it does not run.
+    dns: Option<std::net::SocketAddr>,
     draining: bool,
 }
 
@@ -211,6 +212,7 @@ async fn info(State(api): ApiState) -> Json<Info> {
                 up: api.server.is_mx_up(mx),
             })
             .collect(),
+        dns: api.options.dns,
         draining: api.server.is_draining(),
     })
 }
@@ -377,16 +379,8 @@ impl Follow {
     }
 }
 
-async fn stats(State(api): ApiState) -> Json<Stats> {
-    let store = api.server.store();
-    Json(Stats::new(
-        store.stats(),
-        store.sessions_total(),
-        api.server.active_connections(),
-        store.replies_total(),
-        store.tally(),
-        inspect::blocks(&api.server),
-    ))
+async fn stats(State(api): ApiState) -> Json<inspect::Stats> {
+    Json(inspect::Stats::of(&api.server))
 }
 
 #[derive(Deserialize)]

@@ -40,7 +40,7 @@ pub(super) fn respects_blocks(e: &Expectation, log: &Transcript<'_>) -> (bool, S
         match current.get(key).copied().filter(|&b| at < blocks[b].until) {
             Some(b) => {
                 let block = &mut blocks[b];
-                if let Some(until) = r.decision.block_until {
+                if let Some(until) = r.decision.until {
                     block.until = block.until.max(until);
                 }
                 if r.attempt > block.began && block.attempts.insert(r.attempt) {
@@ -48,7 +48,7 @@ pub(super) fn respects_blocks(e: &Expectation, log: &Transcript<'_>) -> (bool, S
                 }
             }
             None => {
-                if let Some(until) = r.decision.block_until.filter(|&u| u > at) {
+                if let Some(until) = r.decision.until.filter(|&u| u > at) {
                     current.insert(key, blocks.len());
                     blocks.push(Block {
                         key,

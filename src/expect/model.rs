@@ -116,7 +116,7 @@ pub enum Kind {
     /// Attempts made while a key (`ip:...`, `sender:...`, `domain:...`,
     /// `recipient:...`) is blocked: at most `max` (default 0) in each block.
     ///
-    /// A block begins at a refusal that carries a block end (`block_until`: the quota
+    /// A block begins at a refusal that carries a block end (`until`: the quota
     /// blocks, and the blacklistings that expire) on a key that is not blocked then. It
     /// lasts until that end, pushed later by any refusal during it that names a later one.
     /// Every later refusal on the same key before the end is an attempt while blocked,

@@ -81,7 +81,7 @@ impl<'a> Run<'a> {
     }
 
     /// The same run, whose store evicted `messages` and `events` before the check (the
-    /// store's [`StoreStats`](crate::store::StoreStats)): the outcomes that read them say
+    /// store's [`SinceReset`](crate::store::SinceReset)): the outcomes that read them say
     /// so, as what they saw is then short.
     #[must_use]
     pub fn evicted(self, messages: u64, events: u64) -> Self {

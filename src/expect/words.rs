@@ -1,8 +1,8 @@
 //! Words for reports: counts with their nouns, durations and times.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use crate::clock::{Rfc3339, unix_secs};
+use crate::clock::Rfc3339;
 
 /// `1 attempt`, `2 attempts`.
 pub(super) fn plural(n: impl TryInto<u64>, word: &str) -> String {
@@ -39,5 +39,5 @@ pub(super) fn span(d: Duration) -> String {
 
 /// A time in RFC 3339, to the second.
 pub(super) fn stamp(t: SystemTime) -> String {
-    Rfc3339(UNIX_EPOCH + Duration::from_secs(unix_secs(t))).to_string()
+    Rfc3339(t).to_the_second()
 }

@@ -14,7 +14,7 @@ use crate::units::{QuotaName, Stage, Window};
 
 /// What the policy wants done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "verdict", content = "reply")]
+#[serde(rename_all = "snake_case", tag = "verdict", content = "kind")]
 #[non_exhaustive]
 pub enum Verdict {
     /// Go on.
@@ -35,7 +35,9 @@ pub enum Verdict {
 pub struct Decision {
     /// Where it was made.
     pub stage: Stage,
-    /// What to do.
+    /// What to do: in JSON, `verdict` (`accept`, `reject`, `disconnect`, `junk`) and,
+    /// for a refusal, the reply's `kind`, beside the other fields.
+    #[serde(flatten)]
     pub verdict: Verdict,
     /// The rule that decided (`mailbox.exists`, `quota.ip_messages`, ...).
     pub rule: Cow<'static, str>,
@@ -59,7 +61,7 @@ pub struct Decision {
         skip_serializing_if = "Option::is_none",
         with = "crate::clock::rfc3339::option"
     )]
-    pub block_until: Option<SystemTime>,
+    pub until: Option<SystemTime>,
 }
 
 impl Decision {
@@ -78,7 +80,7 @@ impl Decision {
             counter: None,
             limit: None,
             window: None,
-            block_until: None,
+            until: None,
         }
     }
 
@@ -106,7 +108,7 @@ impl Decision {
     }
 
     pub(super) fn until(mut self, until: u64) -> Self {
-        self.block_until = Some(UNIX_EPOCH + Duration::from_secs(until));
+        self.until = Some(UNIX_EPOCH + Duration::from_secs(until));
         self
     }
 
@@ -259,7 +261,7 @@ pub struct Connect {
 pub struct BlockInfo {
     /// The quota.
     pub quota: QuotaName,
-    /// The blocked key.
+    /// The blocked key, as decisions name it (`ip:127.0.0.3`, `sender:a@example.org`).
     pub key: String,
     /// The window whose limit was crossed.
     pub window: Option<Window>,

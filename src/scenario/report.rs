@@ -11,12 +11,12 @@
 
 use std::fmt;
 use std::process::ExitStatus;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
 use super::Scenario;
-use crate::clock::{Rfc3339, unix_secs};
+use crate::clock::Rfc3339;
 use crate::event::{Event, EventKind};
 use crate::expect::{Outcome, ReplyCount, Report, reply_counts};
 use crate::store::Message;
@@ -286,8 +286,8 @@ impl fmt::Display for RunReport {
 }
 
 /// RFC 3339 to the second.
-fn to_the_second(t: SystemTime) -> Rfc3339 {
-    Rfc3339(UNIX_EPOCH + Duration::from_secs(unix_secs(t)))
+fn to_the_second(t: SystemTime) -> String {
+    Rfc3339(t).to_the_second()
 }
 
 /// `2025-06-02T01:00:00`: JUnit's `timestamp` (UTC, no zone, no fraction).
@@ -322,6 +322,8 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
     use crate::reply::ReplyKind;
 
     fn report(outcomes: Vec<Outcome>) -> RunReport {
@@ -418,7 +420,7 @@ mod tests {
         );
         // Virtual time in properties; every reply kind counted, escalations included.
         for property in [
-            "<property name=\"virtual_started\" value=\"2025-06-02T01:00:00Z\"/>",
+            "<property name=\"virtual_started\" value=\"2025-06-02T01:00:00.000000Z\"/>",
             "<property name=\"virtual_ended\" value=\"2025-06-02T01:10:00.250000Z\"/>",
             "<property name=\"replies.greeting\" value=\"6\"/>",
             "<property name=\"replies.ip_frequency\" value=\"2\"/>",
@@ -580,8 +582,8 @@ mod tests {
         assert_eq!(json["accepted"], 3);
         assert_eq!(json["rejected"], 5);
         assert_eq!(json["exit_code"], 0);
-        assert_eq!(json["started"], "2025-06-02T01:00:00Z");
-        assert_eq!(json["wall_started"], "2025-11-30T00:00:00Z");
+        assert_eq!(json["started"], "2025-06-02T01:00:00.000000Z");
+        assert_eq!(json["wall_started"], "2025-11-30T00:00:00.000000Z");
         assert_eq!(json["wall_seconds"], 12.345);
         assert_eq!(json["replies"][0]["kind"], "greeting");
         assert_eq!(json["replies"][0]["count"], 6);

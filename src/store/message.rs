@@ -1,6 +1,6 @@
 //! An accepted message and where it was delivered.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -32,8 +32,10 @@ pub struct Message {
     /// When it was accepted, by the server's clock.
     #[serde(with = "crate::clock::rfc3339")]
     pub received_at: SystemTime,
-    /// The client's address.
-    pub client: SocketAddr,
+    /// The client's IP address, as events and filters name it.
+    pub client: IpAddr,
+    /// The client's TCP port.
+    pub client_port: u16,
     /// The HELO/EHLO argument.
     pub helo: String,
     /// The reverse path, empty for the null sender.

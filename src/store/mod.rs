@@ -24,8 +24,9 @@ mod message;
 mod tally;
 
 pub use message::{Folder, Message};
+use tally::Counters;
 use tally::Tally;
-pub use tally::{Count, EventTally, StoreStats};
+pub use tally::{Count, Held, InLog, SinceReset, SinceStart};
 
 /// The shared store. Cloning gives another handle on the same data.
 #[derive(Clone)]
@@ -53,7 +54,7 @@ struct State {
     tally: Tally,
     next_message: u64,
     next_event: u64,
-    stats: StoreStats,
+    counters: Counters,
     /// Threads blocked in `wait_for_messages`; the condvar is only signalled for them
     /// (signalling costs a system call even when nobody waits).
     waiters: usize,
@@ -83,7 +84,7 @@ impl Store {
                     tally: Tally::new(),
                     next_message: 1,
                     next_event: 1,
-                    stats: StoreStats::default(),
+                    counters: Counters::default(),
                     waiters: 0,
                     replies_total: vec![0; ReplyKind::ALL.len()],
                     refusals_total: vec![0; ReplyKind::ALL.len()],
@@ -143,18 +144,19 @@ impl Store {
                 state.refusals_total[reply.kind as usize] += 1;
             }
         }
-        state.stats.event_bytes += event.approx_bytes();
+        state.counters.event_bytes += event.approx_bytes();
         state.tally.add(&event);
         state.events.push_back(event);
         let limits = &self.shared.limits;
         while state.events.len() > limits.max_events
-            || (state.stats.event_bytes > limits.max_event_bytes && state.events.len() > 1)
+            || (state.counters.event_bytes > limits.max_event_bytes && state.events.len() > 1)
         {
             let Some(old) = state.events.pop_front() else {
                 break;
             };
-            state.stats.event_bytes -= old.approx_bytes();
-            state.stats.events_evicted += 1;
+            state.counters.event_bytes -= old.approx_bytes();
+            state.counters.events_evicted += 1;
+            state.counters.events_evicted_since_reset += 1;
             state.tally.evict(&old);
         }
         drop(state);
@@ -238,12 +240,12 @@ impl Store {
 
     /// Counts over the events held: replies by kind, decisions by stage, IP and sender.
     /// Kept as events come and go, so this copies only the counts.
-    pub fn tally(&self) -> EventTally {
+    pub fn in_log(&self) -> InLog {
         self.state().tally.snapshot()
     }
 
     /// Replies sent since the store was made, by kind; unlike the
-    /// [`tally`](Self::tally) of the events held, these survive eviction and
+    /// [`in_log`](Self::in_log) counts of the events held, these survive eviction and
     /// [`clear`](Self::clear), as a metric's counters must.
     pub fn replies_total(&self) -> std::collections::BTreeMap<ReplyKind, u64> {
         nonzero(&self.state().replies_total)
@@ -262,17 +264,19 @@ impl Store {
         let id = state.next_message;
         state.next_message += 1;
         let message = build(id);
-        state.stats.bytes += message.raw.len();
-        state.stats.accepted_total += 1;
+        state.counters.message_bytes += message.raw.len();
+        state.counters.accepted_since_start += 1;
+        state.counters.accepted_since_reset += 1;
         state.messages.push_back(Arc::new(message));
         while state.messages.len() > limits.max_messages
-            || (state.stats.bytes > limits.max_bytes && state.messages.len() > 1)
+            || (state.counters.message_bytes > limits.max_bytes && state.messages.len() > 1)
         {
             let Some(old) = state.messages.pop_front() else {
                 break;
             };
-            state.stats.bytes -= old.raw.len();
-            state.stats.messages_evicted += 1;
+            state.counters.message_bytes -= old.raw.len();
+            state.counters.messages_evicted += 1;
+            state.counters.messages_evicted_since_reset += 1;
         }
         let waiters = state.waiters;
         drop(state);
@@ -336,7 +340,7 @@ impl Store {
             }
             !gone
         });
-        state.stats.bytes -= freed;
+        state.counters.message_bytes -= freed;
         before - state.messages.len()
     }
 
@@ -345,7 +349,7 @@ impl Store {
         let mut state = self.state();
         let n = state.messages.len();
         state.messages.clear();
-        state.stats.bytes = 0;
+        state.counters.message_bytes = 0;
         n
     }
 
@@ -354,23 +358,54 @@ impl Store {
         self.state().events.iter().cloned().collect()
     }
 
-    /// Counts of what is held and what was dropped.
-    pub fn stats(&self) -> StoreStats {
+    /// What the store holds now.
+    pub fn held(&self) -> Held {
         let state = self.state();
-        StoreStats {
+        Held {
             messages: state.messages.len(),
+            message_bytes: state.counters.message_bytes,
             events: state.events.len(),
-            ..state.stats
+            event_bytes: state.counters.event_bytes,
         }
     }
 
-    /// Forgets every message and event (ids keep counting up).
+    /// What was counted since the store was made; [`clear`](Self::clear) keeps it.
+    pub fn since_start(&self) -> SinceStart {
+        let state = self.state();
+        SinceStart {
+            sessions: self.sessions_total(),
+            messages_accepted: state.counters.accepted_since_start,
+            messages_evicted: state.counters.messages_evicted,
+            events_evicted: state.counters.events_evicted,
+            replies: nonzero(&state.replies_total),
+        }
+    }
+
+    /// What was counted since the store was made or last cleared.
+    pub fn since_reset(&self) -> SinceReset {
+        let counters = self.state().counters;
+        SinceReset {
+            messages_accepted: counters.accepted_since_reset,
+            messages_evicted: counters.messages_evicted_since_reset,
+            events_evicted: counters.events_evicted_since_reset,
+        }
+    }
+
+    /// Forgets every message and event (ids keep counting up) and what was counted over
+    /// them; the counts [`since_start`](Self::since_start) stay.
     pub fn clear(&self) {
         let mut state = self.state();
         state.messages.clear();
         state.events.clear();
         state.tally = Tally::new();
-        state.stats = StoreStats::default();
+        state.counters = Counters {
+            message_bytes: 0,
+            event_bytes: 0,
+            accepted_since_reset: 0,
+            messages_evicted_since_reset: 0,
+            events_evicted_since_reset: 0,
+            ..state.counters
+        };
     }
 
     /// Blocks until at least `n` messages were accepted since the last
@@ -383,14 +418,14 @@ impl Store {
         let deadline = Instant::now() + timeout;
         let mut state = self.state();
         loop {
-            if state.stats.accepted_total as usize >= n {
+            if state.counters.accepted_since_reset as usize >= n {
                 let held: Vec<Arc<Message>> = state.messages.iter().cloned().collect();
                 drop(state);
                 return Ok(held.iter().map(|m| Message::clone(m)).collect());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(state.stats.accepted_total as usize);
+                return Err(state.counters.accepted_since_reset as usize);
             }
             state.waiters += 1;
             state = self
@@ -418,7 +453,7 @@ impl Store {
                 let notified = self.shared.notify.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if self.state().stats.accepted_total as usize >= n {
+                if self.state().counters.accepted_since_reset as usize >= n {
                     return self.messages();
                 }
                 notified.await;
@@ -426,15 +461,13 @@ impl Store {
         };
         tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| self.state().stats.accepted_total as usize)
+            .map_err(|_| self.state().counters.accepted_since_reset as usize)
     }
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("Store").field("held", &self.held()).finish()
     }
 }
 

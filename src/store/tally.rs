@@ -1,4 +1,5 @@
-//! Counts over the events held, and what the store holds and has dropped.
+//! What the store counts: what it holds, what it has counted since start and since the
+//! last reset, and counts over the events held.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -10,24 +11,61 @@ use crate::event::{Command, Event, EventKind, Verb};
 use crate::reply::ReplyKind;
 use crate::units::Stage;
 
-/// How much the store holds and how much it has dropped.
+/// What the store holds now. A reset of the store empties it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct StoreStats {
-    /// Messages held now.
+pub struct Held {
+    /// Messages.
     pub messages: usize,
-    /// Raw bytes held now.
-    pub bytes: usize,
-    /// Events held now.
+    /// The messages' stored sources, in bytes.
+    pub message_bytes: usize,
+    /// Events.
     pub events: usize,
-    /// Bytes the events held use, roughly (fixed size plus text).
+    /// The events' memory, roughly (fixed size plus text), in bytes.
     pub event_bytes: usize,
-    /// Messages ever accepted.
-    pub accepted_total: u64,
-    /// Messages evicted to stay under the caps.
+}
+
+/// Counted since the server started; a reset keeps them, as a metric's counters must.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SinceStart {
+    /// Sessions begun.
+    pub sessions: u64,
+    /// Messages answered `250` at the end of data.
+    pub messages_accepted: u64,
+    /// Messages dropped, oldest first, to stay under the store's caps.
     pub messages_evicted: u64,
-    /// Events evicted to stay under the caps (count and bytes).
+    /// Events dropped, oldest first, to stay under the store's caps.
     pub events_evicted: u64,
+    /// Replies sent, by kind (kinds never sent are left out).
+    pub replies: BTreeMap<ReplyKind, u64>,
+}
+
+/// Counted since the server started or the store was last reset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SinceReset {
+    /// Messages answered `250` at the end of data (what `wait_for_messages` counts).
+    pub messages_accepted: u64,
+    /// Messages dropped to stay under the store's caps: when not 0, the messages held
+    /// are not all there were.
+    pub messages_evicted: u64,
+    /// Events dropped to stay under the store's caps: when not 0, the event log held is
+    /// not the whole story.
+    pub events_evicted: u64,
+}
+
+/// The store's running counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Counters {
+    pub(super) message_bytes: usize,
+    pub(super) event_bytes: usize,
+    pub(super) accepted_since_start: u64,
+    pub(super) accepted_since_reset: u64,
+    pub(super) messages_evicted: u64,
+    pub(super) events_evicted: u64,
+    pub(super) messages_evicted_since_reset: u64,
+    pub(super) events_evicted_since_reset: u64,
 }
 
 /// Decisions made, by outcome.
@@ -60,22 +98,23 @@ impl Count {
     }
 }
 
-/// Counts over the events held, kept up to date as events are recorded and evicted, so
-/// that reading them costs nothing like a pass over the log.
+/// Counts over the events held: they shrink as old events are evicted, and a reset of
+/// the store clears them. Kept up to date as events are recorded and evicted, so that
+/// reading them costs nothing like a pass over the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
-pub struct EventTally {
+pub struct InLog {
     /// Replies, by kind.
     pub replies: BTreeMap<ReplyKind, usize>,
-    /// Decisions by stage.
-    pub by_stage: BTreeMap<Stage, Count>,
-    /// Decisions by client IP.
-    pub by_ip: BTreeMap<IpAddr, Count>,
-    /// Decisions from `MAIL` on, by envelope sender (`<>` for the null sender).
-    pub by_sender: BTreeMap<String, Count>,
+    /// Policy decisions (one per command judged, not per message), by stage.
+    pub decisions_by_stage: BTreeMap<Stage, Count>,
+    /// Policy decisions, by client IP.
+    pub decisions_by_ip: BTreeMap<IpAddr, Count>,
+    /// Policy decisions from `MAIL` on, by envelope sender (`<>` for the null sender).
+    pub decisions_by_sender: BTreeMap<String, Count>,
 }
 
-/// The live form of [`EventTally`].
+/// The live form of [`InLog`].
 #[derive(Default)]
 pub(super) struct Tally {
     replies: Vec<usize>,
@@ -164,16 +203,16 @@ impl Tally {
         }
     }
 
-    pub(super) fn snapshot(&self) -> EventTally {
-        EventTally {
+    pub(super) fn snapshot(&self) -> InLog {
+        InLog {
             replies: ReplyKind::ALL
                 .iter()
                 .map(|&kind| (kind, self.replies[kind as usize]))
                 .filter(|&(_, n)| n > 0)
                 .collect(),
-            by_stage: self.by_stage.clone(),
-            by_ip: self.by_ip.iter().map(|(ip, n)| (*ip, *n)).collect(),
-            by_sender: self
+            decisions_by_stage: self.by_stage.clone(),
+            decisions_by_ip: self.by_ip.iter().map(|(ip, n)| (*ip, *n)).collect(),
+            decisions_by_sender: self
                 .by_sender
                 .iter()
                 .map(|(sender, n)| (sender.to_string(), *n))

@@ -12,7 +12,8 @@ fn message(id: u64, bytes: usize) -> Message {
         session: 1,
         mx: "mx1".into(),
         received_at: SystemTime::UNIX_EPOCH,
-        client: "127.0.0.1:1".parse().expect("addr"),
+        client: "127.0.0.1".parse().expect("addr"),
+        client_port: 1,
         helo: "h".into(),
         mail_from: String::new(),
         rcpt_to: vec![],
@@ -42,9 +43,15 @@ fn caps_evict_the_oldest_and_count_them() {
     for _ in 0..5 {
         store.record(1, "127.0.0.1".parse().expect("ip"), EventKind::TlsStarted);
     }
-    let stats = store.stats();
-    assert_eq!((stats.messages_evicted, stats.events_evicted), (3, 2));
-    assert_eq!((stats.messages, stats.events, stats.bytes), (1, 3, 995));
+    let (held, since_start) = (store.held(), store.since_start());
+    assert_eq!(
+        (since_start.messages_evicted, since_start.events_evicted),
+        (3, 2)
+    );
+    assert_eq!(
+        (held.messages, held.events, held.message_bytes),
+        (1, 3, 995)
+    );
 }
 
 #[test]
@@ -59,20 +66,22 @@ fn the_event_log_is_capped_in_bytes_too() {
         let error = "x".repeat(10_000);
         store.record(1, client, EventKind::TlsFailed { error });
     }
-    let stats = store.stats();
-    assert_eq!((stats.events, stats.events_evicted), (2, 8));
+    let held = store.held();
+    assert_eq!((held.events, store.since_reset().events_evicted), (2, 8));
     assert!(
-        (20_000..=25_000).contains(&stats.event_bytes),
+        (20_000..=25_000).contains(&held.event_bytes),
         "{}",
-        stats.event_bytes
+        held.event_bytes
     );
     // One event larger than the cap is still kept, alone.
     let error = "y".repeat(40_000);
     store.record(1, client, EventKind::TlsFailed { error });
-    let stats = store.stats();
-    assert_eq!((stats.events, stats.events_evicted), (1, 10));
+    assert_eq!(
+        (store.held().events, store.since_reset().events_evicted),
+        (1, 10)
+    );
     store.clear();
-    assert_eq!(store.stats().event_bytes, 0);
+    assert_eq!(store.held().event_bytes, 0);
 }
 
 #[test]
@@ -119,7 +128,7 @@ fn decision(stage: Stage, accept: bool) -> EventKind {
         counter: None,
         limit: None,
         window: None,
-        block_until: None,
+        until: None,
     })
 }
 
@@ -137,22 +146,22 @@ fn the_tally_follows_the_events_held() {
     store.record(1, a, EventKind::Command(mail));
     store.record(1, a, decision(Stage::Mail, true));
     store.record(2, b, decision(Stage::Connect, false));
-    let tally = store.tally();
-    assert_eq!(tally.by_sender["x@example.org"].accepted, 1);
-    assert_eq!(tally.by_ip[&a].accepted, 1);
-    assert_eq!(tally.by_ip[&b].refused, 1);
-    assert_eq!(tally.by_stage[&Stage::Connect].refused, 1);
+    let tally = store.in_log();
+    assert_eq!(tally.decisions_by_sender["x@example.org"].accepted, 1);
+    assert_eq!(tally.decisions_by_ip[&a].accepted, 1);
+    assert_eq!(tally.decisions_by_ip[&b].refused, 1);
+    assert_eq!(tally.decisions_by_stage[&Stage::Connect].refused, 1);
     // Three more evict the MAIL command and the decision at MAIL.
     for _ in 0..3 {
         store.record(2, b, decision(Stage::Connect, false));
     }
-    let tally = store.tally();
-    assert!(tally.by_sender.is_empty(), "{tally:?}");
-    assert!(!tally.by_ip.contains_key(&a), "{tally:?}");
-    assert_eq!(tally.by_ip[&b].refused, 4);
-    assert_eq!(tally.by_stage.len(), 1, "{tally:?}");
+    let tally = store.in_log();
+    assert!(tally.decisions_by_sender.is_empty(), "{tally:?}");
+    assert!(!tally.decisions_by_ip.contains_key(&a), "{tally:?}");
+    assert_eq!(tally.decisions_by_ip[&b].refused, 4);
+    assert_eq!(tally.decisions_by_stage.len(), 1, "{tally:?}");
     store.clear();
-    assert_eq!(store.tally(), EventTally::default());
+    assert_eq!(store.in_log(), InLog::default());
 }
 
 #[test]
@@ -177,4 +186,37 @@ fn pages_of_messages_and_events_take_only_the_page() {
     assert_eq!(store.scan_events(10, 100, 2, |_| true).1, 10);
     assert_eq!(store.last_seq(), 10);
     assert_eq!(store.find_last(|e| e.seq < 4).map(|e| e.seq), Some(3));
+}
+
+#[test]
+fn a_reset_keeps_the_counts_since_start_and_clears_the_rest() {
+    let limits = StoreConfig {
+        max_messages: 1,
+        ..StoreConfig::default()
+    };
+    let store = Store::new(Clock::manual_at_unix(0), limits);
+    store.accept(|id| message(id, 10));
+    store.accept(|id| message(id, 10));
+    store.record(
+        1,
+        "127.0.0.1".parse().expect("ip"),
+        EventKind::Reply(crate::reply::Reply {
+            kind: ReplyKind::Greeting,
+            code: 220,
+            text: "220 mx1.qq.com".into(),
+        }),
+    );
+    store.clear();
+    let since_start = store.since_start();
+    assert_eq!(
+        (since_start.messages_accepted, since_start.messages_evicted),
+        (2, 1)
+    );
+    assert_eq!(since_start.replies.get(&ReplyKind::Greeting), Some(&1));
+    assert_eq!(store.since_reset(), SinceReset::default());
+    assert_eq!(store.held(), Held::default());
+    assert_eq!(store.in_log(), InLog::default());
+    store.accept(|id| message(id, 10));
+    assert_eq!(store.since_reset().messages_accepted, 1);
+    assert_eq!(store.since_start().messages_accepted, 3);
 }

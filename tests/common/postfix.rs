@@ -140,7 +140,8 @@ pub struct Postfix {
     pub running: bool,
 }
 
-/// The services the instance needs: no listener, no chroot.
+/// The services the instance needs: no listener, no chroot (`tlsmgr` for an SMTP client
+/// that uses TLS, started only then).
 pub const MASTER_CF: &str = "\
 pickup    unix  n - n 60 1 pickup
 cleanup   unix  n - n -  0 cleanup
@@ -160,6 +161,7 @@ virtual   unix  - n n -  - virtual
 anvil     unix  - - n -  1 anvil
 scache    unix  - - n -  1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsmgr    unix  - - n 1000? 1 tlsmgr
 smtp      unix  - - n -  - smtp
 strict    unix  - - n -  - smtp -o smtp_skip_5xx_greeting=no
 nosize    unix  - - n -  - smtp -o smtp_discard_ehlo_keywords=size
@@ -167,28 +169,25 @@ slowdot   unix  - - n -  - smtp -o smtp_pix_workaround_maps=inline:{127.0.0.1=de
   -o smtp_pix_workaround_threshold_time=0s -o smtp_pix_workaround_delay_time=10s
 ";
 
-/// The service Postfix's SMTP client needs for TLS (its PRNG seed and session cache).
-pub const TLSMGR: &str = "tlsmgr    unix  - - n 1000? 1 tlsmgr\n";
-
-/// Lines added to an instance's config files, after the defaults: a main.cf parameter set
-/// here overrides the default one.
+/// What a Postfix instance is started with besides its transport routes.
 #[derive(Debug, Default)]
-pub struct Extra {
+pub struct Options {
+    /// Lines added at the end of main.cf.
     pub main_cf: String,
-    pub master_cf: String,
+    /// The text of the `/etc/resolv.conf` Postfix reads: when set, Postfix runs in a mount
+    /// namespace of its own (`unshare --mount`, from util-linux) where this file is bound
+    /// over /etc/resolv.conf, so that its resolver asks another name server while the
+    /// host's file stays untouched.
+    pub resolv_conf: Option<String>,
 }
 
 impl Postfix {
     pub fn start(routes: &[(String, String)]) -> Result<Self, String> {
-        Self::start_with(routes, |_| Extra::default())
+        Self::start_with(routes, &Options::default())
     }
 
-    /// [`start`](Self::start), with [`Extra`] lines made from the instance's directory
-    /// (where files they name can be put).
-    pub fn start_with(
-        routes: &[(String, String)],
-        extra: impl FnOnce(&Path) -> Extra,
-    ) -> Result<Self, String> {
+    /// Starts an instance as [`Postfix::start`] does, with `options`.
+    pub fn start_with(routes: &[(String, String)], options: &Options) -> Result<Self, String> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -199,24 +198,31 @@ impl Postfix {
             running: false,
         };
         postfix.prepare(routes)?;
-        let extra = extra(&postfix.dir);
-        for (file, more) in [("main.cf", extra.main_cf), ("master.cf", extra.master_cf)] {
-            if more.is_empty() {
-                continue;
-            }
-            let path = postfix.conf.join(file);
-            let mut lines = std::fs::read_to_string(&path).map_err(|e| format!("{file}: {e}"))?;
-            lines.push_str(&more);
-            std::fs::write(&path, lines).map_err(|e| format!("{file}: {e}"))?;
+        if !options.main_cf.is_empty() {
+            let main = postfix.conf.join("main.cf");
+            let mut text = std::fs::read_to_string(&main).map_err(|e| format!("main.cf: {e}"))?;
+            text.push_str(&options.main_cf);
+            text.push('\n');
+            std::fs::write(&main, text).map_err(|e| format!("main.cf: {e}"))?;
         }
-        run(
-            postfix_command("postfix")
-                .arg("-c")
-                .arg(&postfix.conf)
-                .arg("start"),
-            None,
-        )
-        .map_err(|e| format!("{e}\n{}", postfix.log()))?;
+        let mut start = postfix_command("postfix");
+        start.arg("-c").arg(&postfix.conf).arg("start");
+        if let Some(resolv_conf) = &options.resolv_conf {
+            let file = postfix.dir.join("resolv.conf");
+            std::fs::write(&file, resolv_conf).map_err(|e| format!("resolv.conf: {e}"))?;
+            // The master and every daemon it starts stay in the namespace; the bind mount
+            // is private to it and goes away with its last process.
+            let mut namespaced = Command::new("unshare");
+            namespaced
+                .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(r#"mount --bind "$1" /etc/resolv.conf && exec "$2" -c "$3" start"#)
+                .arg("sh")
+                .arg(&file)
+                .arg(start.get_program())
+                .arg(&postfix.conf);
+            start = namespaced;
+        }
+        run(&mut start, None).map_err(|e| format!("{e}\n{}", postfix.log()))?;
         postfix.running = true;
         Ok(postfix)
     }

@@ -129,7 +129,7 @@ fn refusals_name_every_kind_with_its_rule_and_key_escalations_included() {
             counter: Some(3),
             limit: Some(3),
             window: None,
-            block_until: Some(t(10 * MIN)),
+            until: Some(t(10 * MIN)),
         };
         log.connect(session)
             .push(session, EventKind::Decision(denied))

@@ -161,7 +161,7 @@ impl Log {
             counter: None,
             limit: None,
             window: None,
-            block_until: until,
+            until,
         };
         self.push(session, EventKind::Decision(decision)).reply(
             session,
@@ -219,7 +219,8 @@ fn message(id: u64, mx: &str, at: SystemTime, folder: Folder) -> Message {
         session: id,
         mx: mx.to_owned(),
         received_at: at,
-        client: SocketAddr::from(([127, 0, 0, 1], 40000)),
+        client: IpAddr::from([127, 0, 0, 1]),
+        client_port: 40000,
         helo: "client.example.org".into(),
         mail_from: "news@example.org".into(),
         rcpt_to: vec!["10001@qq.com".into()],

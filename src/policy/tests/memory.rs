@@ -77,10 +77,7 @@ fn a_blocked_key_is_never_evicted() {
         assert!(send(&mut p, blocked, "a@x.org", &["10001@qq.com"], t0()).is_accept());
     }
     let d = send(&mut p, blocked, "a@x.org", &["10001@qq.com"], t0());
-    assert_eq!(
-        (reply(&d), d.block_until),
-        (Some(IpFrequency), Some(at(600)))
-    );
+    assert_eq!((reply(&d), d.until), (Some(IpFrequency), Some(at(600))));
     // 10,000 newcomers in the next nine minutes: a hundred times the cap in keys.
     for n in 1..=10_000 {
         let now = at(u64::from(n) * 540 / 10_000);
@@ -88,7 +85,7 @@ fn a_blocked_key_is_never_evicted() {
         if n % 1_000 == 0 {
             let d = send(&mut p, blocked, "a@x.org", &["10001@qq.com"], now);
             assert!(!d.is_accept(), "{n} newcomers in: {d}");
-            assert_eq!(d.block_until, Some(at(600)), "{d}");
+            assert_eq!(d.until, Some(at(600)), "{d}");
         }
     }
     assert!(p.evictions() > 50_000);
@@ -96,7 +93,7 @@ fn a_blocked_key_is_never_evicted() {
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     assert_eq!(
         (blocks[0].key.as_str(), blocks[0].until),
-        ("10.0.0.0", at(600))
+        ("ip:10.0.0.0", at(600))
     );
     assert!(!send(&mut p, blocked, "a@x.org", &["10001@qq.com"], at(599)).is_accept());
     assert!(send(&mut p, blocked, "a@x.org", &["10001@qq.com"], at(600)).is_accept());
@@ -151,7 +148,7 @@ fn listed_and_complained_about_keys_stay_even_past_the_cap() {
         at(60),
     );
     assert_eq!(d.rule, "blacklist.domain.random", "{d}");
-    assert_eq!(d.block_until, Some(at(3600)));
+    assert_eq!(d.until, Some(at(3600)));
     // When the complaints age out, those IPs are ordinary keys again.
     for n in 1_150..1_400 {
         let from = format!("news{n}@{open}");
@@ -244,7 +241,7 @@ fn only_the_complaints_that_can_matter_are_kept() {
     );
     let d = send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], day(10));
     assert_eq!(d.rule, "blacklist.ip.reputation", "{d}");
-    assert_eq!(d.block_until, Some(day(67)));
+    assert_eq!(d.until, Some(day(67)));
 }
 
 #[test]

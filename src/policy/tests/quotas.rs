@@ -37,13 +37,13 @@ fn the_refusal_explains_itself() {
         (d.counter, d.limit, d.window),
         (Some(3), Some(3), Some(Window::Minute))
     );
-    assert_eq!(d.block_until, Some(at(610)));
+    assert_eq!(d.until, Some(at(610)));
     assert_eq!(d.detail, "3 of 3 in this minute; one more is over");
     assert_eq!(
         p.blocks(at(11)),
         [BlockInfo {
             quota: QuotaName::IpMessages,
-            key: "127.0.0.3".into(),
+            key: "ip:127.0.0.3".into(),
             window: Some(Window::Minute),
             until: at(610),
             refused: 1
@@ -68,7 +68,7 @@ fn the_day_tier_lifts_at_midnight_china_time() {
     // 09:00 CST; midnight CST is 15 hours later, 16:00 UTC.
     assert!(send(&mut p, ip(2), "a@example.org", &["10001@qq.com"], at(0)).is_accept());
     let d = send(&mut p, ip(2), "a@example.org", &["10001@qq.com"], at(3600));
-    assert_eq!(d.block_until, Some(at(15 * 3600)));
+    assert_eq!(d.until, Some(at(15 * 3600)));
     assert!(
         !send(
             &mut p,

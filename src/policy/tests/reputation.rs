@@ -62,7 +62,7 @@ fn complaints_drive_reputation_to_zero_and_whitelists_are_dropped_by_new_ones() 
         (reply(&d), d.rule.as_ref()),
         (Some(IpFrequency), "blacklist.ip.reputation")
     );
-    assert_eq!(d.block_until, Some(at(60 * 86_400)));
+    assert_eq!(d.until, Some(at(60 * 86_400)));
 
     p.whitelist("10001@qq.com", "news@x.org");
     assert!(send(&mut p, ip(4), "news@x.org", &["10001@qq.com"], at(1)).is_accept());
@@ -96,7 +96,7 @@ fn repeat_refusals_under_the_warm_up_report_its_allowance() {
             (Some(50), Some(50), Some(Window::Day)),
             "{d}"
         );
-        assert_eq!(d.block_until, Some(at(15 * 3600)), "midnight UTC+8");
+        assert_eq!(d.until, Some(at(15 * 3600)), "midnight UTC+8");
     }
 }
 
@@ -112,7 +112,7 @@ fn a_reputation_listing_ends_when_enough_complaints_have_aged_out() {
     }
     let d = send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], at(5 * 86_400));
     assert_eq!(d.rule, "blacklist.ip.reputation");
-    assert_eq!(d.block_until, Some(at(62 * 86_400)));
+    assert_eq!(d.until, Some(at(62 * 86_400)));
     let d = send(
         &mut p,
         ip(4),
@@ -123,4 +123,33 @@ fn a_reputation_listing_ends_when_enough_complaints_have_aged_out() {
     assert!(!d.is_accept(), "still listed a second before");
     let d = send(&mut p, ip(4), "a@x.org", &["10001@qq.com"], at(62 * 86_400));
     assert!(d.is_accept(), "{d}");
+}
+
+#[test]
+fn a_second_day_refusal_names_the_second_day() {
+    let mut p = policy("[quotas.recipient]\nenabled = false\n[reputation]\nwarmup = true\n");
+    // t0 is 09:00 in China; the IP's first day ends at 16:00 UTC. A naive sender goes on
+    // through the block and into the next day.
+    let mut details = Vec::new();
+    for minute in 0..(20 * 60) {
+        let d = send(&mut p, ip(9), "a@x.org", &["10001@qq.com"], at(minute * 60));
+        if !d.is_accept() {
+            details.push((minute, d.rule.to_string(), d.detail.clone()));
+        }
+    }
+    let day2: Vec<_> = details
+        .iter()
+        .filter(|(minute, _, _)| *minute >= 15 * 60)
+        .collect();
+    assert!(
+        day2.iter()
+            .any(|(_, _, detail)| detail.starts_with("day 2 of a new IP")),
+        "{day2:?}"
+    );
+    assert!(
+        !day2
+            .iter()
+            .any(|(_, _, detail)| detail.starts_with("day 1")),
+        "{day2:?}"
+    );
 }

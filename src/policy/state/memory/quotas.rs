@@ -79,7 +79,7 @@ impl QuotaCounters for Memory {
             .filter_map(|c| c.blocked_at(now))
             .map(|b| BlockInfo {
                 quota: b.quota,
-                key: b.label.to_string(),
+                key: format!("{}:{}", b.quota.key_prefix(), b.label),
                 window: Some(b.window),
                 until: UNIX_EPOCH + Duration::from_secs(b.until),
                 refused: b.refused,
