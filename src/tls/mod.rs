@@ -208,13 +208,13 @@ impl CaSource {
         }
     }
 
-    /// The CA for `config`: the given one; else, when the config asks for one, the CA
-    /// already made for the same settings, or one read, made or written anew.
+    /// The CA for `config`: the given one; else, when the config asks for one and TLS is
+    /// on, the CA already made for the same settings, or one read, made or written anew.
     pub(crate) fn for_config(&self, config: &TlsConfig) -> Result<Option<Arc<TestCa>>, TlsError> {
         if let Some(ca) = &self.given {
             return Ok(Some(ca.clone()));
         }
-        if !config.uses_ca() {
+        if !config.enabled || !config.uses_ca() {
             return Ok(None);
         }
         if let (None, Some(key)) = (&config.ca_cert, &config.ca_key) {
