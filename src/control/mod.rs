@@ -23,6 +23,7 @@
 //! ```
 
 mod commands;
+mod dashboard;
 mod guard;
 mod mailpit;
 mod messages;
