@@ -12,7 +12,8 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,9 +59,65 @@ fn shots() -> PathBuf {
 /// loaded 2-core machine (the page polls every second and draws every frame).
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// One WebDriver request to `chromedriver` (which keeps connections open, so the answer
+/// is read by its length); the status and the JSON answer.
+fn webdriver(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).expect("connect to chromedriver");
+    // A bound on a hang only: starting Chromium or loading a page takes seconds on a
+    // loaded 2-core machine.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost:{}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        addr.port(),
+        body.len()
+    )
+    .expect("a request");
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("a status line");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status: {status_line:?}"));
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a header line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().expect("a length");
+        }
+    }
+    let mut answer = vec![0; length];
+    reader.read_exact(&mut answer).expect("the answer");
+    let answer = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+    (status, answer)
+}
+
+/// A child process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `chromedriver` on a free port, with one headless Chromium session; both ended on drop.
 struct Browser {
-    driver: Child,
+    _driver: Killed,
     addr: SocketAddr,
     session: String,
     _profile: TempDir,
@@ -80,12 +137,14 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
+        let driver = Killed(
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts"),
+        );
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let started = Instant::now();
         while std::net::TcpStream::connect(addr).is_err() {
@@ -109,15 +168,14 @@ impl Browser {
                 ]
             }
         }}});
-        let (status, body) = http(addr, "POST", "/session", None, &caps.to_string());
-        assert_eq!(status, 200, "Chromium did not start under chromedriver: {body}");
-        let answer: Value = serde_json::from_str(&body).expect("JSON");
+        let (status, answer) = webdriver(addr, "POST", "/session", Some(&caps));
+        assert_eq!(status, 200, "Chromium did not start under chromedriver: {answer}");
         let session = answer["value"]["sessionId"]
             .as_str()
             .expect("a session id")
             .to_owned();
         Self {
-            driver,
+            _driver: driver,
             addr,
             session,
             _profile: TempDir(profile),
@@ -132,13 +190,8 @@ impl Browser {
 
     fn try_command(&self, method: &str, path: &str, body: &Value) -> Result<Value, Value> {
         let target = format!("/session/{}{path}", self.session);
-        let text = if method == "GET" {
-            String::new()
-        } else {
-            body.to_string()
-        };
-        let (status, answer) = http(self.addr, method, &target, None, &text);
-        let answer: Value = serde_json::from_str(&answer).expect("WebDriver answers JSON");
+        let body = (method != "GET").then_some(body);
+        let (status, answer) = webdriver(self.addr, method, &target, body);
         if status == 200 {
             Ok(answer["value"].clone())
         } else {
@@ -233,15 +286,13 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = http(
+        // Chromium quits with its session; the driver is killed after.
+        let _ = webdriver(
             self.addr,
             "DELETE",
             &format!("/session/{}", self.session),
             None,
-            "",
         );
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
@@ -401,15 +452,21 @@ fn the_dashboard_shows_mail_refusals_blocks_and_drives_the_server() {
     assert_eq!(seconds(after.as_str().expect("text")), before - 60);
     browser.screenshot("policy");
 
-    // Control: a button blacklists an IP and takes an MX host down, as the API sees.
+    // Control: buttons file a complaint against an IP and take an MX host down, as the
+    // API then sees.
     browser.open(&format!("{base}#control"));
+    let before = sidecar.json("/api/v1/reputation/192.0.2.9")["reputation"].clone();
     browser.type_into("#c-list input[name=ip]", "192.0.2.9");
-    browser.click("#c-list button[data-action=blacklist]");
+    browser.click("#c-list button[data-action=complain]");
     browser.wait(
-        "return document.getElementById('c-result').textContent.includes('/api/v1/blacklist')",
-        "the blacklist call is made",
+        "return document.getElementById('c-result').textContent.includes('/api/v1/complain')",
+        "the complaint is sent",
     );
-    assert_eq!(sidecar.json("/api/v1/reputation/192.0.2.9")["reputation"], 0);
+    let after = sidecar.json("/api/v1/reputation/192.0.2.9")["reputation"].clone();
+    assert!(
+        after.as_u64() < before.as_u64(),
+        "a complaint lowers the reputation: {before} then {after}"
+    );
     browser.wait(
         "return document.querySelector('#mx-list li[data-mx=mx1] button')",
         "the MX hosts are listed",

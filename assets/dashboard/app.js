@@ -661,7 +661,8 @@ function mimeParts(raw, depth) {
     const pieces = body.split("--" + boundary);
     for (const piece of pieces.slice(1)) {
       if (piece.startsWith("--")) break;
-      const sub = mimeParts(piece.replace(/^\r?\n/, ""), (depth || 0) + 1);
+      // The line break before a boundary belongs to the boundary (RFC 2046).
+      const sub = mimeParts(piece.replace(/^\r?\n/, "").replace(/\r?\n$/, ""), (depth || 0) + 1);
       if (found.text === null) found.text = sub.text;
       if (found.html === null) found.html = sub.html;
     }
