@@ -43,7 +43,10 @@ fn browser_available() -> bool {
          QQMX_SKIP_BROWSER_TEST=1 to skip them",
         missing.join(", ")
     );
-    assert!(std::env::var_os("QQMX_SKIP_BROWSER_TEST").is_some(), "{why}");
+    assert!(
+        std::env::var_os("QQMX_SKIP_BROWSER_TEST").is_some(),
+        "{why}"
+    );
     eprintln!("skipped: {why}");
     false
 }
@@ -151,10 +154,8 @@ impl Browser {
             assert!(started.elapsed() < PATIENCE, "chromedriver did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let profile = std::env::temp_dir().join(format!(
-            "qqmx-chromium-{}-{name}",
-            std::process::id()
-        ));
+        let profile =
+            std::env::temp_dir().join(format!("qqmx-chromium-{}-{name}", std::process::id()));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -169,7 +170,10 @@ impl Browser {
             }
         }}});
         let (status, answer) = webdriver(addr, "POST", "/session", Some(&caps));
-        assert_eq!(status, 200, "Chromium did not start under chromedriver: {answer}");
+        assert_eq!(
+            status, 200,
+            "Chromium did not start under chromedriver: {answer}"
+        );
         let session = answer["value"]["sessionId"]
             .as_str()
             .expect("a session id")
@@ -257,7 +261,11 @@ impl Browser {
     fn type_into(&self, selector: &str, text: &str) {
         let id = self.element(selector);
         self.command("POST", &format!("/element/{id}/clear"), &json!({}));
-        self.command("POST", &format!("/element/{id}/value"), &json!({ "text": text }));
+        self.command(
+            "POST",
+            &format!("/element/{id}/value"),
+            &json!({ "text": text }),
+        );
     }
 
     fn resize(&self, width: u32, height: u32) {
@@ -321,14 +329,13 @@ fn send(smtp: SocketAddr, subject: &str, html: &str) -> Result<String, String> {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-            smtp.ip().to_string(),
-        )
-        .port(smtp.port())
-        .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
-            "mail.example.org".into(),
-        ))
-        .build();
+        let transport =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.ip().to_string())
+                .port(smtp.port())
+                .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
+                    "mail.example.org".into(),
+                ))
+                .build();
         transport
             .send(message)
             .await
@@ -392,7 +399,10 @@ fn the_dashboard_shows_mail_refusals_blocks_and_drives_the_server() {
         "return document.getElementById('msg-subject').textContent",
         "the message opens",
     );
-    assert_eq!(browser.text("#msg-subject").as_deref(), Some(HOSTILE_SUBJECT));
+    assert_eq!(
+        browser.text("#msg-subject").as_deref(),
+        Some(HOSTILE_SUBJECT)
+    );
     assert_eq!(
         browser.text("#msg-text").as_deref(),
         Some("plain <b>text</b> part")
@@ -402,7 +412,11 @@ fn the_dashboard_shows_mail_refusals_blocks_and_drives_the_server() {
         "const f = document.getElementById('msg-html'); \
          return [f.getAttribute('sandbox'), f.srcdoc.includes('<b>bold</b>'), document.title];",
     );
-    assert_eq!(frame, json!(["", true, "qqmx"]), "the HTML part is sandboxed");
+    assert_eq!(
+        frame,
+        json!(["", true, "qqmx"]),
+        "the HTML part is sandboxed"
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(!browser.alert_open(), "no alert from the HTML part");
     browser.screenshot("messages");
@@ -414,7 +428,10 @@ fn the_dashboard_shows_mail_refusals_blocks_and_drives_the_server() {
     );
     assert_eq!(status, 200);
     let refused = send(smtp, "second", "<p>second</p>").expect_err("the second is refused");
-    assert!(refused.contains("550") || refused.contains("frequency"), "{refused}");
+    assert!(
+        refused.contains("550") || refused.contains("frequency"),
+        "{refused}"
+    );
     browser.open(&format!("{base}#live"));
     browser.wait(
         "return document.querySelector('#events button.why')",
@@ -440,7 +457,10 @@ fn the_dashboard_shows_mail_refusals_blocks_and_drives_the_server() {
         "the block is listed",
     );
     let before = seconds(left.as_str().expect("text"));
-    assert!(before > 60, "the block lasts more than the advance: {before}s");
+    assert!(
+        before > 60,
+        "the block lasts more than the advance: {before}s"
+    );
     let (status, _) = sidecar.post("/api/v1/clock/advance", r#"{"by": "1m"}"#);
     assert_eq!(status, 200);
     let script = format!(
@@ -486,9 +506,8 @@ fn the_dashboard_shows_mail_refusals_blocks_and_drives_the_server() {
         "return document.querySelector('#events li')",
         "the events show at 320 px",
     );
-    let width = browser.run(
-        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]",
-    );
+    let width = browser
+        .run("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]");
     assert!(
         width[0].as_u64() <= width[1].as_u64(),
         "the page is wider than the window at 320 px: {width}"
@@ -560,7 +579,11 @@ fn the_scenario_report_shows_the_block_in_its_chart() {
         .output()
         .expect("qqmx run starts");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "the naive sender fails: {stdout}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the naive sender fails: {stdout}"
+    );
     let html = reports.join("ip-frequency-minute.html");
     assert!(
         stdout.contains(&html.display().to_string()),

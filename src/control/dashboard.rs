@@ -128,6 +128,9 @@ mod tests {
         assert!(!page.contains("<script>"));
         assert!(!page.contains("http://") && !page.contains("https://"));
         let script = std::str::from_utf8(SCRIPT.body).expect("UTF-8");
-        assert!(!script.contains("innerHTML"), "mail data must not reach innerHTML");
+        assert!(
+            !script.contains("innerHTML"),
+            "mail data must not reach innerHTML"
+        );
     }
 }

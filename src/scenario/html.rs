@@ -23,7 +23,8 @@ use crate::policy::Verdict;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Timeline {
-    /// One per calendar minute from the run's start to its end.
+    /// One per calendar minute from the run's start to its end, or to the end of the
+    /// scenario's duration when the run ended sooner.
     pub minutes: Vec<Minute>,
     /// Quota blocks and blacklistings seen in refusals: the key, what refused, from the
     /// first refusal that named it until its end.
@@ -75,8 +76,16 @@ impl Timeline {
         started: SystemTime,
         ended: SystemTime,
     ) -> Self {
+        // The whole of the scenario's time, even when its sender stopped sooner: what
+        // followed (a block that outlived the sender) shows too.
         let first = minute_of(started);
-        let last = minute_of(ended).max(first);
+        let end = ended.max(started + scenario.duration);
+        // The minute of the last instant before the end (an end on a minute's first second
+        // does not start another).
+        let last = minute_of(
+            end - Duration::from_micros(1).min(end.duration_since(started).unwrap_or_default()),
+        )
+        .max(first);
         let mut minutes: Vec<Minute> = (first..=last)
             .map(|m| Minute {
                 start: UNIX_EPOCH + Duration::from_secs(m * 60),
@@ -346,6 +355,27 @@ fn chart(report: &RunReport, standalone: bool) -> String {
         "<polyline class=\"attempts\" points=\"{}\" fill=\"none\" stroke=\"#1a6fd0\" stroke-width=\"1.5\"><title>attempts</title></polyline>",
         points.join(" ")
     );
+    for (i, m) in timeline.minutes.iter().enumerate() {
+        let _ = write!(
+            svg,
+            "<circle class=\"attempt\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"#1a6fd0\"><title>{}: {} attempts</title></circle>",
+            LEFT + slot * (i as f64 + 0.5),
+            y_of(m.attempts),
+            hhmm(m.start),
+            m.attempts
+        );
+    }
+    let end_x = x_of(report.ended);
+    if end_x < LEFT + plot_w - 1.0 {
+        let _ = write!(
+            svg,
+            "<line class=\"run-end\" x1=\"{end_x:.1}\" x2=\"{end_x:.1}\" y1=\"{TOP}\" y2=\"{:.1}\" stroke=\"#c62828\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c62828\">run ended</text>",
+            TOP + plot_h,
+            end_x + 3.0,
+            TOP + 12.0
+        );
+    }
     for (at, name) in &timeline.phases {
         let x = x_of(report.started + *at);
         let label = if name.is_empty() {
@@ -486,6 +516,70 @@ fn page(report: &RunReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expect::Outcome;
+
+    fn report() -> RunReport {
+        let started = UNIX_EPOCH + Duration::from_secs(1_748_826_000);
+        let at = |secs| started + Duration::from_secs(secs);
+        let mut refusals = BTreeMap::new();
+        refusals.insert("ip_frequency".to_owned(), 3);
+        RunReport {
+            scenario: "<script>alert(1)</script>".into(),
+            seed: 7,
+            passed: false,
+            outcomes: vec![Outcome::new(
+                "no refusal <b>",
+                false,
+                "3 `ip_frequency` & more",
+            )],
+            started,
+            ended: at(180),
+            wall_started: None,
+            wall_seconds: None,
+            accepted: 2,
+            rejected: 3,
+            replies: Vec::new(),
+            exit_code: Some(0),
+            timeline: Timeline {
+                minutes: (0..3)
+                    .map(|m| Minute {
+                        start: at(m * 60),
+                        attempts: 5,
+                        accepted: 2,
+                        refusals: refusals.clone(),
+                    })
+                    .collect(),
+                blocks: vec![Span {
+                    label: "ip:127.0.0.1".into(),
+                    rule: "quota.ip_messages".into(),
+                    from: at(30),
+                    until: at(600),
+                }],
+                outages: vec![Span {
+                    label: "mx2".into(),
+                    rule: String::new(),
+                    from: at(60),
+                    until: at(120),
+                }],
+                phases: vec![(Duration::from_secs(60), "burst".into())],
+            },
+        }
+    }
+
+    #[test]
+    fn the_page_draws_blocks_outages_phases_and_escapes_names() {
+        let page = report().to_html();
+        assert!(page.contains("<title>ip:127.0.0.1 blocked by quota.ip_messages from"));
+        assert!(page.contains("class=\"outage\""));
+        assert!(page.contains(">burst</text>"));
+        assert_eq!(page.matches("class=\"refusal\"").count(), 3);
+        assert!(page.contains("seed 7"));
+        assert!(page.contains("<tr class=\"outcome failed\"><td>no refusal &lt;b&gt;</td>"));
+        assert!(!page.contains("<script"), "nothing from the run is markup");
+        assert!(!page.contains("src="), "nothing is fetched");
+        let svg = report().to_svg();
+        assert!(svg.starts_with("<svg class=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\""));
+    }
 
     #[test]
     fn text_is_escaped() {
