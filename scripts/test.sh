@@ -9,7 +9,8 @@
 # Postfix runs, and root (QQMX_SKIP_POSTFIX_TEST=1 skips it). The Mailpit client test
 # (tests/mailpit.rs) drives the API with the npm package mailpit-api, installed here into
 # the git-ignored target/mailpit-client with Node.js's npm (QQMX_SKIP_MAILPIT_TEST=1
-# skips it).
+# skips it). The dashboard test (tests/dashboard.rs) drives Debian's chromium, headless,
+# through chromium-driver (QQMX_SKIP_BROWSER_TEST=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,10 @@ if [ -z "${QQMX_SKIP_POSTFIX_TEST:-}" ] && ! [ -x /usr/sbin/postfix ]; then
 fi
 if [ -z "${QQMX_SKIP_MAILPIT_TEST:-}" ] && ! command -v npm >/dev/null; then
   need_apt+=(nodejs npm)
+fi
+if [ -z "${QQMX_SKIP_BROWSER_TEST:-}" ]; then
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
