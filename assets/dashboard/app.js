@@ -258,10 +258,9 @@ function frame() {
     const batch = state.pending;
     state.pending = [];
     for (const e of batch) takeEvent(e);
-    if (state.events.length > MAX_EVENTS) {
-      state.events.splice(0, state.events.length - MAX_EVENTS);
-      dirty.rebuild = true;
-    }
+    // The rows in the page are bounded on their own; trimming what is held for the
+    // filters redraws nothing.
+    if (state.events.length > MAX_EVENTS) state.events.splice(0, state.events.length - MAX_EVENTS);
     dirty.newEvents = (dirty.newEvents || []).concat(batch);
     if (dirty.newEvents.length > MAX_ROWS) dirty.newEvents = dirty.newEvents.slice(-MAX_ROWS);
     dirty.chart = true;
@@ -388,7 +387,7 @@ function summary(e) {
     case "decision": {
       let s = e.verdict + (e.kind ? " " + e.kind : "") + " by " + e.rule;
       if (e.key) s += " on " + e.key;
-      if (e.counter !== undefined) s += " (" + e.counter + "/" + e.limit + " per " + e.window + ")";
+      if (e.counter !== undefined) s += " (" + e.counter + "/" + e.limit + (e.window ? " per " + e.window : "") + ")";
       return s + ": " + e.detail;
     }
     case "accepted":
@@ -573,7 +572,13 @@ async function showMessage(id) {
       ["size", m.size + " bytes"],
     ]);
     const body = $("msg-headers").tBodies[0];
-    body.replaceChildren(...(m.headers || []).map(([k, v]) => el("tr", null, el("td", { text: k }), el("td", { text: v }))));
+    // The headers QQ adds come first: its `Received` and the `X-QQ-` ones.
+    const added = (k, i) => /^x-qq-/i.test(k) || (i === 0 && /^received$/i.test(k));
+    body.replaceChildren(
+      ...(m.headers || []).map(([k, v], i) =>
+        el("tr", { class: added(k, i) ? "qq-added" : "", title: added(k, i) ? "added by QQ" : "" }, el("td", { text: k }), el("td", { text: v })),
+      ),
+    );
     $("msg-auth").textContent = m.auth ? JSON.stringify(m.auth, null, 2) : "(no authentication results)";
     $("msg-raw").textContent = raw;
     const parts = mimeParts(raw);
@@ -699,7 +704,7 @@ async function runExplain() {
       ["rule", x.rule],
     ];
     if (x.key) items.push(["key", x.key]);
-    if (x.counter !== undefined) items.push(["count", x.counter + " of " + x.limit + " per " + x.window]);
+    if (x.counter !== undefined) items.push(["count", x.counter + " of " + x.limit + (x.window ? " per " + x.window : "")]);
     if (x.until) items.push(["until", x.until + " (" + fmtLeft(Date.parse(x.until) - serverNow()) + " left)"]);
     items.push(["detail", x.detail]);
     pairs($("explain-pairs"), items);
@@ -756,7 +761,7 @@ function drawUsage(now) {
   const rows = [];
   const tiers = state.config && state.config.quotas && state.config.quotas.ip_messages;
   if (tiers && tiers.enabled !== false) {
-    const ips = new Set(state.accepted.map((a) => a.client));
+    const ips = Array.from(new Set(state.accepted.map((a) => a.client))).slice(0, 50);
     for (const ip of ips) {
       for (const w of ["minute", "hour", "day"]) {
         const tier = tiers[w];
@@ -770,9 +775,12 @@ function drawUsage(now) {
   // Each key's count at its latest refusal, as the decision gave it.
   const latest = new Map();
   for (const e of state.events) {
-    if (e.type === "decision" && e.counter !== undefined && e.key) latest.set(e.key + " " + e.window, e);
+    if (e.type === "decision" && e.counter !== undefined && e.key) latest.set(e.key + " " + e.rule + " " + (e.window || ""), e);
   }
-  for (const e of latest.values()) rows.push(bar(e.key + " (" + e.window + ", " + e.rule + ")", e.counter, e.limit, "at " + e.at.slice(11, 19)));
+  for (const e of latest.values()) {
+    const what = e.key + " (" + (e.window ? e.window + ", " : "") + e.rule + ")";
+    rows.push(bar(what, e.counter, e.limit, "at " + e.at.slice(11, 19)));
+  }
   if (!rows.length) rows.push(el("p", { class: "hint", text: "Nothing counted yet." }));
   box.replaceChildren(...rows);
 }
