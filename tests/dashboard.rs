@@ -613,3 +613,61 @@ fn the_scenario_report_shows_the_block_in_its_chart() {
     browser.screenshot("scenario-report");
     let _ = std::fs::remove_dir_all(&reports);
 }
+
+#[test]
+fn the_live_view_takes_a_flood_of_events_and_keeps_its_list_bounded() {
+    if !browser_available() {
+        return;
+    }
+    let sidecar = Sidecar::manual(&["--no-limits"], &[]);
+    let smtp = sidecar.mx("mx1");
+    let browser = Browser::start("flood");
+    browser.open(&format!("http://{}/#live", sidecar.api));
+    browser.wait(
+        "return document.getElementById('conn').textContent.includes('live')",
+        "the event stream is followed",
+    );
+    // Eight clients at once, 400 messages: thousands of events, read by the page in
+    // batches while they come.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let clients = (0..8).map(|c| {
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let body = format!("Subject: flood {c}-{i}\r\n\r\nhello\r\n");
+                    common::deliver(smtp, "a@example.org", "10001@qq.com", &body).await;
+                }
+            })
+        });
+        for client in clients.collect::<Vec<_>>() {
+            client.await.expect("a client");
+        }
+    });
+    let stats = sidecar.json("/api/v1/stats");
+    assert_eq!(stats["since_reset"]["messages_accepted"], 400);
+    let held = stats["held"]["events"].as_u64().expect("a count");
+    assert!(held > 5000, "more events than the page keeps: {held}");
+    // The page keeps the newest 5,000 and shows 300 rows, having counted every one.
+    browser.wait(
+        "return document.getElementById('event-count').textContent.includes('5000 held')",
+        "the page holds its cap of events",
+    );
+    browser.wait(
+        "return document.getElementById('stat-accepted').textContent === '400'",
+        "the counts are the server's",
+    );
+    browser.wait(
+        "return document.getElementById('chart').getAttribute('aria-label').includes(': 400 accepted')",
+        "the chart counts every message of the minute",
+    );
+    let rows = browser.run("return document.querySelectorAll('#events li').length");
+    assert_eq!(rows, 300, "the list is bounded");
+    let newest =
+        browser.run("return document.querySelector('#events li span:nth-child(4)').textContent");
+    assert_eq!(newest, "closed", "the newest event is on top");
+    browser.screenshot("live-flood");
+}

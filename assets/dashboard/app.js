@@ -358,6 +358,13 @@ function drawChart() {
       g.fillText(new Date(m * MINUTE).toISOString().slice(11, 16), x + slot / 2, h - 4);
     }
   }
+  // The current minute in words, for screen readers (and tests).
+  const current = state.minutes.get(last) || { accepted: 0, kinds: {} };
+  const refusedNow = Object.values(current.kinds).reduce((a, b) => a + b, 0);
+  canvas.setAttribute(
+    "aria-label",
+    "minute " + new Date(last * MINUTE).toISOString().slice(11, 16) + ": " + current.accepted + " accepted, " + refusedNow + " refused",
+  );
   // The current minute, by the server's clock.
   g.fillStyle = "rgba(26,111,208,.12)";
   g.fillRect(left + (CHART_MINUTES - 1) * slot, 6, slot, plotH);
