@@ -12,7 +12,7 @@ const TOKEN_KEY = "qqmx-token";
 const MAX_EVENTS = 5000; // events kept in memory for filtering
 const MAX_ROWS = 300; // event rows in the page
 const MAX_SESSIONS = 20000; // sessions remembered for the sender and recipient filters
-const CHART_MINUTES = 30;
+const CHART_MINUTES = 30; // at most; fewer on a narrow screen
 const MINUTE = 60000;
 
 const $ = (id) => document.getElementById(id);
@@ -306,8 +306,9 @@ function drawChart() {
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, w, h);
   const now = serverNow() || Date.now();
+  const shown = Math.max(8, Math.min(CHART_MINUTES, Math.floor((w - 40) / 18)));
   const last = minuteOf(now);
-  const first = last - CHART_MINUTES + 1;
+  const first = last - shown + 1;
   for (const m of state.minutes.keys()) {
     if (m < first - 120) state.minutes.delete(m);
   }
@@ -323,7 +324,7 @@ function drawChart() {
   const left = 36;
   const bottom = 18;
   const plotH = h - bottom - 6;
-  const slot = (w - left - 4) / CHART_MINUTES;
+  const slot = (w - left - 4) / shown;
   g.font = "11px system-ui, sans-serif";
   g.fillStyle = "#5d6875";
   g.strokeStyle = "#e6e9ed";
@@ -337,7 +338,7 @@ function drawChart() {
     g.fillText(String(Math.round(max * frac)), left - 4, y + 4);
   }
   g.textAlign = "center";
-  for (let i = 0; i < CHART_MINUTES; i++) {
+  for (let i = 0; i < shown; i++) {
     const m = first + i;
     const x = left + i * slot;
     const b = state.minutes.get(m);
@@ -353,7 +354,7 @@ function drawChart() {
       bar(b.accepted, "#2e7d32");
       for (const k of kinds) bar(b.kinds[k] || 0, colourOf(k));
     }
-    if (i % Math.max(1, Math.round(CHART_MINUTES / (w / 60))) === 0) {
+    if (i % Math.max(1, Math.round(shown / (w / 60))) === 0) {
       g.fillStyle = "#5d6875";
       g.fillText(new Date(m * MINUTE).toISOString().slice(11, 16), x + slot / 2, h - 4);
     }
@@ -367,7 +368,7 @@ function drawChart() {
   );
   // The current minute, by the server's clock.
   g.fillStyle = "rgba(26,111,208,.12)";
-  g.fillRect(left + (CHART_MINUTES - 1) * slot, 6, slot, plotH);
+  g.fillRect(left + (shown - 1) * slot, 6, slot, plotH);
   const legend = $("legend");
   const items = [["accepted", "#2e7d32"]].concat(kinds.map((k) => [k, colourOf(k)]));
   const key = items.map((i) => i[0]).join(",");
