@@ -362,6 +362,17 @@ fn seconds(text: &str) -> u64 {
 
 const HOSTILE_SUBJECT: &str = "<script>alert(1)</script>";
 
+/// Script in every field: a display name, a header, an encoded subject, and an HTML body
+/// in quoted-printable.
+const HOSTILE_MESSAGE: &str = "From: \"<img src=x onerror=alert(5)>\" <evil@example.org>\r\n\
+    To: 10001@qq.com\r\n\
+    Subject: =?utf-8?b?PHNjcmlwdD5hbGVydCg3KTwvc2NyaXB0Pg==?=\r\n\
+    X-Evil: <script>alert(6)</script>\r\n\
+    Content-Type: text/html; charset=utf-8\r\n\
+    Content-Transfer-Encoding: quoted-printable\r\n\
+    \r\n\
+    <scr=69pt>alert(8)</script><img src=3D\"x\" onerror=3D\"alert(9)\">\r\n";
+
 #[test]
 fn the_dashboard_shows_mail_refusals_blocks_and_drives_the_server() {
     if !browser_available() {
@@ -381,13 +392,26 @@ fn the_dashboard_shows_mail_refusals_blocks_and_drives_the_server() {
         "the event stream is followed",
     );
 
-    // A message with hostile subject and HTML arrives while the page is open.
+    // A message whose every field is hostile, some of them encoded, then one with a
+    // hostile subject and HTML part from a real client, arrive while the page is open.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let transcript = runtime.block_on(common::deliver(
+        smtp,
+        "evil@example.org",
+        "10001@qq.com",
+        HOSTILE_MESSAGE,
+    ));
+    assert!(transcript.contains("queued"), "{transcript}");
     let html = "<p id=\"in-frame\"><b>bold</b> <img src=\"http://192.0.2.1/track.png\" \
                 onerror=\"alert(2)\"></p><script>alert(3);parent.document.title='owned'</script>";
     let reply = send(smtp, HOSTILE_SUBJECT, html).expect("the first message is accepted");
     assert!(reply.starts_with("250"), "{reply}");
     let subject = browser.wait(
-        "const s = document.querySelector('#messages li .subject'); return s && s.textContent;",
+        "const s = document.querySelectorAll('#messages li .subject'); \
+         return s.length === 2 && s[0].textContent;",
         "the message appears in the list without a reload",
     );
     assert_eq!(subject, HOSTILE_SUBJECT, "the subject is shown as text");
@@ -417,9 +441,35 @@ fn the_dashboard_shows_mail_refusals_blocks_and_drives_the_server() {
         json!(["", true, "qqmx"]),
         "the HTML part is sandboxed"
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!browser.alert_open(), "no alert from the HTML part");
     browser.screenshot("messages");
+    // The hostile one: its header values are text, its encoded HTML stays in the frame.
+    browser.click("#messages li:nth-child(2)");
+    browser.wait(
+        "return document.getElementById('msg-envelope').textContent.includes('evil@example.org')",
+        "the hostile message opens",
+    );
+    browser.click("#msg-tabs [data-part=headers]");
+    let headers = browser.text("#msg-headers").expect("the header table");
+    assert!(headers.contains("<script>alert(6)</script>"), "{headers}");
+    assert!(
+        headers.contains("<img src=x onerror=alert(5)>"),
+        "{headers}"
+    );
+    let srcdoc = browser.run("return document.getElementById('msg-html').srcdoc");
+    assert!(
+        srcdoc
+            .as_str()
+            .expect("text")
+            .contains("<script>alert(8)</script>"),
+        "the quoted-printable part is decoded into the sandboxed frame: {srcdoc}"
+    );
+    assert_eq!(
+        browser.run("return document.querySelectorAll('img, script:not([src]), iframe:not(#msg-html)').length"),
+        0,
+        "nothing from mail became an element of the page"
+    );
+    assert!(!browser.alert_open(), "no alert from any field");
+    assert_eq!(browser.run("return document.title"), "qqmx");
 
     // A refusal: one message a minute per IP; the second is refused and the IP blocked.
     let (status, _) = sidecar.post(
@@ -442,6 +492,15 @@ fn the_dashboard_shows_mail_refusals_blocks_and_drives_the_server() {
         "the block is counted",
     );
     browser.screenshot("live");
+    // The filters narrow the list: the refusals of one kind, the decision and the reply.
+    browser.type_into("#f-kind", "ip_frequency");
+    let rows = browser.wait(
+        "const rows = Array.from(document.querySelectorAll('#events li')); \
+         return rows.length === 2 && rows.every(r => r.textContent.includes('ip_frequency')) \
+           && rows.map(r => r.children[3].textContent).sort().join(',');",
+        "the kind filter keeps the decision and the reply",
+    );
+    assert_eq!(rows, "decision,reply");
     browser.click("#events button.why");
     let explained = browser.wait(
         "const x = document.getElementById('explain'); return !x.hidden && x.textContent;",

@@ -421,12 +421,14 @@ function filters() {
     sender: $("f-sender").value.trim().toLowerCase(),
     rcpt: $("f-rcpt").value.trim().toLowerCase(),
     type: $("f-type").value,
+    kind: $("f-kind").value.trim(),
   };
 }
 
 function matches(e, f) {
   if (f.ip && !String(e.client).includes(f.ip)) return false;
   if (f.type && e.type !== f.type) return false;
+  if (f.kind && e.kind !== f.kind) return false;
   if (f.sender && !(e._from || "").toLowerCase().includes(f.sender)) return false;
   if (f.rcpt && !(e._rcpts || []).some((r) => r.toLowerCase().includes(f.rcpt))) return false;
   return true;
@@ -992,6 +994,13 @@ async function start() {
   }
   $("login").hidden = true;
   await loadConfig();
+  try {
+    const replies = await get("/api/v1/replies?generation=" + encodeURIComponent(state.info.generation));
+    const kinds = Array.from(new Set(replies.map((r) => r.kind))).sort();
+    $("kinds").replaceChildren(...kinds.map((k) => el("option", { value: k })));
+  } catch (_) {
+    // the filter works without suggestions
+  }
   route();
   follow();
   poll();
@@ -1020,7 +1029,7 @@ function init() {
     $("login-token").value = "";
     start();
   });
-  for (const id of ["f-ip", "f-sender", "f-rcpt", "f-type", "f-pause"]) {
+  for (const id of ["f-ip", "f-sender", "f-rcpt", "f-type", "f-kind", "f-pause"]) {
     $(id).addEventListener("input", () => (dirty.rebuild = true));
   }
   $("event-filters").addEventListener("submit", (ev) => ev.preventDefault());

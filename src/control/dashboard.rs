@@ -121,6 +121,39 @@ mod tests {
         assert_ne!(INDEX.etag, SCRIPT.etag);
     }
 
+    fn get(if_none_match: Option<&str>) -> Response {
+        let mut request = Request::builder().uri("/");
+        if let Some(tag) = if_none_match {
+            request = request.header(header::IF_NONE_MATCH, tag);
+        }
+        serve(
+            &INDEX,
+            &request.body(axum::body::Body::empty()).expect("a request"),
+        )
+    }
+
+    #[test]
+    fn a_file_comes_with_its_type_tag_and_policy_and_a_known_tag_gets_304() {
+        let first = get(None);
+        assert_eq!(first.status(), StatusCode::OK);
+        let headers = first.headers();
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let policy = headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("text");
+        assert!(policy.starts_with("default-src 'none'; script-src 'self';"));
+        assert!(!policy.contains("unsafe"));
+        let tag = headers[header::ETAG].to_str().expect("text").to_owned();
+        assert_eq!(get(Some(&tag)).status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            get(Some(&format!("\"other\", W/{tag}"))).status(),
+            StatusCode::NOT_MODIFIED
+        );
+        assert_eq!(get(Some("\"other\"")).status(), StatusCode::OK);
+    }
+
     #[test]
     fn the_page_has_no_inline_script_and_loads_its_own_files() {
         let page = std::str::from_utf8(INDEX.body).expect("UTF-8");
