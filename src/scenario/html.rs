@@ -193,10 +193,12 @@ const PALETTE: [&str; 8] = [
 ];
 
 const WIDTH: f64 = 900.0;
-const HEIGHT: f64 = 280.0;
+const HEIGHT: f64 = 300.0;
 const LEFT: f64 = 44.0;
-const TOP: f64 = 22.0;
-const BOTTOM: f64 = 28.0;
+const TOP: f64 = 24.0;
+const BOTTOM: f64 = 40.0;
+/// The strip under the plot where blocks and outages are drawn solid.
+const BAND: f64 = 6.0;
 
 /// `HH:MM` of a time, UTC.
 fn hhmm(t: SystemTime) -> String {
@@ -264,30 +266,48 @@ fn chart(report: &RunReport, standalone: bool) -> String {
             "<rect width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"#fff\"/>"
         );
     }
-    // Shading first, so the bars draw over it.
+    // Shading first, so the bars draw over it; and a solid strip under the plot, seen
+    // where bars cover the shading.
     for o in &timeline.outages {
         let (x1, x2) = (x_of(o.from), x_of(o.until));
         let _ = write!(
             svg,
-            "<rect class=\"outage\" x=\"{x1:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{plot_h:.1}\" fill=\"#9e9e9e\" fill-opacity=\"0.25\">\
-             <title>{} down from {} to {}</title></rect>",
-            (x2 - x1).max(1.0),
-            escape(&o.label),
-            Rfc3339(o.from),
-            Rfc3339(o.until)
+            "<rect class=\"outage\" x=\"{x1:.1}\" y=\"{TOP}\" width=\"{w:.1}\" height=\"{plot_h:.1}\" fill=\"#9e9e9e\" fill-opacity=\"0.25\">\
+             <title>{title}</title></rect>\
+             <rect class=\"band outage-band\" x=\"{x1:.1}\" y=\"{band:.1}\" width=\"{w:.1}\" height=\"{BAND}\" fill=\"#9e9e9e\"><title>{title}</title></rect>",
+            w = (x2 - x1).max(1.0),
+            band = TOP + plot_h + 2.0,
+            title = format_args!(
+                "{} down from {} to {}",
+                escape(&o.label),
+                Rfc3339(o.from),
+                Rfc3339(o.until)
+            ),
         );
     }
     for b in &timeline.blocks {
         let (x1, x2) = (x_of(b.from), x_of(b.until));
         let _ = write!(
             svg,
-            "<rect class=\"block\" x=\"{x1:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{plot_h:.1}\" fill=\"#e53935\" fill-opacity=\"0.12\">\
-             <title>{} blocked by {} from {} until {}</title></rect>",
-            (x2 - x1).max(1.0),
-            escape(&b.label),
-            escape(&b.rule),
-            Rfc3339(b.from),
-            Rfc3339(b.until)
+            "<rect class=\"block\" x=\"{x1:.1}\" y=\"{TOP}\" width=\"{w:.1}\" height=\"{plot_h:.1}\" fill=\"#e53935\" fill-opacity=\"0.12\">\
+             <title>{title}</title></rect>\
+             <rect class=\"band block-band\" x=\"{x1:.1}\" y=\"{band:.1}\" width=\"{w:.1}\" height=\"{BAND}\" fill=\"#e57373\"><title>{title}</title></rect>",
+            w = (x2 - x1).max(1.0),
+            band = TOP
+                + plot_h
+                + 2.0
+                + if timeline.outages.is_empty() {
+                    0.0
+                } else {
+                    BAND + 1.0
+                },
+            title = format_args!(
+                "{} blocked by {} from {} until {}",
+                escape(&b.label),
+                escape(&b.rule),
+                Rfc3339(b.from),
+                Rfc3339(b.until)
+            ),
         );
     }
     // Grid and axis.
@@ -332,7 +352,7 @@ fn chart(report: &RunReport, standalone: bool) -> String {
                 svg,
                 "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
                 x + slot / 2.0,
-                HEIGHT - BOTTOM + 14.0,
+                TOP + plot_h + 2.0 * BAND + 16.0,
                 hhmm(m.start)
             );
         }
@@ -373,7 +393,7 @@ fn chart(report: &RunReport, standalone: bool) -> String {
              <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#c62828\">run ended</text>",
             TOP + plot_h,
             end_x + 3.0,
-            TOP + 12.0
+            TOP + 26.0
         );
     }
     for (at, name) in &timeline.phases {
@@ -386,11 +406,11 @@ fn chart(report: &RunReport, standalone: bool) -> String {
         let _ = write!(
             svg,
             "<line class=\"phase\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\" stroke-dasharray=\"4 3\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#333\">{}</text>",
-            TOP - 4.0,
+             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#333\" stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>",
+            TOP,
             TOP + plot_h,
             x + 3.0,
-            TOP - 8.0,
+            TOP + 12.0,
             escape(&label)
         );
     }
