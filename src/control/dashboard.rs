@@ -84,7 +84,7 @@ fn serve(asset: &Asset, request: &Request) -> Response {
     } else {
         (
             [(header::CONTENT_TYPE, asset.content_type)],
-            asset.body.to_vec(),
+            axum::body::Bytes::from_static(asset.body),
         )
             .into_response()
     };
