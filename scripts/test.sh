@@ -14,6 +14,8 @@
 # bind9-dnsutils, installed here; QQMX_SKIP_DIG_TEST=1 skips it) and dnspython (from PyPI;
 # QQMX_SKIP_DNSPYTHON_TEST=1 skips it); tests/postfix_dns.rs runs Postfix in a mount
 # namespace of its own with util-linux's `unshare`, as root (QQMX_SKIP_POSTFIX_TEST=1).
+# The dashboard test (tests/dashboard.rs) drives Debian's chromium, headless, through
+# chromium-driver (QQMX_SKIP_BROWSER_TEST=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +35,10 @@ if [ -z "${QQMX_SKIP_DIG_TEST:-}" ] && ! command -v dig >/dev/null; then
 fi
 if [ -z "${QQMX_SKIP_MAILPIT_TEST:-}" ] && ! command -v npm >/dev/null; then
   need_apt+=(nodejs npm)
+fi
+if [ -z "${QQMX_SKIP_BROWSER_TEST:-}" ]; then
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

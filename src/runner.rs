@@ -204,7 +204,8 @@ pub async fn run(
     );
     Ok(
         RunReport::new(scenario, report, started, ended, &messages, &events, status)
-            .wall_clock(wall_started, wall_ended),
+            .wall_clock(wall_started, wall_ended)
+            .with_outages(&outages),
     )
 }
 
@@ -312,6 +313,29 @@ pub fn write_reports(
     std::fs::write(&json, report.to_json()).map_err(failed(&json))?;
     std::fs::write(&xml, report.to_junit_xml()).map_err(failed(&xml))?;
     Ok((json, xml))
+}
+
+/// Writes `report` as a self-contained page `DIR/<scenario name>.html` and its chart as
+/// `.svg`, creating `dir`; returns the two paths.
+///
+/// # Errors
+///
+/// [`RunError::Report`] naming the folder or file that could not be written.
+pub fn write_html_report(
+    dir: &Path,
+    scenario: &Scenario,
+    report: &RunReport,
+) -> Result<(PathBuf, PathBuf), RunError> {
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RunError::Report { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(failed(dir))?;
+    let html = dir.join(format!("{}.html", scenario.name));
+    let svg = dir.join(format!("{}.svg", scenario.name));
+    std::fs::write(&html, report.to_html()).map_err(failed(&html))?;
+    std::fs::write(&svg, report.to_svg()).map_err(failed(&svg))?;
+    Ok((html, svg))
 }
 
 #[cfg(test)]

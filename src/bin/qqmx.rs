@@ -123,7 +123,8 @@ struct RunArgs {
     /// Address of the control API.
     #[arg(long, default_value = "127.0.0.1:0")]
     api: SocketAddr,
-    /// Where the JSON and JUnit XML reports go (`<scenario name>.json` and `.xml`).
+    /// Where the JSON, JUnit XML and HTML reports go (`<scenario name>.json`, `.xml`,
+    /// `.html`, and the chart alone as `.svg`).
     #[arg(long, default_value = "qqmx-reports")]
     report_dir: PathBuf,
     /// No progress lines while it runs.
@@ -291,6 +292,12 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
         "reports: {} and {}",
         json.display(),
         xml.display()
+    ));
+    let (html, svg) = runner::write_html_report(&args.report_dir, &scenario, &report)?;
+    say(format_args!(
+        "report: {} (chart: {})",
+        html.display(),
+        svg.display()
     ));
     Ok(report.passed)
 }

@@ -24,6 +24,7 @@
 
 mod ca;
 mod commands;
+mod dashboard;
 mod guard;
 mod mailpit;
 mod messages;

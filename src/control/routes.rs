@@ -19,7 +19,7 @@ use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
 use super::wire::{Answer, ApiState, Reputation, body, duration, query, time};
-use super::{Api, ApiError, OPENAPI, ca, commands, guard, messages, metrics};
+use super::{Api, ApiError, OPENAPI, ca, commands, dashboard, guard, messages, metrics};
 use crate::clock::Rfc3339;
 use crate::config::Config;
 use crate::event::{Event, EventKind};
@@ -73,6 +73,9 @@ pub(super) fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
         .route_layer(middleware::from_fn(guard::strict_inputs))
         .merge(guarded)
         .fallback(not_found)

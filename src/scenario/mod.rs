@@ -26,6 +26,7 @@
 //! assert_eq!(scenario.phases[0].mx_down, ["mx1"]);
 //! ```
 
+pub mod html;
 pub mod report;
 
 use std::path::Path;

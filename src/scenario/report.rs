@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::Scenario;
+use super::html::Timeline;
 use crate::clock::Rfc3339;
 use crate::event::{Event, EventKind};
 use crate::expect::{Outcome, ReplyCount, Report, reply_counts};
@@ -64,6 +65,10 @@ pub struct RunReport {
     /// The sender's exit code, when there was a sender and it exited with one (not when
     /// a signal ended it).
     pub exit_code: Option<i32>,
+    /// Per minute, with blocks, outages and phases: what the HTML report draws
+    /// ([`to_html`](Self::to_html)). Not in the JSON.
+    #[serde(skip)]
+    pub timeline: Timeline,
 }
 
 impl RunReport {
@@ -94,6 +99,7 @@ impl RunReport {
             rejected,
             replies: reply_counts(events),
             exit_code: status.and_then(|s| s.code()),
+            timeline: Timeline::new(scenario, events, started, ended),
         }
     }
 
@@ -337,6 +343,7 @@ mod tests {
             ended: started + Duration::from_millis(600_250),
             wall_started: None,
             wall_seconds: None,
+            timeline: Timeline::default(),
             accepted: 3,
             rejected: 5,
             replies: vec![
