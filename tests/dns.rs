@@ -439,6 +439,48 @@ async fn malformed_packets_and_unknown_types_get_an_answer_or_nothing_and_no_har
     assert_eq!(after.answers.len(), 1, "still answering: {after:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_client_leaves_the_server_answering_and_holding_nothing() {
+    use tokio::io::AsyncReadExt;
+
+    let sidecar = sidecar().await;
+    let dns = sidecar.dns_addr().expect("DNS runs");
+    // 20,000 queries as fast as one socket sends them, never reading an answer: what the
+    // server cannot keep up with, the kernel drops; nothing queues inside qqmx.
+    let flood = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("a UDP socket");
+    let mut query = Message::new(7, MessageType::Query, OpCode::Query);
+    query.add_query(Query::query(name("qq.com."), RecordType::MX));
+    let packet = query.to_vec().expect("encodes");
+    for _ in 0..20_000 {
+        flood.send_to(&packet, dns).await.expect("sent");
+    }
+    // 200 TCP connections that say nothing.
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(
+            tokio::net::TcpStream::connect(dns)
+                .await
+                .expect("TCP connects"),
+        );
+    }
+    let answered = raw_udp(dns, "mx1.qq.com.", RecordType::A).await;
+    assert_eq!(answered.answers.len(), 1, "still answering: {answered:?}");
+    // Each silent connection is closed by the server once idle (10 s), so a flood of
+    // them holds nothing for long. The wait is bounded only against a hang.
+    for mut connection in silent {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(120), connection.read(&mut byte))
+            .await
+            .expect("the server closes a silent connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    let after = raw_udp(dns, "qq.com.", RecordType::MX).await;
+    sidecar.shutdown().await;
+    assert_eq!(after.answers.len(), 3, "{after:?}");
+}
+
 #[test]
 fn the_embedded_server_answers_for_mx1() {
     let server = QqMx::builder()
