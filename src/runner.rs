@@ -303,16 +303,12 @@ pub fn write_reports(
     scenario: &Scenario,
     report: &RunReport,
 ) -> Result<(PathBuf, PathBuf), RunError> {
-    let failed = |path: &Path| {
-        let path = path.to_owned();
-        move |source| RunError::Report { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(failed(dir))?;
-    let json = dir.join(format!("{}.json", scenario.name));
-    let xml = dir.join(format!("{}.xml", scenario.name));
-    std::fs::write(&json, report.to_json()).map_err(failed(&json))?;
-    std::fs::write(&xml, report.to_junit_xml()).map_err(failed(&xml))?;
-    Ok((json, xml))
+    write_two(
+        dir,
+        scenario,
+        ("json", report.to_json()),
+        ("xml", report.to_junit_xml()),
+    )
 }
 
 /// Writes `report` as a self-contained page `DIR/<scenario name>.html` and its chart as
@@ -326,16 +322,32 @@ pub fn write_html_report(
     scenario: &Scenario,
     report: &RunReport,
 ) -> Result<(PathBuf, PathBuf), RunError> {
+    write_two(
+        dir,
+        scenario,
+        ("html", report.to_html()),
+        ("svg", report.to_svg()),
+    )
+}
+
+/// Writes `DIR/<scenario name>.<extension>` for each of two files, creating `dir`.
+fn write_two(
+    dir: &Path,
+    scenario: &Scenario,
+    first: (&str, String),
+    second: (&str, String),
+) -> Result<(PathBuf, PathBuf), RunError> {
     let failed = |path: &Path| {
         let path = path.to_owned();
         move |source| RunError::Report { path, source }
     };
     std::fs::create_dir_all(dir).map_err(failed(dir))?;
-    let html = dir.join(format!("{}.html", scenario.name));
-    let svg = dir.join(format!("{}.svg", scenario.name));
-    std::fs::write(&html, report.to_html()).map_err(failed(&html))?;
-    std::fs::write(&svg, report.to_svg()).map_err(failed(&svg))?;
-    Ok((html, svg))
+    let write = |(extension, text): (&str, String)| {
+        let path = dir.join(format!("{}.{extension}", scenario.name));
+        std::fs::write(&path, text).map_err(failed(&path))?;
+        Ok::<_, RunError>(path)
+    };
+    Ok((write(first)?, write(second)?))
 }
 
 #[cfg(test)]

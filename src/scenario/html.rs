@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::report::escape;
 use super::{RunReport, Scenario};
 use crate::clock::Rfc3339;
 use crate::event::{Event, EventKind, Verb};
@@ -169,22 +170,6 @@ impl RunReport {
         svg.push('\n');
         svg
     }
-}
-
-/// Text made safe for HTML and SVG, in content and in quoted attributes.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 const ACCEPTED: &str = "#2e7d32";
@@ -605,7 +590,7 @@ mod tests {
     fn text_is_escaped() {
         assert_eq!(
             escape("<script>\"a\" & 'b'</script>"),
-            "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
+            "&lt;script&gt;&quot;a&quot; &amp; &apos;b&apos;&lt;/script&gt;"
         );
     }
 }

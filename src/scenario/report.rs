@@ -302,10 +302,10 @@ fn junit_timestamp(t: SystemTime) -> String {
     text.trim_end_matches('Z').to_owned()
 }
 
-/// Escapes text for XML attributes and content: the five markup characters, line breaks
-/// and tabs as character references (so that attributes keep them), and the control
-/// characters XML 1.0 cannot carry dropped.
-fn escape(text: &str) -> String {
+/// Escapes text for XML (JUnit), HTML and SVG attributes and content: the five markup
+/// characters, line breaks and tabs as character references (so that attributes keep
+/// them), and the control characters XML 1.0 cannot carry dropped.
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
