@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 mod common;
 
-use common::postfix::{Options, Postfix, run};
+use common::postfix::{Postfix, run};
 use qqmx::sidecar::{Sidecar, SidecarOptions};
 use qqmx::{Clock, Config, Message};
 
@@ -123,19 +123,7 @@ fn postfix_delivers_to_the_best_mx_and_fails_over_to_the_next() {
     let dns = sidecar.dns_addr().expect("DNS runs");
 
     let routes = vec![("qq.com".to_owned(), format!("smtp:qq.com:{port}"))];
-    let options = Options {
-        main_cf: "smtp_host_lookup = dns\nsmtp_connect_timeout = 30s".to_owned(),
-        resolv_conf: Some(format!(
-            "nameserver {}\noptions timeout:5 attempts:3\n",
-            dns.ip()
-        )),
-    };
-    let postfix = Postfix::start_with(&routes, &options).unwrap_or_else(|e| {
-        panic!(
-            "Postfix does not start in a mount namespace of its own (it needs Postfix, \
-             util-linux's unshare and root; QQMX_SKIP_POSTFIX_TEST=1 skips this test): {e}"
-        )
-    });
+    let postfix = Postfix::resolving_through(dns.ip(), &routes, "");
 
     let rcpt = vec!["123456@qq.com".to_owned()];
     postfix

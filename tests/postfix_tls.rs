@@ -267,25 +267,16 @@ fn postfix_resolving_mx_through_qqmx_dns_verifies_tls_with_the_ca() {
     ];
     let rcpts = ["123456@qq.com", "654321@foxmail.com"];
     let start = |cafile: &std::path::Path| {
-        let options = Options {
-            main_cf: format!(
-                "smtp_host_lookup = dns\nsmtp_connect_timeout = 30s\n\
-                 smtp_tls_CAfile = {}\nsmtp_tls_loglevel = 1\n\
+        let postfix = Postfix::resolving_through(
+            dns.ip(),
+            &routes,
+            &format!(
+                "smtp_tls_CAfile = {}\nsmtp_tls_loglevel = 1\n\
                  smtp_tls_policy_maps = inline:{{ {{qq.com:{port} = secure}}, \
                  {{foxmail.com:{port} = verify}} }}",
                 cafile.display()
             ),
-            resolv_conf: Some(format!(
-                "nameserver {}\noptions timeout:5 attempts:3\n",
-                dns.ip()
-            )),
-        };
-        let postfix = Postfix::start_with(&routes, &options).unwrap_or_else(|e| {
-            panic!(
-                "Postfix does not start in a mount namespace of its own (it needs Postfix, \
-                 util-linux's unshare and root; QQMX_SKIP_POSTFIX_TEST=1 skips this test): {e}"
-            )
-        });
+        );
         for rcpt in rcpts {
             let message = format!(
                 "From: sender@pfx.test\r\nTo: {rcpt}\r\nSubject: TLS via DNS\r\n\r\nHello.\r\n"

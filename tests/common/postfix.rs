@@ -186,6 +186,26 @@ impl Postfix {
         Self::start_with(routes, &Options::default())
     }
 
+    /// A Postfix whose resolver asks only the name server on port 53 of `dns`, looking up
+    /// MX records for its SMTP client, with `main_cf` added; panics saying what it needs
+    /// when it cannot start, as a test must not skip silently.
+    pub fn resolving_through(
+        dns: std::net::IpAddr,
+        routes: &[(String, String)],
+        main_cf: &str,
+    ) -> Self {
+        let options = Options {
+            main_cf: format!("smtp_host_lookup = dns\nsmtp_connect_timeout = 30s\n{main_cf}"),
+            resolv_conf: Some(format!("nameserver {dns}\noptions timeout:5 attempts:3\n")),
+        };
+        Self::start_with(routes, &options).unwrap_or_else(|e| {
+            panic!(
+                "Postfix does not start in a mount namespace of its own (it needs Postfix, \
+                 util-linux's unshare and root; QQMX_SKIP_POSTFIX_TEST=1 skips this test): {e}"
+            )
+        })
+    }
+
     /// Starts an instance as [`Postfix::start`] does, with `options`.
     pub fn start_with(routes: &[(String, String)], options: &Options) -> Result<Self, String> {
         let nanos = SystemTime::now()
