@@ -28,6 +28,7 @@
 
 pub mod html;
 pub mod report;
+pub mod timeline;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

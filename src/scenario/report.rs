@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::Scenario;
-use super::html::Timeline;
+use super::timeline::Timeline;
 use crate::clock::Rfc3339;
 use crate::event::{Event, EventKind};
 use crate::expect::{Outcome, ReplyCount, Report, reply_counts};
