@@ -60,7 +60,7 @@ fn minute_of(t: SystemTime) -> u64 {
 
 impl Timeline {
     /// The timeline of a run of `scenario` from `started` to `ended`, without outages
-    /// ([`RunReport::with_outages`] adds them).
+    /// ([`RunReport::with_outages`](super::RunReport::with_outages) adds them).
     pub fn new(
         scenario: &Scenario,
         events: &[Event],
