@@ -56,6 +56,7 @@ impl Health {
     }
 
     /// The store could not answer.
+    #[cfg(feature = "redis")]
     pub fn fail(&self) {
         self.failed.store(true, Ordering::Relaxed);
         self.errors.fetch_add(1, Ordering::Relaxed);
