@@ -9,7 +9,8 @@
 # Postfix runs, and root (QQMX_SKIP_POSTFIX_TEST=1 skips it). The Mailpit client test
 # (tests/mailpit.rs) drives the API with the npm package mailpit-api, installed here into
 # the git-ignored target/mailpit-client with Node.js's npm (QQMX_SKIP_MAILPIT_TEST=1
-# skips it).
+# skips it). The Redis tests (tests/redis.rs) start and stop redis-servers of their own;
+# they need Debian's redis-server package (QQMX_SKIP_REDIS_TEST=1 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,9 @@ if [ -z "${QQMX_SKIP_IMAGE_TEST:-}" ]; then
 fi
 if [ -z "${QQMX_SKIP_POSTFIX_TEST:-}" ] && ! [ -x /usr/sbin/postfix ]; then
   need_apt+=(postfix)
+fi
+if [ -z "${QQMX_SKIP_REDIS_TEST:-}" ] && ! command -v redis-server >/dev/null; then
+  need_apt+=(redis-server)
 fi
 if [ -z "${QQMX_SKIP_MAILPIT_TEST:-}" ] && ! command -v npm >/dev/null; then
   need_apt+=(nodejs npm)

@@ -197,7 +197,7 @@ async fn attempt(addr: SocketAddr, source: Ipv4Addr, from: &str, to: &str) -> u1
     }
     let data = format!("Subject: hello\r\n\r\nfrom {source} to {to}\r\n.\r\n");
     let steps = [
-        (format!("EHLO client.example\r\n"), 250),
+        ("EHLO client.example\r\n".to_owned(), 250),
         (format!("MAIL FROM:<{from}>\r\n"), 250),
         (format!("RCPT TO:<{to}>\r\n"), 250),
         ("DATA\r\n".to_owned(), 354),

@@ -180,6 +180,10 @@ struct Info {
     clock: ClockInfo,
     listeners: Vec<ListenerInfo>,
     draining: bool,
+    /// This replica's name.
+    replica: String,
+    /// Where the policy's state lives.
+    state: crate::config::StateBackend,
 }
 
 #[derive(Serialize)]
@@ -210,6 +214,8 @@ async fn info(State(api): ApiState) -> Json<Info> {
             })
             .collect(),
         draining: api.server.is_draining(),
+        replica: config.state.replica_name().to_owned(),
+        state: config.state.backend,
     })
 }
 

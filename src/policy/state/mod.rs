@@ -73,10 +73,11 @@ impl Health {
     }
 }
 
+/// A store, with its health when it can fail.
+pub(crate) type Opened = (Box<dyn Store>, Option<Arc<Health>>);
+
 /// The store `config.state` asks for, with its health when it can fail.
-pub(crate) fn open(
-    config: &crate::config::Config,
-) -> Result<(Box<dyn Store>, Option<Arc<Health>>), crate::config::ConfigError> {
+pub(crate) fn open(config: &crate::config::Config) -> Result<Opened, crate::config::ConfigError> {
     match config.state.backend {
         #[cfg(feature = "redis")]
         crate::config::StateBackend::Redis => {
