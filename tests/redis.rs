@@ -523,3 +523,51 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_per_message_are_counted() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("trips");
+    // Every rule on, as by default: the most round trips a message costs.
+    let mut config = config(&redis, "trips", "a");
+    config.quotas = Config::default().quotas;
+    config.reputation.warmup = true;
+    config.content.bulk_recipients = 100;
+    let server = qqmx::Server::new(config, Clock::manual_at_unix(1_748_826_000)).expect("a server");
+    let listener = server
+        .listen("127.0.0.1:0".parse().expect("an address"))
+        .expect("a listener");
+    let addr = listener.local_addr().expect("its address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = server.clone();
+    let task = tokio::spawn(async move {
+        running
+            .run(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let calls = || server.with_policy(|policy, _| policy.state_calls());
+    let ip = Ipv4Addr::new(127, 0, 3, 1);
+    // The first message loads the scripts into Redis.
+    assert_eq!(
+        send(addr, ip, "a@sender.example", "10001@qq.com").await,
+        250
+    );
+    let before = calls();
+    const N: u64 = 20;
+    for i in 0..N {
+        let to = format!("{}@qq.com", 40_000 + i);
+        assert_eq!(send(addr, ip, "a@sender.example", &to).await, 250);
+    }
+    let per_message = (calls() - before) as f64 / N as f64;
+    println!("{per_message} round trips to Redis per message (one connection each)");
+    // Connect, EHLO, MAIL, RCPT, DATA, end of data and close, every rule on: pinned, so
+    // that a change that adds round trips is seen.
+    assert!(per_message <= 16.0, "{per_message} round trips per message");
+    assert_eq!(server.with_policy(|policy, _| policy.state_errors()), 0);
+    let _ = stop.send(());
+    task.await.expect("the server stops");
+}

@@ -10,12 +10,12 @@ pub(super) fn render(server: &Server) -> String {
     let (held, since_start) = (store.held(), store.since_start());
     let replies = &since_start.replies;
     let config = server.config();
-    let (blocks, keys, evictions, state_errors) = server.with_policy(|policy, now| {
+    let (blocks, keys, evictions, state) = server.with_policy(|policy, now| {
         (
             policy.blocks(now).len(),
             policy.tracked_keys(),
             policy.evictions(),
-            policy.state_errors(),
+            (policy.state_errors(), policy.state_calls()),
         )
     });
     let mut out = String::with_capacity(4096);
@@ -116,7 +116,13 @@ pub(super) fn render(server: &Server) -> String {
         "qqmx_state_errors_total",
         "counter",
         "Calls to the shared policy state (Redis) that failed; each failed stage was answered 451.",
-        &[(String::new(), state_errors)],
+        &[(String::new(), state.0)],
+    );
+    metric(
+        "qqmx_state_calls_total",
+        "counter",
+        "Round trips to the shared policy state (Redis): one script or pipeline each.",
+        &[(String::new(), state.1)],
     );
     metric(
         "qqmx_store_messages",

@@ -396,6 +396,11 @@ impl Policy {
         self.health.as_ref().map_or(0, |h| h.errors())
     }
 
+    /// How many round trips to a shared store (Redis) the policy made; 0 in memory.
+    pub fn state_calls(&self) -> u64 {
+        self.health.as_ref().map_or(0, |h| h.calls())
+    }
+
     // ---- control and inspection ------------------------------------------------------
 
     /// Blacklists an IP or CIDR range, until `until` or for good.

@@ -177,11 +177,13 @@ impl Policy {
     /// is then always answered there), and one configured after it is answered there too
     /// for the recipients who did not whitelist the sender, so that one transaction can
     /// deliver to those who did.
-    fn answers(configured: Stage, stage: Stage, may_whitelist: bool) -> bool {
+    /// `may_whitelist` is asked only when the answer depends on it (a lookup in a
+    /// shared store is a round trip).
+    fn answers(configured: Stage, stage: Stage, may_whitelist: impl Fn() -> bool) -> bool {
         if configured < Stage::Rcpt {
-            (stage == configured && !may_whitelist) || stage == Stage::Rcpt
+            stage == Stage::Rcpt || (stage == configured && !may_whitelist())
         } else {
-            stage == configured || (stage == Stage::Rcpt && may_whitelist)
+            stage == configured || (stage == Stage::Rcpt && may_whitelist())
         }
     }
 
@@ -193,7 +195,8 @@ impl Policy {
         facts: &Facts<'_>,
         now: u64,
     ) -> Option<Decision> {
-        let may_whitelist = self.whitelist_may_apply(stage, facts);
+        let may = std::cell::OnceCell::new();
+        let may_whitelist = || *may.get_or_init(|| self.whitelist_may_apply(stage, facts));
         if Self::answers(self.blacklist.ip_stage, stage, may_whitelist)
             && let Some(d) = self.ip_blacklisted(stage, facts, now)
         {

@@ -47,6 +47,8 @@ pub(crate) use memory::Memory;
 pub(crate) struct Health {
     failed: AtomicBool,
     errors: AtomicU64,
+    /// Round trips to the store.
+    calls: AtomicU64,
 }
 
 impl Health {
@@ -70,6 +72,17 @@ impl Health {
     /// Errors since the store was made.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// A round trip to the store.
+    #[cfg(feature = "redis")]
+    pub fn call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Round trips since the store was made.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 }
 

@@ -10,6 +10,11 @@ use crate::policy::state::ips::ip_bytes;
 use crate::policy::state::{BulkPrints, IpRecords};
 use crate::units::IpNet;
 
+/// Virtual seconds between two sights of an IP told to Redis.
+const SEEN_AGAIN: u64 = 60;
+/// IPs whose last sight is remembered locally, at most.
+const SEEN_KEPT: usize = 10_000;
+
 impl Redis {
     fn complaints_key(&self, ip: IpAddr) -> String {
         self.key(format_args!("ipc:{ip}"))
@@ -26,6 +31,15 @@ fn lowercase(rcpts: &[String]) -> Vec<String> {
 
 impl IpRecords for Redis {
     fn see(&mut self, ip: IpAddr, now: u64) {
+        {
+            let mut seen = self.seen.borrow_mut();
+            if seen.get(&ip).is_some_and(|t| now < t + SEEN_AGAIN) {
+                return;
+            }
+            if seen.len() >= SEEN_KEPT {
+                seen.clear();
+            }
+        }
         let (p, duration) = self.random_ip;
         let listed = draw(self.seed, "ip", &ip_bytes(ip), p);
         let mut invocation = self.scripts.see.key(self.ip_key(ip));
@@ -34,6 +48,9 @@ impl IpRecords for Redis {
             .arg(if listed { now + duration } else { 0 })
             .arg(self.idle_ips);
         self.call("see", |conn| invocation.invoke::<()>(conn));
+        if !self.health.failed() {
+            self.seen.borrow_mut().insert(ip, now);
+        }
     }
 
     fn first_seen(&self, ip: IpAddr) -> Option<u64> {

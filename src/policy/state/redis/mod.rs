@@ -78,6 +78,10 @@ pub(crate) struct Redis {
     lease_base: String,
     /// The leases this store holds on open connections, per IP.
     leases: HashMap<IpAddr, Vec<String>>,
+    /// When this store last told Redis it saw each IP: every stage sees the client, and
+    /// one sight a minute keeps its record (Redis keeps its first sight and draw).
+    /// Forgotten when Redis fails: a Redis that comes back empty must hear of them.
+    seen: RefCell<HashMap<IpAddr, u64>>,
 }
 
 impl fmt::Debug for Redis {
@@ -123,6 +127,7 @@ impl Redis {
             retention: state.retention.as_secs().max(1),
             lease_base: format!("{}:{}:", state.replica_name(), std::process::id()),
             leases: HashMap::new(),
+            seen: RefCell::new(HashMap::new()),
         })
     }
 
@@ -156,6 +161,7 @@ impl Redis {
         if self.health.failed() {
             return T::default();
         }
+        self.health.call();
         let mut slot = self.conn.borrow_mut();
         let result = match slot.as_mut() {
             Some(conn) => f(conn),
@@ -170,6 +176,7 @@ impl Redis {
             }
             Err(e) => {
                 *slot = None;
+                self.seen.borrow_mut().clear();
                 self.health.fail();
                 if !self.down.replace(true) {
                     warn!(prefix = %self.prefix, call = what, error = %e, "policy state unreachable");
