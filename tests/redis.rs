@@ -571,3 +571,39 @@ async fn round_trips_per_message_are_counted() {
     let _ = stop.send(());
     task.await.expect("the server stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advancing_one_replicas_clock_moves_them_all() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("clock");
+    // Each replica with a clock of its own, as in separate processes.
+    let start = 1_748_826_000;
+    let servers: Vec<QqMx> = ["a", "b"]
+        .iter()
+        .map(|r| {
+            QqMx::builder()
+                .config(limited(&redis, "clock", r))
+                .clock(Clock::manual_at_unix(start))
+                .start()
+        })
+        .collect();
+    let ip = Ipv4Addr::new(127, 0, 0, 31);
+    let mut codes = Vec::new();
+    for i in 0..6 {
+        let to = format!("{}@qq.com", 50_000 + i);
+        codes.push(send(servers[i % 2].addr(), ip, "c@sender.example", &to).await);
+    }
+    assert_eq!(codes, [250, 250, 250, 250, 250, 550]);
+    // Past the 10-minute block, through replica a only.
+    servers[0].advance(Duration::from_secs(11 * 60));
+    let target = servers[0].now();
+    wait_until(|| servers[1].now() >= target).await;
+    assert_eq!(servers[1].now(), target, "the clock moves, and only as far");
+    let to = "50010@qq.com";
+    assert_eq!(
+        send(servers[1].addr(), ip, "c@sender.example", to).await,
+        250
+    );
+}

@@ -88,6 +88,8 @@ pub use decision::{BlockInfo, Connect, Decision, Facts, Verdict};
 use mailbox::Address;
 
 use quota::Subject;
+#[cfg(feature = "redis")]
+pub(crate) use state::SharedClock;
 use state::{Check, Health, QuotaKey, Store};
 
 /// QQ's rules about senders, and what it remembers about them.

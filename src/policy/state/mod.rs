@@ -39,6 +39,8 @@ use crate::config::Quota;
 use crate::units::{IpNet, QuotaName, Window};
 
 pub(crate) use memory::Memory;
+#[cfg(feature = "redis")]
+pub(crate) use redis::SharedClock;
 
 /// How a shared store is doing: whether the call of the policy in progress (a stage, an
 /// API change) met an error, and how many errors there were. The in-memory store has

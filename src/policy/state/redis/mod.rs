@@ -18,6 +18,7 @@
 //! answers the stage `451`, drops the connection and reconnects at the next call; the
 //! other calls of the same stage do not wait on Redis again.
 
+mod clock;
 mod ips;
 mod lists;
 mod quotas;
@@ -38,6 +39,8 @@ use super::lists::{Lists, Recipients};
 use super::{Health, Store};
 use crate::config::{Config, ConfigError};
 use scripts::Scripts;
+
+pub(crate) use clock::SharedClock;
 
 /// Leases made by this process, for unique lease ids across the stores it runs.
 static LEASES: AtomicU64 = AtomicU64::new(0);
