@@ -161,12 +161,18 @@ fn replicas(configs: Vec<Config>) -> Vec<QqMx> {
 /// What became of one message: the code of the reply that ended it (250 after the data),
 /// or 0 when the connection broke.
 async fn send(addr: SocketAddr, source: Ipv4Addr, from: &str, to: &str) -> u16 {
-    tokio::time::timeout(HANG, attempt(addr, source, from, to))
+    let body = format!("from {source} to {to}");
+    send_body(addr, source, from, to, &body).await
+}
+
+/// [`send`] with a body of the test's choosing.
+async fn send_body(addr: SocketAddr, source: Ipv4Addr, from: &str, to: &str, body: &str) -> u16 {
+    tokio::time::timeout(HANG, attempt(addr, source, from, to, body))
         .await
         .unwrap_or_else(|_| panic!("qqmx did not answer {source} within {HANG:?}"))
 }
 
-async fn attempt(addr: SocketAddr, source: Ipv4Addr, from: &str, to: &str) -> u16 {
+async fn attempt(addr: SocketAddr, source: Ipv4Addr, from: &str, to: &str, body: &str) -> u16 {
     let Ok(socket) = TcpSocket::new_v4() else {
         return 0;
     };
@@ -195,7 +201,7 @@ async fn attempt(addr: SocketAddr, source: Ipv4Addr, from: &str, to: &str) -> u1
     if greeting != 220 {
         return greeting;
     }
-    let data = format!("Subject: hello\r\n\r\nfrom {source} to {to}\r\n.\r\n");
+    let data = format!("Subject: hello\r\n\r\n{body}\r\n.\r\n");
     let steps = [
         ("EHLO client.example\r\n".to_owned(), 250),
         (format!("MAIL FROM:<{from}>\r\n"), 250),
@@ -606,4 +612,87 @@ async fn advancing_one_replicas_clock_moves_them_all() {
         send(servers[1].addr(), ip, "c@sender.example", to).await,
         250
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_owner_is_shared() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("owners");
+    let shared = |replica| {
+        let mut config = config(&redis, "owners", replica);
+        config.content.bulk_recipients = 2;
+        config.quotas.ip_concurrent.enabled = true;
+        // Two: a connection whose close the server has not yet seen does not refuse the
+        // next message of the same client.
+        config.quotas.ip_concurrent.limit = 2;
+        config
+    };
+    let servers = replicas(vec![shared("a"), shared("b")]);
+    let (a, b) = (&servers[0], &servers[1]);
+    let ip = |last| Ipv4Addr::new(127, 0, 4, last);
+
+    // Reputation: complaints through a, a zero reputation on b.
+    for _ in 0..10 {
+        a.complain(IpAddr::V4(ip(1)), None);
+    }
+    assert_eq!(b.reputation(IpAddr::V4(ip(1))), 0);
+    assert_eq!(
+        send(b.addr(), ip(1), "x@sender.example", "10001@qq.com").await,
+        550
+    );
+    // A whitelist through a beats it on b.
+    a.whitelist("10001@qq.com", "w@sender.example");
+    assert_eq!(
+        send(b.addr(), ip(1), "w@sender.example", "10001@qq.com").await,
+        250
+    );
+
+    // A personal blacklist through a, answered by b.
+    a.block_for_recipient("10002@qq.com", "p@sender.example");
+    assert_eq!(
+        send(b.addr(), ip(2), "p@sender.example", "10002@qq.com").await,
+        550
+    );
+    assert_eq!(
+        send(b.addr(), ip(2), "q@sender.example", "10002@qq.com").await,
+        250
+    );
+
+    // Bulk: one body to a third recipient, through either replica, is refused.
+    let body = "the same body for everyone";
+    let mut codes = Vec::new();
+    for (i, server) in [a, b, a].into_iter().enumerate() {
+        let to = format!("{}@qq.com", 60_000 + i);
+        codes.push(send_body(server.addr(), ip(3), "bulk@sender.example", &to, body).await);
+    }
+    assert_eq!(codes, [250, 250, 550]);
+
+    // Open connections: two held on a count on b (limit 2).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(ip(4)), 0))
+            .expect("bind");
+        let mut stream = socket.connect(a.addr()).await.expect("connect");
+        let mut greeting = String::new();
+        BufReader::new(&mut stream)
+            .read_line(&mut greeting)
+            .await
+            .expect("the greeting");
+        assert!(greeting.starts_with("220"), "{greeting}");
+        held.push(stream);
+    }
+    assert_eq!(
+        send(b.addr(), ip(4), "c@sender.example", "10003@qq.com").await,
+        550
+    );
+    // Closed on a: the leases are given back, and b accepts again.
+    drop(held);
+    wait_until_async(|| async {
+        send(b.addr(), ip(4), "c@sender.example", "10003@qq.com").await == 250
+    })
+    .await;
 }
