@@ -9,8 +9,9 @@
 # Postfix runs, and root (QQMX_SKIP_POSTFIX_TEST=1 skips it). The Mailpit client test
 # (tests/mailpit.rs) drives the API with the npm package mailpit-api, installed here into
 # the git-ignored target/mailpit-client with Node.js's npm (QQMX_SKIP_MAILPIT_TEST=1
-# skips it). The Redis tests (tests/redis.rs) start and stop redis-servers of their own;
-# they need Debian's redis-server package (QQMX_SKIP_REDIS_TEST=1 skips them).
+# skips it). The Redis tests (tests/redis.rs) start and stop redis-servers (and one
+# HAProxy) of their own; they need Debian's redis-server and haproxy packages
+# (QQMX_SKIP_REDIS_TEST=1 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +25,9 @@ fi
 if [ -z "${QQMX_SKIP_POSTFIX_TEST:-}" ] && ! [ -x /usr/sbin/postfix ]; then
   need_apt+=(postfix)
 fi
-if [ -z "${QQMX_SKIP_REDIS_TEST:-}" ] && ! command -v redis-server >/dev/null; then
-  need_apt+=(redis-server)
+if [ -z "${QQMX_SKIP_REDIS_TEST:-}" ]; then
+  command -v redis-server >/dev/null || need_apt+=(redis-server)
+  command -v haproxy >/dev/null || need_apt+=(haproxy)
 fi
 if [ -z "${QQMX_SKIP_MAILPIT_TEST:-}" ] && ! command -v npm >/dev/null; then
   need_apt+=(nodejs npm)

@@ -1,11 +1,13 @@
 //! Replicas that share their policy state in a real `redis-server`: one global limit
 //! whatever the interleaving, a blacklisting through one replica answered by another,
-//! and Redis killed, stopped and restarted under load (`451`, no panic, no lost `250`,
-//! recovery).
+//! every owner shared, one virtual clock, the path through HAProxy with the PROXY
+//! protocol, the round trips a message costs, and Redis killed, stopped and restarted
+//! under load (`451`, no panic, no lost `250`, recovery).
 //!
-//! Each test starts its own `redis-server` (Debian's `redis-server` package; scripts/test.sh
-//! and .ci/run install it) on a free port with a temporary directory, and stops it. Set
-//! QQMX_SKIP_REDIS_TEST=1 to skip these tests on a machine without it.
+//! Each test starts its own `redis-server` (and one its own HAProxy) on a free port with
+//! a temporary directory, and stops it: Debian's `redis-server` and `haproxy` packages,
+//! which scripts/test.sh and .ci/run install. Set QQMX_SKIP_REDIS_TEST=1 to skip these
+//! tests on a machine without them.
 
 #![cfg(feature = "redis")]
 
@@ -695,4 +697,62 @@ async fn every_owner_is_shared() {
         send(b.addr(), ip(4), "c@sender.example", "10003@qq.com").await == 250
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_with_the_proxy_protocol_one_limit_holds() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("haproxy");
+    let behind = |replica| {
+        let mut config = limited(&redis, "haproxy", replica);
+        config.server.proxy_protocol = true;
+        config
+    };
+    let servers = replicas(vec![behind("a"), behind("b")]);
+    let port = free_port();
+    let cfg = redis.dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1m\n  timeout server 1m\n\
+             frontend smtp\n  bind 127.0.0.1:{port}\n  default_backend qqmx\n\
+             backend qqmx\n  balance roundrobin\n\
+             \x20 server a {} send-proxy-v2\n  server b {} send-proxy-v2\n",
+            servers[0].addr(),
+            servers[1].addr()
+        ),
+    )
+    .expect("haproxy.cfg");
+    let mut haproxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start haproxy ({e}): this test needs Debian's haproxy package \
+                 (apt-get install haproxy); set QQMX_SKIP_REDIS_TEST=1 to skip it"
+            )
+        });
+    let front = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(|| std::net::TcpStream::connect(front).is_ok()).await;
+    let ip = Ipv4Addr::new(127, 0, 0, 41);
+    let mut codes = Vec::new();
+    for i in 0..7 {
+        let to = format!("{}@qq.com", 70_000 + i);
+        codes.push(send(front, ip, "h@sender.example", &to).await);
+    }
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    assert_eq!(codes, [250, 250, 250, 250, 250, 550, 550]);
+    // Both replicas served, and both saw the client's own address.
+    for server in &servers {
+        let messages = server.messages();
+        assert!(!messages.is_empty(), "round robin reaches every replica");
+        assert!(messages.iter().all(|m| m.client == IpAddr::V4(ip)));
+    }
 }
