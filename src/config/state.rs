@@ -39,7 +39,8 @@ pub struct StateConfig {
     /// This replica's name, shown in `/api/v1/info` and the metrics; empty: `qqmx`.
     pub replica: String,
     /// How long a replica's lease on an open connection lasts in Redis: the connections
-    /// of a replica that dies stop counting toward `quotas.ip_concurrent` after it.
+    /// of a replica that dies stop counting toward `quotas.ip_concurrent` after it. At
+    /// least `limits.session_timeout` and a minute, as no session outlives that.
     #[serde(with = "duration_text")]
     pub lease: Duration,
     /// How long lists, whitelists, personal blacklists and outbound records made through
@@ -56,7 +57,7 @@ impl Default for StateConfig {
             prefix: "qqmx".to_owned(),
             timeout: Duration::from_secs(1),
             replica: String::new(),
-            lease: Duration::from_secs(600),
+            lease: Duration::from_secs(1800),
             retention: Duration::from_secs(30 * 86_400),
         }
     }

@@ -126,7 +126,14 @@ impl Redis {
             idle_ips: config.memory.idle_ips.as_secs().max(1),
             idle_counters: config.memory.idle_counters.as_secs().max(1),
             bulk_window: config.content.bulk_window.as_secs().max(1),
-            lease_ms: u64::try_from(state.lease.as_millis()).unwrap_or(u64::MAX),
+            // A lease outlives the longest session, which renews none.
+            lease_ms: u64::try_from(
+                state
+                    .lease
+                    .max(config.limits.session_timeout + Duration::from_secs(60))
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
             retention: state.retention.as_secs().max(1),
             lease_base: format!("{}:{}:", state.replica_name(), std::process::id()),
             leases: HashMap::new(),
