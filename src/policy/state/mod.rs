@@ -51,12 +51,21 @@ pub(crate) struct Health {
     errors: AtomicU64,
     /// Round trips to the store.
     calls: AtomicU64,
+    /// Calls of the policy begun: what a store reads may be kept for the rest of one.
+    stage: AtomicU64,
 }
 
 impl Health {
     /// A call of the policy begins: nothing has failed yet.
     pub fn begin(&self) {
         self.failed.store(false, Ordering::Relaxed);
+        self.stage.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The call of the policy in progress, as a number.
+    #[cfg(feature = "redis")]
+    pub fn stage(&self) -> u64 {
+        self.stage.load(Ordering::Relaxed)
     }
 
     /// The store could not answer.

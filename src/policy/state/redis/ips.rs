@@ -40,6 +40,7 @@ impl IpRecords for Redis {
                 seen.clear();
             }
         }
+        self.forget_view();
         let (p, duration) = self.random_ip;
         let listed = draw(self.seed, "ip", &ip_bytes(ip), p);
         let mut invocation = self.scripts.see.key(self.ip_key(ip));
@@ -54,23 +55,19 @@ impl IpRecords for Redis {
     }
 
     fn first_seen(&self, ip: IpAddr) -> Option<u64> {
-        let key = self.ip_key(ip);
-        self.call("first_seen", |conn| {
-            redis::cmd("HGET").arg(&key).arg("first").query(conn)
-        })
+        self.ip_view(ip).first
     }
 
     fn complaints(&self, ip: IpAddr, now: u64) -> Vec<u64> {
-        let key = self.complaints_key(ip);
-        let times: Vec<u64> = self.call("complaints", |conn| {
-            redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(conn)
-        });
         let window = self.complaint_window;
-        times.into_iter().filter(|t| *t + window > now).collect()
+        let mut times = self.ip_view(ip).complaints;
+        times.retain(|t| *t + window > now);
+        times
     }
 
     fn complain(&mut self, ip: IpAddr, now: u64) {
         self.see(ip, now);
+        self.forget_view();
         let mut invocation = self.scripts.complain.key(self.complaints_key(ip));
         invocation
             .arg(now)
@@ -80,6 +77,7 @@ impl IpRecords for Redis {
     }
 
     fn forgive(&mut self, net: IpNet) {
+        self.forget_view();
         let pattern = self.pattern("ipc:");
         self.call("forgive", |conn| {
             let keys: Vec<String> = Self::scan(conn, &pattern)?

@@ -22,6 +22,7 @@ impl Redis {
 
     /// Adds `member` to the set `key` and keeps it `retention`.
     fn add_kept(&self, what: &str, key: &str, members: &[&str]) {
+        self.forget_view();
         let retention = self.retention;
         self.call(what, |conn| {
             redis::pipe()
@@ -39,6 +40,7 @@ impl Redis {
 
     /// Sets `field` of the hash `key` to `value` and keeps it `retention`.
     fn set_kept(&self, what: &str, key: &str, field: &str, value: u64) {
+        self.forget_view();
         let retention = self.retention;
         self.call(what, |conn| {
             redis::pipe()
@@ -57,6 +59,7 @@ impl Redis {
 
     /// Ends the random listing recorded in the hash `key`, if it is still there.
     pub(super) fn end_draw(&self, key: &str) {
+        self.forget_view();
         let mut invocation = self.scripts.set_if_exists.key(key);
         invocation.arg("ru").arg(0);
         self.call("end_draw", |conn| invocation.invoke::<()>(conn));
@@ -65,18 +68,8 @@ impl Redis {
 
 impl Blacklists for Redis {
     fn ip_listing(&self, ip: IpAddr, now: u64) -> Option<Listing<IpListedBy>> {
-        let (api, drawn, lifted): (Vec<(String, u64)>, Option<u64>, Vec<String>) =
-            self.call("ip_listing", |conn| {
-                redis::pipe()
-                    .cmd("HGETALL")
-                    .arg(self.key(format_args!("bl:ip")))
-                    .cmd("HGET")
-                    .arg(self.ip_key(ip))
-                    .arg("ru")
-                    .cmd("SMEMBERS")
-                    .arg(self.key(format_args!("lifted:ip")))
-                    .query(conn)
-            });
+        let view = self.ip_view(ip);
+        let lifted = &view.lifted;
         if let Some(l) = self.lists.ips.iter().find(|l| {
             l.active(now) && l.value.contains(ip) && !lifted.contains(&l.value.to_string())
         }) {
@@ -85,7 +78,8 @@ impl Blacklists for Redis {
                 until: l.until,
             });
         }
-        for (net, until) in api {
+        for (net, until) in &view.api_nets {
+            let (net, until) = (net, *until);
             let Ok(net) = net.parse::<IpNet>() else {
                 continue;
             };
@@ -96,7 +90,7 @@ impl Blacklists for Redis {
                 });
             }
         }
-        drawn.filter(|u| *u > now).map(|until| Listing {
+        view.drawn.filter(|u| *u > now).map(|until| Listing {
             by: IpListedBy::Draw,
             until: Some(until),
         })
@@ -151,6 +145,7 @@ impl Blacklists for Redis {
     }
 
     fn unlist_ip(&mut self, net: IpNet) {
+        self.forget_view();
         let text = net.to_string();
         let key = self.key(format_args!("bl:ip"));
         self.call("unlist_ip", |conn| {

@@ -23,6 +23,7 @@ mod ips;
 mod lists;
 mod quotas;
 mod scripts;
+mod view;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -85,6 +86,8 @@ pub(crate) struct Redis {
     /// one sight a minute keeps its record (Redis keeps its first sight and draw).
     /// Forgotten when Redis fails: a Redis that comes back empty must hear of them.
     seen: RefCell<HashMap<IpAddr, u64>>,
+    /// The IP read in this stage: (stage, IP, what is known about it).
+    view: RefCell<Option<(u64, IpAddr, view::IpView)>>,
 }
 
 impl fmt::Debug for Redis {
@@ -138,6 +141,7 @@ impl Redis {
             lease_base: format!("{}:{}:", state.replica_name(), std::process::id()),
             leases: HashMap::new(),
             seen: RefCell::new(HashMap::new()),
+            view: RefCell::new(None),
         })
     }
 

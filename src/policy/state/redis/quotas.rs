@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::Redis;
 use crate::policy::BlockInfo;
-use crate::policy::quota::{Breach, block_end};
+use crate::policy::quota::{Breach, Subject, block_end};
 use crate::policy::state::{BlockOf, Check, QuotaCounters, QuotaKey};
 use crate::units::{QuotaName, Window};
 
@@ -43,6 +43,7 @@ impl Redis {
         others: &[QuotaKey<'_>],
         now: u64,
     ) -> Option<(usize, Breach)> {
+        self.forget_view();
         let mut invocation = self.scripts.quota.key(self.blocks_key());
         for check in checks {
             invocation.key(self.counter_key(check.key));
@@ -128,6 +129,11 @@ impl QuotaCounters for Redis {
     }
 
     fn block_of(&self, key: QuotaKey<'_>, now: u64) -> Option<BlockOf> {
+        if let Subject::Ip(ip) = key.subject
+            && let Some(block) = self.ip_view(ip).block_of(key, now)
+        {
+            return block;
+        }
         let k = self.counter_key(key);
         let (until, refused): (Option<u64>, Option<u64>) = self.call("block_of", |conn| {
             redis::cmd("HMGET").arg(&k).arg("bu").arg("br").query(conn)
