@@ -11,6 +11,9 @@
 
 #![cfg(feature = "redis")]
 
+#[cfg(feature = "cli")]
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -755,4 +758,62 @@ async fn behind_haproxy_with_the_proxy_protocol_one_limit_holds() {
         assert!(!messages.is_empty(), "round robin reaches every replica");
         assert!(messages.iter().all(|m| m.client == IpAddr::V4(ip)));
     }
+}
+
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_qqmx_serve_processes_are_one_qq() {
+    use common::sidecar::Sidecar;
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("serve");
+    let url = redis.url();
+    let serve = |replica: &str| {
+        Sidecar::manual(
+            &["--state", &url, "--replica", replica],
+            &[(
+                "QQMX__QUOTAS__IP_MESSAGES__MINUTE",
+                r#"{ limit = 5, block = "10m" }"#,
+            )],
+        )
+    };
+    let (a, b) = (serve("a"), serve("b"));
+    for (sidecar, name) in [(&a, "a"), (&b, "b")] {
+        let info = sidecar.json("/api/v1/info");
+        assert_eq!(
+            (info["replica"].as_str(), info["state"].as_str()),
+            (Some(name), Some("redis"))
+        );
+    }
+    let ip = Ipv4Addr::new(127, 0, 0, 51);
+    let mut codes = Vec::new();
+    for i in 0..7 {
+        let mx = if i % 2 == 0 { a.mx("mx1") } else { b.mx("mx1") };
+        let to = format!("{}@qq.com", 80_000 + i);
+        codes.push(send(mx, ip, &format!("s{i}@sender.example"), &to).await);
+    }
+    assert_eq!(codes, [250, 250, 250, 250, 250, 550, 550]);
+    let (_, metrics) = a.get("/metrics");
+    assert!(
+        metrics.contains("qqmx_replica_info{replica=\"a\",state=\"redis\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("qqmx_state_errors_total 0"), "{metrics}");
+
+    // A blacklisting through a's API is answered by b.
+    let listed = Ipv4Addr::new(127, 0, 0, 52);
+    let (status, _) = a.post("/api/v1/blacklist", r#"{"ip": "127.0.0.52"}"#);
+    assert_eq!(status, 200);
+    assert_eq!(
+        send(b.mx("mx1"), listed, "x@sender.example", "10001@qq.com").await,
+        550
+    );
+
+    // The clock advanced through a moves b's.
+    let (status, _) = a.post("/api/v1/clock/advance", r#"{"by": "1h"}"#);
+    assert_eq!(status, 200);
+    let now = |s: &Sidecar| s.json("/api/v1/clock")["now"].as_str().map(str::to_owned);
+    let target = now(&a);
+    wait_until(|| now(&b) == target).await;
 }
