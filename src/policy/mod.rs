@@ -58,7 +58,8 @@
 //! The rules live here; what they remember lives in owners with one job each (lists,
 //! quota counters, IP records, bulk fingerprints: see the `state` module), which the
 //! rules call in their fixed order. The owners are interfaces with an in-memory store
-//! behind them.
+//! behind them or, with `[state] backend = "redis"`, a Redis that several replicas share
+//! (a stage whose store cannot be reached is answered `451`, `state_unavailable`).
 
 mod auth;
 mod content;

@@ -19,6 +19,10 @@
 //! [`Memory`] is the in-memory store, with every owner's state side by side because
 //! `[memory] max_tracked_keys` caps them together: making room for a key of one owner
 //! may forget the least recently used key of another.
+//!
+//! With the `redis` feature, `redis::Redis` keeps every owner's state in a Redis server
+//! shared by replicas (`[state] backend = "redis"`): each call is one script or pipeline,
+//! and a call that fails leaves the [`Health`] failed, which the policy answers `451`.
 
 mod bulk;
 mod ips;
