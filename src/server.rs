@@ -184,6 +184,8 @@ impl Server {
             self.inner.faults.clone(),
             self.inner.inflight.clone(),
         )?;
+        // A policy state shared by replicas starts afresh too.
+        engine.policy().forget_shared();
         *self
             .inner
             .engine

@@ -816,4 +816,18 @@ async fn two_qqmx_serve_processes_are_one_qq() {
     let now = |s: &Sidecar| s.json("/api/v1/clock")["now"].as_str().map(str::to_owned);
     let target = now(&a);
     wait_until(|| now(&b) == target).await;
+
+    // A reset through b starts the shared policy afresh for a too.
+    let (status, _) = b.post("/api/v1/reset", "{}");
+    assert_eq!(status, 200);
+    assert_eq!(
+        send(a.mx("mx1"), listed, "x@sender.example", "10001@qq.com").await,
+        250
+    );
+
+    // With Redis gone, a change through the API is refused, not lost in silence.
+    let mut redis = redis;
+    redis.kill();
+    let (status, body) = a.post("/api/v1/blacklist", r#"{"ip": "127.0.0.53"}"#);
+    assert_eq!(status, 503, "{body}");
 }

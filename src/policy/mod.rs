@@ -399,6 +399,20 @@ impl Policy {
         self.health.as_ref().map_or(0, |h| h.errors())
     }
 
+    /// Forgets what a shared store (Redis) holds for every replica, so that this policy,
+    /// made afresh from a config, starts afresh there too (the clock's offset excepted);
+    /// nothing to do in memory.
+    pub(crate) fn forget_shared(&mut self) {
+        self.begin();
+        self.state.clear_all();
+    }
+
+    /// Whether the last call of the policy could not reach its shared store (Redis), so
+    /// that what it was to change did not change; always false in memory.
+    pub fn state_unreachable(&self) -> bool {
+        self.state_failed()
+    }
+
     /// How many round trips to a shared store (Redis) the policy made; 0 in memory.
     pub fn state_calls(&self) -> u64 {
         self.health.as_ref().map_or(0, |h| h.calls())
@@ -463,6 +477,7 @@ impl Policy {
     /// Sets (or with `None` removes) the limit of one tier of a quota. The tier keeps
     /// its block time, or gets the default block of that quota's tier when it had none.
     pub fn set_limit(&mut self, quota: QuotaName, window: Window, limit: Option<u64>) {
+        self.begin();
         let defaults = Quotas::default();
         let default = quota_of(&defaults, quota).tier(window).map(|t| t.block);
         let tier = self.quota_mut(quota).tier_mut(window);
@@ -483,6 +498,7 @@ impl Policy {
 
     /// Switches a quota on or off.
     pub fn set_enabled(&mut self, quota: QuotaName, enabled: bool) {
+        self.begin();
         self.quota_mut(quota).enabled = enabled;
     }
 

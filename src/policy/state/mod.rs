@@ -303,6 +303,10 @@ pub(crate) trait Store:
 {
     /// Forgets idle state; runs at most every ten virtual minutes.
     fn sweep(&mut self, now: u64);
+    /// Forgets everything, as a store made afresh from the config: nothing to do for one
+    /// that was just made in memory; a shared store forgets what every replica wrote
+    /// (the clock's offset excepted).
+    fn clear_all(&mut self) {}
     /// How many keys are remembered, as `memory.max_tracked_keys` counts them.
     fn tracked_keys(&self) -> usize;
     /// How many keys were forgotten to stay within bounds.

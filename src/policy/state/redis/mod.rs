@@ -247,6 +247,23 @@ impl Store for Redis {
     /// Redis expires idle keys itself.
     fn sweep(&mut self, _now: u64) {}
 
+    fn clear_all(&mut self) {
+        self.forget_view();
+        self.seen.borrow_mut().clear();
+        self.leases.clear();
+        let (pattern, clock) = (self.pattern(""), self.key(format_args!("clock")));
+        self.call("clear_all", |conn| {
+            let keys: Vec<String> = Self::scan(conn, &pattern)?
+                .into_iter()
+                .filter(|k| *k != clock)
+                .collect();
+            for chunk in keys.chunks(500) {
+                redis::cmd("DEL").arg(chunk).query::<()>(conn)?;
+            }
+            Ok(())
+        });
+    }
+
     /// Keys live in Redis, bounded by their TTLs rather than a count.
     fn tracked_keys(&self) -> usize {
         0
