@@ -21,6 +21,7 @@ use crate::inspect::{Handle, Local};
 use crate::reply::Generation;
 use crate::server::{Server, StartError};
 use crate::store::Store;
+use crate::tls::TestCa;
 
 /// A qqmx server running for one test.
 ///
@@ -54,6 +55,7 @@ pub struct QqMx {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     expectations: Mutex<Vec<Expectation>>,
+    dns: Option<SocketAddr>,
 }
 
 /// Settings for a [`QqMx`] before it starts.
@@ -63,6 +65,8 @@ pub struct Builder {
     config: Config,
     clock: Option<Clock>,
     listen: SocketAddr,
+    ca: Option<Arc<TestCa>>,
+    dns: Option<SocketAddr>,
 }
 
 impl Builder {
@@ -97,9 +101,31 @@ impl Builder {
         self
     }
 
+    /// Issues the listener's certificate from `ca`, which the code under test can then be
+    /// told to trust (`ca.cert_pem()`), instead of a self-signed one.
+    ///
+    /// ```
+    /// let ca = std::sync::Arc::new(qqmx::TestCa::generate().unwrap());
+    /// let server = qqmx::QqMx::builder().tls_ca(ca.clone()).start();
+    /// assert_eq!(server.ca_pem().as_deref(), Some(ca.cert_pem()));
+    /// ```
+    pub fn tls_ca(mut self, ca: impl Into<Arc<TestCa>>) -> Self {
+        self.ca = Some(ca.into());
+        self
+    }
+
     /// Listens on `addr` instead of `127.0.0.1:0`.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
+        self
+    }
+
+    /// Also answers DNS on `addr` (UDP and TCP; port 0: any free port), with `mx1.qq.com`
+    /// pointing at the server's address: see [`QqMx::dns_addr`] and the [`dns`](crate::dns)
+    /// module. The config's `[dns] listen` does the same; this wins over it.
+    #[cfg(feature = "dns")]
+    pub fn dns(mut self, addr: SocketAddr) -> Self {
+        self.dns = Some(addr);
         self
     }
 
@@ -126,7 +152,11 @@ impl Builder {
         let clock = self
             .clock
             .unwrap_or_else(|| self.config.make_clock(ClockMode::Manual));
-        let server = Server::new(self.config, clock)?;
+        let dns_listen = self.dns.or(self.config.dns.listen);
+        let server = match self.ca {
+            Some(ca) => Server::with_tls_ca(self.config, clock, ca)?,
+            None => Server::new(self.config, clock)?,
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -140,17 +170,33 @@ impl Builder {
             source,
         })?;
         let addr = listener.local_addr().map_err(StartError::Runtime)?;
+        let dns = match dns_listen {
+            Some(listen) => Some(dns::bind(listen)?),
+            None => None,
+        };
+        let dns_addr = dns.as_ref().map(dns::Sockets::addr);
         let (stop, stopped) = oneshot::channel();
         let running = server.clone();
         let thread = std::thread::Builder::new()
             .name(format!("qqmx-{}", addr.port()))
             .spawn(move || {
                 runtime.block_on(async move {
+                    let (stop_dns, dns_stopped) = oneshot::channel::<()>();
+                    let dns = dns.map(|sockets| {
+                        let listeners = vec![("mx1".to_owned(), addr)];
+                        tokio::spawn(dns::serve(sockets, running.clone(), listeners, async {
+                            let _ = dns_stopped.await;
+                        }))
+                    });
                     running
                         .run(listener, async {
                             let _ = stopped.await;
                         })
                         .await;
+                    let _ = stop_dns.send(());
+                    if let Some(dns) = dns {
+                        let _ = dns.await;
+                    }
                 });
             })
             .map_err(StartError::Runtime)?;
@@ -160,6 +206,7 @@ impl Builder {
             stop: Some(stop),
             thread: Some(thread),
             expectations: Mutex::new(Vec::new()),
+            dns: dns_addr,
         })
     }
 }
@@ -188,7 +235,22 @@ impl QqMx {
             config: Config::default(),
             clock: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ca: None,
+            dns: None,
         }
+    }
+
+    /// The certificate (PEM) of the test CA that issued the listener's certificate:
+    /// given to the builder ([`Builder::tls_ca`]) or made for `[tls] ca`/`ca_cert`;
+    /// `None` with the default self-signed certificate.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.server.ca_pem()
+    }
+
+    /// The address the DNS server answers on (UDP and TCP), when one was asked for with
+    /// [`Builder::dns`] (feature `dns`) or the config's `[dns] listen`.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns
     }
 
     /// The server's clock: advance it to move the server through time.
@@ -287,6 +349,66 @@ impl Drop for QqMx {
         if let Err(report) = self.verify() {
             panic!("{report}");
         }
+    }
+}
+
+/// The DNS server beside the embedded one, or the error of asking for one without the
+/// `dns` feature.
+mod dns {
+    use std::future::Future;
+    use std::net::SocketAddr;
+
+    use crate::server::{Server, StartError};
+
+    #[cfg(feature = "dns")]
+    pub(super) use crate::dns::DnsSockets as Sockets;
+
+    #[cfg(feature = "dns")]
+    pub(super) fn bind(addr: SocketAddr) -> Result<Sockets, StartError> {
+        Sockets::bind(addr).map_err(|source| StartError::Bind { addr, source })
+    }
+
+    #[cfg(feature = "dns")]
+    pub(super) async fn serve(
+        sockets: Sockets,
+        server: Server,
+        listeners: Vec<(String, SocketAddr)>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        sockets.serve(server, listeners, shutdown).await;
+    }
+
+    /// Without the `dns` feature: nothing to serve.
+    #[cfg(not(feature = "dns"))]
+    #[derive(Debug)]
+    pub(super) enum Sockets {}
+
+    #[cfg(not(feature = "dns"))]
+    impl Sockets {
+        pub(super) fn addr(&self) -> SocketAddr {
+            match *self {}
+        }
+    }
+
+    #[cfg(not(feature = "dns"))]
+    pub(super) fn bind(addr: SocketAddr) -> Result<Sockets, StartError> {
+        Err(StartError::Bind {
+            addr,
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "qqmx was built without the `dns` feature",
+            ),
+        })
+    }
+
+    #[cfg(not(feature = "dns"))]
+    pub(super) async fn serve(
+        sockets: Sockets,
+        _: Server,
+        _: Vec<(String, SocketAddr)>,
+        _: impl Future<Output = ()>,
+    ) {
+        match sockets {}
     }
 }
 

@@ -24,7 +24,9 @@ use crate::config::Config;
 use crate::event::{Event, EventKind};
 use crate::policy::{BlockInfo, Decision};
 use crate::server::Server;
-use crate::store::{Folder, Held, InLog, Message, SinceReset, SinceStart, Store};
+#[cfg(feature = "control")]
+use crate::store::Folder;
+use crate::store::{Held, InLog, Message, SinceReset, SinceStart, Store};
 use crate::units::{IpNet, QuotaName, Window};
 
 /// A change to the policy in force, as a handle asks for it and a route of the control
@@ -181,6 +183,7 @@ impl Refusal {
 }
 
 /// Which messages a listing shows; every part that is set must match.
+#[cfg(feature = "control")]
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MessageFilter {
     /// A recipient, matched without regard to case.
@@ -199,6 +202,7 @@ pub(crate) struct MessageFilter {
     pub until: Option<SystemTime>,
 }
 
+#[cfg(feature = "control")]
 impl MessageFilter {
     /// Whether `m` passes the filter.
     pub(crate) fn matches(&self, m: &Message) -> bool {
@@ -622,6 +626,7 @@ mod tests {
         m
     }
 
+    #[cfg(feature = "control")]
     #[test]
     fn a_filter_matches_addresses_without_regard_to_case() {
         let m = message("A@qq.com", "News@example.org");

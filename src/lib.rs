@@ -32,7 +32,8 @@
 //!   [`Report`] format for the embedded server, a sidecar's client and scenario runs.
 //! - `session` (private): the SMTP state machine over any async stream, STARTTLS.
 //! - [`scenario`]: the chaos scenario model (phases, `[[expect]]`).
-//! - [`Server`]: the listeners, accept loops and graceful shutdown.
+//! - [`Server`]: the listeners, accept loops and graceful shutdown; `dns` (feature `dns`):
+//!   the DNS server for the fleet, MX hosts pointing at the listeners.
 //! - [`Handle`]: inspection and control (messages, events, the clock, the policy),
 //!   written once over an in-process server or a sidecar.
 //! - [`QqMx`]: the embedded server for tests, with [`Expectation`]s checked on drop;
@@ -54,6 +55,8 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "control")]
 pub mod control;
+#[cfg(feature = "dns")]
+pub mod dns;
 mod embedded;
 pub mod event;
 pub mod expect;
@@ -88,7 +91,7 @@ pub use proxy::ProxyError;
 pub use reply::{Generation, Reply, ReplyKind};
 pub use server::{Server, StartError};
 pub use store::{Folder, Message};
-pub use tls::TlsError;
+pub use tls::{TestCa, TlsError};
 pub use units::{IpNet, QuotaName, Stage, Window};
 
 /// The README's examples, compiled and run as doctests.

@@ -12,6 +12,7 @@
 //! | `QQMX_CLOCK_SPEED` | virtual seconds per real second |
 //! | `QQMX_SCENARIO` | the scenario file's absolute path |
 //! | `QQMX_SEED` | the scenario's seed |
+//! | `QQMX_DNS_ADDR` | `host:port` of the DNS server, when the scenario's config turns it on (`[dns] listen`) |
 //!
 //! The run ends when the sender exits or the timeline ends, whichever is first; a sender
 //! still running then is killed. Without a sender, qqmx runs the timeline alone, for an
@@ -148,6 +149,7 @@ pub async fn run(
             command
                 .args(args)
                 .envs(environment(&addrs, api_addr, scenario, &scenario_path))
+                .envs(sidecar.dns_addr().map(|a| ("QQMX_DNS_ADDR", a.to_string())))
                 .kill_on_drop(true);
             Some(command.spawn().map_err(|source| RunError::Command {
                 command: program.clone(),
@@ -202,7 +204,8 @@ pub async fn run(
     );
     Ok(
         RunReport::new(scenario, report, started, ended, &messages, &events, status)
-            .wall_clock(wall_started, wall_ended),
+            .wall_clock(wall_started, wall_ended)
+            .with_outages(&outages),
     )
 }
 
@@ -300,16 +303,51 @@ pub fn write_reports(
     scenario: &Scenario,
     report: &RunReport,
 ) -> Result<(PathBuf, PathBuf), RunError> {
+    write_two(
+        dir,
+        scenario,
+        ("json", report.to_json()),
+        ("xml", report.to_junit_xml()),
+    )
+}
+
+/// Writes `report` as a self-contained page `DIR/<scenario name>.html` and its chart as
+/// `.svg`, creating `dir`; returns the two paths.
+///
+/// # Errors
+///
+/// [`RunError::Report`] naming the folder or file that could not be written.
+pub fn write_html_report(
+    dir: &Path,
+    scenario: &Scenario,
+    report: &RunReport,
+) -> Result<(PathBuf, PathBuf), RunError> {
+    write_two(
+        dir,
+        scenario,
+        ("html", report.to_html()),
+        ("svg", report.to_svg()),
+    )
+}
+
+/// Writes `DIR/<scenario name>.<extension>` for each of two files, creating `dir`.
+fn write_two(
+    dir: &Path,
+    scenario: &Scenario,
+    first: (&str, String),
+    second: (&str, String),
+) -> Result<(PathBuf, PathBuf), RunError> {
     let failed = |path: &Path| {
         let path = path.to_owned();
         move |source| RunError::Report { path, source }
     };
     std::fs::create_dir_all(dir).map_err(failed(dir))?;
-    let json = dir.join(format!("{}.json", scenario.name));
-    let xml = dir.join(format!("{}.xml", scenario.name));
-    std::fs::write(&json, report.to_json()).map_err(failed(&json))?;
-    std::fs::write(&xml, report.to_junit_xml()).map_err(failed(&xml))?;
-    Ok((json, xml))
+    let write = |(extension, text): (&str, String)| {
+        let path = dir.join(format!("{}.{extension}", scenario.name));
+        std::fs::write(&path, text).map_err(failed(&path))?;
+        Ok::<_, RunError>(path)
+    };
+    Ok((write(first)?, write(second)?))
 }
 
 #[cfg(test)]

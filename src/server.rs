@@ -27,7 +27,7 @@ use crate::policy::Policy;
 use crate::proxy;
 use crate::session::{self, Engine, Inflight};
 use crate::store::Store;
-use crate::tls::{self, TlsError};
+use crate::tls::{self, Acceptors, CaSource, TestCa, TlsError};
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,8 @@ struct Inner {
     /// With the Redis state: the clock's offset shared with the other replicas.
     #[cfg(feature = "redis")]
     _shared_clock: Option<crate::policy::SharedClock>,
+    /// Where the test CA comes from; kept across config reloads.
+    ca: CaSource,
 }
 
 impl Server {
@@ -106,6 +108,24 @@ impl Server {
     /// [`StartError::Tls`] when the certificate cannot be loaded or generated,
     /// [`StartError::Auth`] when the resolver cannot be set up.
     pub fn new(config: Config, clock: Clock) -> Result<Self, StartError> {
+        Self::with_ca_source(config, clock, CaSource::default())
+    }
+
+    /// Builds the shared state for `config` as [`new`](Self::new) does, with `ca` issuing
+    /// every listener's certificate, whatever the config's `[tls]` says of a CA.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn with_tls_ca(
+        config: Config,
+        clock: Clock,
+        ca: impl Into<Arc<TestCa>>,
+    ) -> Result<Self, StartError> {
+        Self::with_ca_source(config, clock, CaSource::given(ca.into()))
+    }
+
+    fn with_ca_source(config: Config, clock: Clock, ca: CaSource) -> Result<Self, StartError> {
         let store = Store::new(clock.clone(), config.store.clone());
         let slots = Arc::new(Semaphore::new(config.limits.max_connections));
         let backlog = u32::try_from(config.limits.max_connections)
@@ -123,6 +143,7 @@ impl Server {
             clock.clone(),
             faults.clone(),
             inflight.clone(),
+            &ca,
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -139,6 +160,7 @@ impl Server {
                 up: watch::Sender::new(BTreeMap::new()),
                 #[cfg(feature = "redis")]
                 _shared_clock: shared_clock,
+                ca,
             }),
         })
     }
@@ -183,6 +205,7 @@ impl Server {
             self.inner.clock.clone(),
             self.inner.faults.clone(),
             self.inner.inflight.clone(),
+            &self.inner.ca,
         )?;
         // A policy state shared by replicas starts afresh too.
         engine.policy().forget_shared();
@@ -207,6 +230,17 @@ impl Server {
         let engine = self.engine();
         let mut policy = engine.policy();
         f(&mut policy, now)
+    }
+
+    /// The test CA that issues the listeners' certificates, when one does (`[tls] ca`,
+    /// `ca_cert`, or [`with_tls_ca`](Self::with_tls_ca)) and TLS is on.
+    pub fn tls_ca(&self) -> Option<Arc<TestCa>> {
+        self.engine().tls.as_ref().and_then(|t| t.ca().cloned())
+    }
+
+    /// The certificate of the test CA in use, PEM (see [`tls_ca`](Self::tls_ca)).
+    pub fn ca_pem(&self) -> Option<String> {
+        self.tls_ca().map(|ca| ca.cert_pem().to_owned())
     }
 
     /// Replaces the faults in force (see [`chaos`](crate::chaos)).
@@ -483,13 +517,16 @@ fn engine(
     clock: Clock,
     faults: Arc<Mutex<Faults>>,
     inflight: Arc<Inflight>,
+    ca: &CaSource,
 ) -> Result<Engine, StartError> {
-    let tls = tls::acceptor(&config.tls, config.host())?;
-    engine_with_tls(config, store, clock, faults, inflight, tls)
+    let ca = ca.for_config(&config.tls)?;
+    let tls = tls::acceptors(&config, ca)?;
+    engine_with_acceptors(config, store, clock, faults, inflight, tls)
 }
 
 /// [`engine`] with a TLS acceptor made elsewhere (the fuzz targets reuse one, since making
 /// a certificate per run would dwarf the run).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn engine_with_tls(
     config: Config,
     store: Store,
@@ -497,6 +534,18 @@ pub(crate) fn engine_with_tls(
     faults: Arc<Mutex<Faults>>,
     inflight: Arc<Inflight>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<Engine, StartError> {
+    let tls = tls.map(Acceptors::single);
+    engine_with_acceptors(config, store, clock, faults, inflight, tls)
+}
+
+fn engine_with_acceptors(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    faults: Arc<Mutex<Faults>>,
+    inflight: Arc<Inflight>,
+    tls: Option<Acceptors>,
 ) -> Result<Engine, StartError> {
     let policy = Policy::new(&config)?;
     let auth = if config.auth.enabled {

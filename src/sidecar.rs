@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
@@ -112,6 +113,15 @@ pub enum SidecarError {
         /// Why.
         source: std::io::Error,
     },
+    /// The DNS server (`[dns] listen`) could not be bound, or qqmx was built without the
+    /// `dns` feature.
+    #[error("cannot listen on {addr} for DNS: {source}")]
+    Dns {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The control API's listener could not be bound.
     #[error("cannot listen on {addr} for the control API: {source}")]
     Api {
@@ -129,6 +139,9 @@ pub struct Sidecar {
     server: Server,
     listeners: Vec<(String, SocketAddr)>,
     api: Option<SocketAddr>,
+    dns: Option<SocketAddr>,
+    stop_dns: oneshot::Sender<()>,
+    dns_task: Option<JoinHandle<()>>,
     stop_smtp: oneshot::Sender<()>,
     smtp: JoinHandle<()>,
     stop_api: oneshot::Sender<()>,
@@ -174,6 +187,16 @@ impl Sidecar {
             listeners.push((mx.clone(), socket.local_addr().map_err(failed)?));
             bound.push((mx.clone(), socket));
         }
+        let (stop_dns, dns_stopped) = oneshot::channel::<()>();
+        let (dns, dns_task) = match config.dns.listen {
+            Some(addr) => {
+                let (local, task) = start_dns(&server, addr, &listeners, async {
+                    let _ = dns_stopped.await;
+                })?;
+                (Some(local), Some(task))
+            }
+            None => (None, None),
+        };
 
         let (stop_api, api_stopped) = oneshot::channel::<()>();
         let (api, api_task) = match options.api {
@@ -181,7 +204,9 @@ impl Sidecar {
                 let failed = |source| SidecarError::Api { addr, source };
                 let socket = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
                 let local = socket.local_addr().map_err(failed)?;
-                let mut api_options = ApiOptions::new(options.token).no_limits(options.no_limits);
+                let mut api_options = ApiOptions::new(options.token)
+                    .no_limits(options.no_limits)
+                    .dns(dns);
                 for (mx, addr) in &listeners {
                     api_options = api_options.listener(mx.clone(), *addr);
                 }
@@ -209,6 +234,9 @@ impl Sidecar {
             server,
             listeners,
             api,
+            dns,
+            stop_dns,
+            dns_task,
             stop_smtp,
             smtp,
             stop_api,
@@ -231,11 +259,20 @@ impl Sidecar {
         self.api
     }
 
+    /// The address the DNS server answers on (UDP and TCP), if it runs (`[dns] listen`).
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns
+    }
+
     /// Stops now: no more connections, open sessions answered with `421`; returns once
     /// they have ended and the API has finished its answers (or had a few seconds to).
     pub async fn shutdown(self) {
         let _ = self.stop_smtp.send(());
         let _ = self.smtp.await;
+        let _ = self.stop_dns.send(());
+        if let Some(task) = self.dns_task {
+            let _ = task.await;
+        }
         let _ = self.stop_api.send(());
         if let Some(task) = self.api_task {
             let _ = tokio::time::timeout(API_GRACE, task).await;
@@ -251,6 +288,38 @@ impl Sidecar {
         tokio::time::sleep(delay).await;
         self.shutdown().await;
     }
+}
+
+/// Binds the DNS server on `addr` and serves it for `server` until `shutdown`.
+#[cfg(feature = "dns")]
+fn start_dns(
+    server: &Server,
+    addr: SocketAddr,
+    listeners: &[(String, SocketAddr)],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, JoinHandle<()>), SidecarError> {
+    let sockets =
+        crate::dns::DnsSockets::bind(addr).map_err(|source| SidecarError::Dns { addr, source })?;
+    let local = sockets.addr();
+    let task = tokio::spawn(sockets.serve(server.clone(), listeners.to_vec(), shutdown));
+    Ok((local, task))
+}
+
+/// Without the `dns` feature there is no DNS server to start.
+#[cfg(not(feature = "dns"))]
+fn start_dns(
+    _: &Server,
+    addr: SocketAddr,
+    _: &[(String, SocketAddr)],
+    _: impl Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, JoinHandle<()>), SidecarError> {
+    Err(SidecarError::Dns {
+        addr,
+        source: std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "qqmx was built without the `dns` feature",
+        ),
+    })
 }
 
 /// Why a sidecar is not healthy: see [`check_health`].

@@ -47,7 +47,7 @@ const LAYERS: &[&[&str]] = &[
     &["expect"],
     &["session"],
     &["scenario"],
-    &["server"],
+    &["server", "dns"],
     &["inspect"],
     &["timeline", "embedded", "control"],
     &["sidecar", "runner", "remote"],

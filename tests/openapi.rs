@@ -41,7 +41,10 @@ struct Sidecar {
 }
 
 async fn start(clock: Clock, token: Option<&str>) -> Sidecar {
-    let server = Server::new(Config::default(), clock).expect("a server on the default config");
+    // With a test CA, so that `GET /api/v1/tls/ca.pem` has one to serve.
+    let mut config = Config::default();
+    config.tls.ca = true;
+    let server = Server::new(config, clock).expect("a server on the default config");
     let smtp = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the SMTP listener");
@@ -975,7 +978,7 @@ fn the_document_is_whole() {
         assert!(ids.insert(id.to_owned()), "{what}: operationId {id} twice");
         assert!(op["summary"].is_string(), "{what}: no summary");
         // The health checks are open; everything else names 401.
-        let public = path == "/healthz" || path == "/readyz";
+        let public = public(&path);
         assert_eq!(
             op.get("security") == Some(&serde_json::json!([])),
             public,
@@ -1089,6 +1092,15 @@ const CONFIG_TOML: &str = "seed = 7\n[limits]\nmax_recipients = 50\n";
 /// A scenario for `PUT /api/v1/scenario`.
 const SCENARIO_TOML: &str = "name = \"openapi\"\nduration = \"1h\"\n\n\
     [[phase]]\nat = \"10m\"\nname = \"later\"\nclear_faults = true\n";
+
+/// The paths open without a token: the health checks, and the dashboard's files (which
+/// hold no data; the page asks for the token).
+fn public(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/" | "/dashboard/app.js" | "/dashboard/app.css"
+    )
+}
 
 /// A request for `method path` that the route should take: path parameters filled in, a
 /// query string and a body where they are needed.
@@ -1218,6 +1230,10 @@ async fn every_operation_answers_as_documented() {
                 let message = body();
                 assert_eq!(message["subject"], "Hello folded", "{what}");
                 assert!(message["auth"].is_object(), "{what}");
+            }
+            ("GET", "/api/v1/tls/ca.pem") => {
+                assert_eq!(answer.media_type(), "application/x-pem-file");
+                assert_eq!(Some(answer.text()), sidecar.server.ca_pem(), "{what}");
             }
             ("GET", "/api/v1/message/{id}/raw") => {
                 assert_eq!(answer.media_type(), "message/rfc822");
@@ -1440,7 +1456,7 @@ async fn what_does_not_exist_gets_404_and_a_wrong_method_405() {
     for target in [
         "/api/v1/nothing",
         "/api/v2/info",
-        "/",
+        "/dashboard/nothing.js",
         "/api/v1/message/1/part/1",
     ] {
         let answer = Call::new("GET", target).send(sidecar.api).await;
@@ -1488,7 +1504,7 @@ async fn a_token_guards_all_but_the_health_checks() {
     let doc = document();
     let sidecar = start(manual_clock(), Some("t")).await;
     for (method, path) in documented(&doc) {
-        if path == "/healthz" || path == "/readyz" {
+        if public(&path) {
             let answer = example_call(&method, &path).send(sidecar.api).await;
             assert_eq!(answer.status, 200, "{method} {path}");
             conforms(&doc, &method, &path, &answer);

@@ -16,6 +16,8 @@
 //! expiry (`x=`) by the system time.
 
 mod zone;
+#[cfg(feature = "dns")]
+pub(crate) use zone::{fqdn, records};
 
 use std::fmt::Write as _;
 use std::net::IpAddr;

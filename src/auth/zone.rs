@@ -58,40 +58,7 @@ pub(crate) struct Zone {
 
 impl Zone {
     pub(crate) fn new(config: &DnsConfig) -> Self {
-        let mut records: Vec<(String, Records)> = Vec::new();
-        if config.builtin {
-            for &(name, txt) in BUILTIN {
-                let mut r = Records::default();
-                r.txt.push(txt.to_owned());
-                records.push((name.to_owned(), r));
-            }
-            for domain in ["qq.com", "foxmail.com", "vip.qq.com"] {
-                let mut r = Records::default();
-                for &(preference, exchange) in BUILTIN_MX {
-                    r.mx.push(crate::config::MxRecord {
-                        preference,
-                        exchange: exchange.to_owned(),
-                    });
-                }
-                records.push((domain.to_owned(), r));
-            }
-        }
-        // The config's own records come last and replace built-in ones of the same name.
-        let mut merged: HashMap<Box<str>, Records> = HashMap::new();
-        for (name, r) in records {
-            merge(merged.entry(fqdn(&name)).or_default(), r);
-        }
-        for (name, r) in &config.records {
-            let entry = merged.entry(fqdn(name)).or_default();
-            if !r.txt.is_empty() {
-                entry.txt.clear();
-            }
-            if !r.mx.is_empty() {
-                entry.mx.clear();
-            }
-            merge(entry, r.clone());
-        }
-
+        let merged = records(config);
         let mut zone = Self {
             offline: config.resolver == Resolver::Zone,
             txt: HashMap::new(),
@@ -155,6 +122,47 @@ impl Zone {
     fn miss<V>(&self, offline: impl FnOnce() -> V) -> Option<V> {
         self.offline.then(offline)
     }
+}
+
+/// Every record of the zone by owner name (lower case, trailing dot): the built-in ones of
+/// qq.com, foxmail.com and vip.qq.com unless switched off, then the config's own, which
+/// replace built-in records of the same name and type. The checks read these, and so does
+/// the DNS server (feature `dns`).
+pub(crate) fn records(config: &DnsConfig) -> HashMap<Box<str>, Records> {
+    let mut records: Vec<(String, Records)> = Vec::new();
+    if config.builtin {
+        for &(name, txt) in BUILTIN {
+            let mut r = Records::default();
+            r.txt.push(txt.to_owned());
+            records.push((name.to_owned(), r));
+        }
+        for domain in ["qq.com", "foxmail.com", "vip.qq.com"] {
+            let mut r = Records::default();
+            for &(preference, exchange) in BUILTIN_MX {
+                r.mx.push(crate::config::MxRecord {
+                    preference,
+                    exchange: exchange.to_owned(),
+                });
+            }
+            records.push((domain.to_owned(), r));
+        }
+    }
+    // The config's own records come last and replace built-in ones of the same name.
+    let mut merged: HashMap<Box<str>, Records> = HashMap::new();
+    for (name, r) in records {
+        merge(merged.entry(fqdn(&name)).or_default(), r);
+    }
+    for (name, r) in &config.records {
+        let entry = merged.entry(fqdn(name)).or_default();
+        if !r.txt.is_empty() {
+            entry.txt.clear();
+        }
+        if !r.mx.is_empty() {
+            entry.mx.clear();
+        }
+        merge(entry, r.clone());
+    }
+    merged
 }
 
 fn merge(into: &mut Records, from: Records) {

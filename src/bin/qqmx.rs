@@ -55,6 +55,18 @@ enum Command {
     /// Ask a running qqmx why an IP was last refused: the rule, the key, the reply, the
     /// count against the limit and when the block ends.
     Explain(Explain),
+    /// Print the certificate (PEM) of the test CA named by the config's `[tls] ca_cert`
+    /// (and `ca_key`), making the CA and writing both files first when they do not exist:
+    /// `qqmx serve` with the same config issues its listeners' certificates from it.
+    Ca(CaArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CaArgs {
+    /// TOML config file, as for `serve`; `QQMX__TLS__CA_CERT` (and `QQMX__TLS__CA_KEY`)
+    /// work too.
+    #[arg(long, short, env = "QQMX_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +85,11 @@ struct Serve {
     /// Bearer token the control API asks for; required when it listens beyond loopback.
     #[arg(long, env = "QQMX_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Answer DNS for the fleet on this address, UDP and TCP (`127.0.0.1:5353`): MX, A,
+    /// TXT and PTR records, the MX hosts pointing at the listeners (overrides the config's
+    /// `[dns] listen`; off by default).
+    #[arg(long, env = "QQMX_DNS")]
+    dns: Option<SocketAddr>,
     /// Seed of the random generator (overrides the config).
     #[arg(long, env = "QQMX_SEED")]
     seed: Option<u64>,
@@ -86,6 +103,10 @@ struct Serve {
     /// Switch off every quota, the warm-up and bulk detection.
     #[arg(long, env = "QQMX_NO_LIMITS")]
     no_limits: bool,
+    /// Issue each listener's certificate from a test CA made in memory for this run
+    /// (`[tls] ca = true`); its certificate is served at GET /api/v1/tls/ca.pem.
+    #[arg(long, env = "QQMX_TLS_CA")]
+    tls_ca: bool,
     /// On SIGTERM, answer `/readyz` with 503 and keep serving this long before answering
     /// open sessions with 421 and stopping (`"5s"`), so that traffic can move elsewhere.
     #[arg(long, default_value = "0s", env = "QQMX_SHUTDOWN_DELAY", value_parser = parse_duration)]
@@ -111,7 +132,8 @@ struct RunArgs {
     /// Address of the control API.
     #[arg(long, default_value = "127.0.0.1:0")]
     api: SocketAddr,
-    /// Where the JSON and JUnit XML reports go (`<scenario name>.json` and `.xml`).
+    /// Where the JSON, JUnit XML and HTML reports go (`<scenario name>.json`, `.xml`,
+    /// `.html`, and the chart alone as `.svg`).
     #[arg(long, default_value = "qqmx-reports")]
     report_dir: PathBuf,
     /// No progress lines while it runs.
@@ -222,6 +244,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Ca(args) => match print_ca(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("qqmx: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             init_logs(args.log_format, "info");
             match serve(*args) {
@@ -237,11 +266,12 @@ fn main() -> ExitCode {
 
 type Error = Box<dyn std::error::Error>;
 
-/// Logs on standard error, filtered by QQMX_LOG (default `level`); in colour only when
-/// standard error is a terminal and `NO_COLOR` is not set, so a log file or a pipe gets
-/// plain text.
+/// Logs on standard error, filtered by QQMX_LOG (default `level`, with the DNS library's
+/// line per query left out); in colour only when standard error is a terminal and
+/// `NO_COLOR` is not set, so a log file or a pipe gets plain text.
 fn init_logs(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_env("QQMX_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_env("QQMX_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},hickory_server=warn")));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt()
@@ -272,6 +302,12 @@ fn run(args: &RunArgs) -> Result<bool, Error> {
         json.display(),
         xml.display()
     ));
+    let (html, svg) = runner::write_html_report(&args.report_dir, &scenario, &report)?;
+    say(format_args!(
+        "report: {} (chart: {})",
+        html.display(),
+        svg.display()
+    ));
     Ok(report.passed)
 }
 
@@ -284,6 +320,9 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
     config = config.with_env(std::env::vars())?;
     if let Some(seed) = args.seed {
         config.seed = seed;
+    }
+    if args.tls_ca {
+        config.tls.ca = true;
     }
     if let Some(generation) = args.generation {
         config.generation = generation;
@@ -305,6 +344,9 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
     if let Some(replica) = &args.replica {
         config.state.replica.clone_from(replica);
     }
+    if let Some(dns) = args.dns {
+        config.dns.listen = Some(dns);
+    }
     if !args.smtp.is_empty() {
         let mut listeners = Listeners(Default::default());
         for spec in &args.smtp {
@@ -320,6 +362,28 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
     }
     config.check()?;
     Ok(config)
+}
+
+/// Prints the certificate of the config's test CA, made and written first if need be.
+fn print_ca(args: &CaArgs) -> Result<(), Error> {
+    let config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let config = config.with_env(std::env::vars())?;
+    config.check()?;
+    let Some((cert, key)) = config.tls.ca_files() else {
+        return Err(
+            "no test CA file in the config: set `[tls] ca_cert` (and `ca_key`), or \
+                    QQMX__TLS__CA_CERT, for `qqmx ca` and `qqmx serve` to share one CA; a CA \
+                    made with `ca = true` lives in the server's memory: GET \
+                    /api/v1/tls/ca.pem from it"
+                .into(),
+        );
+    };
+    let ca = qqmx::TestCa::load_or_create(&cert, &key)?;
+    print!("{}", ca.cert_pem());
+    Ok(())
 }
 
 fn serve(args: Serve) -> Result<(), Error> {
@@ -356,6 +420,9 @@ fn serve(args: Serve) -> Result<(), Error> {
                 config.listener_host(mx),
             ));
         }
+        if let Some(addr) = sidecar.dns_addr() {
+            say(format_args!("qqmx DNS on {addr} (UDP and TCP)"));
+        }
         if let Some(addr) = sidecar.api_addr() {
             say(format_args!("qqmx control API on http://{addr}"));
         }
@@ -365,6 +432,14 @@ fn serve(args: Serve) -> Result<(), Error> {
                 config.state.replica_name(),
                 config.state.prefix,
             ));
+        }
+        if let Some(ca) = server.tls_ca() {
+            match ca.path() {
+                Some(path) => say(format_args!("qqmx test CA: {}", path.display())),
+                None => say(format_args!(
+                    "qqmx test CA in memory: GET /api/v1/tls/ca.pem for its certificate"
+                )),
+            }
         }
         signal.await;
         sidecar.drain(args.shutdown_delay).await;

@@ -97,6 +97,12 @@ pub struct DnsConfig {
     pub records: BTreeMap<String, Records>,
     /// PTR records by address (`"127.0.0.2" = ["mail.example.com"]`).
     pub ptr: BTreeMap<IpAddr, Vec<String>>,
+    /// Serve these records over DNS (UDP and TCP) on this address (`"127.0.0.1:5353"`;
+    /// port 0: any free port), with the MX hosts' A records pointing at the listeners;
+    /// unset (the default): no DNS server. Needs the `dns` feature (in the `qqmx` tool).
+    /// Read at start only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for DnsConfig {
@@ -106,6 +112,7 @@ impl Default for DnsConfig {
             builtin: true,
             records: BTreeMap::new(),
             ptr: BTreeMap::new(),
+            listen: None,
         }
     }
 }

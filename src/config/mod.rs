@@ -261,6 +261,38 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key for `cert`.
     pub key: Option<PathBuf>,
+    /// Issue each listener a certificate from a test CA made in memory for this run
+    /// (its certificate: `GET /api/v1/tls/ca.pem`). Off: one self-signed certificate.
+    pub ca: bool,
+    /// PEM certificate of a test CA that issues each listener's certificate: read if the
+    /// file exists, else a new CA is made and written here (and to `ca_key`), so that
+    /// `qqmx ca` and `qqmx serve` given the same config use the same CA.
+    pub ca_cert: Option<PathBuf>,
+    /// PEM private key of the test CA, written with mode 0600 when made. Unset: beside
+    /// `ca_cert`, with the extension `.key` (`ca.pem`: `ca.key`).
+    pub ca_key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Whether a test CA issues the listeners' certificates (`ca`, `ca_cert` or `ca_key`).
+    pub fn uses_ca(&self) -> bool {
+        self.ca || self.ca_cert.is_some() || self.ca_key.is_some()
+    }
+
+    /// The files of the test CA, certificate and key: `ca_cert` and `ca_key` (or its
+    /// default beside `ca_cert`); `None` without `ca_cert`.
+    pub fn ca_files(&self) -> Option<(PathBuf, PathBuf)> {
+        let cert = self.ca_cert.clone()?;
+        let key = self.ca_key.clone().unwrap_or_else(|| {
+            let key = cert.with_extension("key");
+            if key == cert {
+                PathBuf::from(format!("{}.key", cert.display()))
+            } else {
+                key
+            }
+        });
+        Some((cert, key))
+    }
 }
 
 impl Default for TlsConfig {
@@ -269,6 +301,9 @@ impl Default for TlsConfig {
             enabled: true,
             cert: None,
             key: None,
+            ca: false,
+            ca_cert: None,
+            ca_key: None,
         }
     }
 }

@@ -267,6 +267,14 @@ impl Config {
                 "`cert` and `key` must be given together",
             ));
         }
+        if self.tls.cert.is_some() && self.tls.uses_ca() {
+            let key = if self.tls.ca { "ca" } else { "ca_cert" };
+            return Err(Problem::new(
+                "tls",
+                key,
+                "a test CA issues the listeners' certificates, so `cert` and `key` cannot be given too",
+            ));
+        }
         for (key, value, min) in [
             ("max_messages", self.store.max_messages, 1),
             ("max_events", self.store.max_events, 1),

@@ -22,7 +22,9 @@
 //! # Ok(()) }
 //! ```
 
+mod ca;
 mod commands;
+mod dashboard;
 mod guard;
 mod mailpit;
 mod messages;
@@ -58,6 +60,8 @@ pub struct ApiOptions {
     /// ([`Config::no_limits`](crate::Config::no_limits)), as `qqmx serve --no-limits` did
     /// in the one it started with.
     pub no_limits: bool,
+    /// The address the DNS server (feature `dns`) is bound to, if it runs.
+    pub dns: Option<SocketAddr>,
 }
 
 impl ApiOptions {
@@ -67,6 +71,7 @@ impl ApiOptions {
             token,
             listeners: Vec::new(),
             no_limits: false,
+            dns: None,
         }
     }
 
@@ -74,6 +79,13 @@ impl ApiOptions {
     #[must_use]
     pub fn no_limits(mut self, no_limits: bool) -> Self {
         self.no_limits = no_limits;
+        self
+    }
+
+    /// Reports the DNS server on `addr`.
+    #[must_use]
+    pub fn dns(mut self, addr: Option<SocketAddr>) -> Self {
+        self.dns = addr;
         self
     }
 

@@ -19,7 +19,7 @@ use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
 use super::wire::{Answer, ApiState, Reputation, body, duration, query, time};
-use super::{Api, ApiError, OPENAPI, commands, guard, messages, metrics};
+use super::{Api, ApiError, OPENAPI, ca, commands, dashboard, guard, messages, metrics};
 use crate::clock::Rfc3339;
 use crate::config::Config;
 use crate::event::{Event, EventKind};
@@ -62,7 +62,8 @@ pub(super) fn router(api: Arc<Api>) -> Router {
         .route("/faults", get(commands::faults).put(commands::set_faults))
         .route("/scenario", axum::routing::put(load_scenario))
         .route("/mx/{mx}/down", post(commands::mx_down))
-        .route("/mx/{mx}/up", post(commands::mx_up));
+        .route("/mx/{mx}/up", post(commands::mx_up))
+        .route("/tls/ca.pem", get(ca::ca_pem));
     let guarded = Router::new()
         .nest("/api/v1", v1)
         .route("/metrics", get(metrics))
@@ -72,6 +73,9 @@ pub(super) fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
         .route_layer(middleware::from_fn(guard::strict_inputs))
         .merge(guarded)
         .fallback(not_found)
@@ -179,6 +183,8 @@ struct Info {
     seed: u64,
     clock: ClockInfo,
     listeners: Vec<ListenerInfo>,
+    /// The DNS server's address, `None` when it does not run.
+    dns: Option<std::net::SocketAddr>,
     draining: bool,
     /// This replica's name.
     replica: String,
@@ -213,6 +219,7 @@ async fn info(State(api): ApiState) -> Json<Info> {
                 up: api.server.is_mx_up(mx),
             })
             .collect(),
+        dns: api.options.dns,
         draining: api.server.is_draining(),
         replica: config.state.replica_name().to_owned(),
         state: config.state.backend,

@@ -26,7 +26,9 @@
 //! assert_eq!(scenario.phases[0].mx_down, ["mx1"]);
 //! ```
 
+pub mod html;
 pub mod report;
+pub mod timeline;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::Scenario;
+use super::timeline::Timeline;
 use crate::clock::Rfc3339;
 use crate::event::{Event, EventKind};
 use crate::expect::{Outcome, ReplyCount, Report, reply_counts};
@@ -64,6 +65,10 @@ pub struct RunReport {
     /// The sender's exit code, when there was a sender and it exited with one (not when
     /// a signal ended it).
     pub exit_code: Option<i32>,
+    /// Per minute, with blocks, outages and phases: what the HTML report draws
+    /// ([`to_html`](Self::to_html)). Not in the JSON.
+    #[serde(skip)]
+    pub timeline: Timeline,
 }
 
 impl RunReport {
@@ -94,6 +99,7 @@ impl RunReport {
             rejected,
             replies: reply_counts(events),
             exit_code: status.and_then(|s| s.code()),
+            timeline: Timeline::new(scenario, events, started, ended),
         }
     }
 
@@ -296,10 +302,10 @@ fn junit_timestamp(t: SystemTime) -> String {
     text.trim_end_matches('Z').to_owned()
 }
 
-/// Escapes text for XML attributes and content: the five markup characters, line breaks
-/// and tabs as character references (so that attributes keep them), and the control
-/// characters XML 1.0 cannot carry dropped.
-fn escape(text: &str) -> String {
+/// Escapes text for XML (JUnit), HTML and SVG attributes and content: the five markup
+/// characters, line breaks and tabs as character references (so that attributes keep
+/// them), and the control characters XML 1.0 cannot carry dropped.
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -337,6 +343,7 @@ mod tests {
             ended: started + Duration::from_millis(600_250),
             wall_started: None,
             wall_seconds: None,
+            timeline: Timeline::default(),
             accepted: 3,
             rejected: 5,
             replies: vec![

@@ -259,7 +259,8 @@ impl Session {
     /// Answers STARTTLS: `220` and the upgrade on a plain channel with TLS on, a refusal
     /// otherwise.
     fn starttls<C: Channel>(&mut self) -> Action<C::Upgrade> {
-        match C::starttls(self.engine.tls.as_ref()) {
+        let acceptor = self.engine.tls.as_ref().map(|t| t.for_mx(&self.mx));
+        match C::starttls(acceptor) {
             Ok(upgrade) => {
                 self.reply(ReplyKind::StartTlsReady);
                 Action::StartTls(upgrade)

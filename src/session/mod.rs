@@ -53,7 +53,6 @@ use rand::rngs::StdRng;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
 use crate::auth::Authenticator;
@@ -64,6 +63,7 @@ use crate::event::{CloseReason, EventKind};
 use crate::policy::{Decision, Policy, SpfCheck};
 use crate::reply::{Catalogue, ReplyKind};
 use crate::store::Store;
+use crate::tls::Acceptors;
 use body::Body;
 pub(crate) use body::Inflight;
 use channel::Plain;
@@ -85,7 +85,8 @@ pub(crate) struct Engine {
     pub policy: Mutex<Policy>,
     pub store: Store,
     pub clock: Clock,
-    pub tls: Option<TlsAcceptor>,
+    /// STARTTLS, unless TLS is off: each listener's certificate.
+    pub tls: Option<Acceptors>,
     /// Faults in force (chaos scenarios); kept across config reloads.
     pub faults: Arc<Mutex<Faults>>,
     /// Message data held by all sessions; kept across config reloads.

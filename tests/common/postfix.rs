@@ -140,7 +140,8 @@ pub struct Postfix {
     pub running: bool,
 }
 
-/// The services the instance needs: no listener, no chroot.
+/// The services the instance needs: no listener, no chroot (`tlsmgr` for an SMTP client
+/// that uses TLS, started only then).
 pub const MASTER_CF: &str = "\
 pickup    unix  n - n 60 1 pickup
 cleanup   unix  n - n -  0 cleanup
@@ -160,6 +161,7 @@ virtual   unix  - n n -  - virtual
 anvil     unix  - - n -  1 anvil
 scache    unix  - - n -  1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsmgr    unix  - - n 1000? 1 tlsmgr
 smtp      unix  - - n -  - smtp
 strict    unix  - - n -  - smtp -o smtp_skip_5xx_greeting=no
 nosize    unix  - - n -  - smtp -o smtp_discard_ehlo_keywords=size
@@ -167,8 +169,45 @@ slowdot   unix  - - n -  - smtp -o smtp_pix_workaround_maps=inline:{127.0.0.1=de
   -o smtp_pix_workaround_threshold_time=0s -o smtp_pix_workaround_delay_time=10s
 ";
 
+/// What a Postfix instance is started with besides its transport routes.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Lines added at the end of main.cf.
+    pub main_cf: String,
+    /// The text of the `/etc/resolv.conf` Postfix reads: when set, Postfix runs in a mount
+    /// namespace of its own (`unshare --mount`, from util-linux) where this file is bound
+    /// over /etc/resolv.conf, so that its resolver asks another name server while the
+    /// host's file stays untouched.
+    pub resolv_conf: Option<String>,
+}
+
 impl Postfix {
     pub fn start(routes: &[(String, String)]) -> Result<Self, String> {
+        Self::start_with(routes, &Options::default())
+    }
+
+    /// A Postfix whose resolver asks only the name server on port 53 of `dns`, looking up
+    /// MX records for its SMTP client, with `main_cf` added; panics saying what it needs
+    /// when it cannot start, as a test must not skip silently.
+    pub fn resolving_through(
+        dns: std::net::IpAddr,
+        routes: &[(String, String)],
+        main_cf: &str,
+    ) -> Self {
+        let options = Options {
+            main_cf: format!("smtp_host_lookup = dns\nsmtp_connect_timeout = 30s\n{main_cf}"),
+            resolv_conf: Some(format!("nameserver {dns}\noptions timeout:5 attempts:3\n")),
+        };
+        Self::start_with(routes, &options).unwrap_or_else(|e| {
+            panic!(
+                "Postfix does not start in a mount namespace of its own (it needs Postfix, \
+                 util-linux's unshare and root; QQMX_SKIP_POSTFIX_TEST=1 skips this test): {e}"
+            )
+        })
+    }
+
+    /// Starts an instance as [`Postfix::start`] does, with `options`.
+    pub fn start_with(routes: &[(String, String)], options: &Options) -> Result<Self, String> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -179,14 +218,31 @@ impl Postfix {
             running: false,
         };
         postfix.prepare(routes)?;
-        run(
-            postfix_command("postfix")
-                .arg("-c")
-                .arg(&postfix.conf)
-                .arg("start"),
-            None,
-        )
-        .map_err(|e| format!("{e}\n{}", postfix.log()))?;
+        if !options.main_cf.is_empty() {
+            let main = postfix.conf.join("main.cf");
+            let mut text = std::fs::read_to_string(&main).map_err(|e| format!("main.cf: {e}"))?;
+            text.push_str(&options.main_cf);
+            text.push('\n');
+            std::fs::write(&main, text).map_err(|e| format!("main.cf: {e}"))?;
+        }
+        let mut start = postfix_command("postfix");
+        start.arg("-c").arg(&postfix.conf).arg("start");
+        if let Some(resolv_conf) = &options.resolv_conf {
+            let file = postfix.dir.join("resolv.conf");
+            std::fs::write(&file, resolv_conf).map_err(|e| format!("resolv.conf: {e}"))?;
+            // The master and every daemon it starts stay in the namespace; the bind mount
+            // is private to it and goes away with its last process.
+            let mut namespaced = Command::new("unshare");
+            namespaced
+                .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(r#"mount --bind "$1" /etc/resolv.conf && exec "$2" -c "$3" start"#)
+                .arg("sh")
+                .arg(&file)
+                .arg(start.get_program())
+                .arg(&postfix.conf);
+            start = namespaced;
+        }
+        run(&mut start, None).map_err(|e| format!("{e}\n{}", postfix.log()))?;
         postfix.running = true;
         Ok(postfix)
     }
