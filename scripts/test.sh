@@ -16,6 +16,9 @@
 # namespace of its own with util-linux's `unshare`, as root (QQMX_SKIP_POSTFIX_TEST=1).
 # The dashboard test (tests/dashboard.rs) drives Debian's chromium, headless, through
 # chromium-driver (QQMX_SKIP_BROWSER_TEST=1 skips it).
+# The Redis tests (tests/redis.rs) start and stop redis-servers (and one
+# HAProxy) of their own; they need Debian's redis-server and haproxy packages
+# (QQMX_SKIP_REDIS_TEST=1 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +32,10 @@ if [ -z "${QQMX_SKIP_IMAGE_TEST:-}" ]; then
 fi
 if [ -z "${QQMX_SKIP_POSTFIX_TEST:-}" ] && ! [ -x /usr/sbin/postfix ]; then
   need_apt+=(postfix)
+fi
+if [ -z "${QQMX_SKIP_REDIS_TEST:-}" ]; then
+  command -v redis-server >/dev/null || need_apt+=(redis-server)
+  command -v haproxy >/dev/null || need_apt+=(haproxy)
 fi
 if [ -z "${QQMX_SKIP_DIG_TEST:-}" ] && ! command -v dig >/dev/null; then
   need_apt+=(bind9-dnsutils)

@@ -167,6 +167,20 @@ impl Clock {
         let mut offset = lock(&self.inner.offset);
         *offset = offset.saturating_add(by);
     }
+
+    /// How far [`advance`](Self::advance) has moved the clock in all.
+    #[cfg(feature = "redis")]
+    pub(crate) fn offset(&self) -> Duration {
+        *lock(&self.inner.offset)
+    }
+
+    /// Moves the clock forward to an offset of `to` in all, when that is ahead of it:
+    /// how replicas that share their state follow the furthest advance made on any.
+    #[cfg(feature = "redis")]
+    pub(crate) fn advance_to(&self, to: Duration) {
+        let mut offset = lock(&self.inner.offset);
+        *offset = (*offset).max(to);
+    }
 }
 
 impl fmt::Debug for Clock {

@@ -62,9 +62,17 @@ pub(crate) enum Command {
 }
 
 impl Command {
-    /// Applies the command to `server`'s policy.
-    pub(crate) fn apply(self, server: &Server) {
-        server.with_policy(|p, now| match self {
+    /// Applies the command to `server`'s policy; false when its shared state (Redis)
+    /// could not be reached, so that nothing changed.
+    pub(crate) fn apply(self, server: &Server) -> bool {
+        server.with_policy(|p, now| {
+            self.apply_to(p, now);
+            !p.state_unreachable()
+        })
+    }
+
+    fn apply_to(self, p: &mut crate::policy::Policy, now: std::time::SystemTime) {
+        match self {
             Self::BlacklistIp { net, until } => p.blacklist_ip(net, until),
             Self::UnblacklistIp(net) => p.unblacklist_ip(net),
             Self::BlacklistSender { sender, until } => p.blacklist_sender(&sender, until),
@@ -77,7 +85,7 @@ impl Command {
                 limit,
             } => p.set_limit(quota, window, limit),
             Self::ResetCounters => p.reset_counters(),
-        });
+        }
     }
 }
 

@@ -121,7 +121,7 @@ pub fn text(kind: ReplyKind, generation: Generation) -> Option<Source> {
         (TooManyCommands | Timeout | ShuttingDown | TooManyConnections, _) => {
             assumed("no 421 from QQ has ever been reported")
         }
-        (SystemBusy, _) => assumed("no 4xx from QQ's MX has ever been reported"),
+        (SystemBusy | StateUnavailable, _) => assumed("no 4xx from QQ's MX has ever been reported"),
         (RelayDenied, _) => {
             assumed("QQ's answer to RCPT for a domain it does not serve is unknown")
         }
@@ -264,6 +264,11 @@ pub fn stage(kind: ReplyKind) -> Option<StageInfo> {
             "data or end_of_data",
             "limits.max_inflight_bytes",
             assumed("no 4xx from QQ's MX has ever been reported"),
+        ),
+        StateUnavailable => set(
+            "any stage",
+            "state.backend",
+            assumed("qqmx's own condition: its shared state (Redis) cannot be reached"),
         ),
         RelayDenied => at(
             "rcpt",

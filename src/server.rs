@@ -93,6 +93,9 @@ struct Inner {
     faults: Arc<Mutex<Faults>>,
     /// Whether each listener accepts connections, by MX name (absent: up).
     up: watch::Sender<BTreeMap<String, bool>>,
+    /// With the Redis state: the clock's offset shared with the other replicas.
+    #[cfg(feature = "redis")]
+    _shared_clock: Option<crate::policy::SharedClock>,
     /// Where the test CA comes from; kept across config reloads.
     ca: CaSource,
 }
@@ -130,6 +133,10 @@ impl Server {
             .max(MIN_BACKLOG);
         let faults = Arc::new(Mutex::new(Faults::new(config.seed)));
         let inflight = Arc::new(Inflight::default());
+        #[cfg(feature = "redis")]
+        let shared_clock = (config.state.backend == crate::config::StateBackend::Redis)
+            .then(|| crate::policy::SharedClock::start(&config, clock.clone()))
+            .flatten();
         let engine = engine(
             config,
             store.clone(),
@@ -151,6 +158,8 @@ impl Server {
                 active: watch::Sender::new(0),
                 faults,
                 up: watch::Sender::new(BTreeMap::new()),
+                #[cfg(feature = "redis")]
+                _shared_clock: shared_clock,
                 ca,
             }),
         })
@@ -198,6 +207,8 @@ impl Server {
             self.inner.inflight.clone(),
             &self.inner.ca,
         )?;
+        // A policy state shared by replicas starts afresh too.
+        engine.policy().forget_shared();
         *self
             .inner
             .engine

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use qqmx::config::{ClockMode, ListenerConfig, Listeners};
+use qqmx::config::{ClockMode, ListenerConfig, Listeners, StateBackend};
 use qqmx::runner::{self, RunOptions};
 use qqmx::scenario::Scenario;
 use qqmx::sidecar::{Sidecar, SidecarOptions};
@@ -114,6 +114,15 @@ struct Serve {
     /// Log lines as human-readable text or as JSON objects, one per line.
     #[arg(long, default_value = "text", env = "QQMX_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Where the policy's state lives: `memory`, or a Redis URL (`redis://host:6379/0`)
+    /// that several replicas share, so that they enforce one policy (overrides the
+    /// config's `[state]`).
+    #[arg(long, env = "QQMX_STATE")]
+    state: Option<String>,
+    /// This replica's name, shown in `/api/v1/info` and the metrics (overrides
+    /// `state.replica`).
+    #[arg(long, env = "QQMX_REPLICA")]
+    replica: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -324,6 +333,17 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
             ClockArg::Manual => ClockMode::Manual,
         });
     }
+    match args.state.as_deref() {
+        None => {}
+        Some("memory") => config.state.backend = StateBackend::Memory,
+        Some(url) => {
+            config.state.backend = StateBackend::Redis;
+            config.state.url = url.to_owned();
+        }
+    }
+    if let Some(replica) = &args.replica {
+        config.state.replica.clone_from(replica);
+    }
     if let Some(dns) = args.dns {
         config.dns.listen = Some(dns);
     }
@@ -405,6 +425,13 @@ fn serve(args: Serve) -> Result<(), Error> {
         }
         if let Some(addr) = sidecar.api_addr() {
             say(format_args!("qqmx control API on http://{addr}"));
+        }
+        if config.state.backend == StateBackend::Redis {
+            say(format_args!(
+                "qqmx replica {} shares its policy state in Redis (prefix {})",
+                config.state.replica_name(),
+                config.state.prefix,
+            ));
         }
         if let Some(ca) = server.tls_ca() {
             match ca.path() {

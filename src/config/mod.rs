@@ -18,6 +18,7 @@ mod auth;
 mod env;
 mod locate;
 mod policy;
+mod state;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -27,6 +28,8 @@ pub use policy::{
     Blacklist, Block, Concurrency, Content, ListEntry, Memory, Phrase, Quota, Quotas, Reputation,
     Tier, WarmupStep,
 };
+
+pub use state::{StateBackend, StateConfig};
 
 pub(crate) use locate::parse_toml;
 pub(crate) use validate::Problem;
@@ -83,6 +86,8 @@ pub struct Config {
     pub replies: BTreeMap<ReplyKind, String>,
     /// Where refusals whose stage at QQ is unknown are answered.
     pub stages: Stages,
+    /// Where the policy keeps its state: in this process, or in a Redis shared by replicas.
+    pub state: StateConfig,
 }
 
 /// Where refusals are answered whose stage at QQ is unknown (every default is an

@@ -193,6 +193,7 @@ impl Config {
     }
 
     fn validate_core(&self) -> Result<(), Problem> {
+        self.state.validate()?;
         if let Some(start) = &self.clock.start
             && parse_rfc3339(start).is_none()
         {

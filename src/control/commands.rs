@@ -80,7 +80,9 @@ pub(super) async fn blacklist(State(api): ApiState, bytes: Bytes) -> Answer<Json
         Target::Ip(net) => Command::BlacklistIp { net, until },
         Target::Sender(sender) => Command::BlacklistSender { sender, until },
     }
-    .apply(&api.server);
+    .apply(&api.server)
+    .then_some(())
+    .ok_or_else(ApiError::state_unreachable)?;
     Ok(DONE)
 }
 
@@ -96,7 +98,9 @@ pub(super) async fn unblacklist(State(api): ApiState, bytes: Bytes) -> Answer<Js
         Target::Ip(net) => Command::UnblacklistIp(net),
         Target::Sender(sender) => Command::UnblacklistSender(sender),
     }
-    .apply(&api.server);
+    .apply(&api.server)
+    .then_some(())
+    .ok_or_else(ApiError::state_unreachable)?;
     Ok(DONE)
 }
 
@@ -113,7 +117,9 @@ pub(super) async fn whitelist(State(api): ApiState, bytes: Bytes) -> Answer<Json
         recipient: w.recipient,
         sender: w.sender,
     }
-    .apply(&api.server);
+    .apply(&api.server)
+    .then_some(())
+    .ok_or_else(ApiError::state_unreachable)?;
     Ok(DONE)
 }
 
@@ -130,7 +136,9 @@ pub(super) async fn complain(State(api): ApiState, bytes: Bytes) -> Answer<Json<
         ip: c.ip,
         sender: c.sender,
     }
-    .apply(&api.server);
+    .apply(&api.server)
+    .then_some(())
+    .ok_or_else(ApiError::state_unreachable)?;
     Ok(Json(Reputation {
         ip: c.ip,
         reputation: inspect::reputation(&api.server, c.ip),
@@ -166,7 +174,9 @@ pub(super) async fn set_limit(State(api): ApiState, bytes: Bytes) -> Answer<Json
         window: l.window,
         limit,
     }
-    .apply(&api.server);
+    .apply(&api.server)
+    .then_some(())
+    .ok_or_else(ApiError::state_unreachable)?;
     Ok(DONE)
 }
 
@@ -192,7 +202,10 @@ pub(super) async fn reset(State(api): ApiState, bytes: Bytes) -> Answer<Json<Don
             .reload(config)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     } else if r.counters == Some(true) {
-        Command::ResetCounters.apply(&api.server);
+        Command::ResetCounters
+            .apply(&api.server)
+            .then_some(())
+            .ok_or_else(ApiError::state_unreachable)?;
     }
     if everything || r.store == Some(true) {
         api.server.store().clear();

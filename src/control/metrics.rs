@@ -10,11 +10,12 @@ pub(super) fn render(server: &Server) -> String {
     let (held, since_start) = (store.held(), store.since_start());
     let replies = &since_start.replies;
     let config = server.config();
-    let (blocks, keys, evictions) = server.with_policy(|policy, now| {
+    let (blocks, keys, evictions, state) = server.with_policy(|policy, now| {
         (
             policy.blocks(now).len(),
             policy.tracked_keys(),
             policy.evictions(),
+            (policy.state_errors(), policy.state_calls()),
         )
     });
     let mut out = String::with_capacity(4096);
@@ -96,6 +97,34 @@ pub(super) fn render(server: &Server) -> String {
         &[(String::new(), evictions)],
     );
     metric(
+        "qqmx_replica_info",
+        "gauge",
+        "This replica: its name (state.replica) and where its policy state lives.",
+        &[(
+            format!(
+                "{{replica=\"{}\",state=\"{}\"}}",
+                label_value(config.state.replica_name()),
+                match config.state.backend {
+                    crate::config::StateBackend::Redis => "redis",
+                    _ => "memory",
+                }
+            ),
+            1,
+        )],
+    );
+    metric(
+        "qqmx_state_errors_total",
+        "counter",
+        "Calls to the shared policy state (Redis) that failed; each failed stage was answered 451.",
+        &[(String::new(), state.0)],
+    );
+    metric(
+        "qqmx_state_calls_total",
+        "counter",
+        "Round trips to the shared policy state (Redis): one script or pipeline each.",
+        &[(String::new(), state.1)],
+    );
+    metric(
         "qqmx_store_messages",
         "gauge",
         "Messages held in the store.",
@@ -126,4 +155,11 @@ pub(super) fn render(server: &Server) -> String {
         &[(String::new(), u64::from(server.is_draining()))],
     );
     out
+}
+
+/// `text` escaped for a label value: backslash, double quote and newline.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

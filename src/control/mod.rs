@@ -212,6 +212,16 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// `503`: the policy's shared state (Redis) cannot be reached; nothing changed.
+    fn state_unreachable() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message:
+                "the shared policy state (Redis) cannot be reached: nothing changed; try again"
+                    .to_owned(),
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -186,6 +186,10 @@ struct Info {
     /// The DNS server's address, `None` when it does not run.
     dns: Option<std::net::SocketAddr>,
     draining: bool,
+    /// This replica's name.
+    replica: String,
+    /// Where the policy's state lives.
+    state: crate::config::StateBackend,
 }
 
 #[derive(Serialize)]
@@ -217,6 +221,8 @@ async fn info(State(api): ApiState) -> Json<Info> {
             .collect(),
         dns: api.options.dns,
         draining: api.server.is_draining(),
+        replica: config.state.replica_name().to_owned(),
+        state: config.state.backend,
     })
 }
 

@@ -58,7 +58,8 @@
 //! The rules live here; what they remember lives in owners with one job each (lists,
 //! quota counters, IP records, bulk fingerprints: see the `state` module), which the
 //! rules call in their fixed order. The owners are interfaces with an in-memory store
-//! behind them.
+//! behind them or, with `[state] backend = "redis"`, a Redis that several replicas share
+//! (a stage whose store cannot be reached is answered `451`, `state_unavailable`).
 
 mod auth;
 mod content;
@@ -72,6 +73,7 @@ mod rules;
 mod state;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::clock::unix_secs;
@@ -87,7 +89,9 @@ pub use decision::{BlockInfo, Connect, Decision, Facts, Verdict};
 use mailbox::Address;
 
 use quota::Subject;
-use state::{Check, Memory, QuotaKey, Store};
+#[cfg(feature = "redis")]
+pub(crate) use state::SharedClock;
+use state::{Check, Health, QuotaKey, Store};
 
 /// QQ's rules about senders, and what it remembers about them.
 #[derive(Debug)]
@@ -103,6 +107,8 @@ pub struct Policy {
     auth: AuthRules,
     /// What the policy remembers about clients.
     state: Box<dyn Store>,
+    /// The health of a store that can fail (shared by replicas); `None` in memory.
+    health: Option<Arc<Health>>,
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -123,6 +129,16 @@ fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
+/// The refusal of a stage while the shared state cannot be reached: try again later.
+fn unavailable(stage: Stage) -> Decision {
+    Decision::reject(
+        stage,
+        ReplyKind::StateUnavailable,
+        "state.unavailable",
+        "the shared policy state cannot be reached".to_owned(),
+    )
+}
+
 /// Whether `list` holds `address`, ignoring case.
 pub(crate) fn contains_address(list: &[String], address: &str) -> bool {
     list.iter().any(|a| a.eq_ignore_ascii_case(address))
@@ -136,6 +152,7 @@ impl Policy {
     /// A [`ConfigError`] when the config does not pass [`Config::check`].
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
         config.check()?;
+        let (state, health) = state::open(config)?;
         Ok(Self {
             mailboxes: mailbox::Directory::new(&config.mailboxes),
             max_message_size: config.limits.max_message_size,
@@ -146,7 +163,8 @@ impl Policy {
             reputation: config.reputation.clone(),
             content: config.content.clone(),
             auth: AuthRules::new(&config.auth, config.seed),
-            state: Box::new(Memory::new(config)),
+            state,
+            health,
         })
     }
 
@@ -155,7 +173,18 @@ impl Policy {
     /// A client connects: counts the connection, draws random blacklisting for a new IP,
     /// and decides whether to greet it.
     pub fn connect(&mut self, ip: IpAddr, now: SystemTime) -> Connect {
-        let now = secs(now);
+        self.begin();
+        let connect = self.connect_at(ip, secs(now));
+        if self.state_failed() {
+            return Connect {
+                decision: unavailable(Stage::Connect),
+                deferred: Vec::new(),
+            };
+        }
+        connect
+    }
+
+    fn connect_at(&mut self, ip: IpAddr, now: u64) -> Connect {
         self.state.sweep(now);
         self.state.see(ip, now);
         let mut deferred = Vec::new();
@@ -229,12 +258,18 @@ impl Policy {
 
     /// A client's connection closed.
     pub fn disconnect(&mut self, ip: IpAddr) {
+        self.begin();
         self.state.disconnected(ip);
     }
 
     /// Decides HELO, MAIL, RCPT or DATA. (The end of data is [`end_of_data`](Self::end_of_data).)
     pub fn check(&mut self, stage: Stage, facts: &Facts<'_>, now: SystemTime) -> Decision {
-        let now = secs(now);
+        self.begin();
+        let decision = self.check_at(stage, facts, secs(now));
+        self.or_unavailable(stage, decision)
+    }
+
+    fn check_at(&mut self, stage: Stage, facts: &Facts<'_>, now: u64) -> Decision {
         self.state.see(facts.ip, now);
         let intrinsic = match stage {
             Stage::Mail => self.mail_syntax(facts),
@@ -257,7 +292,7 @@ impl Policy {
         if let Some(d) = self.blacklisted(stage, facts, now) {
             return d;
         }
-        if let Some(d) = self.message_quotas(stage, facts, now, false) {
+        if let Some(d) = self.message_quotas(stage, facts, now, false, None) {
             return d;
         }
         let (rule, detail) = match (stage, facts.rcpt) {
@@ -271,8 +306,13 @@ impl Policy {
 
     /// Decides a complete message; when it is accepted, counts it against every quota.
     pub fn end_of_data(&mut self, facts: &Facts<'_>, now: SystemTime) -> Decision {
+        self.begin();
+        let decision = self.end_of_data_at(facts, secs(now));
+        self.or_unavailable(Stage::EndOfData, decision)
+    }
+
+    fn end_of_data_at(&mut self, facts: &Facts<'_>, now: u64) -> Decision {
         const STAGE: Stage = Stage::EndOfData;
-        let now = secs(now);
         self.state.see(facts.ip, now);
         if let Some(d) = self.blacklisted(STAGE, facts, now) {
             return d;
@@ -292,7 +332,13 @@ impl Policy {
         };
         // Every message quota, wherever else it is answered, is checked again here, so
         // that concurrent sessions cannot take a key past its limit between their checks.
-        if let Some(d) = self.message_quotas(STAGE, facts, now, true) {
+        // A shared store counts the message in the same step (replicas share no lock),
+        // and gives it back if a content rule refuses it.
+        let reserved = self
+            .health
+            .is_some()
+            .then(|| self.message_keys(facts, true, |_| true, true));
+        if let Some(d) = self.message_quotas(STAGE, facts, now, true, reserved.as_deref()) {
             return d;
         }
         let print = facts
@@ -300,9 +346,12 @@ impl Policy {
             .filter(|_| self.content.bulk_recipients > 0)
             .map(content::fingerprint);
         if let Some(d) = self.content_rules(facts, print, now) {
+            if let Some(keys) = &reserved {
+                self.state.cancel(keys, now);
+            }
             return d;
         }
-        self.commit(facts, print, now);
+        self.commit(facts, reserved.as_deref(), print, now);
         if let Some(detail) = junk {
             return Decision::new(STAGE, Verdict::Junk, "auth.dmarc", detail);
         }
@@ -323,33 +372,84 @@ impl Policy {
         )
     }
 
+    /// A call begins: a shared store's earlier failures are over.
+    fn begin(&self) {
+        if let Some(health) = &self.health {
+            health.begin();
+        }
+    }
+
+    /// Whether the shared store failed during this call.
+    fn state_failed(&self) -> bool {
+        self.health.as_ref().is_some_and(|h| h.failed())
+    }
+
+    /// `decision`, or `451` when the shared store failed while it was made.
+    fn or_unavailable(&self, stage: Stage, decision: Decision) -> Decision {
+        if self.state_failed() {
+            unavailable(stage)
+        } else {
+            decision
+        }
+    }
+
+    /// How many calls to a shared store (Redis) failed since the policy was made; 0 in
+    /// memory.
+    pub fn state_errors(&self) -> u64 {
+        self.health.as_ref().map_or(0, |h| h.errors())
+    }
+
+    /// Forgets what a shared store (Redis) holds for every replica, so that this policy,
+    /// made afresh from a config, starts afresh there too (the clock's offset excepted);
+    /// nothing to do in memory.
+    pub(crate) fn forget_shared(&mut self) {
+        self.begin();
+        self.state.clear_all();
+    }
+
+    /// Whether the last call of the policy could not reach its shared store (Redis), so
+    /// that what it was to change did not change; always false in memory.
+    pub fn state_unreachable(&self) -> bool {
+        self.state_failed()
+    }
+
+    /// How many round trips to a shared store (Redis) the policy made; 0 in memory.
+    pub fn state_calls(&self) -> u64 {
+        self.health.as_ref().map_or(0, |h| h.calls())
+    }
+
     // ---- control and inspection ------------------------------------------------------
 
     /// Blacklists an IP or CIDR range, until `until` or for good.
     pub fn blacklist_ip(&mut self, net: IpNet, until: Option<SystemTime>) {
+        self.begin();
         self.state.list_ip(net, until.map(secs));
     }
 
     /// Lifts every listing of exactly `net`, its random listing and its complaints.
     pub fn unblacklist_ip(&mut self, net: IpNet) {
+        self.begin();
         self.state.unlist_ip(net);
         self.state.forgive(net);
     }
 
     /// Blacklists a sender address (with `@`) or a sender domain.
     pub fn blacklist_sender(&mut self, sender: &str, until: Option<SystemTime>) {
+        self.begin();
         self.state
             .list_sender(&sender.to_lowercase(), until.map(secs));
     }
 
     /// Lifts the listings of a sender address or domain, random ones included.
     pub fn unblacklist_sender(&mut self, sender: &str) {
+        self.begin();
         self.state.unlist_sender(&sender.to_lowercase());
     }
 
     /// `recipient` whitelists a sender address or domain: its mail to them is accepted
     /// despite blacklists, until a complaint about that sender.
     pub fn whitelist(&mut self, recipient: &str, sender: &str) {
+        self.begin();
         self.state
             .whitelist(&recipient.to_lowercase(), &sender.to_lowercase());
     }
@@ -357,23 +457,27 @@ impl Policy {
     /// A QQ user marks mail from `ip` as spam. With a `sender`, the complaint also ends
     /// every whitelisting of that sender and of its domain.
     pub fn complain(&mut self, ip: IpAddr, sender: Option<&str>, now: SystemTime) {
+        self.begin();
         self.complaint(ip, sender, secs(now));
     }
 
     /// `recipient` adds a sender address or domain to their personal blacklist.
     pub fn block_for_recipient(&mut self, recipient: &str, sender: &str) {
+        self.begin();
         self.state
             .block_sender(&recipient.to_lowercase(), &sender.to_lowercase());
     }
 
     /// Records that QQ user `address` sent mail to `ip`, so bounces from it are expected.
     pub fn record_outbound(&mut self, address: &str, ip: IpAddr) {
+        self.begin();
         self.state.record_outbound(&address.to_lowercase(), ip);
     }
 
     /// Sets (or with `None` removes) the limit of one tier of a quota. The tier keeps
     /// its block time, or gets the default block of that quota's tier when it had none.
     pub fn set_limit(&mut self, quota: QuotaName, window: Window, limit: Option<u64>) {
+        self.begin();
         let defaults = Quotas::default();
         let default = quota_of(&defaults, quota).tier(window).map(|t| t.block);
         let tier = self.quota_mut(quota).tier_mut(window);
@@ -394,6 +498,7 @@ impl Policy {
 
     /// Switches a quota on or off.
     pub fn set_enabled(&mut self, quota: QuotaName, enabled: bool) {
+        self.begin();
         self.quota_mut(quota).enabled = enabled;
     }
 
@@ -409,17 +514,20 @@ impl Policy {
 
     /// Forgets every counter and block (not lists, complaints or IP ages).
     pub fn reset_counters(&mut self) {
+        self.begin();
         self.state.clear_counters();
         self.state.clear_prints();
     }
 
     /// An IP's reputation now (0 means blacklisted).
     pub fn reputation(&self, ip: IpAddr, now: SystemTime) -> u64 {
+        self.begin();
         self.reputation_at(ip, secs(now))
     }
 
     /// The blocks in force at `now`.
     pub fn blocks(&self, now: SystemTime) -> Vec<BlockInfo> {
+        self.begin();
         let mut blocks = self.state.blocks(secs(now));
         blocks.sort_by(|a, b| (a.until, &a.key).cmp(&(b.until, &b.key)));
         blocks

@@ -177,11 +177,13 @@ impl Policy {
     /// is then always answered there), and one configured after it is answered there too
     /// for the recipients who did not whitelist the sender, so that one transaction can
     /// deliver to those who did.
-    fn answers(configured: Stage, stage: Stage, may_whitelist: bool) -> bool {
+    /// `may_whitelist` is asked only when the answer depends on it (a lookup in a
+    /// shared store is a round trip).
+    fn answers(configured: Stage, stage: Stage, may_whitelist: impl Fn() -> bool) -> bool {
         if configured < Stage::Rcpt {
-            (stage == configured && !may_whitelist) || stage == Stage::Rcpt
+            stage == Stage::Rcpt || (stage == configured && !may_whitelist())
         } else {
-            stage == configured || (stage == Stage::Rcpt && may_whitelist)
+            stage == configured || (stage == Stage::Rcpt && may_whitelist())
         }
     }
 
@@ -193,7 +195,8 @@ impl Policy {
         facts: &Facts<'_>,
         now: u64,
     ) -> Option<Decision> {
-        let may_whitelist = self.whitelist_may_apply(stage, facts);
+        let may = std::cell::OnceCell::new();
+        let may_whitelist = || *may.get_or_init(|| self.whitelist_may_apply(stage, facts));
         if Self::answers(self.blacklist.ip_stage, stage, may_whitelist)
             && let Some(d) = self.ip_blacklisted(stage, facts, now)
         {
@@ -312,7 +315,7 @@ impl Policy {
 
     /// The message quotas of a transaction: its IP, sender domain and address, and its
     /// recipients (the one being decided, or all of them when `all`), each once.
-    fn message_keys<'f>(
+    pub(super) fn message_keys<'f>(
         &self,
         facts: &Facts<'f>,
         all: bool,
@@ -353,19 +356,24 @@ impl Policy {
     }
 
     /// Checks the message quotas answered at `stage` (or all of them when `all`), with
-    /// the warm-up allowance of a new IP.
+    /// the warm-up allowance of a new IP; with `reserved`, counts those keys when every
+    /// check fits, in the same step (a shared store: see `QuotaCounters::reserve`).
     pub(super) fn message_quotas(
         &mut self,
         stage: Stage,
         facts: &Facts<'_>,
         now: u64,
         all: bool,
+        reserved: Option<&[QuotaKey<'_>]>,
     ) -> Option<Decision> {
         let at = |q: &Quota| q.enabled && (all || q.stage == stage);
         let warmup = self.reputation.warmup && (all || self.quotas.ip_messages.stage == stage);
         let ip = at(&self.quotas.ip_messages) || warmup;
         let keys = self.message_keys(facts, all, at, ip);
         if keys.is_empty() {
+            if let Some(reserved) = reserved {
+                self.state.reserve(&[], reserved, now);
+            }
             return None;
         }
         let allowance = if ip {
@@ -395,7 +403,10 @@ impl Policy {
                 }
             })
             .collect();
-        let (i, breach) = self.state.check(&checks, false, now)?;
+        let (i, breach) = match reserved {
+            Some(reserved) => self.state.reserve(&checks, reserved, now),
+            None => self.state.check(&checks, false, now),
+        }?;
         let key = keys[i];
         let name = key.name;
         let (rule, detail) = match (breach.extra, breach.already) {
@@ -507,10 +518,18 @@ impl Policy {
         Some(found)
     }
 
-    /// Counts an accepted message.
-    pub(super) fn commit(&mut self, facts: &Facts<'_>, print: Option<u64>, now: u64) {
-        let keys = self.message_keys(facts, true, |_| true, true);
-        self.state.count(&keys, now);
+    /// Counts an accepted message, unless its quotas `reserved` its place already.
+    pub(super) fn commit(
+        &mut self,
+        facts: &Facts<'_>,
+        reserved: Option<&[QuotaKey<'_>]>,
+        print: Option<u64>,
+        now: u64,
+    ) {
+        if reserved.is_none() {
+            let keys = self.message_keys(facts, true, |_| true, true);
+            self.state.count(&keys, now);
+        }
         if let Some(print) = print {
             self.state.add_recipients(print, facts.rcpts, now);
         }

@@ -286,6 +286,10 @@ kinds! {
     /// `421` to a connection over `limits.max_connections`, which is then closed. QQ's
     /// text is unknown; the text is an assumption in the style of its other `421`s.
     TooManyConnections => "too_many_connections",
+    /// `451` at any stage while the shared policy state (`[state] backend = "redis"`)
+    /// cannot be reached; the client is to try again. qqmx's own condition, not QQ's: the
+    /// text is an assumption in the style of `system_busy`.
+    StateUnavailable => "state_unavailable",
 }
 
 impl fmt::Display for ReplyKind {

@@ -73,6 +73,7 @@ pub fn template(kind: ReplyKind, generation: Generation) -> &'static str {
         (Greylisted, _) => "451 Greylisted, please try again later",
         (SystemBusy, _) => "451 Error: system busy, try again later",
         (TooManyConnections, _) => "421 {host} Error: too many connections",
+        (StateUnavailable, _) => "451 Error: service temporarily unavailable, try again later",
 
         (MailboxNotFound, G2025) => {
             "550 Mailbox not found. http://service.mail.qq.com/detail/122/169 [{b64} IP: {ip}]"

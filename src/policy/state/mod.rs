@@ -19,15 +19,23 @@
 //! [`Memory`] is the in-memory store, with every owner's state side by side because
 //! `[memory] max_tracked_keys` caps them together: making room for a key of one owner
 //! may forget the least recently used key of another.
+//!
+//! With the `redis` feature, `redis::Redis` keeps every owner's state in a Redis server
+//! shared by replicas (`[state] backend = "redis"`): each call is one script or pipeline,
+//! and a call that fails leaves the [`Health`] failed, which the policy answers `451`.
 
 mod bulk;
 mod ips;
 mod lists;
 mod memory;
 mod quotas;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::BlockInfo;
 use super::quota::{Breach, Subject};
@@ -35,6 +43,80 @@ use crate::config::Quota;
 use crate::units::{IpNet, QuotaName, Window};
 
 pub(crate) use memory::Memory;
+#[cfg(feature = "redis")]
+pub(crate) use redis::SharedClock;
+
+/// How a shared store is doing: whether the call of the policy in progress (a stage, an
+/// API change) met an error, and how many errors there were. The in-memory store has
+/// none; the policy answers a stage whose store failed `451`.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    failed: AtomicBool,
+    errors: AtomicU64,
+    /// Round trips to the store.
+    calls: AtomicU64,
+    /// Calls of the policy begun: what a store reads may be kept for the rest of one.
+    stage: AtomicU64,
+}
+
+impl Health {
+    /// A call of the policy begins: nothing has failed yet.
+    pub fn begin(&self) {
+        self.failed.store(false, Ordering::Relaxed);
+        self.stage.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The call of the policy in progress, as a number.
+    #[cfg(feature = "redis")]
+    pub fn stage(&self) -> u64 {
+        self.stage.load(Ordering::Relaxed)
+    }
+
+    /// The store could not answer.
+    #[cfg(feature = "redis")]
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the store failed since [`begin`](Self::begin).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Errors since the store was made.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// A round trip to the store.
+    #[cfg(feature = "redis")]
+    pub fn call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Round trips since the store was made.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// A store, with its health when it can fail.
+pub(crate) type Opened = (Box<dyn Store>, Option<Arc<Health>>);
+
+/// The store `config.state` asks for, with its health when it can fail.
+pub(crate) fn open(config: &crate::config::Config) -> Result<Opened, crate::config::ConfigError> {
+    match config.state.backend {
+        #[cfg(feature = "redis")]
+        crate::config::StateBackend::Redis => {
+            let health = Arc::new(Health::default());
+            let store = redis::Redis::new(config, health.clone())?;
+            Ok((Box::new(store), Some(health)))
+        }
+        // Without the `redis` feature, `Config::check` refuses the Redis backend.
+        _ => Ok((Box::new(Memory::new(config)), None)),
+    }
+}
 
 /// Where a static listing came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +241,25 @@ pub(crate) trait QuotaCounters {
     fn check(&mut self, checks: &[Check<'_>], count: bool, now: u64) -> Option<(usize, Breach)>;
     /// Counts one event of each key at `now`.
     fn count(&mut self, keys: &[QuotaKey<'_>], now: u64);
+    /// Checks `checks` as [`check`](Self::check) does without counting, for a message
+    /// about to be accepted, and, when every check fits, counts one event of each of
+    /// `keys` in the same atomic step, so that no other replica sharing the store takes
+    /// the place in between. A message refused after all is given back with
+    /// [`cancel`](Self::cancel). The in-memory store, which one lock guards, only checks:
+    /// the policy counts an accepted message with [`count`](Self::count) instead.
+    fn reserve(
+        &mut self,
+        checks: &[Check<'_>],
+        keys: &[QuotaKey<'_>],
+        now: u64,
+    ) -> Option<(usize, Breach)> {
+        let _ = keys;
+        self.check(checks, false, now)
+    }
+    /// Gives back the events [`reserve`](Self::reserve) counted for `keys`.
+    fn cancel(&mut self, keys: &[QuotaKey<'_>], now: u64) {
+        let _ = (keys, now);
+    }
     /// The block in force on `key` at `now`.
     fn block_of(&self, key: QuotaKey<'_>, now: u64) -> Option<BlockOf>;
     /// Every block in force at `now`.
@@ -202,6 +303,10 @@ pub(crate) trait Store:
 {
     /// Forgets idle state; runs at most every ten virtual minutes.
     fn sweep(&mut self, now: u64);
+    /// Forgets everything, as a store made afresh from the config: nothing to do for one
+    /// that was just made in memory; a shared store forgets what every replica wrote
+    /// (the clock's offset excepted).
+    fn clear_all(&mut self) {}
     /// How many keys are remembered, as `memory.max_tracked_keys` counts them.
     fn tracked_keys(&self) -> usize;
     /// How many keys were forgotten to stay within bounds.

@@ -1,0 +1,175 @@
+//! [`QuotaCounters`] in Redis: a counter per key (a hash of window numbers and counts,
+//! and its block), checked and counted by one script per call.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::Redis;
+use crate::policy::BlockInfo;
+use crate::policy::quota::{Breach, Subject, block_end};
+use crate::policy::state::{BlockOf, Check, QuotaCounters, QuotaKey};
+use crate::units::{QuotaName, Window};
+
+/// What the quota script does with the keys after the checks.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Checks only.
+    Check = 0,
+    /// Counts every key checked, fitting or not.
+    CountChecked = 1,
+    /// Counts the other keys when every key checked fits.
+    Reserve = 2,
+    /// Takes one event back from the other keys.
+    Cancel = 3,
+}
+
+impl Redis {
+    fn counter_key(&self, key: QuotaKey<'_>) -> String {
+        self.key(format_args!(
+            "q:{}:{}",
+            key.name.name(),
+            key.subject.label()
+        ))
+    }
+
+    fn blocks_key(&self) -> String {
+        self.key(format_args!("blocks"))
+    }
+
+    /// Runs the quota script: `checks` in order, then `mode` on `others`.
+    fn quota(
+        &self,
+        checks: &[Check<'_>],
+        mode: Mode,
+        others: &[QuotaKey<'_>],
+        now: u64,
+    ) -> Option<(usize, Breach)> {
+        self.forget_view();
+        let mut invocation = self.scripts.quota.key(self.blocks_key());
+        for check in checks {
+            invocation.key(self.counter_key(check.key));
+        }
+        for key in others {
+            invocation.key(self.counter_key(*key));
+        }
+        // A counter outlives the day it counts in by `idle_counters`, at least a day, so
+        // that a clock held still (a manual clock) never sees it expire mid-window.
+        let ttl = Window::Day.end(now) - now + self.idle_counters.max(86_400);
+        invocation
+            .arg(now)
+            .arg(mode as u8)
+            .arg(Window::Minute.index(now))
+            .arg(Window::Hour.index(now))
+            .arg(Window::Day.index(now))
+            .arg(ttl)
+            .arg(checks.len());
+        for check in checks {
+            invocation
+                .arg(check.key.name.name())
+                .arg(&*check.key.subject.label());
+            for window in Window::ALL {
+                match check.quota.tier(window) {
+                    Some(tier) => invocation
+                        .arg(tier.limit)
+                        .arg(block_end(tier.block, window, now)),
+                    None => invocation.arg(-1).arg(0),
+                };
+            }
+            match check.extra {
+                Some((window, limit)) => {
+                    invocation.arg(window as u8).arg(limit).arg(window.end(now))
+                }
+                None => invocation.arg(-1).arg(0).arg(0),
+            };
+        }
+        let found: Vec<u64> = self.call("quota", |conn| invocation.invoke(conn));
+        let &[i, window, count, limit, until, already, extra] = found.as_slice() else {
+            return None;
+        };
+        let index = usize::try_from(i).ok()?;
+        let window = *Window::ALL.get(usize::try_from(window).ok()?)?;
+        Some((
+            index,
+            Breach {
+                window,
+                count,
+                limit,
+                until,
+                already: already == 1,
+                extra: extra == 1,
+            },
+        ))
+    }
+}
+
+impl QuotaCounters for Redis {
+    fn check(&mut self, checks: &[Check<'_>], count: bool, now: u64) -> Option<(usize, Breach)> {
+        let mode = if count {
+            Mode::CountChecked
+        } else {
+            Mode::Check
+        };
+        self.quota(checks, mode, &[], now)
+    }
+
+    fn count(&mut self, keys: &[QuotaKey<'_>], now: u64) {
+        self.quota(&[], Mode::Reserve, keys, now);
+    }
+
+    fn reserve(
+        &mut self,
+        checks: &[Check<'_>],
+        keys: &[QuotaKey<'_>],
+        now: u64,
+    ) -> Option<(usize, Breach)> {
+        self.quota(checks, Mode::Reserve, keys, now)
+    }
+
+    fn cancel(&mut self, keys: &[QuotaKey<'_>], now: u64) {
+        self.quota(&[], Mode::Cancel, keys, now);
+    }
+
+    fn block_of(&self, key: QuotaKey<'_>, now: u64) -> Option<BlockOf> {
+        if let Subject::Ip(ip) = key.subject
+            && let Some(block) = self.ip_view(ip).block_of(key, now)
+        {
+            return block;
+        }
+        let k = self.counter_key(key);
+        let (until, refused): (Option<u64>, Option<u64>) = self.call("block_of", |conn| {
+            redis::cmd("HMGET").arg(&k).arg("bu").arg("br").query(conn)
+        });
+        let until = until.filter(|u| *u > now)?;
+        Some(BlockOf {
+            until,
+            refused: refused.unwrap_or(0),
+        })
+    }
+
+    fn blocks(&self, now: u64) -> Vec<BlockInfo> {
+        let mut invocation = self.scripts.blocks.key(self.blocks_key());
+        invocation.arg(now);
+        let found: Vec<(String, String, usize, u64, u64)> =
+            self.call("blocks", |conn| invocation.invoke(conn));
+        found
+            .into_iter()
+            .filter_map(|(quota, label, window, until, refused)| {
+                let quota = QuotaName::ALL.into_iter().find(|q| q.name() == quota)?;
+                Some(BlockInfo {
+                    quota,
+                    key: format!("{}:{label}", quota.key_prefix()),
+                    window: Some(*Window::ALL.get(window)?),
+                    until: UNIX_EPOCH + Duration::from_secs(until),
+                    refused,
+                })
+            })
+            .collect()
+    }
+
+    fn clear_counters(&mut self) {
+        self.delete_all("clear_counters", "q:");
+        let blocks = self.blocks_key();
+        self.call("clear_counters", |conn| {
+            redis::cmd("DEL").arg(&blocks).query::<()>(conn)
+        });
+    }
+}

@@ -1,0 +1,833 @@
+//! Replicas that share their policy state in a real `redis-server`: one global limit
+//! whatever the interleaving, a blacklisting through one replica answered by another,
+//! every owner shared, one virtual clock, the path through HAProxy with the PROXY
+//! protocol, the round trips a message costs, and Redis killed, stopped and restarted
+//! under load (`451`, no panic, no lost `250`, recovery).
+//!
+//! Each test starts its own `redis-server` (and one its own HAProxy) on a free port with
+//! a temporary directory, and stops it: Debian's `redis-server` and `haproxy` packages,
+//! which scripts/test.sh and .ci/run install. Set QQMX_SKIP_REDIS_TEST=1 to skip these
+//! tests on a machine without them.
+
+#![cfg(feature = "redis")]
+
+#[cfg(feature = "cli")]
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use qqmx::config::{Block, StateBackend, Tier};
+use qqmx::{Clock, Config, QqMx};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpSocket;
+
+/// How long anything that must happen may take on a loaded 2-core machine before the
+/// test calls it a hang.
+const HANG: Duration = Duration::from_secs(30);
+
+/// A `redis-server` of the test's own.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn skip() -> bool {
+    let skip = std::env::var_os("QQMX_SKIP_REDIS_TEST").is_some_and(|v| !v.is_empty());
+    if skip {
+        eprintln!("QQMX_SKIP_REDIS_TEST is set: qqmx is not tested with Redis");
+    }
+    skip
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl RedisServer {
+    fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("qqmx-redis-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts (again) on the same port, empty.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): these tests need Debian's redis-server \
+                     package (apt-get install redis-server); set QQMX_SKIP_REDIS_TEST=1 to skip them"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + HANG;
+        while self.ping().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(5))
+    }
+
+    fn ping(&self) -> redis::RedisResult<()> {
+        redis::cmd("PING").query::<String>(&mut self.connection()?)?;
+        Ok(())
+    }
+
+    /// Sends `signal` (`-KILL`, `-STOP`, `-CONT`) to the server.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every key, with its TTL in seconds (-1: none).
+    fn ttls(&self) -> Vec<(String, i64)> {
+        let mut conn = self.connection().expect("redis answers");
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).expect("KEYS");
+        keys.into_iter()
+            .map(|k| {
+                let ttl = redis::cmd("TTL").arg(&k).query(&mut conn).expect("TTL");
+                (k, ttl)
+            })
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A replica of a QQ whose state is in `redis` under `prefix`; no limits but those the
+/// test sets.
+fn config(redis: &RedisServer, prefix: &str, replica: &str) -> Config {
+    let mut config = Config::default().no_limits();
+    config.state.backend = StateBackend::Redis;
+    config.state.url = redis.url();
+    config.state.prefix = prefix.to_owned();
+    config.state.replica = replica.to_owned();
+    // Far longer than a round trip to a local Redis on a loaded machine.
+    config.state.timeout = Duration::from_secs(2);
+    config
+}
+
+fn replicas(configs: Vec<Config>) -> Vec<QqMx> {
+    // One virtual time for all, as replicas behind one balancer share the real one.
+    let clock = Clock::manual_at_unix(1_748_826_000);
+    configs
+        .into_iter()
+        .map(|c| QqMx::builder().config(c).clock(clock.clone()).start())
+        .collect()
+}
+
+/// What became of one message: the code of the reply that ended it (250 after the data),
+/// or 0 when the connection broke.
+async fn send(addr: SocketAddr, source: Ipv4Addr, from: &str, to: &str) -> u16 {
+    let body = format!("from {source} to {to}");
+    send_body(addr, source, from, to, &body).await
+}
+
+/// [`send`] with a body of the test's choosing.
+async fn send_body(addr: SocketAddr, source: Ipv4Addr, from: &str, to: &str, body: &str) -> u16 {
+    tokio::time::timeout(HANG, attempt(addr, source, from, to, body))
+        .await
+        .unwrap_or_else(|_| panic!("qqmx did not answer {source} within {HANG:?}"))
+}
+
+async fn attempt(addr: SocketAddr, source: Ipv4Addr, from: &str, to: &str, body: &str) -> u16 {
+    let Ok(socket) = TcpSocket::new_v4() else {
+        return 0;
+    };
+    if socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).is_err() {
+        return 0;
+    }
+    let Ok(stream) = socket.connect(addr).await else {
+        return 0;
+    };
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut reply = async || -> u16 {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match read.read_line(&mut line).await {
+                Ok(n) if n >= 4 => {}
+                _ => return 0,
+            }
+            if line.as_bytes()[3] != b'-' {
+                return line[..3].parse().unwrap_or(0);
+            }
+        }
+    };
+    let greeting = reply().await;
+    if greeting != 220 {
+        return greeting;
+    }
+    let data = format!("Subject: hello\r\n\r\n{body}\r\n.\r\n");
+    let steps = [
+        ("EHLO client.example\r\n".to_owned(), 250),
+        (format!("MAIL FROM:<{from}>\r\n"), 250),
+        (format!("RCPT TO:<{to}>\r\n"), 250),
+        ("DATA\r\n".to_owned(), 354),
+        (data, 250),
+    ];
+    let mut last = 0;
+    for (line, ok) in steps {
+        if write.write_all(line.as_bytes()).await.is_err() {
+            return 0;
+        }
+        last = reply().await;
+        if last != ok {
+            break;
+        }
+    }
+    let _ = write.write_all(b"QUIT\r\n").await;
+    last
+}
+
+/// A small seeded generator (xorshift), so that a failing interleaving can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+const IP_LIMIT: u64 = 5;
+const SENDER_LIMIT: u64 = 7;
+
+fn limited(redis: &RedisServer, prefix: &str, replica: &str) -> Config {
+    let mut config = config(redis, prefix, replica);
+    let block = Block::For(Duration::from_secs(600));
+    config.quotas.ip_messages.enabled = true;
+    config.quotas.ip_messages.minute = Some(Tier {
+        limit: IP_LIMIT,
+        block,
+    });
+    config.quotas.sender.enabled = true;
+    config.quotas.sender.minute = Some(Tier {
+        limit: SENDER_LIMIT,
+        block,
+    });
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_never_accept_more_than_one_limit_in_a_window() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("limit");
+    let seeds: Vec<u64> = match std::env::var("QQMX_REDIS_SEED") {
+        Ok(seed) => vec![seed.parse().expect("QQMX_REDIS_SEED is a number")],
+        Err(_) => vec![1, 2, 3],
+    };
+    for seed in seeds {
+        let prefix = format!("limit-{seed}");
+        let servers = replicas(
+            ["a", "b", "c"]
+                .iter()
+                .map(|r| limited(&redis, &prefix, r))
+                .collect(),
+        );
+        let ips: Vec<Ipv4Addr> = (2..5).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
+        let senders = ["s1@sender.example", "s2@sender.example"];
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        // Rounds of concurrent sends: in each, messages from random IPs and senders go
+        // to random replicas at once.
+        let mut sent = Vec::new();
+        for round in 0..6 {
+            let mut batch = Vec::new();
+            for n in 0..6 {
+                let (ip, sender) = (ips[rng.below(ips.len())], senders[rng.below(2)]);
+                let addr = servers[rng.below(servers.len())].addr();
+                let to = format!("{}@qq.com", 10_000 + round * 10 + n);
+                batch.push(tokio::spawn(async move {
+                    (ip, sender, send(addr, ip, sender, &to).await)
+                }));
+            }
+            for task in batch {
+                sent.push(task.await.expect("a sender task"));
+            }
+        }
+        let accepted = |pick: &dyn Fn(&(Ipv4Addr, &str, u16)) -> bool| {
+            sent.iter().filter(|s| s.2 == 250 && pick(s)).count() as u64
+        };
+        let mut at_limit = 0;
+        for ip in &ips {
+            let n = accepted(&|s| s.0 == *ip);
+            assert!(
+                n <= IP_LIMIT,
+                "seed {seed}: {n} accepted from {ip}: {sent:?}"
+            );
+            at_limit += usize::from(n == IP_LIMIT);
+        }
+        println!(
+            "seed {seed}: {} sent, {} accepted, {at_limit} IPs at the limit",
+            sent.len(),
+            accepted(&|_| true)
+        );
+        // 36 messages from 3 IPs: the limit is reached, not merely respected.
+        assert!(
+            at_limit > 0,
+            "seed {seed}: no IP reached its limit: {sent:?}"
+        );
+        for sender in senders {
+            let n = accepted(&|s| s.1 == sender);
+            assert!(
+                n <= SENDER_LIMIT,
+                "seed {seed}: {n} accepted from {sender}: {sent:?}"
+            );
+        }
+        // Every 250 is a message in one replica's store, and nothing else is.
+        let stored: usize = servers.iter().map(|s| s.messages().len()).sum();
+        assert_eq!(stored as u64, accepted(&|_| true), "seed {seed}");
+        // Exact, not merely bounded: an IP that sent more than its limit got exactly it,
+        // unless its sender ran out first.
+        let total = accepted(&|_| true);
+        assert!(total > 0, "seed {seed}: nothing accepted: {sent:?}");
+        let codes: Vec<u16> = sent.iter().map(|s| s.2).collect();
+        assert!(
+            codes.iter().all(|c| [250, 550].contains(c)),
+            "seed {seed}: only 250 and QQ's 550s: {codes:?}"
+        );
+    }
+    // Every key the replicas wrote expires.
+    let ttls = redis.ttls();
+    assert!(!ttls.is_empty());
+    for (key, ttl) in &ttls {
+        assert!(*ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_alternating_client_gets_exactly_the_limit_then_ip_frequency() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("alternate");
+    let servers = replicas(vec![
+        limited(&redis, "alt", "a"),
+        limited(&redis, "alt", "b"),
+    ]);
+    let ip = Ipv4Addr::new(127, 0, 0, 9);
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let addr = servers[i % 2].addr();
+        let from = format!("s{i}@sender.example");
+        codes.push(send(addr, ip, &from, &format!("{}@qq.com", 20_000 + i)).await);
+    }
+    assert_eq!(codes, [250, 250, 250, 250, 250, 550, 550, 550]);
+    let blocks = servers[1].blocks();
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(blocks[0].key, "ip:127.0.0.9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blacklisting_through_one_replica_holds_on_another() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("blacklist");
+    let servers = replicas(vec![config(&redis, "bl", "a"), config(&redis, "bl", "b")]);
+    let (listed, other) = (Ipv4Addr::new(127, 0, 0, 21), Ipv4Addr::new(127, 0, 0, 22));
+    let b = servers[1].addr();
+    assert_eq!(
+        send(b, listed, "x@sender.example", "10001@qq.com").await,
+        250
+    );
+    servers[0].blacklist_ip(IpAddr::V4(listed), None);
+    assert_eq!(
+        send(b, listed, "x@sender.example", "10001@qq.com").await,
+        550
+    );
+    assert_eq!(
+        send(b, other, "x@sender.example", "10001@qq.com").await,
+        250
+    );
+    servers[0].blacklist_sender("bad@sender.example", None);
+    assert_eq!(
+        send(b, other, "bad@sender.example", "10001@qq.com").await,
+        550
+    );
+    // Lifted through the other replica, for both.
+    servers[1].unblacklist_ip(IpAddr::V4(listed));
+    assert_eq!(
+        send(
+            servers[0].addr(),
+            listed,
+            "x@sender.example",
+            "10001@qq.com"
+        )
+        .await,
+        250
+    );
+}
+
+/// Sends from a few IPs to every replica in turn until `stop`; returns the codes seen.
+async fn load(addrs: Vec<SocketAddr>, stop: tokio::sync::watch::Receiver<bool>) -> Vec<u16> {
+    let mut codes = Vec::new();
+    let mut i = 0usize;
+    while !*stop.borrow() {
+        let ip = Ipv4Addr::new(127, 0, 1, 1 + (i % 4) as u8);
+        let addr = addrs[i % addrs.len()];
+        codes.push(
+            send(
+                addr,
+                ip,
+                "load@sender.example",
+                &format!("{}@qq.com", 30_000 + i),
+            )
+            .await,
+        );
+        i += 1;
+    }
+    codes
+}
+
+fn count(codes: &[u16], code: u16) -> usize {
+    codes.iter().filter(|c| **c == code).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_stopped_and_restarted_under_load() {
+    if skip() {
+        return;
+    }
+    let mut redis = RedisServer::start("faults");
+    // A short timeout, for the Redis that hangs: the test waits for it to pass.
+    let fast = |replica| {
+        let mut config = config(&redis, "faults", replica);
+        config.state.timeout = Duration::from_millis(300);
+        config
+    };
+    let servers = replicas(vec![fast("a"), fast("b")]);
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr()).collect();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loader = tokio::spawn(load(addrs.clone(), stopped));
+    wait_until(|| load_in_stores(&servers) >= 10).await;
+    let probe = Ipv4Addr::new(127, 0, 2, 1);
+    let probe_code = async |addr| send(addr, probe, "probe@sender.example", "10001@qq.com").await;
+
+    // Killed: every stage that needs the state is answered 451, and nothing panics.
+    redis.kill();
+    let mut seen = Vec::new();
+    for addr in [addrs[0], addrs[1], addrs[0]] {
+        seen.push(probe_code(addr).await);
+    }
+    assert!(
+        seen.iter().all(|c| *c == 451),
+        "while Redis is down: {seen:?}"
+    );
+
+    // Restarted, empty: service comes back by itself on every replica.
+    redis.restart();
+    for addr in addrs.clone() {
+        wait_until_async(|| async { probe_code(addr).await == 250 }).await;
+    }
+
+    // Stopped (a Redis that hangs): a call gives up after `state.timeout`: 451.
+    redis.signal("-STOP");
+    let code = probe_code(addrs[0]).await;
+    redis.signal("-CONT");
+    assert_eq!(code, 451, "while Redis hangs");
+    wait_until_async(|| async { probe_code(addrs[0]).await == 250 }).await;
+
+    stop.send_replace(true);
+    let codes = loader.await.expect("the load task");
+    // No 250 lost: every message acknowledged is in a store, and nothing else is.
+    assert_eq!(
+        load_in_stores(&servers),
+        count(&codes, 250),
+        "codes {codes:?}"
+    );
+    assert!(
+        codes.iter().all(|c| [250, 451].contains(c)),
+        "only 250 and 451 under load: {codes:?}"
+    );
+    println!(
+        "under load: {} accepted, {} answered 451",
+        count(&codes, 250),
+        count(&codes, 451)
+    );
+    assert!(count(&codes, 451) > 0, "the load met the fault: {codes:?}");
+}
+
+/// Messages of the load in the replicas' stores.
+fn load_in_stores(servers: &[QqMx]) -> usize {
+    servers
+        .iter()
+        .flat_map(|s| s.messages())
+        .filter(|m| m.mail_from == "load@sender.example")
+        .count()
+}
+
+async fn wait_until(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + HANG;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {HANG:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_until_async<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + HANG;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {HANG:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_per_message_are_counted() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("trips");
+    // Every rule on, as by default: the most round trips a message costs.
+    let mut config = config(&redis, "trips", "a");
+    config.quotas = Config::default().quotas;
+    config.reputation.warmup = true;
+    config.content.bulk_recipients = 100;
+    let server = qqmx::Server::new(config, Clock::manual_at_unix(1_748_826_000)).expect("a server");
+    let listener = server
+        .listen("127.0.0.1:0".parse().expect("an address"))
+        .expect("a listener");
+    let addr = listener.local_addr().expect("its address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = server.clone();
+    let task = tokio::spawn(async move {
+        running
+            .run(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let calls = || server.with_policy(|policy, _| policy.state_calls());
+    let ip = Ipv4Addr::new(127, 0, 3, 1);
+    // The first message loads the scripts into Redis.
+    assert_eq!(
+        send(addr, ip, "a@sender.example", "10001@qq.com").await,
+        250
+    );
+    let before = calls();
+    const N: u64 = 20;
+    for i in 0..N {
+        let to = format!("{}@qq.com", 40_000 + i);
+        assert_eq!(send(addr, ip, "a@sender.example", &to).await, 250);
+    }
+    let per_message = (calls() - before) as f64 / N as f64;
+    println!("{per_message} round trips to Redis per message (one connection each)");
+    // Connect, EHLO, MAIL, RCPT, DATA, end of data and close, every rule on: pinned, so
+    // that a change that adds round trips is seen.
+    assert!(per_message <= 13.0, "{per_message} round trips per message");
+    assert_eq!(server.with_policy(|policy, _| policy.state_errors()), 0);
+    let _ = stop.send(());
+    task.await.expect("the server stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advancing_one_replicas_clock_moves_them_all() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("clock");
+    // Each replica with a clock of its own, as in separate processes.
+    let start = 1_748_826_000;
+    let servers: Vec<QqMx> = ["a", "b"]
+        .iter()
+        .map(|r| {
+            QqMx::builder()
+                .config(limited(&redis, "clock", r))
+                .clock(Clock::manual_at_unix(start))
+                .start()
+        })
+        .collect();
+    let ip = Ipv4Addr::new(127, 0, 0, 31);
+    let mut codes = Vec::new();
+    for i in 0..6 {
+        let to = format!("{}@qq.com", 50_000 + i);
+        codes.push(send(servers[i % 2].addr(), ip, "c@sender.example", &to).await);
+    }
+    assert_eq!(codes, [250, 250, 250, 250, 250, 550]);
+    // Past the 10-minute block, through replica a only.
+    servers[0].advance(Duration::from_secs(11 * 60));
+    let target = servers[0].now();
+    wait_until(|| servers[1].now() >= target).await;
+    assert_eq!(servers[1].now(), target, "the clock moves, and only as far");
+    let to = "50010@qq.com";
+    assert_eq!(
+        send(servers[1].addr(), ip, "c@sender.example", to).await,
+        250
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_owner_is_shared() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("owners");
+    let shared = |replica| {
+        let mut config = config(&redis, "owners", replica);
+        config.content.bulk_recipients = 2;
+        config.quotas.ip_concurrent.enabled = true;
+        // Two: a connection whose close the server has not yet seen does not refuse the
+        // next message of the same client.
+        config.quotas.ip_concurrent.limit = 2;
+        config
+    };
+    let servers = replicas(vec![shared("a"), shared("b")]);
+    let (a, b) = (&servers[0], &servers[1]);
+    let ip = |last| Ipv4Addr::new(127, 0, 4, last);
+
+    // Reputation: complaints through a, a zero reputation on b.
+    for _ in 0..10 {
+        a.complain(IpAddr::V4(ip(1)), None);
+    }
+    assert_eq!(b.reputation(IpAddr::V4(ip(1))), 0);
+    assert_eq!(
+        send(b.addr(), ip(1), "x@sender.example", "10001@qq.com").await,
+        550
+    );
+    // A whitelist through a beats it on b.
+    a.whitelist("10001@qq.com", "w@sender.example");
+    assert_eq!(
+        send(b.addr(), ip(1), "w@sender.example", "10001@qq.com").await,
+        250
+    );
+
+    // A personal blacklist through a, answered by b.
+    a.block_for_recipient("10002@qq.com", "p@sender.example");
+    assert_eq!(
+        send(b.addr(), ip(2), "p@sender.example", "10002@qq.com").await,
+        550
+    );
+    assert_eq!(
+        send(b.addr(), ip(2), "q@sender.example", "10002@qq.com").await,
+        250
+    );
+
+    // Bulk: one body to a third recipient, through either replica, is refused.
+    let body = "the same body for everyone";
+    let mut codes = Vec::new();
+    for (i, server) in [a, b, a].into_iter().enumerate() {
+        let to = format!("{}@qq.com", 60_000 + i);
+        codes.push(send_body(server.addr(), ip(3), "bulk@sender.example", &to, body).await);
+    }
+    assert_eq!(codes, [250, 250, 550]);
+
+    // Open connections: two held on a count on b (limit 2).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(ip(4)), 0))
+            .expect("bind");
+        let mut stream = socket.connect(a.addr()).await.expect("connect");
+        let mut greeting = String::new();
+        BufReader::new(&mut stream)
+            .read_line(&mut greeting)
+            .await
+            .expect("the greeting");
+        assert!(greeting.starts_with("220"), "{greeting}");
+        held.push(stream);
+    }
+    assert_eq!(
+        send(b.addr(), ip(4), "c@sender.example", "10003@qq.com").await,
+        550
+    );
+    // Closed on a: the leases are given back, and b accepts again.
+    drop(held);
+    wait_until_async(|| async {
+        send(b.addr(), ip(4), "c@sender.example", "10003@qq.com").await == 250
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_with_the_proxy_protocol_one_limit_holds() {
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("haproxy");
+    let behind = |replica| {
+        let mut config = limited(&redis, "haproxy", replica);
+        config.server.proxy_protocol = true;
+        config
+    };
+    let servers = replicas(vec![behind("a"), behind("b")]);
+    let port = free_port();
+    let cfg = redis.dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1m\n  timeout server 1m\n\
+             frontend smtp\n  bind 127.0.0.1:{port}\n  default_backend qqmx\n\
+             backend qqmx\n  balance roundrobin\n\
+             \x20 server a {} send-proxy-v2\n  server b {} send-proxy-v2\n",
+            servers[0].addr(),
+            servers[1].addr()
+        ),
+    )
+    .expect("haproxy.cfg");
+    let mut haproxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start haproxy ({e}): this test needs Debian's haproxy package \
+                 (apt-get install haproxy); set QQMX_SKIP_REDIS_TEST=1 to skip it"
+            )
+        });
+    let front = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(|| std::net::TcpStream::connect(front).is_ok()).await;
+    let ip = Ipv4Addr::new(127, 0, 0, 41);
+    let mut codes = Vec::new();
+    for i in 0..7 {
+        let to = format!("{}@qq.com", 70_000 + i);
+        codes.push(send(front, ip, "h@sender.example", &to).await);
+    }
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    assert_eq!(codes, [250, 250, 250, 250, 250, 550, 550]);
+    // Both replicas served, and both saw the client's own address.
+    for server in &servers {
+        let messages = server.messages();
+        assert!(!messages.is_empty(), "round robin reaches every replica");
+        assert!(messages.iter().all(|m| m.client == IpAddr::V4(ip)));
+    }
+}
+
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_qqmx_serve_processes_are_one_qq() {
+    use common::sidecar::Sidecar;
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("serve");
+    let url = redis.url();
+    let serve = |replica: &str| {
+        Sidecar::manual(
+            &["--state", &url, "--replica", replica],
+            &[(
+                "QQMX__QUOTAS__IP_MESSAGES__MINUTE",
+                r#"{ limit = 5, block = "10m" }"#,
+            )],
+        )
+    };
+    let (a, b) = (serve("a"), serve("b"));
+    for (sidecar, name) in [(&a, "a"), (&b, "b")] {
+        let info = sidecar.json("/api/v1/info");
+        assert_eq!(
+            (info["replica"].as_str(), info["state"].as_str()),
+            (Some(name), Some("redis"))
+        );
+    }
+    let ip = Ipv4Addr::new(127, 0, 0, 51);
+    let mut codes = Vec::new();
+    for i in 0..7 {
+        let mx = if i % 2 == 0 { a.mx("mx1") } else { b.mx("mx1") };
+        let to = format!("{}@qq.com", 80_000 + i);
+        codes.push(send(mx, ip, &format!("s{i}@sender.example"), &to).await);
+    }
+    assert_eq!(codes, [250, 250, 250, 250, 250, 550, 550]);
+    let (_, metrics) = a.get("/metrics");
+    assert!(
+        metrics.contains("qqmx_replica_info{replica=\"a\",state=\"redis\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("qqmx_state_errors_total 0"), "{metrics}");
+
+    // A blacklisting through a's API is answered by b.
+    let listed = Ipv4Addr::new(127, 0, 0, 52);
+    let (status, _) = a.post("/api/v1/blacklist", r#"{"ip": "127.0.0.52"}"#);
+    assert_eq!(status, 200);
+    assert_eq!(
+        send(b.mx("mx1"), listed, "x@sender.example", "10001@qq.com").await,
+        550
+    );
+
+    // The clock advanced through a moves b's.
+    let (status, _) = a.post("/api/v1/clock/advance", r#"{"by": "1h"}"#);
+    assert_eq!(status, 200);
+    let now = |s: &Sidecar| s.json("/api/v1/clock")["now"].as_str().map(str::to_owned);
+    let target = now(&a);
+    wait_until(|| now(&b) == target).await;
+
+    // A reset through b starts the shared policy afresh for a too.
+    let (status, _) = b.post("/api/v1/reset", "{}");
+    assert_eq!(status, 200);
+    assert_eq!(
+        send(a.mx("mx1"), listed, "x@sender.example", "10001@qq.com").await,
+        250
+    );
+
+    // With Redis gone, a change through the API is refused, not lost in silence.
+    let mut redis = redis;
+    redis.kill();
+    let (status, body) = a.post("/api/v1/blacklist", r#"{"ip": "127.0.0.53"}"#);
+    assert_eq!(status, 503, "{body}");
+}
