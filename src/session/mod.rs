@@ -202,6 +202,8 @@ pub(crate) struct Session {
     commands: usize,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// The trace headers of the message being stored; kept to be reused.
+    headers: Vec<u8>,
     mode: Mode,
     deadline: Instant,
     /// Refusals decided at connect and answered at a later stage.
@@ -315,6 +317,7 @@ impl Session {
             commands: 0,
             input: Vec::with_capacity(READ_CHUNK),
             output: Vec::with_capacity(1024),
+            headers: Vec::new(),
             mode: Mode::Commands,
             deadline,
             deferred: Vec::new(),
