@@ -1,7 +1,7 @@
 //! What the store counts: what it holds, what it has counted since start and since the
 //! last reset, and counts over the events held.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -123,8 +123,9 @@ pub(super) struct Tally {
     by_sender: HashMap<Arc<str>, Count>,
     /// The sender of each open session's transaction, from its MAIL command.
     senders: HashMap<u64, Arc<str>>,
-    /// The sender each held decision was counted under, by event sequence number.
-    counted: HashMap<u64, Arc<str>>,
+    /// The sender each held decision was counted under, with the decision's event
+    /// sequence number, oldest first (events are evicted oldest first).
+    counted: VecDeque<(u64, Arc<str>)>,
 }
 
 impl Tally {
@@ -142,6 +143,21 @@ impl Tally {
                 address: Some(address),
                 ..
             }) => {
+                // A session sends from one address, message after message: the key it
+                // already has is kept, without a new string.
+                let same = |held: &Arc<str>| match address.as_str() {
+                    "" => &**held == "<>",
+                    address => {
+                        held.len() == address.len()
+                            && held
+                                .bytes()
+                                .zip(address.bytes())
+                                .all(|(h, a)| h == a.to_ascii_lowercase())
+                    }
+                };
+                if self.senders.get(&event.session).is_some_and(same) {
+                    return;
+                }
                 let sender = if address.is_empty() {
                     Arc::from("<>")
                 } else {
@@ -167,7 +183,7 @@ impl Tally {
                         .entry(sender.clone())
                         .or_default()
                         .add(accepted);
-                    self.counted.insert(event.seq, sender.clone());
+                    self.counted.push_back((event.seq, sender.clone()));
                 }
             }
             _ => {}
@@ -192,7 +208,11 @@ impl Tally {
                 {
                     self.by_ip.remove(&event.client);
                 }
-                if let Some(sender) = self.counted.remove(&event.seq)
+                let sender = match self.counted.front() {
+                    Some((seq, _)) if *seq == event.seq => self.counted.pop_front(),
+                    _ => None,
+                };
+                if let Some((_, sender)) = sender
                     && let Some(count) = self.by_sender.get_mut(&sender)
                     && count.remove(accepted)
                 {
