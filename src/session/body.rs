@@ -61,7 +61,7 @@ impl Scanner {
                     // pass on unchanged, ending in this state.
                     let start = pos;
                     loop {
-                        let Some(cr) = input[pos..].iter().position(|&b| b == b'\r') else {
+                        let Some(cr) = memchr::memchr(b'\r', &input[pos..]) else {
                             sink(&input[start..]);
                             pos = input.len();
                             break;

@@ -3,6 +3,8 @@
 //! scanner up to its end. Everything complete in the input is answered, in order, so that
 //! pipelined commands get correct replies.
 
+use memchr::memchr;
+
 use super::body::Incoming;
 use super::channel::Channel;
 use super::parse;
@@ -160,8 +162,4 @@ fn command_stage(line: &[u8]) -> Option<Stage> {
         return None;
     };
     Some(stage)
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }

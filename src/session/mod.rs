@@ -204,6 +204,8 @@ pub(crate) struct Session {
     output: Vec<u8>,
     /// The trace headers of the message being stored; kept to be reused.
     headers: Vec<u8>,
+    /// The reply being rendered; kept to be reused.
+    reply_text: String,
     mode: Mode,
     deadline: Instant,
     /// Refusals decided at connect and answered at a later stage.
@@ -318,6 +320,7 @@ impl Session {
             input: Vec::with_capacity(READ_CHUNK),
             output: Vec::with_capacity(1024),
             headers: Vec::new(),
+            reply_text: String::new(),
             mode: Mode::Commands,
             deadline,
             deferred: Vec::new(),
