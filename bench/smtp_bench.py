@@ -73,6 +73,20 @@ LOADS = {
 }
 
 
+# What qqmx runs with (--variants): its config and the message's DKIM signature. Every
+# variant is measured against smtp-sink receiving the same bytes.
+VARIANTS = {
+    # name: (config, --sign)
+    "default": (None, None),  # None: --qqmx-config (bench/qqmx-bench.toml)
+    "rules": (BENCH_DIR / "qqmx-rules.toml", None),
+    "ed25519": (None, "ed25519"),
+    "rsa": (None, "rsa"),
+}
+
+# Where smtp-source runs (--setups): on the other CPU, or on the server's own.
+SETUPS = ("split", "same")
+
+
 @dataclass
 class Sample:
     load: str
@@ -85,9 +99,14 @@ class Sample:
     server_user_s: float
     server_sys_s: float
     client_cpu_s: float
+    variant: str = "default"
+    setup: str = "split"
+    server_minflt: int = 0  # minor page faults of the server during the load
     msgs_per_s: float = 0.0
     server_cpu_us_per_msg: float = 0.0
     server_user_us_per_msg: float = 0.0
+    server_sys_us_per_msg: float = 0.0
+    server_minflt_per_msg: float = 0.0
     client_cpu_us_per_msg: float = 0.0
     server_busy: float = 0.0  # server CPU / wall: 1.0 means its core was saturated
     counted: int = 0  # smtp-source's own DATA counter (-c)
@@ -102,6 +121,8 @@ class Sample:
         self.msgs_per_s = self.messages / self.wall_s
         self.server_cpu_us_per_msg = self.server_cpu_s * 1e6 / self.messages
         self.server_user_us_per_msg = self.server_user_s * 1e6 / self.messages
+        self.server_sys_us_per_msg = self.server_sys_s * 1e6 / self.messages
+        self.server_minflt_per_msg = self.server_minflt / self.messages
         self.client_cpu_us_per_msg = self.client_cpu_s * 1e6 / self.messages
         self.server_busy = self.server_cpu_s / self.wall_s
         return self
@@ -118,14 +139,16 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def proc_cpu(pid: int) -> tuple[float, float]:
-    """(user, sys) seconds of the whole process (all threads, live and exited)."""
+def proc_cpu(pid: int) -> tuple[float, float, int]:
+    """(user, sys) seconds and minor page faults of the whole process (all threads, live
+    and exited)."""
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     # The command name (field 2) may contain spaces; it ends at the last ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
+    minflt = int(fields[7])  # field 10 of proc(5)
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return utime / CLK_TCK, stime / CLK_TCK
+    return utime / CLK_TCK, stime / CLK_TCK, minflt
 
 
 def core_times() -> dict[int, tuple[float, float]]:
@@ -408,7 +431,12 @@ def prepare_signed(args: argparse.Namespace, workdir: Path) -> dict:
     config = workdir / f"qqmx-sign-{args.sign}.toml"
     config.write_text(base + zone_toml(f"v=spf1 ip4:{HOST} -all", dkim_record, selector))
     check_config = workdir / f"qqmx-sign-{args.sign}-check.toml"
-    check_config.write_text(base + zone_toml("v=spf1 -all", dkim_record, selector))
+    # The SPF failure itself is refused at the end of data by default (auth.spf_reject_others):
+    # off in the check, so that only DMARC, and through it DKIM, decides.
+    if "[auth]" in base:
+        raise BenchError(f"{args.qqmx_config} has an [auth] table; the --sign check adds its own")
+    check_config.write_text(base + zone_toml("v=spf1 -all", dkim_record, selector)
+                            + '\n[auth]\nspf_reject_others = "off"\n')
     args.message_file = message_file
     args.qqmx_config = config
     args.sign_check_config = check_config
@@ -430,9 +458,9 @@ def prepare_signed(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def source_cmd(args: argparse.Namespace, port: int, sessions: int, messages: int,
-               message_file: Path | None) -> list[str]:
+               message_file: Path | None, cpu: int | None = None) -> list[str]:
     cmd = [
-        "taskset", "-c", str(args.client_cpu),
+        "taskset", "-c", str(args.client_cpu if cpu is None else cpu),
         args.smtp_source,
         "-c",  # count completed DATA commands (checked by the caller)
         "-d",  # keep the connection: every session sends many messages
@@ -500,15 +528,21 @@ def check_signed(args: argparse.Namespace, workdir: Path) -> list[str]:
 # --------------------------------------------------------------------------- one run
 
 
-def run_load(args: argparse.Namespace, workdir: Path, server_name: str, load: Load, run: int) -> Sample:
+def run_load(args: argparse.Namespace, workdir: Path, server_name: str, load: Load, run: int,
+             variant: str = "default", setup: str = "split") -> Sample:
     if args.quiet_wait > 0:
         wait_quiet(args)
+    # split: smtp-source on the other CPU; same: on the server's CPU, so that every wake-up
+    # is a context switch on one core instead of a cross-CPU one.
+    source_cpu = args.server_cpu if setup == "same" else args.client_cpu
     with SERVERS[server_name](args, workdir, args.server_cpu) as server:
-        counter = workdir / f"source.{server_name}.{load.name}.{run}.out"
-        errors = workdir / f"source.{server_name}.{load.name}.{run}.err"
-        cmd = source_cmd(args, server.port, load.sessions, load.messages, args.message_file)
+        tag = f"{variant}.{setup}.{server_name}.{load.name}.{run}"
+        counter = workdir / f"source.{tag}.out"
+        errors = workdir / f"source.{tag}.err"
+        cmd = source_cmd(args, server.port, load.sessions, load.messages, args.message_file,
+                         source_cpu)
         pid = server.proc.pid
-        u0, s0 = proc_cpu(pid)
+        u0, s0, f0 = proc_cpu(pid)
         c0 = core_times()
         t0 = time.perf_counter()
         with open(counter, "wb") as out, open(errors, "wb") as err:
@@ -526,7 +560,7 @@ def run_load(args: argparse.Namespace, workdir: Path, server_name: str, load: Lo
                 f"{server_name} exited (status {server.proc.returncode}) during the load:\n"
                 f"{tail(server.err)}\nsmtp-source:\n{tail(errors)}"
             )
-        u1, s1 = proc_cpu(pid)
+        u1, s1, f1 = proc_cpu(pid)
         c1 = core_times()
         if status != 0:
             raise BenchError(
@@ -545,12 +579,18 @@ def run_load(args: argparse.Namespace, workdir: Path, server_name: str, load: Lo
             server_sys_s=s1 - s0,
             client_cpu_s=client_cpu,
             counted=counted,
+            variant=variant,
+            setup=setup,
+            server_minflt=f1 - f0,
         )
         sc, cc = args.server_cpu, args.client_cpu
-        # What else ran on the two cores: the server's core minus the server; the client's
-        # core minus smtp-source (this script's own polling is counted as "other" there).
-        sample.server_core_other_s = max(0.0, (c1[sc][0] - c0[sc][0]) - sample.server_cpu_s)
-        sample.client_core_other_s = max(0.0, (c1[cc][0] - c0[cc][0]) - client_cpu)
+        # What else ran on the two cores: the server's core minus the server (and
+        # smtp-source, when it shares it); the client's core minus smtp-source (this
+        # script's own polling is counted as "other" there).
+        on_server_core = sample.server_cpu_s + (client_cpu if setup == "same" else 0.0)
+        on_client_core = client_cpu if setup == "split" else 0.0
+        sample.server_core_other_s = max(0.0, (c1[sc][0] - c0[sc][0]) - on_server_core)
+        sample.client_core_other_s = max(0.0, (c1[cc][0] - c0[cc][0]) - on_client_core)
         sample.steal_s = sum(c1[c][1] - c0[c][1] for c in {sc, cc})
         limit = 0.05 * wall
         if sample.server_core_other_s > limit or sample.client_core_other_s > limit or sample.steal_s > limit:
@@ -575,15 +615,21 @@ def run_load(args: argparse.Namespace, workdir: Path, server_name: str, load: Lo
 # --------------------------------------------------------------------------- report
 
 
-def summarise(samples: list[Sample], loads: list[str], servers: list[str]) -> list[dict]:
+def summarise(samples: list[Sample], loads: list[str], servers: list[str],
+              variants: list[str] | None = None, setups: list[str] | None = None) -> list[dict]:
     rows = []
-    for load in loads:
+    groups = [(v, st, l) for v in (variants or ["default"]) for st in (setups or ["split"])
+              for l in loads]
+    for variant, setup, load in groups:
         per = {}
         for server in servers:
-            s = [x for x in samples if x.load == load and x.server == server]
+            s = [x for x in samples
+                 if x.load == load and x.server == server and x.variant == variant and x.setup == setup]
             if not s:
                 continue
             per[server] = {
+                "variant": variant,
+                "setup": setup,
                 "load": load,
                 "server": server,
                 "runs": len(s),
@@ -595,6 +641,8 @@ def summarise(samples: list[Sample], loads: list[str], servers: list[str]) -> li
                 "server_cpu_us_per_msg_min": min(x.server_cpu_us_per_msg for x in s),
                 "server_cpu_us_per_msg_max": max(x.server_cpu_us_per_msg for x in s),
                 "server_user_us_per_msg": statistics.median(x.server_user_us_per_msg for x in s),
+                "server_sys_us_per_msg": statistics.median(x.server_sys_us_per_msg for x in s),
+                "server_minflt_per_msg": statistics.median(x.server_minflt_per_msg for x in s),
                 "server_busy": statistics.median(x.server_busy for x in s),
                 "client_cpu_us_per_msg": statistics.median(x.client_cpu_us_per_msg for x in s),
                 "wall_s": statistics.median(x.wall_s for x in s),
@@ -612,15 +660,20 @@ def summarise(samples: list[Sample], loads: list[str], servers: list[str]) -> li
 def markdown(rows: list[dict], runs: int, title: str = "") -> str:
     out = [title, ""] if title else []
     out += [
-        f"| load | server | msgs/s (median) | server CPU µs/msg (median) | min–max | of which user | "
-        f"server core busy | client CPU µs/msg | CPU/msg qqmx ÷ smtp-sink | runs (disturbed) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| variant | setup | load | server | msgs/s (median) | server CPU µs/msg (median) | min–max | "
+        f"user µs/msg | system µs/msg | page faults/msg | server core busy | client CPU µs/msg | "
+        f"CPU/msg qqmx ÷ smtp-sink | runs (disturbed) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = r["cpu_ratio_qqmx_over_sink"]
         out.append(
-            "| {load} | {server} | {mps:,.0f} | {cpu:.1f} | {lo:.1f}–{hi:.1f} | {user:.1f} | {busy:.0%} | "
-            "{cli:.1f} | {ratio} | {runs} ({dist}) |".format(
+            "| {variant} | {setup} | {load} | {server} | {mps:,.0f} | {cpu:.1f} | {lo:.1f}–{hi:.1f} | "
+            "{user:.1f} | {sys:.1f} | {flt:.2f} | {busy:.0%} | {cli:.1f} | {ratio} | {runs} ({dist}) |".format(
+                variant=r["variant"],
+                setup=r["setup"],
+                sys=r["server_sys_us_per_msg"],
+                flt=r["server_minflt_per_msg"],
                 runs=r["runs"],
                 dist=r["disturbed_runs"],
                 load=f"{r['load']} ({r['sessions']} conn, {r['messages']:,} msgs)",
@@ -699,6 +752,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sign", choices=sorted(SIGNATURES),
                    help="send one DKIM-signed message (dkimpy, tests/keys) with smtp-source -F to "
                         "both servers, qqmx verifying SPF, DKIM and DMARC against a zone of example.org")
+    p.add_argument("--variants", default=None,
+                   help=f"comma-separated, from {list(VARIANTS)}, or 'all': what qqmx runs with "
+                        "(default: default, or the one --sign names); each against smtp-sink")
+    p.add_argument("--setups", default="split,same",
+                   help="comma-separated, from split (smtp-source on --client-cpu) and same "
+                        "(smtp-source on the server's CPU)")
+    p.add_argument("--no-alloc", action="store_true",
+                   help="skip the allocation count (cargo test --release --test alloc)")
     p.add_argument("--python", default=sys.executable,
                    help="Python with dkimpy, for tests/clients/dkim_sign.py (--sign)")
     p.add_argument("--scale", type=float, default=1.0,
@@ -736,8 +797,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"unknown server {x!r}")
     if args.runs < 1:
         p.error("--runs must be at least 1")
-    if args.sign and args.size < 80:
-        p.error("--sign needs --size of at least 80")
+    if args.variants is None:
+        args.variants = args.sign or "default"
+    if args.variants == "all":
+        args.variants = ",".join(VARIANTS)
+    args.variants = [x.strip() for x in args.variants.split(",") if x.strip()]
+    args.setups = [x.strip() for x in args.setups.split(",") if x.strip()]
+    for x in args.variants:
+        if x not in VARIANTS:
+            p.error(f"unknown variant {x!r}")
+    for x in args.setups:
+        if x not in SETUPS:
+            p.error(f"unknown setup {x!r}")
+    if args.sign and args.variants != [args.sign]:
+        p.error("--sign names one variant; use --variants for several")
+    if any(VARIANTS[v][1] for v in args.variants) and args.size < 80:
+        p.error("a signed variant needs --size of at least 80")
+    args.base_config = args.qqmx_config
     args.message_file = None  # set by prepare_signed for --sign
     return args
 
@@ -769,6 +845,37 @@ def build(args: argparse.Namespace) -> None:
         raise BenchError(f"cargo build took more than {args.build_timeout:.0f}s") from None
 
 
+def allocations(args: argparse.Namespace) -> dict | None:
+    """Allocations and event memory per message in qqmx's steady state, from the
+    allocation-counting test (tests/alloc.rs: one connection, many 1 KB messages, the
+    default config without limits). An external process's allocations cannot be counted
+    from here; the test counts qqmx's own, in process, deterministically."""
+    if args.no_alloc:
+        return None
+    cmd = ["cargo", "test", "--release", "--features", "cli", "--test", "alloc", "--", "--nocapture"]
+    log(f"$ {' '.join(cmd)}")
+    try:
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                           timeout=args.build_timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"warning: the allocation count did not run: {e}")
+        return None
+    line = next((l for l in r.stdout.splitlines() if l.startswith("steady state:")), None)
+    if r.returncode != 0 or line is None:
+        log(f"warning: the allocation count failed:\n{(r.stdout + r.stderr)[-1500:]}")
+        return None
+    # "steady state: 83 allocations per message, 2 per NOOP; 14.0 events and 3196 event
+    # bytes per message (228 per event)"
+    words = line.replace(",", " ").replace(";", " ").replace("(", " ").split()
+    numbers = [float(w) for w in words if w.replace(".", "", 1).isdigit()]
+    keys = ["allocations_per_message", "allocations_per_noop", "events_per_message",
+            "event_bytes_per_message", "event_bytes_per_event"]
+    result = dict(zip(keys, numbers))
+    result["line"] = line
+    log(line)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM/SIGHUP unwind like Ctrl-C, so the servers started here are stopped.
@@ -786,12 +893,9 @@ def main(argv: list[str] | None = None) -> int:
                  for l in (LOADS[n] for n in args.loads)]
         samples: list[Sample] = []
         workdir = Path(tempfile.mkdtemp(prefix="qqmx-bench-"))
-        signed = None
-        if args.sign:
-            signed = prepare_signed(args, workdir)
-            log(f"signed message ({signed['algorithm']}, {signed['data_bytes']} bytes of DATA, "
-                f"headers {signed['header_bytes']}): {args.message_file}")
-        qqmx_config_text = args.qqmx_config.read_text() if "qqmx" in args.servers else None
+        alloc = allocations(args) if "qqmx" in args.servers else None
+        signed_by_variant: dict[str, dict] = {}
+        configs: dict[str, str | None] = {}
         if "qqmx" in args.servers:
             # Run a private copy: a `cargo build` elsewhere cannot swap the binary mid-run.
             copy = workdir / "qqmx"
@@ -799,41 +903,61 @@ def main(argv: list[str] | None = None) -> int:
             env["qqmx_binary"] = str(args.qqmx)
             env["qqmx_sha256"] = hashlib.sha256(copy.read_bytes()).hexdigest()
             args.qqmx = copy
-        total = args.runs * len(loads) * len(args.servers)
+        total = args.runs * len(loads) * len(args.servers) * len(args.variants) * len(args.setups)
         done = 0
         started = time.monotonic()
         try:
-            if signed is not None and "qqmx" in args.servers:
-                signed["check"] = check_signed(args, workdir)
-                for note in signed["check"]:
-                    log(note)
-            for run in range(1, args.runs + 1):
-                for load in loads:
-                    # Alternate which server goes first, so drift affects both alike.
-                    order = args.servers if run % 2 else list(reversed(args.servers))
-                    for server in order:
-                        done += 1
-                        s = run_load(args, workdir, server, load, run)
-                        samples.append(s)
-                        log(
-                            f"[{done}/{total}] run {run} {load.name:8} {server:9} "
-                            f"{s.msgs_per_s:8,.0f} msg/s  server {s.server_cpu_us_per_msg:6.1f} µs/msg "
-                            f"(user {s.server_user_s:.2f}s sys {s.server_sys_s:.2f}s, busy {s.server_busy:.0%})  "
-                            f"client {s.client_cpu_us_per_msg:5.1f} µs/msg"
-                            + ("".join(f"\n    note: {n}" for n in s.notes))
-                        )
+            for variant in args.variants:
+                config, sign = VARIANTS[variant]
+                args.qqmx_config = config or args.base_config
+                args.sign = sign
+                args.message_file = None
+                if sign:
+                    signed = prepare_signed(args, workdir)
+                    log(f"signed message ({signed['algorithm']}, {signed['data_bytes']} bytes of DATA, "
+                        f"headers {signed['header_bytes']}): {args.message_file}")
+                    if "qqmx" in args.servers:
+                        signed["check"] = check_signed(args, workdir)
+                        for note in signed["check"]:
+                            log(note)
+                    signed_by_variant[variant] = signed
+                configs[variant] = args.qqmx_config.read_text() if "qqmx" in args.servers else None
+                for setup in args.setups:
+                    for run in range(1, args.runs + 1):
+                        for load in loads:
+                            # Alternate which server goes first, so drift affects both alike.
+                            order = args.servers if run % 2 else list(reversed(args.servers))
+                            for server in order:
+                                done += 1
+                                s = run_load(args, workdir, server, load, run, variant, setup)
+                                samples.append(s)
+                                log(
+                                    f"[{done}/{total}] {variant} {setup} run {run} {load.name:8} {server:9} "
+                                    f"{s.msgs_per_s:8,.0f} msg/s  server {s.server_cpu_us_per_msg:6.1f} µs/msg "
+                                    f"(user {s.server_user_s:.2f}s sys {s.server_sys_s:.2f}s, "
+                                    f"{s.server_minflt_per_msg:.2f} faults/msg, busy {s.server_busy:.0%})  "
+                                    f"client {s.client_cpu_us_per_msg:5.1f} µs/msg"
+                                    + ("".join(f"\n    note: {n}" for n in s.notes))
+                                )
         finally:
             if args.keep_logs:
                 log(f"logs kept in {workdir}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
-        rows = summarise(samples, [l.name for l in loads], args.servers)
-        if signed is not None:
-            title = (f"Message: one {signed['algorithm']}-signed message of {signed['data_bytes']} "
-                     f"bytes (smtp-source -F), qqmx verifying SPF, DKIM and DMARC (p=reject).")
-        else:
-            title = ""
-        table = markdown(rows, args.runs, title)
+        rows = summarise(samples, [l.name for l in loads], args.servers, args.variants, args.setups)
+        titles = []
+        for variant, signed in signed_by_variant.items():
+            titles.append(f"{variant}: one {signed['algorithm']}-signed message of {signed['data_bytes']} "
+                          f"bytes (smtp-source -F), qqmx verifying SPF, DKIM and DMARC (p=reject).")
+        if "rules" in args.variants:
+            titles.append("rules: bench/qqmx-rules.toml, every policy rule on.")
+        table = markdown(rows, args.runs, "\n".join(titles))
+        if alloc is not None:
+            table += (f"\n\nqqmx in process (tests/alloc.rs, default config without limits): "
+                      f"{alloc['allocations_per_message']:.0f} allocations per message, "
+                      f"{alloc['allocations_per_noop']:.0f} per NOOP; "
+                      f"{alloc['events_per_message']:.1f} events and "
+                      f"{alloc['event_bytes_per_message']:.0f} bytes of events per message.")
         print(table)
         result = {
             "description": "server CPU time (utime+stime) per message, qqmx vs Postfix smtp-sink, "
@@ -847,14 +971,17 @@ def main(argv: list[str] | None = None) -> int:
                 "sender": SENDER,
                 "recipient": RECIPIENT,
                 "helo": HELO_NAME,
-                "qqmx_config": str(args.qqmx_config),
-                "qqmx_config_text": qqmx_config_text,
-                "sign": signed,
+                "variants": args.variants,
+                "setups": args.setups,
+                "qqmx_config": str(args.base_config),
+                "qqmx_config_text": configs,
+                "sign": signed_by_variant or None,
                 "qqmx_log": args.qqmx_log,
                 "loads": [asdict(l) for l in loads],
                 "elapsed_s": round(time.monotonic() - started, 1),
             },
             "summary": rows,
+            "allocations": alloc,
             "table_markdown": table,
             "samples": [asdict(s) for s in samples],
         }

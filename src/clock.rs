@@ -263,23 +263,30 @@ pub(crate) fn civil(t: SystemTime, offset_secs: i64) -> Civil {
 }
 
 /// An RFC 5322 date in China Standard Time, as QQ writes in its `Received` header:
-/// `Tue, 29 Aug 2023 07:07:17 +0800`.
-pub(crate) fn rfc5322_cst(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let c = civil(t, CST_OFFSET_SECS);
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} +0800",
-        DAYS[c.weekday as usize],
-        c.day,
-        MONTHS[c.month as usize - 1],
-        c.year,
-        c.hour,
-        c.minute,
-        c.second
-    )
+/// `Tue, 29 Aug 2023 07:07:17 +0800`. Written where it is formatted, without a string of
+/// its own.
+#[derive(Clone, Copy)]
+pub(crate) struct Rfc5322Cst(pub SystemTime);
+
+impl fmt::Display for Rfc5322Cst {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let c = civil(self.0, CST_OFFSET_SECS);
+        write!(
+            f,
+            "{}, {} {} {} {:02}:{:02}:{:02} +0800",
+            DAYS[c.weekday as usize],
+            c.day,
+            MONTHS[c.month as usize - 1],
+            c.year,
+            c.hour,
+            c.minute,
+            c.second
+        )
+    }
 }
 
 /// Formats a time as RFC 3339 in UTC, always to the microsecond
@@ -465,7 +472,7 @@ mod tests {
     fn formats_received_dates_in_china_standard_time() {
         // 2023-08-28T23:07:17Z is Tuesday 07:07:17 in UTC+8.
         let t = parse_rfc3339("2023-08-28T23:07:17Z").expect("valid date");
-        assert_eq!(rfc5322_cst(t), "Tue, 29 Aug 2023 07:07:17 +0800");
+        assert_eq!(Rfc5322Cst(t).to_string(), "Tue, 29 Aug 2023 07:07:17 +0800");
     }
 
     #[test]

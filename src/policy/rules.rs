@@ -107,12 +107,15 @@ impl Policy {
         stage: Stage,
         facts: &Facts<'_>,
     ) -> Option<Decision> {
+        // Neither check answers at this stage: nothing to look up, nothing to lower-case.
+        let personal = self.stages.rejected_by_recipients == stage;
+        let backscatter = self.content.backscatter && self.stages.bounce_attack == stage;
+        if !personal && !backscatter {
+            return None;
+        }
         let rcpt = facts.rcpt?.to_lowercase();
         let from = facts.from.unwrap_or("").to_lowercase();
-        if self.stages.rejected_by_recipients == stage
-            && !from.is_empty()
-            && self.state.blocked_by(&rcpt, &from, domain_of(&from))
-        {
+        if personal && !from.is_empty() && self.state.blocked_by(&rcpt, &from, domain_of(&from)) {
             return Some(
                 Decision::reject(
                     stage,
@@ -123,8 +126,7 @@ impl Policy {
                 .keyed(format!("recipient:{rcpt}")),
             );
         }
-        if self.content.backscatter
-            && self.stages.bounce_attack == stage
+        if backscatter
             && from.is_empty()
             && mailbox::QQ_DOMAINS.contains(&domain_of(&rcpt))
             && !self.state.mailed(&rcpt, facts.ip)

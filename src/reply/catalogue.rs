@@ -100,28 +100,44 @@ impl Catalogue {
     /// Renders `kind` (as its [`effective`](Self::effective) kind), drawing tracking
     /// tokens from `rng`.
     pub fn render(&self, kind: ReplyKind, ctx: &Context, rng: &mut impl RngCore) -> Reply {
+        let mut text = String::new();
+        let (kind, code) = self.render_into(kind, ctx, rng, &mut text);
+        Reply { kind, code, text }
+    }
+
+    /// [`render`](Self::render), appending the text to `text`: the kind and code of the
+    /// reply. A caller that renders many replies reuses one buffer and copies each text
+    /// at its exact size.
+    pub fn render_into(
+        &self,
+        kind: ReplyKind,
+        ctx: &Context,
+        rng: &mut impl RngCore,
+        text: &mut String,
+    ) -> (ReplyKind, u16) {
         let template = self.template(kind);
         let kind = self.effective(kind);
-        let mut text = String::with_capacity(template.len() + 64);
+        let start = text.len();
+        text.reserve(template.len() + 64);
         for line in template.split('\n') {
             if !ctx.starttls && line == "250-STARTTLS" {
                 continue;
             }
-            if !text.is_empty() {
+            if text.len() > start {
                 text.push_str("\r\n");
             }
             if !ctx.starttls && (line.starts_with("214 ") || line.starts_with("214-")) {
                 let help: Vec<&str> = line.split(' ').filter(|w| *w != "STARTTLS").collect();
-                self.fill(&help.join(" "), ctx, rng, &mut text);
+                self.fill(&help.join(" "), ctx, rng, text);
             } else {
-                self.fill(line, ctx, rng, &mut text);
+                self.fill(line, ctx, rng, text);
             }
         }
         let code = text
-            .get(..3)
+            .get(start..start + 3)
             .and_then(|c| c.parse().ok())
             .expect("templates are validated to start with a code");
-        Reply { kind, code, text }
+        (kind, code)
     }
 
     fn fill(&self, line: &str, ctx: &Context, rng: &mut impl RngCore, out: &mut String) {

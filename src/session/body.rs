@@ -54,18 +54,29 @@ impl Scanner {
         while pos < input.len() {
             match self.state {
                 State::Text => {
-                    // The fast path: everything up to and including the next CR.
-                    let rest = &input[pos..];
-                    match rest.iter().position(|&b| b == b'\r') {
-                        Some(cr) => {
-                            sink(&rest[..=cr]);
-                            pos += cr + 1;
-                            self.state = State::Cr;
-                        }
-                        None => {
-                            sink(rest);
+                    // The fast path: whole lines at once, passed on in one slice, up to a
+                    // CR after which the scanner must look closer (a line that starts
+                    // with a dot, or the end of the input) or to the end of the input.
+                    // `CRLF` and then anything but a dot is what the states below would
+                    // pass on unchanged, ending in this state.
+                    let start = pos;
+                    loop {
+                        let Some(cr) = memchr::memchr(b'\r', &input[pos..]) else {
+                            sink(&input[start..]);
                             pos = input.len();
+                            break;
+                        };
+                        let cr = pos + cr;
+                        if input.get(cr + 1) == Some(&b'\n')
+                            && input.get(cr + 2).is_some_and(|&b| b != b'.')
+                        {
+                            pos = cr + 2;
+                            continue;
                         }
+                        sink(&input[start..=cr]);
+                        pos = cr + 1;
+                        self.state = State::Cr;
+                        break;
                     }
                 }
                 State::Cr => {

@@ -1,7 +1,8 @@
 //! Message data: reading it within the size limit, and storing what is accepted with the
 //! headers QQ adds (`Received` with NewMX, `X-QQ-mid`, `X-QQ-XMRINFO`).
 
-use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use rand::{Rng, RngCore};
@@ -11,7 +12,7 @@ use super::body::{Body, Dropped, Ended};
 use super::input::{Mode, Reading};
 use super::{Pending, Session, Submission};
 use crate::auth::results_header;
-use crate::clock::{rfc5322_cst, unix_secs};
+use crate::clock::{Rfc5322Cst, unix_secs};
 use crate::event::EventKind;
 use crate::policy::{AuthReport, Facts, Verdict};
 use crate::reply::ReplyKind;
@@ -19,10 +20,10 @@ use crate::store::{Folder, Message};
 use crate::units::Stage;
 
 impl Session {
-    /// Feeds message data from `self.input[pos..]` to `reading`, which stays the mode
-    /// until the data ends. Returns the bytes used and whether the data ended.
-    pub(super) fn data(&mut self, mut reading: Reading, pos: usize) -> (usize, bool) {
-        let (used, ended) = reading.incoming.feed(&self.input[pos..]);
+    /// Feeds message data from `input` to `reading`, which stays the mode until the data
+    /// ends. Returns the bytes used and whether the data ended.
+    pub(super) fn data(&mut self, mut reading: Reading, input: &[u8]) -> (usize, bool) {
+        let (used, ended) = reading.incoming.feed(input);
         let Some(ended) = ended else {
             self.mode = Mode::Data(reading);
             return (used, false);
@@ -87,19 +88,25 @@ impl Session {
         };
         let now = self.engine.clock.now();
         let helo = self.helo.clone().unwrap_or_default();
-        let mut headers = self.qq_headers(&helo, &tx.rcpts, now);
+        // The headers are written into the session's reusable buffer, then in front of
+        // the body where it is (no second buffer); the store makes its one copy, and the
+        // body's share of the in-flight budget is given back once that copy is made.
+        let mut headers = std::mem::take(&mut self.headers);
+        headers.clear();
+        self.qq_headers(&mut headers, &helo, &tx.rcpts, now);
         if let Some(report) = &report {
             let value = results_header(&self.engine.config.auth.authserv_id, &tx.from, report);
-            let _ = write!(headers, "Authentication-Results: {value}\r\n");
+            headers.extend_from_slice(b"Authentication-Results: ");
+            headers.extend_from_slice(value.as_bytes());
+            headers.extend_from_slice(b"\r\n");
         }
-        // The headers go in front of the body where it is (no second buffer); the store
-        // makes its one copy, and the body's share of the in-flight budget is given back
-        // once that copy is made.
-        let Body {
-            bytes: mut raw,
-            charge,
-        } = body;
-        raw.splice(0..0, headers.bytes());
+        let Body { mut bytes, charge } = body;
+        let len = bytes.len();
+        bytes.resize(len + headers.len(), 0);
+        bytes.copy_within(..len, headers.len());
+        bytes[..headers.len()].copy_from_slice(&headers);
+        self.headers = headers;
+        let raw = Arc::<[u8]>::from(bytes.as_slice());
         let (session, client, tls) = (self.id, self.peer, self.tls);
         // The message is in the store before the 250 is queued, let alone written.
         let mx = self.mx.to_string();
@@ -116,19 +123,26 @@ impl Session {
             tls,
             folder,
             auth: report,
-            raw: raw.into(),
+            raw,
         });
+        drop(bytes);
         drop(charge);
         self.record(EventKind::Accepted { message: id });
         self.reply(ReplyKind::Queued);
     }
 
-    /// The trace headers QQ puts on top of an accepted message.
-    fn qq_headers(&mut self, helo: &str, rcpts: &[String], now: std::time::SystemTime) -> String {
-        let host = self.catalogue.host().to_owned();
+    /// Writes the trace headers QQ puts on top of an accepted message to `out`.
+    fn qq_headers(
+        &mut self,
+        out: &mut Vec<u8>,
+        helo: &str,
+        rcpts: &[String],
+        now: std::time::SystemTime,
+    ) {
+        let host = self.catalogue.host();
         let ip = self.peer.ip();
         let queue_id = self.rng.next_u32();
-        let mut out = String::with_capacity(320);
+        // Writing to a `Vec` cannot fail.
         let _ = write!(
             out,
             "Received: from {helo} ({helo} [{ip}])\r\n\tby {host} (NewMX) with SMTP id {queue_id:08X}\r\n\t"
@@ -136,22 +150,27 @@ impl Session {
         if let [only] = rcpts {
             let _ = write!(out, "for <{only}>; ");
         }
-        let _ = write!(out, "{}\r\n", rfc5322_cst(now));
+        let _ = write!(out, "{}\r\n", Rfc5322Cst(now));
         let short = host
             .strip_prefix("new")
-            .unwrap_or(&host)
+            .unwrap_or(host)
             .trim_end_matches(".qq.com");
         let _ = write!(out, "X-QQ-mid: {short}t{}t", unix_secs(now));
         for _ in 0..8 {
             let n = self.rng.random_range(0..36u32);
-            out.push(char::from_digit(n, 36).expect("below 36"));
+            let digit = char::from_digit(n, 36).expect("below 36");
+            out.push(u8::try_from(digit).expect("an ASCII digit or letter"));
         }
         // 17 bytes: 24 base64 characters ending in a single `=`, like QQ's
         // `X-QQ-XMRINFO: NgToQqU5s31XQ+vYT/V7+uk=`.
         let mut info = [0u8; 17];
         self.rng.fill_bytes(&mut info);
-        let info = base64::engine::general_purpose::STANDARD.encode(info);
-        let _ = write!(out, "\r\nX-QQ-XMRINFO: {info}\r\n");
-        out
+        let mut encoded = [0u8; 24];
+        let len = base64::engine::general_purpose::STANDARD
+            .encode_slice(info, &mut encoded)
+            .expect("24 bytes hold the base64 of 17");
+        out.extend_from_slice(b"\r\nX-QQ-XMRINFO: ");
+        out.extend_from_slice(&encoded[..len]);
+        out.extend_from_slice(b"\r\n");
     }
 }

@@ -3,6 +3,8 @@
 //! scanner up to its end. Everything complete in the input is answered, in order, so that
 //! pipelined commands get correct replies.
 
+use memchr::memchr;
+
 use super::body::Incoming;
 use super::channel::Channel;
 use super::parse;
@@ -42,23 +44,26 @@ impl Session {
     /// Answers everything complete in the input; keeps what is incomplete.
     pub(super) fn process<C: Channel>(&mut self) -> Action<C::Upgrade> {
         let max_line = self.engine.config.limits.max_line_length;
+        // Taken out while it is answered, so that each command line is read where it
+        // is, without a copy; put back (the unanswered rest) at the end.
+        let input = std::mem::take(&mut self.input);
         let mut pos = 0;
         let mut action = Action::Continue;
         while let Action::Continue = action {
-            let rest = &self.input[pos..];
+            let rest = &input[pos..];
             // Taken for this step; each arm leaves the mode that follows.
             match std::mem::replace(&mut self.mode, Mode::Commands) {
                 Mode::Commands => match memchr(b'\n', rest) {
                     Some(end) if end < max_line => {
-                        let line = rest[..=end].to_vec();
-                        if let Some(stage) = command_stage(&line)
+                        let line = &rest[..=end];
+                        if let Some(stage) = command_stage(line)
                             && let Some(fault) = self.fault_before(stage)
                         {
                             // Not answered yet: the line stays in the input, to be
                             // answered after a delay. A fault that ends the session
                             // leaves the command unanswered, but in the log.
                             if !matches!(fault.1, FaultAction::Delay(_)) {
-                                let (command, _) = parse::read(&line);
+                                let (command, _) = parse::read(line);
                                 if command.verb == Verb::Mail {
                                     self.begin_transaction();
                                 }
@@ -69,14 +74,14 @@ impl Session {
                             break;
                         }
                         pos += end + 1;
-                        action = self.command::<C>(&line);
+                        action = self.command::<C>(line);
                     }
                     Some(end) => {
                         pos += end + 1;
                         action = self.too_long();
                     }
                     None if rest.len() >= max_line => {
-                        pos = self.input.len();
+                        pos = input.len();
                         self.mode = Mode::SkipLine;
                         action = self.too_long();
                     }
@@ -85,25 +90,25 @@ impl Session {
                 Mode::SkipLine => match memchr(b'\n', rest) {
                     Some(end) => pos += end + 1,
                     None => {
-                        pos = self.input.len();
+                        pos = input.len();
                         self.mode = Mode::SkipLine;
                         break;
                     }
                 },
                 Mode::Data(reading) => {
-                    let (used, done) = self.data(reading, pos);
+                    let (used, done) = self.data(reading, &input[pos..]);
                     pos += used;
-                    if !done && pos == self.input.len() {
+                    if !done && pos == input.len() {
                         break;
                     }
                 }
             }
             if let Action::StartTls(_) = action {
-                let left = self.input.len() - pos;
+                let left = input.len() - pos;
                 if left > 0 {
                     self.record(EventKind::Discarded { bytes: left });
                 }
-                pos = self.input.len();
+                pos = input.len();
             }
             if let Action::Continue = action
                 && let Some(pending) = self.pending.take()
@@ -116,6 +121,7 @@ impl Session {
                 action = Action::Fault;
             }
         }
+        self.input = input;
         self.input.drain(..pos);
         action
     }
@@ -156,8 +162,4 @@ fn command_stage(line: &[u8]) -> Option<Stage> {
         return None;
     };
     Some(stage)
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }

@@ -202,6 +202,10 @@ pub(crate) struct Session {
     commands: usize,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// The trace headers of the message being stored; kept to be reused.
+    headers: Vec<u8>,
+    /// The reply being rendered; kept to be reused.
+    reply_text: String,
     mode: Mode,
     deadline: Instant,
     /// Refusals decided at connect and answered at a later stage.
@@ -315,6 +319,8 @@ impl Session {
             commands: 0,
             input: Vec::with_capacity(READ_CHUNK),
             output: Vec::with_capacity(1024),
+            headers: Vec::new(),
+            reply_text: String::new(),
             mode: Mode::Commands,
             deadline,
             deferred: Vec::new(),

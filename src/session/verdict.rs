@@ -7,7 +7,7 @@ use tracing::debug;
 use super::{Pending, Session};
 use crate::event::EventKind;
 use crate::policy::{Decision, Facts, Verdict};
-use crate::reply::{Context, ReplyKind};
+use crate::reply::{Context, Reply, ReplyKind};
 use crate::units::Stage;
 
 impl Session {
@@ -52,11 +52,23 @@ impl Session {
     /// Queues the reply of `kind` and records it.
     pub(super) fn reply(&mut self, kind: ReplyKind) {
         let ctx = self.context();
-        let reply = self.catalogue.render(kind, &ctx, &mut self.rng);
-        debug!(session = self.id, reply = %reply.text, "reply");
-        self.output.extend_from_slice(reply.text.as_bytes());
+        // Rendered into the session's reused buffer; the event keeps a copy of its
+        // exact size.
+        let mut text = std::mem::take(&mut self.reply_text);
+        text.clear();
+        let (kind, code) = self
+            .catalogue
+            .render_into(kind, &ctx, &mut self.rng, &mut text);
+        debug!(session = self.id, reply = %text, "reply");
+        self.output.extend_from_slice(text.as_bytes());
         self.output.extend_from_slice(b"\r\n");
         self.answered = true;
+        let reply = Reply {
+            kind,
+            code,
+            text: text.as_str().to_owned(),
+        };
+        self.reply_text = text;
         self.record(EventKind::Reply(reply));
         // The reply that leaves no transaction open ends the one it answers.
         if self.open_transaction().is_none() && self.pending.is_none() {
