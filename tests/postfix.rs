@@ -41,6 +41,12 @@ const SENDER: &str = "sender@pfx.test";
 /// `every_refusal_is_tried_or_explained`).
 const NOT_FROM_POSTFIX: &[(ReplyKind, &str)] = &[
     (
+        ReplyKind::StateUnavailable,
+        "sent only by a replica with the Redis state backend while Redis cannot be reached \
+         (tests/redis.rs kills and stops redis-server under load); these cases use the \
+         in-memory state",
+    ),
+    (
         ReplyKind::TlsUnavailable,
         "sent to STARTTLS when TLS is off, and then EHLO does not offer STARTTLS, so Postfix \
          never asks (at `encrypt` level it defers on its own: TLS not offered)",
