@@ -1,21 +1,4 @@
-//! Static listings with optional expiry, and the seeded draw that blacklists some new IPs
-//! and sender domains at random.
-
-use super::state::Source;
-
-/// A listing: what, until when (Unix seconds), and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Listed<T> {
-    pub value: T,
-    pub until: Option<u64>,
-    pub source: Source,
-}
-
-impl<T> Listed<T> {
-    pub fn active(&self, now: u64) -> bool {
-        self.until.is_none_or(|u| now < u)
-    }
-}
+//! The seeded draw that blacklists some new IPs and sender domains at random.
 
 /// The seeded coin for random blacklisting: the same seed and subject always land the
 /// same way, whatever order subjects arrive in, and with any Rust or `rand` version (the

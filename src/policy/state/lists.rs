@@ -6,9 +6,22 @@ use std::net::IpAddr;
 use super::Source;
 use crate::clock::{parse_rfc3339, unix_secs};
 use crate::config::{Blacklist, Content, ListEntry};
-use crate::policy::lists::Listed;
 use crate::policy::lru::Lru;
 use crate::units::IpNet;
+
+/// A listing: what, until when (Unix seconds), and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed<T> {
+    pub value: T,
+    pub until: Option<u64>,
+    pub source: Source,
+}
+
+impl<T> Listed<T> {
+    pub fn active(&self, now: u64) -> bool {
+        self.until.is_none_or(|u| now < u)
+    }
+}
 
 /// A sender domain that drew a random listing.
 #[derive(Debug, Default)]

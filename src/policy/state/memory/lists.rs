@@ -4,9 +4,9 @@
 use std::net::IpAddr;
 
 use super::Memory;
-use crate::policy::lists::{Listed, draw};
+use crate::policy::lists::draw;
 use crate::policy::quota::Subject;
-use crate::policy::state::lists::DomainHistory;
+use crate::policy::state::lists::{DomainHistory, Listed};
 use crate::policy::state::{
     Blacklists, IpListedBy, Listing, RecipientLists, SenderListedBy, Source,
 };

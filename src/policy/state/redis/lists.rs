@@ -102,7 +102,7 @@ impl Blacklists for Redis {
         domain: &str,
         now: u64,
     ) -> Option<Listing<SenderListedBy>> {
-        let config = |list: &[crate::policy::lists::Listed<String>], value: &str| {
+        let config = |list: &[crate::policy::state::lists::Listed<String>], value: &str| {
             list.iter()
                 .find(|l| l.active(now) && l.value == value)
                 .map(|l| l.until)
@@ -177,7 +177,7 @@ impl Blacklists for Redis {
         self.call("unlist_sender", |conn| {
             redis::cmd("HDEL").arg(&key).arg(sender).query::<()>(conn)
         });
-        let listed = |l: &crate::policy::lists::Listed<String>| l.value == sender;
+        let listed = |l: &crate::policy::state::lists::Listed<String>| l.value == sender;
         if self.lists.senders.iter().any(listed) || self.lists.domains_listed.iter().any(listed) {
             let lifted = self.key(format_args!("lifted:s"));
             self.add_kept("unlist_sender", &lifted, &[sender]);
