@@ -1,5 +1,6 @@
-//! The module graph of `src/`: no import circle among the top-level modules, no import
-//! from a lower layer to a higher one, no file over [`MAX_LINES`] lines.
+//! The module graph of `src/`: no import circle among the top-level modules, none among
+//! the files of one module, no import from a lower layer to a higher one, no file over
+//! [`MAX_LINES`] lines.
 //!
 //! Every file under `src/` is read as text (standard library only). A file belongs to
 //! the top-level module of the first segment of its path (`src/policy/quota.rs` to
@@ -14,6 +15,12 @@
 //! a lower layer, and a module of its own layer as long as no circle forms; never one
 //! above it. A module that is in no layer is a finding too, so a new module has to be
 //! placed on purpose.
+//!
+//! Inside a top-level module, the files form a graph of their own ([`FileGraph`]): a file
+//! imports another when one of its `crate::`, `super::` or `self::` paths leads there
+//! (through the parent's `pub use child::Name` re-exports too). A parent's imports of its
+//! own children are left out: declaring and re-exporting a child is what a parent is for,
+//! and a child may use its parent's items. Any other circle between files is a finding.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -75,6 +82,7 @@ fn the_module_graph_has_no_circle_and_no_import_upwards() {
     findings.extend(graph.unplaced());
     findings.extend(graph.circles());
     findings.extend(graph.upwards());
+    findings.extend(FileGraph::of(&src, &files).circles());
 
     assert!(
         findings.is_empty(),
@@ -263,6 +271,234 @@ impl Graph {
             }
         }
         reached
+    }
+}
+
+/// The imports between the files of each top-level module.
+struct FileGraph {
+    /// File -> file -> the line of the first import seen.
+    edges: BTreeMap<String, BTreeMap<String, usize>>,
+}
+
+impl FileGraph {
+    fn of(src: &Path, files: &BTreeMap<PathBuf, String>) -> Self {
+        let test_only = test_only_files(src, files);
+        let modules: BTreeMap<Vec<String>, &PathBuf> = files
+            .keys()
+            .filter(|p| !test_only.contains(*p))
+            .filter_map(|p| Some((module_path(src, p)?, p)))
+            .collect();
+        let reexports: BTreeMap<Vec<String>, BTreeMap<String, String>> = modules
+            .iter()
+            .map(|(path, file)| (path.clone(), child_reexports(&files[*file])))
+            .collect();
+        let mut edges: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+        for (from_path, file) in &modules {
+            let is_parent = file.file_name().is_some_and(|n| n == "mod.rs");
+            let from = shown(src, file);
+            for (line, target) in paths(&code_of(&files[*file]), from_path) {
+                let Some(mut to_path) = (1..=target.len())
+                    .rev()
+                    .map(|n| target[..n].to_vec())
+                    .find(|p| modules.contains_key(p))
+                else {
+                    continue;
+                };
+                if let Some(child) = target
+                    .get(to_path.len())
+                    .and_then(|name| reexports.get(&to_path)?.get(name))
+                {
+                    let mut child_path = to_path.clone();
+                    child_path.push(child.clone());
+                    if modules.contains_key(&child_path) {
+                        to_path = child_path;
+                    }
+                }
+                let same_module = to_path.first() == from_path.first();
+                let own_child = is_parent && to_path.starts_with(from_path);
+                if to_path == *from_path || !same_module || own_child {
+                    continue;
+                }
+                edges
+                    .entry(from.clone())
+                    .or_default()
+                    .entry(shown(src, modules[&to_path]))
+                    .or_insert(line);
+            }
+        }
+        Self { edges }
+    }
+
+    /// Every group of files that import each other, directly or not.
+    fn circles(&self) -> Vec<String> {
+        let reachable = |from: &str| {
+            let mut reached = BTreeSet::from([from.to_owned()]);
+            let mut todo = vec![from.to_owned()];
+            while let Some(file) = todo.pop() {
+                for to in self.edges.get(&file).into_iter().flat_map(|t| t.keys()) {
+                    if reached.insert(to.clone()) {
+                        todo.push(to.clone());
+                    }
+                }
+            }
+            reached
+        };
+        let mut found = Vec::new();
+        let mut seen = BTreeSet::new();
+        for file in self.edges.keys() {
+            if seen.contains(file) {
+                continue;
+            }
+            let group: BTreeSet<String> = reachable(file)
+                .into_iter()
+                .filter(|other| reachable(other).contains(file))
+                .collect();
+            seen.extend(group.iter().cloned());
+            if group.len() > 1 {
+                let mut text = format!(
+                    "circle among files {}:",
+                    group.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+                for from in &group {
+                    for (to, line) in self.edges.get(from).into_iter().flatten() {
+                        if group.contains(to) {
+                            let _ = write!(text, "\n      {from}:{line} -> {to}");
+                        }
+                    }
+                }
+                found.push(text);
+            }
+        }
+        found
+    }
+}
+
+/// A file's module path (`src/policy/state/mod.rs` is `policy::state`); `None` for the
+/// crate root and the binaries.
+fn module_path(src: &Path, path: &Path) -> Option<Vec<String>> {
+    let relative = path.strip_prefix(src).ok()?;
+    let mut parts: Vec<String> = relative
+        .components()
+        .map(|c| c.as_os_str().to_str().map(str::to_owned))
+        .collect::<Option<_>>()?;
+    let last = parts.pop()?;
+    if parts.first().is_some_and(|first| first == "bin") {
+        return None;
+    }
+    match last.as_str() {
+        "mod.rs" => {}
+        "lib.rs" if parts.is_empty() => return None,
+        _ => parts.push(last.strip_suffix(".rs")?.to_owned()),
+    }
+    Some(parts)
+}
+
+/// The names a parent re-exports from its children (`pub use child::{A, B};`,
+/// `pub(crate) use child::C;`), each with its child.
+fn child_reexports(text: &str) -> BTreeMap<String, String> {
+    let mut names = BTreeMap::new();
+    for statement in code_of(text).split(';') {
+        let statement = statement.trim();
+        let Some(rest) = statement
+            .strip_prefix("pub use ")
+            .or_else(|| statement.strip_prefix("pub(crate) use "))
+        else {
+            continue;
+        };
+        let Some((child, items)) = rest.split_once("::") else {
+            continue;
+        };
+        if !child.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let items = items.trim().trim_start_matches('{').trim_end_matches('}');
+        for item in items.split(',') {
+            let name = item.rsplit(" as ").next().unwrap_or(item);
+            let name = name.rsplit("::").next().unwrap_or(name).trim();
+            if !name.is_empty() {
+                names.insert(name.to_owned(), child.to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Every path in `code` that starts with `crate::`, `super::` or `self::`, made
+/// absolute from the module `here`, with its line number; a group `{a, b::c}` gives one
+/// path per item.
+fn paths(code: &str, here: &[String]) -> Vec<(usize, Vec<String>)> {
+    let mut found = Vec::new();
+    for (number, line) in code.lines().enumerate() {
+        let mut i = 0;
+        while i < line.len() {
+            let rest = &line[i..];
+            let before = line[..i].chars().next_back();
+            let boundary = !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+            let start = ["crate::", "super::", "self::"]
+                .into_iter()
+                .find(|p| boundary && rest.starts_with(p));
+            let Some(start) = start else {
+                i += rest.chars().next().map_or(1, char::len_utf8);
+                continue;
+            };
+            let mut base: Vec<String> = match start {
+                "crate::" => Vec::new(),
+                "super::" => here[..here.len().saturating_sub(1)].to_vec(),
+                _ => here.to_vec(),
+            };
+            let mut tail = &rest[start.len()..];
+            while let Some(more) = tail.strip_prefix("super::") {
+                base.pop();
+                tail = more;
+            }
+            let (trees, used) = use_trees(tail);
+            for tree in trees {
+                let mut path = base.clone();
+                path.extend(tree);
+                found.push((number + 1, path));
+            }
+            i += start.len() + (rest.len() - start.len() - tail.len()) + used.max(1);
+        }
+    }
+    found
+}
+
+/// The paths a use tree at the start of `text` names (`a::b`, `a::{b, c::d}`), and how
+/// many bytes it took.
+fn use_trees(text: &str) -> (Vec<Vec<String>>, usize) {
+    let name = identifier(text);
+    if name.is_empty() {
+        if let Some(group) = text.strip_prefix('{') {
+            let mut trees = Vec::new();
+            let mut at = 0;
+            loop {
+                let rest = &group[at..];
+                let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+                at += rest.len() - trimmed.len();
+                if trimmed.is_empty() || trimmed.starts_with('}') {
+                    return (trees, 1 + at + usize::from(trimmed.starts_with('}')));
+                }
+                let (inner, used) = use_trees(trimmed);
+                trees.extend(inner);
+                at += used.max(1);
+            }
+        }
+        return (vec![Vec::new()], 0);
+    }
+    let after = &text[name.len()..];
+    match after.strip_prefix("::") {
+        Some(next) => {
+            let (inner, used) = use_trees(next);
+            let trees = inner
+                .into_iter()
+                .map(|mut t| {
+                    t.insert(0, name.clone());
+                    t
+                })
+                .collect();
+            (trees, name.len() + 2 + used)
+        }
+        None => (vec![vec![name.clone()]], name.len()),
     }
 }
 
@@ -600,5 +836,59 @@ fn a_circle_and_an_import_upwards_are_found() {
     assert!(
         upwards[0].starts_with("upwards: config -> policy"),
         "{upwards:?}"
+    );
+}
+
+#[test]
+fn a_circle_between_files_of_one_module_is_found() {
+    let src = Path::new("/x/src");
+    let files: BTreeMap<PathBuf, String> = [
+        ("lib.rs", "mod scenario;\n"),
+        (
+            "scenario/mod.rs",
+            "mod html;\nmod report;\npub use report::Report;\nuse crate::clock::Clock;\n",
+        ),
+        ("scenario/report.rs", "use super::html::{self, Chart};\n"),
+        (
+            "scenario/html.rs",
+            "use crate::scenario::Report;\nuse super::Phase;\n",
+        ),
+        ("scenario/phase.rs", "use super::{report::Report, html};\n"),
+    ]
+    .into_iter()
+    .map(|(p, t)| (src.join(p), t.to_owned()))
+    .collect();
+
+    let circles = FileGraph::of(src, &files).circles();
+
+    assert_eq!(circles.len(), 1, "{circles:?}");
+    assert!(
+        circles[0].starts_with("circle among files src/scenario/html.rs, src/scenario/report.rs:"),
+        "{circles:?}"
+    );
+}
+
+#[test]
+fn use_trees_expand_groups() {
+    let here = ["policy".to_owned(), "state".to_owned(), "redis".to_owned()];
+    let found = paths(
+        "use super::{lists::{Lists, Recipients}, Health};\nlet x = crate::clock::now();\n\
+         use super::super::quota::Breach;\n",
+        &here,
+    );
+
+    let found: Vec<String> = found
+        .into_iter()
+        .map(|(line, path)| format!("{line}:{}", path.join("::")))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "1:policy::state::lists::Lists",
+            "1:policy::state::lists::Recipients",
+            "1:policy::state::Health",
+            "2:clock::now",
+            "3:policy::quota::Breach",
+        ]
     );
 }

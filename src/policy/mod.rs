@@ -62,6 +62,7 @@
 //! (a stage whose store cannot be reached is answered `451`, `state_unavailable`).
 
 mod auth;
+mod checks;
 mod content;
 mod decision;
 mod hash;
@@ -83,8 +84,8 @@ use crate::config::{
 use crate::reply::ReplyKind;
 use crate::units::{IpNet, QuotaName, Stage, Window};
 
-pub use auth::{AuthReport, AuthResult, DkimCheck, DmarcCheck, DmarcPolicy, SpfCheck};
 use auth::{AuthRules, Disposition};
+pub use checks::{AuthReport, AuthResult, DkimCheck, DmarcCheck, DmarcPolicy, SpfCheck};
 pub use decision::{BlockInfo, Connect, Decision, Facts, Verdict};
 use mailbox::Address;
 
