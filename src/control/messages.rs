@@ -7,14 +7,15 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::fanout::{self, Fanout, Fetched, merge_messages, requery};
 use super::mailpit::{self, DeleteRequest, Search};
-use super::wire::{Answer, ApiState, body, query, time};
+use super::wire::{Answer, ApiState, Scope, body, query, time};
 use super::{Api, ApiError};
 use crate::inspect::MessageFilter;
 use crate::store::{Folder, Message};
@@ -24,6 +25,9 @@ use crate::store::{Folder, Message};
 struct MessageView<'a> {
     #[serde(flatten)]
     message: &'a Message,
+    /// The replica that holds it, with the Redis state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<&'a str>,
     size: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<String>,
@@ -41,17 +45,18 @@ struct MessageView<'a> {
 
 impl<'a> MessageView<'a> {
     /// The view in a list, with Mailpit's summary fields.
-    fn listed(message: &'a Message) -> Self {
+    fn listed(message: &'a Message, replica: Option<&'a str>) -> Self {
         Self {
-            summary: Some(mailpit::Summary::new(message)),
-            ..Self::one(message)
+            summary: Some(mailpit::Summary::new(message, replica)),
+            ..Self::one(message, replica)
         }
     }
 
     /// qqmx's fields alone.
-    fn one(message: &'a Message) -> Self {
+    fn one(message: &'a Message, replica: Option<&'a str>) -> Self {
         Self {
             message,
+            replica,
             size: message.raw.len(),
             subject: message.header("subject"),
             headers: None,
@@ -80,6 +85,7 @@ pub(super) struct MessageQuery {
     limit: Option<usize>,
     #[serde(default)]
     raw: bool,
+    scope: Option<Scope>,
 }
 
 #[derive(Serialize)]
@@ -99,11 +105,17 @@ struct MessageList<'a> {
 }
 
 impl<'a> MessageList<'a> {
-    fn new(total: usize, start: usize, page: &'a [Arc<Message>], raw: bool) -> Self {
+    fn new(
+        total: usize,
+        start: usize,
+        page: &'a [Arc<Message>],
+        raw: bool,
+        replica: Option<&'a str>,
+    ) -> Self {
         let messages: Vec<MessageView<'a>> = page
             .iter()
             .map(|m| {
-                let mut view = MessageView::listed(m);
+                let mut view = MessageView::listed(m, replica);
                 if raw {
                     view.raw_base64 =
                         Some(base64::engine::general_purpose::STANDARD.encode(&m.raw));
@@ -146,8 +158,49 @@ fn known_mx(api: &Api, mx: String) -> Answer<String> {
     }
 }
 
+/// The query parameters a replica asked for its share of a merged list does not take
+/// as given: it is asked for its own, from its first match.
+const PAGING: [&str; 3] = ["scope", "start", "limit"];
+
+/// The parameters that ask a replica for its share of a merged page `start`, `limit`:
+/// its own first `start + limit` matches.
+fn share(start: usize, limit: Option<usize>) -> Vec<(&'static str, String)> {
+    let mut add = vec![("scope", "local".to_owned()), ("start", "0".to_owned())];
+    if let Some(limit) = limit {
+        add.push(("limit", start.saturating_add(limit).to_string()));
+    }
+    add
+}
+
+/// The messages of every replica: this one's `list` and the others' shares, merged.
+async fn merged(
+    fanout: &Fanout,
+    route: &str,
+    raw_query: Option<&str>,
+    list: &MessageList<'_>,
+    (start, limit): (usize, Option<usize>),
+    newest_first: bool,
+) -> Response {
+    let add = share(start, limit);
+    let gathered = fanout
+        .gather(|_| format!("{route}?{}", requery(raw_query, &PAGING, &add)))
+        .await;
+    let mut lists = vec![serde_json::to_value(list).unwrap_or_default()];
+    lists.extend(gathered.answers.into_iter().map(|(_, list)| list));
+    let limit = limit.unwrap_or(usize::MAX);
+    Json(merge_messages(
+        lists,
+        newest_first,
+        start,
+        limit,
+        gathered.replicas,
+    ))
+    .into_response()
+}
+
 pub(super) async fn messages(
     State(api): ApiState,
+    RawQuery(raw_query): RawQuery,
     query_string: Result<Query<MessageQuery>, QueryRejection>,
 ) -> Answer<Response> {
     let f = query(query_string)?;
@@ -163,13 +216,25 @@ pub(super) async fn messages(
         mx: f.mx.map(|mx| known_mx(&api, mx)).transpose()?,
         client: f.client,
     };
-    let (total, page) =
-        api.server
-            .store()
-            .messages_page(f.start, f.limit.unwrap_or(usize::MAX), |m| {
-                filter.matches(m)
-            });
-    Ok(Json(MessageList::new(total, f.start, &page, f.raw)).into_response())
+    let fanout = api.fanout(f.scope);
+    // Asked for every replica's, this one's share is its first `start + limit`.
+    let (start, limit) = match fanout {
+        Some(_) => (0, f.start.saturating_add(f.limit.unwrap_or(usize::MAX))),
+        None => (f.start, f.limit.unwrap_or(usize::MAX)),
+    };
+    let (total, page) = api
+        .server
+        .store()
+        .messages_page(start, limit, |m| filter.matches(m));
+    let list = MessageList::new(total, start, &page, f.raw, api.replica());
+    Ok(match fanout {
+        None => Json(list).into_response(),
+        Some(fanout) => {
+            let paging = (f.start, f.limit);
+            let route = "/api/v1/messages";
+            merged(fanout, route, raw_query.as_deref(), &list, paging, false).await
+        }
+    })
 }
 
 #[derive(Deserialize)]
@@ -180,15 +245,22 @@ pub(super) struct SearchQuery {
     #[serde(default)]
     start: usize,
     limit: Option<usize>,
+    scope: Option<Scope>,
 }
 
 /// Mailpit's search: the messages that match, newest first as Mailpit lists them.
 pub(super) async fn search(
     State(api): ApiState,
+    RawQuery(raw_query): RawQuery,
     query_string: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Answer<Response> {
     let q = query(query_string)?;
     let search = Search::parse(&q.query)?;
+    let fanout = api.fanout(q.scope);
+    let (start, limit) = match fanout {
+        Some(_) => (0, q.start.saturating_add(q.limit.unwrap_or(usize::MAX))),
+        None => (q.start, q.limit.unwrap_or(usize::MAX)),
+    };
     let found: Vec<Arc<Message>> = api
         .server
         .store()
@@ -198,12 +270,16 @@ pub(super) async fn search(
         .filter(|m| search.matches(m))
         .collect();
     let total = found.len();
-    let page: Vec<Arc<Message>> = found
-        .into_iter()
-        .skip(q.start)
-        .take(q.limit.unwrap_or(usize::MAX))
-        .collect();
-    Ok(Json(MessageList::new(total, q.start, &page, false)).into_response())
+    let page: Vec<Arc<Message>> = found.into_iter().skip(start).take(limit).collect();
+    let list = MessageList::new(total, start, &page, false, api.replica());
+    Ok(match fanout {
+        None => Json(list).into_response(),
+        Some(fanout) => {
+            let paging = (q.start, q.limit);
+            let route = "/api/v1/search";
+            merged(fanout, route, raw_query.as_deref(), &list, paging, true).await
+        }
+    })
 }
 
 #[derive(Deserialize)]
@@ -241,10 +317,7 @@ pub(super) async fn delete_messages(State(api): ApiState, bytes: Bytes) -> Answe
     }
     let mut ids = Vec::with_capacity(request.ids.len());
     for id in &request.ids {
-        ids.push(
-            id.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("`{id}` is not a message id")))?,
-        );
+        ids.push(own_id(&api, id)?);
     }
     let missing: Vec<String> = ids
         .iter()
@@ -262,7 +335,83 @@ pub(super) async fn delete_messages(State(api): ApiState, bytes: Bytes) -> Answe
     }))
 }
 
-/// The message `id` names: its number, or `latest` for the newest.
+/// The number of a message of this replica: `7`, or with the Redis state also `a:7`
+/// where `a` is this replica (a 400 for another replica's).
+fn own_id(api: &Api, id: &str) -> Answer<u64> {
+    let number = match (api.replica(), id.split_once(':')) {
+        (Some(own), Some((name, number))) if name == own => number,
+        (Some(_), Some((name, _))) => {
+            return Err(ApiError::bad_request(format!(
+                "message `{id}` is held by replica `{name}`: delete it through that replica's API"
+            )));
+        }
+        _ => id,
+    };
+    number
+        .parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("`{id}` is not a message id")))
+}
+
+/// Where the message an id names is: here, or the answer of the replica that holds it.
+enum Located {
+    Here(Message),
+    There(Fetched),
+}
+
+/// The message `id` names for the route `/api/v1/message/{id}{suffix}`. With the Redis
+/// state, `b:7` is replica `b`'s message 7 (asked of `b`), and `latest` the newest of
+/// every replica's; a bare number is this replica's.
+async fn locate(api: &Api, id: &str, suffix: &str) -> Answer<Located> {
+    let Some(fanout) = api.fanout.as_ref() else {
+        return find(api, id).map(Located::Here);
+    };
+    if id == "latest" {
+        return latest(api, fanout, suffix).await;
+    }
+    match id.split_once(':') {
+        Some((name, number)) if name == fanout.name() => find(api, number).map(Located::Here),
+        Some((name, _)) => {
+            let peer = fanout.peer(name).await?;
+            let path = format!("/api/v1/message/{id}{suffix}");
+            fanout.ask(&peer, &path).await.map(Located::There)
+        }
+        None => find(api, id).map(Located::Here),
+    }
+}
+
+/// The newest message of every replica's (each asked for its `latest`).
+async fn latest(api: &Api, fanout: &Fanout, suffix: &str) -> Answer<Located> {
+    let gathered = fanout
+        .gather(|name| format!("/api/v1/message/{name}:latest"))
+        .await;
+    let own = api
+        .server
+        .store()
+        .snapshot()
+        .last()
+        .map(|m| Message::clone(m));
+    let mut candidates: Vec<serde_json::Value> =
+        gathered.answers.into_iter().map(|(_, m)| m).collect();
+    if let Some(message) = &own {
+        let view = MessageView::one(message, Some(fanout.name()));
+        candidates.push(serde_json::to_value(view).unwrap_or_default());
+    }
+    let newest = fanout::newest(candidates)
+        .ok_or_else(|| ApiError::not_found("no message in the store of any replica"))?;
+    let name = newest["replica"].as_str().unwrap_or_default();
+    match own {
+        Some(message) if name == fanout.name() => Ok(Located::Here(message)),
+        _ if suffix.is_empty() => Ok(Located::There(Fetched::of_json(&newest))),
+        _ => {
+            let peer = fanout.peer(name).await?;
+            let path = format!("/api/v1/message/{name}:{}{suffix}", newest["id"]);
+            fanout.ask(&peer, &path).await.map(Located::There)
+        }
+    }
+}
+
+/// The message `id` names in this replica's store: its number, or `latest` for the
+/// newest.
 fn find(api: &Api, id: &str) -> Answer<Message> {
     if id == "latest" {
         return api
@@ -283,11 +432,15 @@ fn find(api: &Api, id: &str) -> Answer<Message> {
 }
 
 pub(super) async fn message(State(api): ApiState, Path(id): Path<String>) -> Answer<Response> {
-    let message = find(&api, &id)?;
+    let message = match locate(&api, &id, "").await? {
+        Located::Here(message) => message,
+        Located::There(answer) => return Ok(answer.relay()),
+    };
+    let replica = api.replica();
     let view = MessageView {
         headers: Some(message.headers()),
-        detail: Some(mailpit::Detail::new(&message)),
-        ..MessageView::one(&message)
+        detail: Some(mailpit::Detail::new(&message, replica)),
+        ..MessageView::one(&message, replica)
     };
     Ok(Json(view).into_response())
 }
@@ -296,13 +449,18 @@ pub(super) async fn message(State(api): ApiState, Path(id): Path<String>) -> Ans
 pub(super) async fn message_headers(
     State(api): ApiState,
     Path(id): Path<String>,
-) -> Answer<Json<std::collections::BTreeMap<String, Vec<String>>>> {
-    let message = find(&api, &id)?;
-    Ok(Json(mailpit::headers(&message)))
+) -> Answer<Response> {
+    match locate(&api, &id, "/headers").await? {
+        Located::Here(message) => Ok(Json(mailpit::headers(&message)).into_response()),
+        Located::There(answer) => Ok(answer.relay()),
+    }
 }
 
 pub(super) async fn message_raw(State(api): ApiState, Path(id): Path<String>) -> Answer<Response> {
-    let message = find(&api, &id)?;
+    let message = match locate(&api, &id, "/raw").await? {
+        Located::Here(message) => message,
+        Located::There(answer) => return Ok(answer.relay()),
+    };
     Ok((
         [(header::CONTENT_TYPE, "message/rfc822")],
         Body::from(Bytes::copy_from_slice(&message.raw)),
