@@ -860,7 +860,6 @@ fn answered(answer: &serde_json::Value) -> Vec<(String, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_replicas_api_lists_the_messages_and_events_of_all() {
     use common::sidecar::Sidecar;
-    use qqmx::Mx;
     if skip() {
         return;
     }

@@ -98,7 +98,7 @@ impl Fanout {
             None => {
                 tracing::warn!(
                     replica = state.replica_name(),
-                    "the control API listens on an unspecified address and no `state.advertise` (--advertise) is set: the other replicas' APIs do not list this one's messages and events"
+                    "no URL to register this replica's control API at (set `state.advertise`, --advertise, when the API listens on 0.0.0.0 or [::]): the other replicas' APIs do not list this one's messages and events"
                 );
                 None
             }

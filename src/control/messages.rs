@@ -354,7 +354,7 @@ fn own_id(api: &Api, id: &str) -> Answer<u64> {
 
 /// Where the message an id names is: here, or the answer of the replica that holds it.
 enum Located {
-    Here(Message),
+    Here(Box<Message>),
     There(Fetched),
 }
 
@@ -363,19 +363,21 @@ enum Located {
 /// every replica's; a bare number is this replica's.
 async fn locate(api: &Api, id: &str, suffix: &str) -> Answer<Located> {
     let Some(fanout) = api.fanout.as_ref() else {
-        return find(api, id).map(Located::Here);
+        return find(api, id).map(|m| Located::Here(Box::new(m)));
     };
     if id == "latest" {
         return latest(api, fanout, suffix).await;
     }
     match id.split_once(':') {
-        Some((name, number)) if name == fanout.name() => find(api, number).map(Located::Here),
+        Some((name, number)) if name == fanout.name() => {
+            find(api, number).map(|m| Located::Here(Box::new(m)))
+        }
         Some((name, _)) => {
             let peer = fanout.peer(name).await?;
             let path = format!("/api/v1/message/{id}{suffix}");
             fanout.ask(&peer, &path).await.map(Located::There)
         }
-        None => find(api, id).map(Located::Here),
+        None => find(api, id).map(|m| Located::Here(Box::new(m))),
     }
 }
 
@@ -400,7 +402,7 @@ async fn latest(api: &Api, fanout: &Fanout, suffix: &str) -> Answer<Located> {
         .ok_or_else(|| ApiError::not_found("no message in the store of any replica"))?;
     let name = newest["replica"].as_str().unwrap_or_default();
     match own {
-        Some(message) if name == fanout.name() => Ok(Located::Here(message)),
+        Some(message) if name == fanout.name() => Ok(Located::Here(Box::new(message))),
         _ if suffix.is_empty() => Ok(Located::There(Fetched::of_json(&newest))),
         _ => {
             let peer = fanout.peer(name).await?;
