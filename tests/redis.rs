@@ -1003,6 +1003,42 @@ async fn any_replicas_api_lists_the_messages_and_events_of_all() {
     let local = a.json("/api/v1/events?scope=local");
     assert!(replicas_of(&local["events"]).iter().all(|r| *r == "a"));
 
+    // Deletes through A act on B's store: by the id that names B, and by search.
+    assert_eq!(
+        send(
+            b.mx("mx1"),
+            Ipv4Addr::new(127, 0, 0, 62),
+            "z@sender.example",
+            "10003@qq.com"
+        )
+        .await,
+        250
+    );
+    let delete = |path: &str, body: &str| {
+        let (status, body) = common::sidecar::http(a.api, "DELETE", path, None, body);
+        assert_eq!(status, 200, "DELETE {path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON")
+    };
+    assert_eq!(
+        delete("/api/v1/messages", r#"{"IDs": ["b:1"]}"#)["deleted"],
+        1
+    );
+    let by_search = delete("/api/v1/search?query=from:z%40sender.example", "");
+    assert_eq!(by_search["deleted"], 1, "{by_search}");
+    assert_eq!(
+        answered(&by_search),
+        [("a".into(), true), ("b".into(), true)]
+    );
+    assert_eq!(replicas_of(&a.json("/api/v1/messages")["messages"]), ["a"]);
+    let (status, body) = common::sidecar::http(
+        a.api,
+        "DELETE",
+        "/api/v1/messages?scope=local",
+        None,
+        r#"{"IDs": ["b:2"]}"#,
+    );
+    assert_eq!(status, 400, "another replica's id with scope=local: {body}");
+
     // B stopped (it takes connections but answers nothing): A answers within its 5 s
     // timeout with A's own, and says B failed.
     let signal = |signal: &str| {
@@ -1014,7 +1050,11 @@ async fn any_replicas_api_lists_the_messages_and_events_of_all() {
         assert!(status.success(), "kill {signal} {pid}");
     };
     signal("-STOP");
+    let asked = Instant::now();
     let list = a.json("/api/v1/messages");
+    // Real time is the subject: the answer comes after the 5 s timeout, not the 30 s
+    // the test would call a hang.
+    assert!(asked.elapsed() < HANG, "{:?}", asked.elapsed());
     assert_eq!(replicas_of(&list["messages"]), ["a"]);
     let failed = &list["replicas"][1];
     assert_eq!(
@@ -1034,6 +1074,11 @@ async fn any_replicas_api_lists_the_messages_and_events_of_all() {
     assert!(body.contains("replica `b` did not answer: "), "{body}");
     // Then A lists itself alone.
     wait_until(|| answered(&a.json("/api/v1/messages")) == [("a".to_owned(), true)]).await;
+    let all = delete("/api/v1/messages", "");
+    assert_eq!(
+        (all["deleted"].as_u64(), answered(&all)),
+        (Some(1), vec![("a".into(), true)])
+    );
     drop(b);
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
@@ -134,6 +134,17 @@ impl Fanout {
     /// `GET path(name)` on every other registered replica at once, each within the
     /// timeout.
     pub(super) async fn gather(&self, path: impl Fn(&str) -> String) -> Gathered {
+        self.gather_each(&Method::GET, |name| Some((path(name), None)))
+            .await
+    }
+
+    /// `method` on every other registered replica that `ask(name)` gives a path (and a
+    /// JSON body) for, at once, each within the timeout.
+    pub(super) async fn gather_each(
+        &self,
+        method: &Method,
+        ask: impl Fn(&str) -> Option<(String, Option<String>)>,
+    ) -> Gathered {
         let found = self.registry.peers().await;
         let mut replicas = vec![ReplicaStatus {
             replica: self.name.clone(),
@@ -143,14 +154,18 @@ impl Fanout {
         let asks: Vec<_> = found
             .peers
             .into_iter()
-            .map(|peer| {
-                let (token, timeout, path) = (self.token.clone(), self.timeout, path(&peer.name));
+            .filter_map(|peer| {
+                let (path, body) = ask(&peer.name)?;
+                let call = Call {
+                    method: method.clone(),
+                    path,
+                    body,
+                    token: self.token.clone(),
+                };
+                let timeout = self.timeout;
                 let name = peer.name.clone();
-                let task =
-                    tokio::spawn(
-                        async move { fetch(&peer, &path, token.as_deref(), timeout).await },
-                    );
-                (name, task)
+                let task = tokio::spawn(async move { fetch(&peer, &call, timeout).await });
+                Some((name, task))
             })
             .collect();
         let mut answers = Vec::new();
@@ -184,7 +199,13 @@ impl Fanout {
 
     /// `GET path` on `peer`, or a `502` saying why it did not answer.
     pub(super) async fn ask(&self, peer: &Peer, path: &str) -> Answer<Fetched> {
-        fetch(peer, path, self.token.as_deref(), self.timeout)
+        let call = Call {
+            method: Method::GET,
+            path: path.to_owned(),
+            body: None,
+            token: self.token.clone(),
+        };
+        fetch(peer, &call, self.timeout)
             .await
             .map_err(|e| ApiError {
                 status: StatusCode::BAD_GATEWAY,
@@ -207,13 +228,20 @@ fn json_of(fetched: Fetched, name: &str) -> Result<Value, String> {
         .ok_or_else(|| format!("replica `{name}` answered something other than JSON"))
 }
 
-/// One `GET` on a replica's API: connect, send, read the whole answer, within `timeout`.
-async fn fetch(
-    peer: &Peer,
-    path: &str,
-    token: Option<&str>,
-    timeout: Duration,
-) -> Result<Fetched, String> {
+/// One request to another replica's API.
+struct Call {
+    method: Method,
+    /// The path and query.
+    path: String,
+    /// A JSON body.
+    body: Option<String>,
+    token: Option<String>,
+}
+
+/// One request on a replica's API: connect, send, read the whole answer, within
+/// `timeout`.
+async fn fetch(peer: &Peer, call: &Call, timeout: Duration) -> Result<Fetched, String> {
+    let path = &call.path;
     let rest = peer
         .url
         .strip_prefix("http://")
@@ -241,11 +269,19 @@ async fn fetch(
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let mut request = Request::get(target.as_str()).header(header::HOST, authority);
-        if let Some(token) = token {
+        let mut request = Request::builder()
+            .method(call.method.clone())
+            .uri(target.as_str())
+            .header(header::HOST, authority);
+        if let Some(token) = &call.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request.body(String::new()).map_err(|e| e.to_string())?;
+        if call.body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(call.body.clone().unwrap_or_default())
+            .map_err(|e| e.to_string())?;
         let response = sender
             .send_request(request)
             .await

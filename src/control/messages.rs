@@ -1,6 +1,7 @@
 //! The message routes: qqmx's list, one message, its source and headers, deletes, and
 //! Mailpit's search, in qqmx's shapes with Mailpit's fields beside them.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -8,12 +9,12 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::fanout::{self, Fanout, Fetched, merge_messages, requery};
+use super::fanout::{self, Fanout, Fetched, Gathered, ReplicaStatus, merge_messages, requery};
 use super::mailpit::{self, DeleteRequest, Search};
 use super::wire::{Answer, ApiState, Scope, body, query, time};
 use super::{Api, ApiError};
@@ -286,38 +287,102 @@ pub(super) async fn search(
 #[serde(deny_unknown_fields)]
 pub(super) struct SearchDelete {
     query: String,
+    scope: Option<Scope>,
 }
 
-/// Mailpit's delete by search: forgets the messages that match.
+/// Mailpit's delete by search: forgets the messages that match (with the Redis state,
+/// on every replica unless `scope=local`).
 pub(super) async fn delete_search(
     State(api): ApiState,
+    RawQuery(raw_query): RawQuery,
     query_string: Result<Query<SearchDelete>, QueryRejection>,
 ) -> Answer<Json<Deleted>> {
     let q = query(query_string)?;
     let search = Search::parse(&q.query)?;
-    Ok(Json(Deleted {
-        deleted: api.server.store().remove_messages(|m| search.matches(m)),
-    }))
+    let deleted = api.server.store().remove_messages(|m| search.matches(m));
+    let Some(fanout) = api.fanout(q.scope) else {
+        return Ok(Json(Deleted::here(deleted)));
+    };
+    let local = [("scope", "local".to_owned())];
+    let path = format!(
+        "/api/v1/search?{}",
+        requery(raw_query.as_deref(), &["scope"], &local)
+    );
+    let gathered = fanout
+        .gather_each(&Method::DELETE, |_| Some((path.clone(), None)))
+        .await;
+    Ok(Json(Deleted::everywhere(deleted, gathered)))
 }
 
+/// How many messages a delete forgot.
 #[derive(Serialize)]
 pub(super) struct Deleted {
     deleted: usize,
+    /// With the Redis state, unless `scope=local`: the replicas asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<Vec<ReplicaStatus>>,
+}
+
+impl Deleted {
+    fn here(deleted: usize) -> Self {
+        Self {
+            deleted,
+            replicas: None,
+        }
+    }
+
+    /// This replica's count and those of the replicas that answered.
+    fn everywhere(deleted: usize, gathered: Gathered) -> Self {
+        let theirs: u64 = gathered
+            .answers
+            .iter()
+            .map(|(_, answer)| answer["deleted"].as_u64().unwrap_or(0))
+            .sum();
+        Self {
+            deleted: deleted.saturating_add(usize::try_from(theirs).unwrap_or(usize::MAX)),
+            replicas: Some(gathered.replicas),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteQuery {
+    scope: Option<Scope>,
 }
 
 /// Deletes every message, or with Mailpit's `{"IDs": ["7"]}` only those (a 404 naming
-/// the ones not held, deleting none, when some are not).
-pub(super) async fn delete_messages(State(api): ApiState, bytes: Bytes) -> Answer<Json<Deleted>> {
+/// the ones not held, deleting none, when some are not). With the Redis state, every
+/// replica's unless `scope=local`, and an id such as `b:7` is replica `b`'s.
+pub(super) async fn delete_messages(
+    State(api): ApiState,
+    query_string: Result<Query<DeleteQuery>, QueryRejection>,
+    bytes: Bytes,
+) -> Answer<Json<Deleted>> {
+    let scope = query(query_string)?.scope;
     let request: DeleteRequest = body(&bytes)?;
     let store = api.server.store();
+    let fanout = api.fanout(scope);
     if request.ids.is_empty() {
-        return Ok(Json(Deleted {
-            deleted: store.clear_messages(),
-        }));
+        let deleted = store.clear_messages();
+        let Some(fanout) = fanout else {
+            return Ok(Json(Deleted::here(deleted)));
+        };
+        let path = "/api/v1/messages?scope=local";
+        let gathered = fanout
+            .gather_each(&Method::DELETE, |_| Some((path.to_owned(), None)))
+            .await;
+        return Ok(Json(Deleted::everywhere(deleted, gathered)));
     }
     let mut ids = Vec::with_capacity(request.ids.len());
+    let mut theirs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for id in &request.ids {
-        ids.push(own_id(&api, id)?);
+        match (fanout, id.split_once(':')) {
+            (Some(fanout), Some((name, _))) if name != fanout.name() => {
+                theirs.entry(name).or_default().push(id);
+            }
+            _ => ids.push(own_id(&api, id)?),
+        }
     }
     let missing: Vec<String> = ids
         .iter()
@@ -330,9 +395,23 @@ pub(super) async fn delete_messages(State(api): ApiState, bytes: Bytes) -> Answe
             missing.join(", ")
         )));
     }
-    Ok(Json(Deleted {
-        deleted: store.remove_messages(|m| ids.contains(&m.id)),
-    }))
+    if let Some(fanout) = fanout {
+        for name in theirs.keys() {
+            fanout.peer(name).await?;
+        }
+    }
+    let deleted = store.remove_messages(|m| ids.contains(&m.id));
+    let Some(fanout) = fanout else {
+        return Ok(Json(Deleted::here(deleted)));
+    };
+    let gathered = fanout
+        .gather_each(&Method::DELETE, |name| {
+            let ids = theirs.get(name)?;
+            let body = serde_json::json!({ "IDs": ids }).to_string();
+            Some(("/api/v1/messages?scope=local".to_owned(), Some(body)))
+        })
+        .await;
+    Ok(Json(Deleted::everywhere(deleted, gathered)))
 }
 
 /// The number of a message of this replica: `7`, or with the Redis state also `a:7`
@@ -342,7 +421,7 @@ fn own_id(api: &Api, id: &str) -> Answer<u64> {
         (Some(own), Some((name, number))) if name == own => number,
         (Some(_), Some((name, _))) => {
             return Err(ApiError::bad_request(format!(
-                "message `{id}` is held by replica `{name}`: delete it through that replica's API"
+                "message `{id}` is held by replica `{name}`: `scope=local` deletes only this replica's"
             )));
         }
         _ => id,
