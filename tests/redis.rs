@@ -959,6 +959,16 @@ async fn any_replicas_api_lists_the_messages_and_events_of_all() {
     let remote = qqmx::remote::Remote::connect(&format!("http://{}", a.api)).expect("connect");
     let senders: Vec<String> = remote.messages().into_iter().map(|m| m.mail_from).collect();
     assert_eq!(senders, ["x@sender.example", "y@sender.example"]);
+    let waited = remote
+        .wait_for_messages(2, HANG)
+        .expect("both replicas' messages");
+    assert_eq!(waited.len(), 2);
+    // The counts of both, added up; `scope=local`, A's own.
+    let stats = a.json("/api/v1/stats");
+    assert_eq!(stats["since_reset"]["messages_accepted"], 2, "{stats}");
+    assert_eq!(answered(&stats), [("a".into(), true), ("b".into(), true)]);
+    let own = a.json("/api/v1/stats?scope=local");
+    assert_eq!(own["since_reset"]["messages_accepted"], 1, "{own}");
 
     // Events of both, by time then replica, every one naming its replica; paged by the
     // cursor, the same events in the same order.

@@ -329,6 +329,29 @@ pub(super) fn requery(raw: Option<&str>, drop: &[&str], add: &[(&str, String)]) 
     pairs.join("&")
 }
 
+/// `theirs` added into `ours`: numbers summed, objects merged key by key (a key only
+/// in `theirs` taken as it is); anything else, such as a list, kept as ours.
+pub(super) fn add_counts(ours: &mut Value, theirs: Value) {
+    match (ours, theirs) {
+        (Value::Number(a), Value::Number(b)) => {
+            if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
+                *a = x.saturating_add(y).into();
+            }
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in b {
+                match a.get_mut(&key) {
+                    Some(mine) => add_counts(mine, value),
+                    None => {
+                        a.insert(key, value);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// An RFC 3339 field of a JSON object, the epoch when missing.
 fn time_of(value: &Value, field: &str) -> SystemTime {
     value[field]
@@ -570,6 +593,19 @@ mod tests {
         let newest = merge_messages(lists, true, 0, 1, ok(&["a"]));
         assert_eq!(newest["messages"][0]["id"], 2);
         assert_eq!(newest["messages"][0]["replica"], "a");
+    }
+
+    #[test]
+    fn counts_add_up_and_lists_stay() {
+        let mut ours = json!({"held": {"messages": 2}, "replies": {"ok": 1}, "blocks": [1]});
+        add_counts(
+            &mut ours,
+            json!({"held": {"messages": 3}, "replies": {"ok": 1, "ip_frequency": 4}, "blocks": [1]}),
+        );
+        assert_eq!(
+            ours,
+            json!({"held": {"messages": 5}, "replies": {"ok": 2, "ip_frequency": 4}, "blocks": [1]})
+        );
     }
 
     #[test]

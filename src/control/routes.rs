@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
-use super::fanout::{Cursor, EventPage, merge_events, requery};
+use super::fanout::{Cursor, EventPage, add_counts, merge_events, requery};
 use super::wire::{Answer, ApiState, Reputation, Scope, body, duration, query, time};
 use super::{Api, ApiError, OPENAPI, ca, commands, dashboard, guard, messages, metrics};
 use crate::clock::Rfc3339;
@@ -484,8 +484,32 @@ impl Follow {
     }
 }
 
-async fn stats(State(api): ApiState) -> Json<inspect::Stats> {
-    Json(inspect::Stats::of(&api.server))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    scope: Option<Scope>,
+}
+
+/// What the store has counted; with the Redis state, the counts of every replica added
+/// up (the blocks, in the shared state, are the same on every replica).
+async fn stats(
+    State(api): ApiState,
+    q: Result<Query<StatsQuery>, QueryRejection>,
+) -> Answer<Response> {
+    let scope = query(q)?.scope;
+    let stats = inspect::Stats::of(&api.server);
+    let Some(fanout) = api.fanout(scope) else {
+        return Ok(Json(stats).into_response());
+    };
+    let gathered = fanout
+        .gather(|_| "/api/v1/stats?scope=local".to_owned())
+        .await;
+    let mut total = serde_json::to_value(&stats).unwrap_or_default();
+    for (_, theirs) in gathered.answers {
+        add_counts(&mut total, theirs);
+    }
+    total["replicas"] = serde_json::to_value(&gathered.replicas).unwrap_or_default();
+    Ok(Json(total).into_response())
 }
 
 #[derive(Deserialize)]
