@@ -1090,6 +1090,13 @@ async fn any_replicas_api_lists_the_messages_and_events_of_all() {
         (Some(1), vec![("a".into(), true)])
     );
     drop(b);
+
+    // Redis gone: A still answers, with the replicas it saw last, and says why.
+    let mut redis = redis;
+    redis.kill();
+    let list = a.json("/api/v1/messages");
+    let error = list["replicas"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("registry in Redis cannot be read"), "{list}");
 }
 
 #[cfg(feature = "cli")]
