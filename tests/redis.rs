@@ -874,6 +874,8 @@ async fn any_replicas_api_lists_the_messages_and_events_of_all() {
             &["--state", &url, "--replica", replica],
             &[
                 ("QQMX__STATE__ADVERTISE_TTL", "15s"),
+                // A replica asks another with its token: replicas share one.
+                ("QQMX_API_TOKEN", "s3cret"),
                 ("QQMX__STATE__PEER_TIMEOUT", "5s"),
             ],
         )
@@ -956,7 +958,8 @@ async fn any_replicas_api_lists_the_messages_and_events_of_all() {
 
     // The Remote client against A sees both (it lists through /api/v1/messages) and the
     // events of both.
-    let remote = qqmx::remote::Remote::connect(&format!("http://{}", a.api)).expect("connect");
+    let remote = qqmx::remote::Remote::connect_with_token(&format!("http://{}", a.api), "s3cret")
+        .expect("connect");
     let senders: Vec<String> = remote.messages().into_iter().map(|m| m.mail_from).collect();
     assert_eq!(senders, ["x@sender.example", "y@sender.example"]);
     let waited = remote
@@ -1025,7 +1028,7 @@ async fn any_replicas_api_lists_the_messages_and_events_of_all() {
         250
     );
     let delete = |path: &str, body: &str| {
-        let (status, body) = common::sidecar::http(a.api, "DELETE", path, None, body);
+        let (status, body) = common::sidecar::http(a.api, "DELETE", path, a.token.as_deref(), body);
         assert_eq!(status, 200, "DELETE {path}: {body}");
         serde_json::from_str::<serde_json::Value>(&body).expect("JSON")
     };
@@ -1044,7 +1047,7 @@ async fn any_replicas_api_lists_the_messages_and_events_of_all() {
         a.api,
         "DELETE",
         "/api/v1/messages?scope=local",
-        None,
+        a.token.as_deref(),
         r#"{"IDs": ["b:2"]}"#,
     );
     assert_eq!(status, 400, "another replica's id with scope=local: {body}");
