@@ -144,7 +144,11 @@ struct RemoteMessage {
 #[derive(Deserialize)]
 struct EventList {
     events: Vec<Event>,
+    /// Where one replica's list goes on.
+    #[serde(default)]
     next_after: u64,
+    /// Where a list of every replica's events goes on (the Redis state).
+    next_cursor: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -403,16 +407,30 @@ impl Http {
             .collect()
     }
 
-    /// The events matching `filter` (`&client=127.0.0.1&type=decision`), page by page.
+    /// The events matching `filter` (`&client=127.0.0.1&type=decision`), page by page:
+    /// one replica's by `after`, every replica's (the Redis state) by `cursor`.
     fn events_where(&self, filter: &str) -> Vec<Event> {
         let mut events = Vec::new();
         let mut after = 0;
+        let mut cursor: Option<String> = None;
         loop {
-            let page: EventList = self.get(&format!("/api/v1/events?after={after}{filter}"));
-            if page.events.is_empty() || page.next_after <= after {
+            let from = match &cursor {
+                Some(cursor) => format!("cursor={cursor}"),
+                None if after == 0 => String::new(),
+                None => format!("after={after}"),
+            };
+            let query = format!("{from}{filter}");
+            let page: EventList =
+                self.get(&format!("/api/v1/events?{}", query.trim_start_matches('&')));
+            if page.events.is_empty() {
                 return events;
             }
-            after = page.next_after;
+            match page.next_cursor {
+                Some(next) if cursor.as_ref() != Some(&next) => cursor = Some(next),
+                Some(_) => return events,
+                None if page.next_after > after => after = page.next_after,
+                None => return events,
+            }
             events.extend(page.events);
         }
     }

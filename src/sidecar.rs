@@ -204,9 +204,17 @@ impl Sidecar {
                 let failed = |source| SidecarError::Api { addr, source };
                 let socket = tokio::net::TcpListener::bind(addr).await.map_err(failed)?;
                 let local = socket.local_addr().map_err(failed)?;
+                // The URL the other replicas reach this API at: the config's, else the
+                // bound address unless it is unspecified (then no one can be told).
+                let advertise = if config.state.advertise.is_empty() {
+                    (!local.ip().is_unspecified()).then(|| format!("http://{local}"))
+                } else {
+                    Some(config.state.advertise.clone())
+                };
                 let mut api_options = ApiOptions::new(options.token)
                     .no_limits(options.no_limits)
-                    .dns(dns);
+                    .dns(dns)
+                    .advertise(advertise);
                 for (mx, addr) in &listeners {
                     api_options = api_options.listener(mx.clone(), *addr);
                 }

@@ -831,3 +831,301 @@ async fn two_qqmx_serve_processes_are_one_qq() {
     let (status, body) = a.post("/api/v1/blacklist", r#"{"ip": "127.0.0.53"}"#);
     assert_eq!(status, 503, "{body}");
 }
+
+/// The `replica` of every item of `list`.
+#[cfg(feature = "cli")]
+fn replicas_of(list: &serde_json::Value) -> Vec<&str> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|m| m["replica"].as_str().expect("every item names its replica"))
+        .collect()
+}
+
+/// `(replica, ok)` of a merged answer's `replicas`.
+#[cfg(feature = "cli")]
+fn answered(answer: &serde_json::Value) -> Vec<(String, bool)> {
+    answer["replicas"]
+        .as_array()
+        .expect("a merged answer says which replicas answered")
+        .iter()
+        .map(|r| {
+            let name = r["replica"].as_str().expect("a name").to_owned();
+            (name, r["ok"].as_bool().expect("ok"))
+        })
+        .collect()
+}
+
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_replicas_api_lists_the_messages_and_events_of_all() {
+    use common::sidecar::Sidecar;
+    if skip() {
+        return;
+    }
+    let redis = RedisServer::start("fanout");
+    let url = redis.url();
+    // A replica waits up to 5 s for another's answer, far above what a loaded 2-core
+    // machine needs to list a few messages. A registration lasts 15 s (renewed every
+    // 5 s): a replica stopped for the 5 s of one unanswered request is still registered
+    // when it is then killed, and drops out within the 30 s of `wait_until`.
+    let serve = |replica: &str| {
+        Sidecar::manual(
+            &["--state", &url, "--replica", replica],
+            &[
+                ("QQMX__STATE__ADVERTISE_TTL", "15s"),
+                // A replica asks another with its token: replicas share one.
+                ("QQMX_API_TOKEN", "s3cret"),
+                ("QQMX__STATE__PEER_TIMEOUT", "5s"),
+            ],
+        )
+    };
+    let (a, b) = (serve("a"), serve("b"));
+    assert_eq!(
+        send(
+            a.mx("mx1"),
+            Ipv4Addr::new(127, 0, 0, 61),
+            "x@sender.example",
+            "10001@qq.com"
+        )
+        .await,
+        250
+    );
+    let (status, _) = a.post("/api/v1/clock/advance", r#"{"by": "1m"}"#);
+    assert_eq!(status, 200);
+    assert_eq!(
+        send(
+            b.mx("mx1"),
+            Ipv4Addr::new(127, 0, 0, 62),
+            "y@sender.example",
+            "10002@qq.com"
+        )
+        .await,
+        250
+    );
+
+    // A lists B's message (B registers itself as A starts; wait for both to be seen).
+    wait_until(|| a.json("/api/v1/messages")["total"] == 2).await;
+    let list = a.json("/api/v1/messages");
+    assert_eq!(
+        replicas_of(&list["messages"]),
+        ["a", "b"],
+        "oldest first: {list}"
+    );
+    assert_eq!(answered(&list), [("a".into(), true), ("b".into(), true)]);
+    let theirs = &list["messages"][1];
+    assert_eq!(
+        (
+            theirs["ID"].as_str(),
+            theirs["id"].as_u64(),
+            theirs["mail_from"].as_str()
+        ),
+        (Some("b:1"), Some(1), Some("y@sender.example")),
+        "{theirs}"
+    );
+    // Its source and its fields through A, by the id that names its replica.
+    let (status, raw) = a.get("/api/v1/message/b:1/raw");
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.contains("from 127.0.0.62 to 10002@qq.com"), "{raw}");
+    let one = a.json("/api/v1/message/b:1");
+    assert_eq!(
+        (one["replica"].as_str(), one["ReturnPath"].as_str()),
+        (Some("b"), Some("y@sender.example"))
+    );
+    let headers = a.json("/api/v1/message/b:1/headers");
+    assert_eq!(headers["Subject"][0], "hello");
+    let latest = a.json("/api/v1/message/latest");
+    assert_eq!(latest["ID"], "b:1", "B's is the newest by a minute");
+    let (status, body) = a.get("/api/v1/message/c:1");
+    assert_eq!(status, 404, "{body}");
+    // A bare number is the replica's own.
+    assert_eq!(a.json("/api/v1/message/1")["mail_from"], "x@sender.example");
+
+    // `scope=local` asks A for its own alone, as A asks B.
+    let local = a.json("/api/v1/messages?scope=local");
+    assert_eq!(replicas_of(&local["messages"]), ["a"]);
+    assert!(local.get("replicas").is_none(), "{local}");
+    // Filters and limits apply to the merged list.
+    let page = a.json("/api/v1/messages?start=1&limit=1");
+    assert_eq!(
+        (page["total"].as_u64(), replicas_of(&page["messages"])),
+        (Some(2), vec!["b"])
+    );
+    let filtered = a.json("/api/v1/messages?client=127.0.0.62");
+    assert_eq!(replicas_of(&filtered["messages"]), ["b"]);
+    let found = a.json("/api/v1/search?query=from:x%40sender.example");
+    assert_eq!(replicas_of(&found["messages"]), ["a"]);
+
+    // The Remote client against A sees both (it lists through /api/v1/messages) and the
+    // events of both.
+    let remote = qqmx::remote::Remote::connect_with_token(&format!("http://{}", a.api), "s3cret")
+        .expect("connect");
+    let senders: Vec<String> = remote.messages().into_iter().map(|m| m.mail_from).collect();
+    assert_eq!(senders, ["x@sender.example", "y@sender.example"]);
+    let waited = remote
+        .wait_for_messages(2, HANG)
+        .expect("both replicas' messages");
+    assert_eq!(waited.len(), 2);
+    // The counts of both, added up; `scope=local`, A's own.
+    let stats = a.json("/api/v1/stats");
+    assert_eq!(stats["since_reset"]["messages_accepted"], 2, "{stats}");
+    assert_eq!(answered(&stats), [("a".into(), true), ("b".into(), true)]);
+    let own = a.json("/api/v1/stats?scope=local");
+    assert_eq!(own["since_reset"]["messages_accepted"], 1, "{own}");
+
+    // Events of both, by time then replica, every one naming its replica; paged by the
+    // cursor, the same events in the same order.
+    let events = a.json("/api/v1/events");
+    let all: Vec<(String, u64)> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["replica"].as_str().expect("replica").to_owned(),
+                e["seq"].as_u64().expect("seq"),
+            )
+        })
+        .collect();
+    assert!(
+        all.iter().any(|(r, _)| r == "a") && all.iter().any(|(r, _)| r == "b"),
+        "{all:?}"
+    );
+    assert_eq!(remote.events().len(), all.len());
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = a.json(&format!("/api/v1/events?limit=5&cursor={cursor}"));
+        let batch = page["events"].as_array().expect("events").clone();
+        if batch.is_empty() {
+            break;
+        }
+        paged.extend(batch.iter().map(|e| {
+            (
+                e["replica"].as_str().expect("r").to_owned(),
+                e["seq"].as_u64().expect("s"),
+            )
+        }));
+        cursor = page["next_cursor"].as_str().expect("a cursor").to_owned();
+    }
+    assert_eq!(paged, all);
+    let decisions = a.json("/api/v1/events?type=decision&client=127.0.0.62");
+    assert!(replicas_of(&decisions["events"]).iter().all(|r| *r == "b"));
+    let (status, body) = a.get("/api/v1/events?after=3");
+    assert_eq!(status, 400, "a merged list pages by cursor: {body}");
+    let local = a.json("/api/v1/events?scope=local");
+    assert!(replicas_of(&local["events"]).iter().all(|r| *r == "a"));
+
+    // Deletes through A act on B's store: by the id that names B, and by search.
+    assert_eq!(
+        send(
+            b.mx("mx1"),
+            Ipv4Addr::new(127, 0, 0, 62),
+            "z@sender.example",
+            "10003@qq.com"
+        )
+        .await,
+        250
+    );
+    let delete = |path: &str, body: &str| {
+        let (status, body) = common::sidecar::http(a.api, "DELETE", path, a.token.as_deref(), body);
+        assert_eq!(status, 200, "DELETE {path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON")
+    };
+    assert_eq!(
+        delete("/api/v1/messages", r#"{"IDs": ["b:1"]}"#)["deleted"],
+        1
+    );
+    let by_search = delete("/api/v1/search?query=from:z%40sender.example", "");
+    assert_eq!(by_search["deleted"], 1, "{by_search}");
+    assert_eq!(
+        answered(&by_search),
+        [("a".into(), true), ("b".into(), true)]
+    );
+    assert_eq!(replicas_of(&a.json("/api/v1/messages")["messages"]), ["a"]);
+    let (status, body) = common::sidecar::http(
+        a.api,
+        "DELETE",
+        "/api/v1/messages?scope=local",
+        a.token.as_deref(),
+        r#"{"IDs": ["b:2"]}"#,
+    );
+    assert_eq!(status, 400, "another replica's id with scope=local: {body}");
+
+    // B stopped (it takes connections but answers nothing): A answers within its 5 s
+    // timeout with A's own, and says B failed.
+    let signal = |signal: &str| {
+        let pid = b.child.id().to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    };
+    signal("-STOP");
+    let asked = Instant::now();
+    let list = a.json("/api/v1/messages");
+    // Real time is the subject: the answer comes after the 5 s timeout, not the 30 s
+    // the test would call a hang.
+    assert!(asked.elapsed() < HANG, "{:?}", asked.elapsed());
+    assert_eq!(replicas_of(&list["messages"]), ["a"]);
+    let failed = &list["replicas"][1];
+    assert_eq!(
+        (failed["replica"].as_str(), failed["ok"].as_bool()),
+        (Some("b"), Some(false))
+    );
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer within 5s")),
+        "{failed}"
+    );
+    // B killed: until its registration expires A still asks it, and says it failed.
+    signal("-KILL");
+    let (status, body) = a.get("/api/v1/message/b:1");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("replica `b` did not answer: "), "{body}");
+    // Then A lists itself alone.
+    wait_until(|| answered(&a.json("/api/v1/messages")) == [("a".to_owned(), true)]).await;
+    let all = delete("/api/v1/messages", "");
+    assert_eq!(
+        (all["deleted"].as_u64(), answered(&all)),
+        (Some(1), vec![("a".into(), true)])
+    );
+    drop(b);
+
+    // Redis gone: A still answers, with the replicas it saw last, and says why.
+    let mut redis = redis;
+    redis.kill();
+    let list = a.json("/api/v1/messages");
+    let error = list["replicas"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("registry in Redis cannot be read"), "{list}");
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn one_process_names_no_replica() {
+    use common::sidecar::Sidecar;
+    let sidecar = Sidecar::manual(&[], &[]);
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let ip = Ipv4Addr::new(127, 0, 0, 63);
+    assert_eq!(
+        runtime.block_on(send(
+            sidecar.mx("mx1"),
+            ip,
+            "m@sender.example",
+            "10001@qq.com"
+        )),
+        250
+    );
+    for path in [
+        "/api/v1/messages",
+        "/api/v1/events",
+        "/api/v1/message/1",
+        "/api/v1/search?query=hello",
+    ] {
+        let (_, body) = sidecar.get(path);
+        assert!(!body.contains("\"replica"), "{path}: {body}");
+    }
+    assert_eq!(sidecar.json("/api/v1/messages")["messages"][0]["ID"], "1");
+}

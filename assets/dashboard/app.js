@@ -549,7 +549,7 @@ async function loadMessages() {
 function messageRow(m) {
   const li = el(
     "li",
-    { "data-id": String(m.id), class: selected === m.id ? "selected" : "" },
+    { "data-id": m.ID, class: selected === m.ID ? "selected" : "" },
     el("span", { class: "subject", text: m.subject === undefined ? "(no subject)" : m.subject }),
     el("span", {
       class: "meta",
@@ -558,7 +558,8 @@ function messageRow(m) {
     " ",
     el("span", { class: "meta folder-" + m.folder, text: m.folder }),
   );
-  li.addEventListener("click", () => showMessage(m.id));
+  // `ID` names the replica that holds it when replicas share a Redis (`b:7`).
+  li.addEventListener("click", () => showMessage(m.ID));
   return li;
 }
 
@@ -571,7 +572,7 @@ async function showMessage(id) {
     $("message").hidden = false;
     $("msg-subject").textContent = m.subject === undefined ? "(no subject)" : m.subject;
     pairs($("msg-envelope"), [
-      ["id", m.id],
+      ["id", m.ID],
       ["MAIL FROM", m.mail_from || "<>"],
       ["RCPT TO", m.rcpt_to.join(", ")],
       ["client", m.client + ":" + m.client_port + " (HELO " + m.helo + ")"],

@@ -123,6 +123,12 @@ struct Serve {
     /// `state.replica`).
     #[arg(long, env = "QQMX_REPLICA")]
     replica: Option<String>,
+    /// With a Redis state: the URL at which the other replicas reach this one's control
+    /// API (`http://10.0.0.5:8025`), so that any replica's API lists the messages and
+    /// events of all (overrides `state.advertise`; default: the API's address unless it
+    /// is 0.0.0.0 or [::]).
+    #[arg(long, env = "QQMX_ADVERTISE")]
+    advertise: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -343,6 +349,9 @@ fn load_config(args: &Serve) -> Result<Config, Error> {
     }
     if let Some(replica) = &args.replica {
         config.state.replica.clone_from(replica);
+    }
+    if let Some(advertise) = &args.advertise {
+        config.state.advertise.clone_from(advertise);
     }
     if let Some(dns) = args.dns {
         config.dns.listen = Some(dns);

@@ -36,8 +36,23 @@ pub struct StateConfig {
     /// stage it serves is answered `451` (`state_unavailable`).
     #[serde(with = "duration_text")]
     pub timeout: Duration,
-    /// This replica's name, shown in `/api/v1/info` and the metrics; empty: `qqmx`.
+    /// This replica's name, shown in `/api/v1/info`, the metrics, and (with the Redis
+    /// backend) on every message and event of the API; empty: `qqmx`. Letters, digits,
+    /// `.`, `_` and `-`, as it names messages in paths (`b:7`).
     pub replica: String,
+    /// The URL at which the other replicas reach this one's control API
+    /// (`http://10.0.0.5:8025`), registered in Redis so that any replica's API lists the
+    /// messages and events of all. Empty: `http://` and the address the API is bound to,
+    /// unless that is unspecified (`0.0.0.0`, `[::]`): such a replica is not registered.
+    pub advertise: String,
+    /// How long a replica's registration lasts unless renewed; it is renewed every third
+    /// of this, so a replica that dies drops out of the others' answers after it.
+    #[serde(with = "duration_text")]
+    pub advertise_ttl: Duration,
+    /// How long a replica's API waits for another's answer when it gathers the messages
+    /// and events of all; a replica that takes longer is reported as failed.
+    #[serde(with = "duration_text")]
+    pub peer_timeout: Duration,
     /// How long a replica's lease on an open connection lasts in Redis: the connections
     /// of a replica that dies stop counting toward `quotas.ip_concurrent` after it. At
     /// least `limits.session_timeout` and a minute, as no session outlives that.
@@ -57,6 +72,9 @@ impl Default for StateConfig {
             prefix: "qqmx".to_owned(),
             timeout: Duration::from_secs(1),
             replica: String::new(),
+            advertise: String::new(),
+            advertise_ttl: Duration::from_secs(15),
+            peer_timeout: Duration::from_secs(5),
             lease: Duration::from_secs(1800),
             retention: Duration::from_secs(30 * 86_400),
         }
@@ -93,6 +111,29 @@ impl StateConfig {
         }
         if self.timeout.is_zero() {
             return err("timeout", "must be more than zero");
+        }
+        if !self
+            .replica
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || self.replica.len() > 64
+        {
+            return err(
+                "replica",
+                "at most 64 letters, digits, `.`, `_` and `-` (it names messages: `b:7`)",
+            );
+        }
+        if !(self.advertise.is_empty() || self.advertise.starts_with("http://")) {
+            return err(
+                "advertise",
+                "an http:// URL of this replica's control API (`http://10.0.0.5:8025`)",
+            );
+        }
+        if self.advertise_ttl < Duration::from_secs(1) {
+            return err("advertise_ttl", "must be at least 1s");
+        }
+        if self.peer_timeout.is_zero() {
+            return err("peer_timeout", "must be more than zero");
         }
         if self.lease < Duration::from_secs(1) {
             return err("lease", "must be at least 1s");

@@ -171,3 +171,16 @@ fn mx_records_parse_or_say_what_is_wrong() {
         "{err}"
     );
 }
+
+#[test]
+fn a_replica_name_and_its_advertised_url_are_checked() {
+    let err = Config::from_toml("[state]\nreplica = \"a b\"\n").expect_err("a space");
+    assert!(err.to_string().contains("state.replica"), "{err}");
+    let err = Config::from_toml("[state]\nadvertise = \"10.0.0.5:8025\"\n").expect_err("no scheme");
+    assert!(err.to_string().contains("state.advertise"), "{err}");
+    let config = Config::from_toml(
+        "[state]\nreplica = \"qqmx-7d9f.b_2\"\nadvertise = \"http://10.0.0.5:8025\"\n",
+    )
+    .expect("a valid name and URL");
+    assert_eq!(config.state.advertise_ttl, Duration::from_secs(15));
+}

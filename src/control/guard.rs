@@ -238,7 +238,8 @@ fn takes_query(method: &str, path: &str) -> bool {
                 | "/api/v1/replies"
                 | "/api/v1/explain"
                 | "/api/v1/search"
-        ) | ("DELETE", "/api/v1/search")
+                | "/api/v1/stats"
+        ) | ("DELETE", "/api/v1/search" | "/api/v1/messages")
     )
 }
 

@@ -116,9 +116,14 @@ struct Common {
 }
 
 impl Common {
-    fn new(message: &Message) -> Self {
+    /// The fields of `message`; with the Redis state, its `ID` names its `replica`
+    /// (`b:7`), which the id routes of any replica take.
+    fn new(message: &Message, replica: Option<&str>) -> Self {
         Self {
-            id: message.id.to_string(),
+            id: match replica {
+                Some(replica) => format!("{replica}:{}", message.id),
+                None => message.id.to_string(),
+            },
             message_id: message_id(message),
             read: true,
             from: header_addresses(message, "from").into_iter().next(),
@@ -149,7 +154,7 @@ pub(super) struct Summary {
 }
 
 impl Summary {
-    pub(super) fn new(message: &Message) -> Self {
+    pub(super) fn new(message: &Message, replica: Option<&str>) -> Self {
         let snippet = text(message)
             .split_whitespace()
             .collect::<Vec<_>>()
@@ -158,7 +163,7 @@ impl Summary {
             .take(SNIPPET)
             .collect();
         Self {
-            common: Common::new(message),
+            common: Common::new(message, replica),
             created: message.received_at,
             attachments: 0,
             snippet,
@@ -193,9 +198,9 @@ pub(super) struct Detail {
 }
 
 impl Detail {
-    pub(super) fn new(message: &Message) -> Self {
+    pub(super) fn new(message: &Message, replica: Option<&str>) -> Self {
         Self {
-            common: Common::new(message),
+            common: Common::new(message, replica),
             return_path: message.mail_from.clone(),
             date: message.received_at,
             text: text(message),

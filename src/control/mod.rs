@@ -25,10 +25,12 @@
 mod ca;
 mod commands;
 mod dashboard;
+mod fanout;
 mod guard;
 mod mailpit;
 mod messages;
 mod metrics;
+mod replicas;
 mod routes;
 mod serve;
 mod wire;
@@ -62,6 +64,10 @@ pub struct ApiOptions {
     pub no_limits: bool,
     /// The address the DNS server (feature `dns`) is bound to, if it runs.
     pub dns: Option<SocketAddr>,
+    /// With the Redis state: the URL at which the other replicas reach this API
+    /// (`http://10.0.0.5:8025`), registered in Redis so that their APIs list this
+    /// replica's messages and events. `None`: not registered.
+    pub advertise: Option<String>,
 }
 
 impl ApiOptions {
@@ -72,7 +78,15 @@ impl ApiOptions {
             listeners: Vec::new(),
             no_limits: false,
             dns: None,
+            advertise: None,
         }
+    }
+
+    /// Registers this API at `url` for the other replicas (see [`ApiOptions::advertise`]).
+    #[must_use]
+    pub fn advertise(mut self, url: Option<String>) -> Self {
+        self.advertise = url;
+        self
     }
 
     /// Keeps the limits off in configs loaded over the API (see [`ApiOptions::no_limits`]).
@@ -132,11 +146,21 @@ pub fn check_bind(addr: SocketAddr, token: Option<&str>) -> Result<(), ControlEr
 }
 
 /// The API's routes over `server`.
+///
+/// With the Redis state, the API answers for every replica registered in Redis (see
+/// `openapi.json`, `scope`), and registers this one at [`ApiOptions::advertise`] while
+/// the router lives.
 pub fn router(server: Server, options: ApiOptions) -> Router {
+    let fanout = fanout::Fanout::start(
+        &server.config(),
+        options.advertise.clone(),
+        options.token.clone(),
+    );
     routes::router(Arc::new(Api {
         server,
         options,
         scenario: std::sync::Mutex::new(None),
+        fanout,
     }))
 }
 
@@ -182,6 +206,23 @@ struct Api {
     options: ApiOptions,
     /// The timeline of the scenario loaded last, while it plays.
     scenario: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// With the Redis state: the other replicas, to answer for all.
+    fanout: Option<fanout::Fanout>,
+}
+
+impl Api {
+    /// This replica's name, which every message and event carries with the Redis state.
+    fn replica(&self) -> Option<&str> {
+        self.fanout.as_ref().map(fanout::Fanout::name)
+    }
+
+    /// The other replicas to ask as well, unless the request is for this one's own.
+    fn fanout(&self, scope: Option<wire::Scope>) -> Option<&fanout::Fanout> {
+        match scope {
+            Some(wire::Scope::Local) => None,
+            _ => self.fanout.as_ref(),
+        }
+    }
 }
 
 /// An error answered as `{"error": "..."}`.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -18,7 +18,8 @@ use axum::{Json, Router};
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 
-use super::wire::{Answer, ApiState, Reputation, body, duration, query, time};
+use super::fanout::{Cursor, EventPage, add_counts, merge_events, requery};
+use super::wire::{Answer, ApiState, Reputation, Scope, body, duration, query, time};
 use super::{Api, ApiError, OPENAPI, ca, commands, dashboard, guard, messages, metrics};
 use crate::clock::Rfc3339;
 use crate::config::Config;
@@ -241,6 +242,9 @@ struct EventFilter {
     #[serde(rename = "type")]
     kind: Option<String>,
     limit: Option<usize>,
+    scope: Option<Scope>,
+    /// Where a list of every replica's events goes on (its `next_cursor`).
+    cursor: Option<String>,
 }
 
 impl EventFilter {
@@ -266,17 +270,34 @@ impl EventFilter {
 /// The most events one request returns.
 const MAX_EVENTS: usize = 10_000;
 
+/// An event as the API shows it: with the Redis state, with the replica that recorded it.
 #[derive(Serialize)]
-struct EventList {
-    events: Vec<Event>,
+struct EventView<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<&'a str>,
+}
+
+fn views<'a>(events: &'a [Event], replica: Option<&'a str>) -> Vec<EventView<'a>> {
+    events
+        .iter()
+        .map(|event| EventView { event, replica })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct EventList<'a> {
+    events: Vec<EventView<'a>>,
     /// The sequence number to pass as `after` for the next page.
     next_after: u64,
 }
 
 async fn events(
     State(api): ApiState,
+    RawQuery(raw_query): RawQuery,
     filter: Result<Query<EventFilter>, QueryRejection>,
-) -> Answer<Json<EventList>> {
+) -> Answer<Response> {
     let f = query(filter)?.checked()?;
     if f.history {
         return Err(ApiError::bad_request(
@@ -284,7 +305,72 @@ async fn events(
         ));
     }
     let limit = f.limit.unwrap_or(MAX_EVENTS).min(MAX_EVENTS);
-    let mut after = f.after.unwrap_or(0);
+    let Some(fanout) = api.fanout(f.scope) else {
+        if f.cursor.is_some() {
+            return Err(ApiError::bad_request(
+                "`cursor` pages a list of every replica's events (the Redis state); this list reads from `after`",
+            ));
+        }
+        let (found, next_after) = local_events(&api, &f, f.after.unwrap_or(0), limit);
+        let list = EventList {
+            events: views(&found, api.replica()),
+            next_after,
+        };
+        return Ok(Json(list).into_response());
+    };
+    if f.after.is_some() {
+        return Err(ApiError::bad_request(
+            "`after` is one replica's sequence number: page a list of every replica's events with `cursor` (the answer's `next_cursor`), or ask one replica's with `scope=local`",
+        ));
+    }
+    let cursor = match &f.cursor {
+        Some(text) => Cursor::parse(text)?,
+        None => Cursor::default(),
+    };
+    let own = fanout.name();
+    let (found, next_after) = local_events(&api, &f, cursor.after(own), limit);
+    let gathered = fanout
+        .gather(|name| {
+            let add = [
+                ("scope", "local".to_owned()),
+                ("after", cursor.after(name).to_string()),
+                ("limit", limit.to_string()),
+            ];
+            let drop = ["scope", "cursor", "after", "limit"];
+            format!(
+                "/api/v1/events?{}",
+                requery(raw_query.as_deref(), &drop, &add)
+            )
+        })
+        .await;
+    let mut pages = vec![EventPage {
+        replica: own.to_owned(),
+        events: views(&found, Some(own))
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap_or_default())
+            .collect(),
+        next_after,
+    }];
+    for (replica, mut answer) in gathered.answers {
+        let events = match answer["events"].take() {
+            serde_json::Value::Array(events) => events,
+            _ => Vec::new(),
+        };
+        let next_after = answer["next_after"]
+            .as_u64()
+            .unwrap_or(cursor.after(&replica));
+        pages.push(EventPage {
+            replica,
+            events,
+            next_after,
+        });
+    }
+    Ok(Json(merge_events(pages, &cursor, limit, gathered.replicas)).into_response())
+}
+
+/// This replica's events that match `f` after `after`, at most `limit`, and the
+/// sequence number to go on from.
+fn local_events(api: &Api, f: &EventFilter, mut after: u64, limit: usize) -> (Vec<Event>, u64) {
     let mut found = Vec::new();
     // Scan in slices, each under the lock once, copying only what matches: a narrow
     // filter over a long log neither holds the lock long nor copies the log.
@@ -299,10 +385,7 @@ async fn events(
         after = last;
         found.extend(page);
     }
-    Ok(Json(EventList {
-        next_after: after,
-        events: found,
-    }))
+    (found, after)
 }
 
 /// How many events one look at the store scans.
@@ -325,6 +408,12 @@ async fn event_stream(
             "give at most one of `after` and `history`",
         ));
     }
+    if filter.cursor.is_some() || filter.scope == Some(Scope::All) {
+        return Err(ApiError::bad_request(
+            "the stream follows the events of the replica asked (`scope=local`); follow each replica's stream, or list every replica's with /api/v1/events",
+        ));
+    }
+    let replica = api.replica().map(str::to_owned);
     let store = api.server.store().clone();
     // Subscribe before reading where the log ends, so that nothing recorded in between
     // is missed.
@@ -341,13 +430,20 @@ async fn event_stream(
         filter,
         queue: VecDeque::new(),
     };
-    let events = stream::unfold(follow, |mut follow| async move {
-        let event = follow.next().await?;
-        let sse = SseEvent::default()
-            .id(event.seq.to_string())
-            .event(event.kind.name())
-            .data(serde_json::to_string(&event).unwrap_or_default());
-        Some((Ok(sse), follow))
+    let events = stream::unfold(follow, move |mut follow| {
+        let replica = replica.clone();
+        async move {
+            let event = follow.next().await?;
+            let view = EventView {
+                event: &event,
+                replica: replica.as_deref(),
+            };
+            let sse = SseEvent::default()
+                .id(event.seq.to_string())
+                .event(event.kind.name())
+                .data(serde_json::to_string(&view).unwrap_or_default());
+            Some((Ok(sse), follow))
+        }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
@@ -388,8 +484,32 @@ impl Follow {
     }
 }
 
-async fn stats(State(api): ApiState) -> Json<inspect::Stats> {
-    Json(inspect::Stats::of(&api.server))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    scope: Option<Scope>,
+}
+
+/// What the store has counted; with the Redis state, the counts of every replica added
+/// up (the blocks, in the shared state, are the same on every replica).
+async fn stats(
+    State(api): ApiState,
+    q: Result<Query<StatsQuery>, QueryRejection>,
+) -> Answer<Response> {
+    let scope = query(q)?.scope;
+    let stats = inspect::Stats::of(&api.server);
+    let Some(fanout) = api.fanout(scope) else {
+        return Ok(Json(stats).into_response());
+    };
+    let gathered = fanout
+        .gather(|_| "/api/v1/stats?scope=local".to_owned())
+        .await;
+    let mut total = serde_json::to_value(&stats).unwrap_or_default();
+    for (_, theirs) in gathered.answers {
+        add_counts(&mut total, theirs);
+    }
+    total["replicas"] = serde_json::to_value(&gathered.replicas).unwrap_or_default();
+    Ok(Json(total).into_response())
 }
 
 #[derive(Deserialize)]

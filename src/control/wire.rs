@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::{Api, ApiError};
 use crate::clock::parse_rfc3339;
@@ -60,4 +60,13 @@ pub(super) fn duration(text: &str, name: &str) -> Answer<Duration> {
 pub(super) struct Reputation {
     pub(super) ip: IpAddr,
     pub(super) reputation: u64,
+}
+
+/// Whose messages and events a list gathers: with the Redis state, every replica's by
+/// default; `local`, the replica asked alone (as one replica asks another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Scope {
+    All,
+    Local,
 }
