@@ -298,6 +298,21 @@ impl Remote {
         self.http.request("POST", path, Some(body))
     }
 
+    /// The certificate (PEM) of the sidecar's test CA (`GET /api/v1/tls/ca.pem`), for a
+    /// client to trust; `None` when the sidecar has no test CA (its listeners have the
+    /// default self-signed certificate).
+    ///
+    /// # Panics
+    ///
+    /// When the sidecar cannot be reached or answers with another error.
+    pub fn ca_pem(&self) -> Option<String> {
+        match self.http.text("GET", "/api/v1/tls/ca.pem", None) {
+            Ok(pem) => Some(pem),
+            Err(RemoteError::Status { status: 404, .. }) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     fn lock_expectations(&self) -> MutexGuard<'_, Vec<Expectation>> {
         self.expectations
             .lock()
@@ -324,6 +339,15 @@ impl Http {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, RemoteError> {
+        let text = self.text(method, path, body)?;
+        serde_json::from_str(&text).map_err(|e| RemoteError::Decode {
+            url: self.url_of(path),
+            source: Box::new(e),
+        })
+    }
+
+    /// The body of a successful answer, as text.
+    fn text(&self, method: &str, path: &str, body: Option<&Value>) -> Result<String, RemoteError> {
         let url = self.url_of(path);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let answer = match body {
@@ -371,10 +395,7 @@ impl Http {
                 message,
             });
         }
-        serde_json::from_str(&text).map_err(|e| RemoteError::Decode {
-            url,
-            source: Box::new(e),
-        })
+        Ok(text)
     }
 
     /// `GET path`, or a panic that says why.

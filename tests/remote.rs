@@ -257,6 +257,7 @@ fn tokens_and_errors_come_back_as_errors() {
     ));
     let remote = Remote::connect_with_token(&url, "s3cret").expect("connect");
     assert!(remote.messages().is_empty());
+    assert_eq!(remote.ca_pem(), None, "no test CA: the self-signed default");
 
     let err = remote
         .post::<serde_json::Value>("/api/v1/clock/advance", &serde_json::json!({"by": "soon"}))
@@ -295,4 +296,17 @@ fn from_env_wants_a_url() {
     if std::env::var_os("QQMX_API_URL").is_none() {
         assert!(matches!(Remote::from_env(), Err(RemoteError::NoUrl)));
     }
+}
+
+#[test]
+fn the_test_ca_comes_through_the_client() {
+    let sidecar = Sidecar::manual(&["--tls-ca"], &[]);
+    let remote = Remote::connect(&format!("http://{}", sidecar.api)).expect("connect");
+
+    let pem = remote.ca_pem().expect("the sidecar's test CA");
+
+    let (status, served) = sidecar.get("/api/v1/tls/ca.pem");
+    assert_eq!(status, 200);
+    assert_eq!(pem, served);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
 }
