@@ -63,11 +63,11 @@ impl Session {
                             // answered after a delay. A fault that ends the session
                             // leaves the command unanswered, but in the log.
                             if !matches!(fault.1, FaultAction::Delay(_)) {
-                                let (command, _) = parse::read(line);
-                                if command.verb == Verb::Mail {
+                                let (verb, parsed) = parse::read(line);
+                                if verb == Verb::Mail {
                                     self.begin_transaction();
                                 }
-                                self.record(EventKind::Command(command));
+                                self.record_command(parse::command(line, verb, &parsed));
                             }
                             self.fault.set_due(fault);
                             action = Action::Fault;
