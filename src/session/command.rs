@@ -14,6 +14,7 @@ use crate::event::{CloseReason, EventKind, Verb};
 use crate::policy::mailbox::quote_local_part;
 use crate::policy::{Facts, SpfCheck, contains_address};
 use crate::reply::ReplyKind;
+use crate::store::EventRef;
 use crate::units::Stage;
 
 impl Session {
@@ -23,7 +24,7 @@ impl Session {
         if verb == Verb::Mail {
             self.begin_transaction();
         }
-        self.record_command(parse::command(line, verb, &parsed));
+        self.record_ref(EventRef::Command(parse::command(line, verb, &parsed)));
         if let Some(reason) = self.count_command() {
             return Action::Close(reason);
         }
@@ -149,7 +150,7 @@ impl Session {
         ptr_matches: Option<bool>,
     ) {
         if let Some(spf) = &spf {
-            self.record(EventKind::Spf(spf.clone()));
+            self.record_ref(EventRef::Spf(spf));
         }
         let mut facts = Facts::new(self.peer.ip())
             .from(&from)

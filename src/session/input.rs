@@ -12,6 +12,7 @@ use super::{Pending, Session, Transaction};
 use crate::chaos::Action as FaultAction;
 use crate::event::{CloseReason, EventKind, Verb};
 use crate::reply::ReplyKind;
+use crate::store::EventRef;
 use crate::units::Stage;
 
 /// What the session is reading.
@@ -67,7 +68,9 @@ impl Session {
                                 if verb == Verb::Mail {
                                     self.begin_transaction();
                                 }
-                                self.record_command(parse::command(line, verb, &parsed));
+                                self.record_ref(EventRef::Command(parse::command(
+                                    line, verb, &parsed,
+                                )));
                             }
                             self.fault.set_due(fault);
                             action = Action::Fault;

@@ -62,7 +62,7 @@ use crate::config::Config;
 use crate::event::{CloseReason, EventKind};
 use crate::policy::{Decision, Policy, SpfCheck};
 use crate::reply::{Catalogue, ReplyKind};
-use crate::store::{CommandRef, Store};
+use crate::store::{EventRef, Store};
 use crate::tls::Acceptors;
 use body::Body;
 pub(crate) use body::Inflight;
@@ -368,11 +368,11 @@ impl Session {
             .record_in(self.id, self.peer.ip(), self.transaction, kind);
     }
 
-    /// Records a command from the line it was read from.
-    fn record_command(&self, command: CommandRef<'_>) {
+    /// Records an event from borrowed parts.
+    fn record_ref(&self, event: EventRef<'_>) {
         self.engine
             .store
-            .record_command(self.id, self.peer.ip(), self.transaction, command);
+            .record_ref(self.id, self.peer.ip(), self.transaction, event);
     }
 }
 

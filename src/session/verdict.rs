@@ -8,6 +8,7 @@ use super::{Pending, Session};
 use crate::event::EventKind;
 use crate::policy::{Decision, Facts, Verdict};
 use crate::reply::{Context, ReplyKind};
+use crate::store::EventRef;
 use crate::units::Stage;
 
 impl Session {
@@ -55,16 +56,18 @@ impl Session {
         // Rendered into the session's reused buffer, and recorded from it.
         let mut text = std::mem::take(&mut self.reply_text);
         text.clear();
-        let rendered = self
+        let (kind, code) = self
             .catalogue
             .render_into(kind, &ctx, &mut self.rng, &mut text);
         debug!(session = self.id, reply = %text, "reply");
         self.output.extend_from_slice(text.as_bytes());
         self.output.extend_from_slice(b"\r\n");
         self.answered = true;
-        self.engine
-            .store
-            .record_reply(self.id, self.peer.ip(), self.transaction, rendered, &text);
+        self.record_ref(EventRef::Reply {
+            kind,
+            code,
+            text: &text,
+        });
         self.reply_text = text;
         // The reply that leaves no transaction open ends the one it answers.
         if self.open_transaction().is_none() && self.pending.is_none() {

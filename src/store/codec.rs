@@ -60,22 +60,29 @@ pub(crate) enum ParamsRef<'a> {
     Words(&'a [u8]),
 }
 
-/// What a record is made from.
-pub(super) enum Entry<'a> {
-    /// An event kind built by its recorder.
+/// An event kind as it is recorded, borrowed where its recorder holds the parts.
+pub(crate) enum EventRef<'a> {
+    /// An event kind built to be recorded.
     Kind(&'a EventKind),
-    /// A command, borrowed.
+    /// A command, borrowed from its line.
     Command(CommandRef<'a>),
     /// A reply, borrowed from the buffer it was rendered into.
     Reply {
+        /// As [`Reply::kind`].
         kind: ReplyKind,
+        /// As [`Reply::code`].
         code: u16,
+        /// As [`Reply::text`].
         text: &'a str,
     },
+    /// [`EventKind::Spf`], borrowed from the transaction's check.
+    Spf(&'a SpfCheck),
+    /// [`EventKind::Authenticated`], borrowed from the report the message keeps.
+    Authenticated(&'a AuthReport),
 }
 
-impl Entry<'_> {
-    /// What the store's counts take from the entry.
+impl EventRef<'_> {
+    /// What the store's counts take from the event.
     pub(super) fn counted(&self) -> Counted<'_> {
         match self {
             Self::Kind(EventKind::Command(command)) if command.verb == Verb::Mail => command
@@ -96,7 +103,9 @@ impl Entry<'_> {
                 accepted: decision.is_accept(),
             },
             Self::Kind(EventKind::Closed { .. }) => Counted::Closed,
-            Self::Kind(_) | Self::Command(_) => Counted::Other,
+            Self::Kind(_) | Self::Command(_) | Self::Spf(_) | Self::Authenticated(_) => {
+                Counted::Other
+            }
         }
     }
 }
@@ -298,7 +307,7 @@ pub(super) struct Writer<'a> {
 
 impl Writer<'_> {
     /// Writes the record of `entry`; `base` is its chunk's time, in [`nanos`].
-    pub(super) fn record(&mut self, header: &Header, base: i128, entry: &Entry<'_>) {
+    pub(super) fn record(&mut self, header: &Header, base: i128, entry: &EventRef<'_>) {
         self.varint(zigzag(nanos(header.at) - base));
         self.varint(header.session.into());
         self.varint(header.transaction.map_or(0, |t| u128::from(t) + 1));
@@ -307,9 +316,14 @@ impl Writer<'_> {
             None => self.ip(header.client),
         }
         match entry {
-            Entry::Kind(kind) => self.kind(kind),
-            Entry::Command(command) => self.command(command),
-            &Entry::Reply { kind, code, text } => self.reply(kind, code, text),
+            EventRef::Kind(kind) => self.kind(kind),
+            EventRef::Command(command) => self.command(command),
+            &EventRef::Reply { kind, code, text } => self.reply(kind, code, text),
+            EventRef::Spf(spf) => {
+                self.byte(SPF);
+                self.spf(spf);
+            }
+            EventRef::Authenticated(report) => self.report(report),
         }
     }
 
@@ -451,6 +465,26 @@ impl Writer<'_> {
         self.text(&spf.reason);
     }
 
+    fn report(&mut self, report: &AuthReport) {
+        self.byte(AUTHENTICATED);
+        self.spf(&report.spf);
+        self.number(report.dkim.len() as u64);
+        for dkim in &report.dkim {
+            self.byte(dkim.result as u8);
+            self.text(&dkim.domain);
+            self.text(&dkim.selector);
+            self.text(&dkim.algorithm);
+            self.text(&dkim.reason);
+        }
+        let dmarc = &report.dmarc;
+        self.byte(dmarc.result as u8);
+        self.text(&dmarc.domain);
+        self.byte(dmarc.policy.map_or(0, |p| p as u8 + 1));
+        self.byte(dmarc.pct);
+        self.byte(u8::from(dmarc.spf_aligned) | u8::from(dmarc.dkim_aligned) << 1);
+        self.text(&dmarc.reason);
+    }
+
     fn kind(&mut self, kind: &EventKind) {
         match kind {
             EventKind::Connected { local, mx } => {
@@ -479,25 +513,7 @@ impl Writer<'_> {
                 self.byte(SPF);
                 self.spf(spf);
             }
-            EventKind::Authenticated(report) => {
-                self.byte(AUTHENTICATED);
-                self.spf(&report.spf);
-                self.number(report.dkim.len() as u64);
-                for dkim in &report.dkim {
-                    self.byte(dkim.result as u8);
-                    self.text(&dkim.domain);
-                    self.text(&dkim.selector);
-                    self.text(&dkim.algorithm);
-                    self.text(&dkim.reason);
-                }
-                let dmarc = &report.dmarc;
-                self.byte(dmarc.result as u8);
-                self.text(&dmarc.domain);
-                self.byte(dmarc.policy.map_or(0, |p| p as u8 + 1));
-                self.byte(dmarc.pct);
-                self.byte(u8::from(dmarc.spf_aligned) | u8::from(dmarc.dkim_aligned) << 1);
-                self.text(&dmarc.reason);
-            }
+            EventKind::Authenticated(report) => self.report(report),
             EventKind::Fault { fault, stage } => {
                 self.byte(FAULT);
                 self.byte(*fault as u8);

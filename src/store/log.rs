@@ -8,12 +8,14 @@
 
 use std::collections::VecDeque;
 
-use super::codec::{Entry, Header, Reader, Tables, Writer, nanos};
+use super::codec::{EventRef, Header, Reader, Tables, Writer, nanos};
 use super::tally::Counted;
 use crate::event::Event;
 use std::net::IpAddr;
 
 /// A chunk takes records up to this many bytes (a larger record has one of its own).
+/// Its buffer grows by doubling to this size, and is kept for the next chunk once its
+/// records are evicted.
 const CHUNK_BYTES: usize = 64 * 1024;
 
 /// What the log counts for a record beside its bytes: its end in the chunk's index.
@@ -48,6 +50,8 @@ pub(super) struct Log {
     /// An emptied chunk, kept with its buffers for the next.
     spare: Option<Chunk>,
     tables: Tables,
+    /// The record being written, reused.
+    record: Vec<u8>,
     max_event_bytes: usize,
     len: usize,
 }
@@ -58,6 +62,7 @@ impl Log {
             chunks: VecDeque::new(),
             spare: None,
             tables: Tables::new(max_event_bytes),
+            record: Vec::new(),
             max_event_bytes,
             len: 0,
         }
@@ -77,12 +82,22 @@ impl Log {
 
     /// Appends record `seq` (one above the newest held, or any number in an empty log) and
     /// returns the bytes it counts for.
-    pub(super) fn push(&mut self, seq: u64, header: &Header, entry: &Entry<'_>) -> usize {
-        let fits = self.chunks.back().is_some_and(|chunk| {
-            chunk.next_seq() == seq
-                && chunk.bytes.len() < CHUNK_BYTES
-                && chunk.ends.len() < u32::MAX as usize
-        });
+    pub(super) fn push(&mut self, seq: u64, header: &Header, entry: &EventRef<'_>) -> usize {
+        // Written aside first, so that a chunk never grows past its size for a record
+        // that belongs in the next one.
+        let mut record = std::mem::take(&mut self.record);
+        record.clear();
+        let back = self
+            .chunks
+            .back()
+            .map(|c| (c.next_seq(), c.base, c.bytes.len()));
+        let fits = match back {
+            Some((next, base, len)) if next == seq => {
+                self.write(&mut record, header, base, entry);
+                len + record.len() <= CHUNK_BYTES
+            }
+            _ => false,
+        };
         if !fits {
             let mut chunk = self.spare.take().unwrap_or_else(|| Chunk {
                 first_seq: 0,
@@ -94,24 +109,30 @@ impl Log {
             chunk.first_seq = seq;
             chunk.base = nanos(header.at);
             chunk.front = 0;
+            record.clear();
+            self.write(&mut record, header, chunk.base, entry);
             self.chunks.push_back(chunk);
         }
         let chunk = self
             .chunks
             .back_mut()
             .expect("a chunk was just made when none could take the record");
-        let start = chunk.bytes.len();
+        chunk.bytes.extend_from_slice(&record);
+        chunk.ends.push(
+            u32::try_from(chunk.bytes.len()).expect("a chunk holds records far smaller than 4 GiB"),
+        );
+        self.len += 1;
+        let bytes = record.len() + INDEX_BYTES;
+        self.record = record;
+        bytes
+    }
+
+    fn write(&mut self, out: &mut Vec<u8>, header: &Header, base: i128, entry: &EventRef<'_>) {
         Writer {
-            out: &mut chunk.bytes,
+            out,
             tables: &mut self.tables,
         }
-        .record(header, chunk.base, entry);
-        let end = chunk.bytes.len();
-        chunk
-            .ends
-            .push(u32::try_from(end).expect("a chunk holds records far smaller than 4 GiB"));
-        self.len += 1;
-        end - start + INDEX_BYTES
+        .record(header, base, entry);
     }
 
     /// Takes the oldest record out: its sequence number, the bytes it counted for, and

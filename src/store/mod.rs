@@ -26,8 +26,8 @@ mod log;
 mod message;
 mod tally;
 
-pub(crate) use codec::{CommandRef, ParamsRef};
-use codec::{Entry, Header};
+use codec::Header;
+pub(crate) use codec::{CommandRef, EventRef, ParamsRef};
 use log::Log;
 
 pub use message::{Folder, Message};
@@ -134,38 +134,22 @@ impl Store {
         transaction: Option<u32>,
         kind: EventKind,
     ) {
-        self.append(session, client, transaction, &Entry::Kind(&kind));
+        self.append(session, client, transaction, &EventRef::Kind(&kind));
     }
 
-    /// Appends the event of a command, from the line it was read from.
-    pub(crate) fn record_command(
+    /// Appends an event from borrowed parts: a command from its line, a reply from the
+    /// buffer it was rendered into, a check from where it is kept.
+    pub(crate) fn record_ref(
         &self,
         session: u64,
         client: IpAddr,
         transaction: Option<u32>,
-        command: CommandRef<'_>,
+        event: EventRef<'_>,
     ) {
-        self.append(session, client, transaction, &Entry::Command(command));
+        self.append(session, client, transaction, &event);
     }
 
-    /// Appends the event of a reply, from the buffer it was rendered into.
-    pub(crate) fn record_reply(
-        &self,
-        session: u64,
-        client: IpAddr,
-        transaction: Option<u32>,
-        (kind, code): (ReplyKind, u16),
-        text: &str,
-    ) {
-        self.append(
-            session,
-            client,
-            transaction,
-            &Entry::Reply { kind, code, text },
-        );
-    }
-
-    fn append(&self, session: u64, client: IpAddr, transaction: Option<u32>, entry: &Entry<'_>) {
+    fn append(&self, session: u64, client: IpAddr, transaction: Option<u32>, entry: &EventRef<'_>) {
         let header = Header {
             at: self.shared.clock.now(),
             session,

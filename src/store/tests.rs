@@ -232,7 +232,7 @@ mod compact {
     use proptest::prelude::*;
 
     use super::super::codec::{
-        CLOSES, CommandRef, Entry, FAULTS, Header, POLICIES, ParamsRef, RESULTS, STAGES, VERBS,
+        CLOSES, CommandRef, EventRef, FAULTS, Header, POLICIES, ParamsRef, RESULTS, STAGES, VERBS,
     };
     use super::super::log::Log;
     use super::*;
@@ -452,7 +452,7 @@ mod compact {
                     transaction: event.transaction,
                     client: event.client,
                 };
-                log.push(event.seq, &header, &Entry::Kind(&event.kind));
+                log.push(event.seq, &header, &EventRef::Kind(&event.kind));
                 written.push(event);
             }
             let read: Vec<Event> = log.iter_from(0).collect();
@@ -500,8 +500,8 @@ mod compact {
                 client: "127.0.0.1".parse().expect("ip"),
             };
             let mut log = Log::new(StoreConfig::default().max_event_bytes);
-            log.push(1, &header, &Entry::Kind(&EventKind::Command(parsed)));
-            log.push(2, &header, &Entry::Command(CommandRef {
+            log.push(1, &header, &EventRef::Kind(&EventKind::Command(parsed)));
+            log.push(2, &header, &EventRef::Command(CommandRef {
                 verb,
                 line: Cow::Borrowed(&line),
                 address: address.as_deref().map(Cow::Borrowed),
