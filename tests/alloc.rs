@@ -249,8 +249,8 @@ fn a_long_session_allocates_within_its_budget() {
         WARM_UP + messages,
         "every message was accepted"
     );
-    assert!(
-        per_noop <= NOOP_BUDGET,
+    assert_eq!(
+        per_noop, NOOP_BUDGET,
         "{per_noop} allocations per NOOP, budget {NOOP_BUDGET}"
     );
     assert!(
