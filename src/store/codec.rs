@@ -126,8 +126,27 @@ pub(super) struct Tables {
     /// The bytes of text the table may hold: a quarter of the log's byte cap, at most
     /// [`TABLE_BYTES`].
     text_room: usize,
+    /// Ids of texts met lately (plus one; 0 for none), by a cheap fingerprint: a text met
+    /// again is found with one comparison, without hashing it.
+    recent: [u32; RECENT],
     ips: Vec<IpAddr>,
     ip_ids: FastMap<IpAddr, u32>,
+    /// The address met last and its id: a session's events come from one.
+    last_ip: Option<(IpAddr, u32)>,
+}
+
+/// Slots of [`Tables::recent`].
+const RECENT: usize = 256;
+
+/// A slot of [`Tables::recent`] for a text that is not empty: from its length and three
+/// of its bytes.
+fn fingerprint(text: &[u8]) -> usize {
+    let n = text.len();
+    let mix = (n as u32).wrapping_mul(0x9e37_79b9)
+        ^ u32::from(text[0]).wrapping_mul(0x85eb_ca6b)
+        ^ u32::from(text[n / 2]).wrapping_mul(0xc2b2_ae35)
+        ^ u32::from(text[n - 1]).wrapping_mul(0x27d4_eb2f);
+    (mix >> 24) as usize % RECENT
 }
 
 impl Tables {
@@ -137,8 +156,10 @@ impl Tables {
             text_ids: FastMap::default(),
             text_bytes: 0,
             text_room: (max_event_bytes / 4).min(TABLE_BYTES),
+            recent: [0; RECENT],
             ips: Vec::new(),
             ip_ids: FastMap::default(),
+            last_ip: None,
         }
     }
 
@@ -146,7 +167,18 @@ impl Tables {
         if text.is_empty() || text.len() > SHORT_TEXT {
             return None;
         }
+        let slot = fingerprint(text.as_bytes());
+        let recent = self.recent[slot];
+        if recent > 0
+            && self
+                .texts
+                .get(recent as usize - 1)
+                .is_some_and(|t| **t == *text)
+        {
+            return Some(recent - 1);
+        }
         if let Some(&id) = self.text_ids.get(text) {
+            self.recent[slot] = id + 1;
             return Some(id);
         }
         if self.texts.len() >= TABLE_ENTRIES || self.text_bytes + text.len() > self.text_room {
@@ -157,11 +189,18 @@ impl Tables {
         self.text_bytes += text.len();
         self.texts.push(text.clone());
         self.text_ids.insert(text, id);
+        self.recent[slot] = id + 1;
         Some(id)
     }
 
     fn ip_id(&mut self, ip: IpAddr) -> Option<u32> {
+        if let Some((last, id)) = self.last_ip
+            && last == ip
+        {
+            return Some(id);
+        }
         if let Some(&id) = self.ip_ids.get(&ip) {
+            self.last_ip = Some((ip, id));
             return Some(id);
         }
         if self.ips.len() >= TABLE_ENTRIES {
@@ -170,6 +209,7 @@ impl Tables {
         let id = u32::try_from(self.ips.len()).ok()?;
         self.ips.push(ip);
         self.ip_ids.insert(ip, id);
+        self.last_ip = Some((ip, id));
         Some(id)
     }
 }
@@ -331,12 +371,27 @@ impl Writer<'_> {
         self.out.push(b);
     }
 
-    fn varint(&mut self, mut n: u128) {
-        while n >= 0x80 {
-            self.out.push((n as u8 & 0x7f) | 0x80);
-            n >>= 7;
+    #[inline]
+    fn varint(&mut self, n: u128) {
+        // Seven bits a byte, low first, the high bit set on all but the last; in 64-bit
+        // arithmetic for the numbers that fit.
+        match u64::try_from(n) {
+            Ok(mut n) => {
+                while n >= 0x80 {
+                    self.out.push((n as u8 & 0x7f) | 0x80);
+                    n >>= 7;
+                }
+                self.out.push(n as u8);
+            }
+            Err(_) => {
+                let mut n = n;
+                while n >= 0x80 {
+                    self.out.push((n as u8 & 0x7f) | 0x80);
+                    n >>= 7;
+                }
+                self.out.push(n as u8);
+            }
         }
-        self.out.push(n as u8);
     }
 
     fn number(&mut self, n: u64) {
