@@ -7,11 +7,11 @@
 //! chunk's first plus its place there.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 
 use super::codec::{EventRef, Header, Reader, Tables, Writer, nanos};
 use super::tally::Counted;
 use crate::event::Event;
-use std::net::IpAddr;
 
 /// A chunk takes records up to this many bytes (a larger record has one of its own).
 /// Its buffer grows by doubling to this size, and is kept for the next chunk once its
