@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::chaos::FaultKind;
-use crate::policy::{AuthReport, Decision, DkimCheck, SpfCheck};
+use crate::policy::{AuthReport, Decision, SpfCheck};
 use crate::reply::Reply;
 use crate::units::Stage;
 
@@ -37,51 +37,6 @@ pub struct Event {
     /// What happened: in JSON, its `type` and fields beside the ones above.
     #[serde(flatten)]
     pub kind: EventKind,
-}
-
-impl Event {
-    /// Roughly the memory the event holds: its fixed size plus the text it owns.
-    pub(crate) fn approx_bytes(&self) -> usize {
-        let text = match &self.kind {
-            EventKind::Command(command) => {
-                command.line.len()
-                    + command.address.as_ref().map_or(0, String::len)
-                    + command.host.as_ref().map_or(0, String::len)
-                    + command
-                        .params
-                        .iter()
-                        .map(|p| {
-                            std::mem::size_of::<Param>()
-                                + p.name.len()
-                                + p.value.as_ref().map_or(0, String::len)
-                        })
-                        .sum::<usize>()
-            }
-            EventKind::Reply(reply) => reply.text.len(),
-            EventKind::Decision(d) => {
-                d.rule.len() + d.detail.len() + d.key.as_ref().map_or(0, String::len)
-            }
-            EventKind::TlsFailed { error } => error.len(),
-            EventKind::Connected { mx, .. } => mx.len(),
-            EventKind::Spf(spf) => spf.domain.len() + spf.reason.len(),
-            EventKind::Authenticated(report) => {
-                let dkim: usize = report
-                    .dkim
-                    .iter()
-                    .map(|d| d.domain.len() + d.selector.len() + d.algorithm.len() + d.reason.len())
-                    .sum();
-                let spf = report.spf.domain.len() + report.spf.reason.len();
-                let dmarc = report.dmarc.domain.len() + report.dmarc.reason.len();
-                dkim + report.dkim.len() * std::mem::size_of::<DkimCheck>() + spf + dmarc
-            }
-            EventKind::Fault { .. }
-            | EventKind::TlsStarted
-            | EventKind::Discarded { .. }
-            | EventKind::Accepted { .. }
-            | EventKind::Closed { .. } => 0,
-        };
-        std::mem::size_of::<Self>() + text
-    }
 }
 
 /// What an [`Event`] records.

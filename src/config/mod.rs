@@ -354,9 +354,10 @@ pub struct StoreConfig {
     pub max_bytes: usize,
     /// Events kept in the log.
     pub max_events: usize,
-    /// Bytes the event log may hold, counted roughly (each event's fixed size plus its
-    /// text); the oldest events are evicted (and counted) beyond this. The newest event
-    /// is always kept.
+    /// Bytes the event log may hold, counted as each event's compact record (about 15
+    /// bytes: its fields as bytes and varints, short repeated texts as ids into a table
+    /// bounded apart) plus its index entry; the oldest events are evicted (and counted)
+    /// beyond this. The newest event is always kept.
     pub max_event_bytes: usize,
 }
 

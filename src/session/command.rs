@@ -7,23 +7,24 @@ use tracing::debug;
 use super::body::Incoming;
 use super::channel::Channel;
 use super::input::{Action, Mode, Reading};
-use super::parse::{Unparsed, path, read, recipient};
+use super::parse::{self, Unparsed, path, read, recipient};
 use super::{Pending, Session, Transaction};
 use crate::chaos::FaultKind;
 use crate::event::{CloseReason, EventKind, Verb};
 use crate::policy::mailbox::quote_local_part;
 use crate::policy::{Facts, SpfCheck, contains_address};
 use crate::reply::ReplyKind;
+use crate::store::EventRef;
 use crate::units::Stage;
 
 impl Session {
     /// Answers one complete command line (CRLF included).
     pub(super) fn command<C: Channel>(&mut self, line: &[u8]) -> Action<C::Upgrade> {
-        let (command, parsed) = read(line);
-        if command.verb == Verb::Mail {
+        let (verb, parsed) = read(line);
+        if verb == Verb::Mail {
             self.begin_transaction();
         }
-        self.record(EventKind::Command(command));
+        self.record_ref(EventRef::Command(parse::command(line, verb, &parsed)));
         if let Some(reason) = self.count_command() {
             return Action::Close(reason);
         }
@@ -149,7 +150,7 @@ impl Session {
         ptr_matches: Option<bool>,
     ) {
         if let Some(spf) = &spf {
-            self.record(EventKind::Spf(spf.clone()));
+            self.record_ref(EventRef::Spf(spf));
         }
         let mut facts = Facts::new(self.peer.ip())
             .from(&from)

@@ -16,7 +16,7 @@ use crate::clock::{Rfc5322Cst, unix_secs};
 use crate::event::EventKind;
 use crate::policy::{AuthReport, Facts, Verdict};
 use crate::reply::ReplyKind;
-use crate::store::{Folder, Message};
+use crate::store::{EventRef, Folder, Message};
 use crate::units::Stage;
 
 impl Session {
@@ -72,7 +72,7 @@ impl Session {
     pub(super) fn finish_message(&mut self, submission: Submission, report: Option<AuthReport>) {
         let Submission { tx, body } = submission;
         if let Some(report) = &report {
-            self.record(EventKind::Authenticated(report.clone()));
+            self.record_ref(EventRef::Authenticated(report));
         }
         let mut facts = Facts::new(self.peer.ip())
             .from(&tx.from)

@@ -12,6 +12,7 @@ use super::{Pending, Session, Transaction};
 use crate::chaos::Action as FaultAction;
 use crate::event::{CloseReason, EventKind, Verb};
 use crate::reply::ReplyKind;
+use crate::store::EventRef;
 use crate::units::Stage;
 
 /// What the session is reading.
@@ -63,11 +64,13 @@ impl Session {
                             // answered after a delay. A fault that ends the session
                             // leaves the command unanswered, but in the log.
                             if !matches!(fault.1, FaultAction::Delay(_)) {
-                                let (command, _) = parse::read(line);
-                                if command.verb == Verb::Mail {
+                                let (verb, parsed) = parse::read(line);
+                                if verb == Verb::Mail {
                                     self.begin_transaction();
                                 }
-                                self.record(EventKind::Command(command));
+                                self.record_ref(EventRef::Command(parse::command(
+                                    line, verb, &parsed,
+                                )));
                             }
                             self.fault.set_due(fault);
                             action = Action::Fault;

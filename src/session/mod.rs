@@ -62,7 +62,7 @@ use crate::config::Config;
 use crate::event::{CloseReason, EventKind};
 use crate::policy::{Decision, Policy, SpfCheck};
 use crate::reply::{Catalogue, ReplyKind};
-use crate::store::Store;
+use crate::store::{EventRef, Store};
 use crate::tls::Acceptors;
 use body::Body;
 pub(crate) use body::Inflight;
@@ -366,6 +366,13 @@ impl Session {
         self.engine
             .store
             .record_in(self.id, self.peer.ip(), self.transaction, kind);
+    }
+
+    /// Records an event from borrowed parts.
+    fn record_ref(&self, event: EventRef<'_>) {
+        self.engine
+            .store
+            .record_ref(self.id, self.peer.ip(), self.transaction, event);
     }
 }
 

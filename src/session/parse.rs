@@ -5,18 +5,20 @@ use std::borrow::Cow;
 
 use smtp_proto::{Error as ParseError, Request};
 
-use crate::event::{Command, Param, Verb};
+use crate::event::Verb;
 use crate::policy::mailbox::{POSTMASTER_DOMAIN, quote_local_part};
+use crate::store::{CommandRef, ParamsRef};
 
 /// Command lines are kept in the event log up to this many bytes.
 const LOGGED_LINE: usize = 512;
 
-/// A command line for the event log: without CRLF, cut at [`LOGGED_LINE`] bytes.
-pub(super) fn loggable(line: &[u8]) -> String {
+/// A command line for the event log: without CRLF, cut at [`LOGGED_LINE`] bytes, invalid
+/// UTF-8 replaced (borrowed from the line unless it has any).
+pub(super) fn loggable(line: &[u8]) -> Cow<'_, str> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let cut = &line[..line.len().min(LOGGED_LINE)];
-    String::from_utf8_lossy(cut).into_owned()
+    String::from_utf8_lossy(cut)
 }
 
 /// Why a command line gave no request.
@@ -28,28 +30,41 @@ pub(super) enum Unparsed {
     Error(ParseError),
 }
 
-/// Reads a complete command line once: the event that records it, and the request to
-/// answer with the exact SIZE of a MAIL command.
-pub(super) fn read(line: &[u8]) -> (Command, Result<(Request<String>, u64), Unparsed>) {
-    let mut command = Command::new(Verb::of_line(line), loggable(line));
-    let parsed = parse(line);
-    if let Ok((request, _)) = &parsed {
+/// What reading a complete command line gives: the request to answer, with the exact
+/// SIZE of a MAIL command.
+pub(super) type Parsed = Result<(Request<String>, u64), Unparsed>;
+
+/// Reads a complete command line once: its verb and the request to answer.
+pub(super) fn read(line: &[u8]) -> (Verb, Parsed) {
+    (Verb::of_line(line), parse(line))
+}
+
+/// The event of a command line read as `verb` and `parsed`, borrowed from both.
+pub(super) fn command<'a>(line: &'a [u8], verb: Verb, parsed: &'a Parsed) -> CommandRef<'a> {
+    let mut command = CommandRef {
+        verb,
+        line: loggable(line),
+        address: None,
+        host: None,
+        params: ParamsRef::Parsed(&[]),
+    };
+    if let Ok((request, _)) = parsed {
         match request {
             Request::Mail { from } => {
-                command.address = Some(quote_local_part(&from.address).into_owned());
-                command.params = params(line);
+                command.address = Some(quote_local_part(&from.address));
+                command.params = ParamsRef::Words(params(line));
             }
             Request::Rcpt { to } => {
-                command.address = Some(recipient(&to.address, line).into_owned());
-                command.params = params(line);
+                command.address = Some(recipient(&to.address, line));
+                command.params = ParamsRef::Words(params(line));
             }
             Request::Helo { host } | Request::Ehlo { host } => {
-                command.host = Some(host.clone());
+                command.host = Some(host);
             }
             _ => {}
         }
     }
-    (command, parsed)
+    command
 }
 
 /// Parses a command line.
@@ -85,24 +100,11 @@ fn parse(line: &[u8]) -> Result<(Request<String>, u64), Unparsed> {
 }
 
 /// The ESMTP parameters of a MAIL or RCPT line: the words after the path's `>`.
-fn params(line: &[u8]) -> Vec<Param> {
+fn params(line: &[u8]) -> &[u8] {
     let line = line.trim_ascii_end();
-    let Some(end) = line.iter().rposition(|&b| b == b'>') else {
-        return Vec::new();
-    };
-    line[end + 1..]
-        .split(u8::is_ascii_whitespace)
-        .filter(|word| !word.is_empty())
-        .map(|word| {
-            let text = String::from_utf8_lossy(word);
-            match text.split_once('=') {
-                Some((name, value)) => {
-                    Param::new(name.to_ascii_uppercase(), Some(value.to_owned()))
-                }
-                None => Param::new(text.to_ascii_uppercase(), None),
-            }
-        })
-        .collect()
+    line.iter()
+        .rposition(|&b| b == b'>')
+        .map_or(&[], |end| &line[end + 1..])
 }
 
 /// The recipient of a RCPT line, as the policy should judge it.

@@ -7,7 +7,8 @@ use tracing::debug;
 use super::{Pending, Session};
 use crate::event::EventKind;
 use crate::policy::{Decision, Facts, Verdict};
-use crate::reply::{Context, Reply, ReplyKind};
+use crate::reply::{Context, ReplyKind};
+use crate::store::EventRef;
 use crate::units::Stage;
 
 impl Session {
@@ -52,8 +53,7 @@ impl Session {
     /// Queues the reply of `kind` and records it.
     pub(super) fn reply(&mut self, kind: ReplyKind) {
         let ctx = self.context();
-        // Rendered into the session's reused buffer; the event keeps a copy of its
-        // exact size.
+        // Rendered into the session's reused buffer, and recorded from it.
         let mut text = std::mem::take(&mut self.reply_text);
         text.clear();
         let (kind, code) = self
@@ -63,13 +63,12 @@ impl Session {
         self.output.extend_from_slice(text.as_bytes());
         self.output.extend_from_slice(b"\r\n");
         self.answered = true;
-        let reply = Reply {
+        self.record_ref(EventRef::Reply {
             kind,
             code,
-            text: text.as_str().to_owned(),
-        };
+            text: &text,
+        });
         self.reply_text = text;
-        self.record(EventKind::Reply(reply));
         // The reply that leaves no transaction open ends the one it answers.
         if self.open_transaction().is_none() && self.pending.is_none() {
             self.transaction = None;

@@ -1,7 +1,8 @@
 //! The store: accepted messages and the event log, with bounded memory.
 //!
 //! [`Store`] is a `Clone` handle over shared state. The session records every command,
-//! reply and policy decision as an [`Event`], and puts each accepted [`Message`] here
+//! reply and policy decision as an [`Event`], kept in a compact form (a few bytes a
+//! record, see `codec`) and decoded when read, and puts each accepted [`Message`] here
 //! *before* it writes the `250` that acknowledges it. Both collections are capped by the
 //! config; what falls out is counted, never silently lost.
 //!
@@ -20,13 +21,19 @@ use crate::config::StoreConfig;
 use crate::event::{Event, EventKind};
 use crate::reply::ReplyKind;
 
+mod codec;
+mod log;
 mod message;
 mod tally;
 
+use codec::Header;
+pub(crate) use codec::{CommandRef, EventRef, ParamsRef};
+use log::Log;
+
 pub use message::{Folder, Message};
-use tally::Counters;
 use tally::Tally;
 pub use tally::{Count, Held, InLog, SinceReset, SinceStart};
+use tally::{Counted, Counters};
 
 /// The shared store. Cloning gives another handle on the same data.
 #[derive(Clone)]
@@ -49,7 +56,8 @@ struct State {
     /// Held as `Arc`s so that a reader can take a page, or all of them, without copying
     /// messages while the lock is held.
     messages: VecDeque<Arc<Message>>,
-    events: VecDeque<Event>,
+    /// The event log, in its compact form.
+    events: Log,
     /// Counts over `events`.
     tally: Tally,
     next_message: u64,
@@ -80,7 +88,7 @@ impl Store {
             shared: Arc::new(Inner {
                 state: Mutex::new(State {
                     messages: VecDeque::new(),
-                    events: VecDeque::new(),
+                    events: Log::new(limits.max_event_bytes),
                     tally: Tally::new(),
                     next_message: 1,
                     next_event: 1,
@@ -126,38 +134,53 @@ impl Store {
         transaction: Option<u32>,
         kind: EventKind,
     ) {
-        let at = self.shared.clock.now();
-        let mut state = self.state();
-        let seq = state.next_event;
-        state.next_event += 1;
-        let event = Event {
-            seq,
-            at,
+        self.append(session, client, transaction, &EventRef::Kind(&kind));
+    }
+
+    /// Appends an event from borrowed parts: a command from its line, a reply from the
+    /// buffer it was rendered into, a check from where it is kept.
+    pub(crate) fn record_ref(
+        &self,
+        session: u64,
+        client: IpAddr,
+        transaction: Option<u32>,
+        event: EventRef<'_>,
+    ) {
+        self.append(session, client, transaction, &event);
+    }
+
+    fn append(&self, session: u64, client: IpAddr, transaction: Option<u32>, entry: &EventRef<'_>) {
+        let header = Header {
+            at: self.shared.clock.now(),
             session,
             transaction,
             client,
-            kind,
         };
-        if let EventKind::Reply(reply) = &event.kind {
-            state.replies_total[reply.kind as usize] += 1;
-            if !reply.is_positive() {
-                state.refusals_total[reply.kind as usize] += 1;
+        let counted = entry.counted();
+        let mut state = self.state();
+        let seq = state.next_event;
+        state.next_event += 1;
+        if let Counted::Reply { kind, code } = counted {
+            state.replies_total[kind as usize] += 1;
+            // A 4xx or 5xx code, as `Reply::is_positive` tells.
+            if code >= 400 {
+                state.refusals_total[kind as usize] += 1;
             }
         }
-        state.counters.event_bytes += event.approx_bytes();
-        state.tally.add(&event);
-        state.events.push_back(event);
+        let bytes = state.events.push(seq, &header, entry);
+        state.counters.event_bytes += bytes;
+        state.tally.add(seq, session, client, &counted);
         let limits = &self.shared.limits;
         while state.events.len() > limits.max_events
             || (state.counters.event_bytes > limits.max_event_bytes && state.events.len() > 1)
         {
-            let Some(old) = state.events.pop_front() else {
+            let Some((old, bytes, client, counted)) = state.events.pop() else {
                 break;
             };
-            state.counters.event_bytes -= old.approx_bytes();
+            state.counters.event_bytes -= bytes;
             state.counters.events_evicted += 1;
             state.counters.events_evicted_since_reset += 1;
-            state.tally.evict(&old);
+            state.tally.evict(old, client, &counted);
         }
         drop(state);
         if self.shared.newest.receiver_count() > 0 {
@@ -185,12 +208,12 @@ impl Store {
     pub fn events_after(&self, seq: u64, limit: usize) -> Vec<Event> {
         let state = self.state();
         let skip = Self::skip(&state, seq);
-        state.events.range(skip..).take(limit).cloned().collect()
+        state.events.iter_from(skip).take(limit).collect()
     }
 
     /// How many held events have a sequence number up to `seq`.
     fn skip(state: &State, seq: u64) -> usize {
-        let first = state.events.front().map_or(0, |e| e.seq);
+        let first = state.events.first_seq().unwrap_or(0);
         usize::try_from(seq.saturating_add(1).saturating_sub(first))
             .unwrap_or(usize::MAX)
             .min(state.events.len())
@@ -198,8 +221,8 @@ impl Store {
 
     /// Scans at most `scan` held events after `seq`, oldest first, and returns up to
     /// `limit` of them that `matches`, with the sequence number of the last event looked
-    /// at (`seq` when none was). Only the matches are copied, so a narrow filter over a
-    /// long log holds the lock briefly and copies little.
+    /// at (`seq` when none was). Each event looked at is decoded from the compact log and
+    /// only the matches are kept; `scan` bounds the time the lock is held.
     pub fn scan_events(
         &self,
         seq: u64,
@@ -211,13 +234,13 @@ impl Store {
         let skip = Self::skip(&state, seq);
         let mut found = Vec::new();
         let mut last = seq;
-        for event in state.events.range(skip..).take(scan) {
+        for event in state.events.iter_from(skip).take(scan) {
             if found.len() >= limit {
                 break;
             }
             last = event.seq;
-            if matches(event) {
-                found.push(event.clone());
+            if matches(&event) {
+                found.push(event);
             }
         }
         (found, last)
@@ -225,12 +248,7 @@ impl Store {
 
     /// The newest held event that `matches`, looking from the newest back.
     pub fn find_last(&self, mut matches: impl FnMut(&Event) -> bool) -> Option<Event> {
-        self.state()
-            .events
-            .iter()
-            .rev()
-            .find(|e| matches(e))
-            .cloned()
+        self.state().events.iter_back().find(|e| matches(e))
     }
 
     /// The sequence number of the newest event recorded (0 before the first).
@@ -355,7 +373,7 @@ impl Store {
 
     /// The events held, oldest first.
     pub fn events(&self) -> Vec<Event> {
-        self.state().events.iter().cloned().collect()
+        self.state().events.iter_from(0).collect()
     }
 
     /// What the store holds now.

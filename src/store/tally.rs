@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Command, Event, EventKind, Verb};
 use crate::reply::ReplyKind;
 use crate::units::Stage;
 
@@ -22,7 +21,8 @@ pub struct Held {
     pub message_bytes: usize,
     /// Events.
     pub events: usize,
-    /// The events' memory, roughly (fixed size plus text), in bytes.
+    /// The event log's memory, in bytes: each event's compact record and its place in
+    /// the log's index (not the table of repeated texts, which has a fixed bound).
     pub event_bytes: usize,
 }
 
@@ -120,7 +120,7 @@ pub struct InLog {
 /// keys). Not keyed, like the policy's: a client that crafts colliding senders slows only
 /// the counts of its own test server.
 #[derive(Default)]
-struct Fast(u64);
+pub(super) struct Fast(u64);
 
 impl Hasher for Fast {
     fn write(&mut self, bytes: &[u8]) {
@@ -137,7 +137,21 @@ impl Hasher for Fast {
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fast>>;
+pub(super) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fast>>;
+
+/// What the counts take from an event, as it is recorded or evicted.
+pub(super) enum Counted<'a> {
+    /// A `MAIL` command, with the path as the policy judged it.
+    Sender(&'a str),
+    /// The end of a session.
+    Closed,
+    /// A reply.
+    Reply { kind: ReplyKind, code: u16 },
+    /// A policy decision.
+    Decision { stage: Stage, accepted: bool },
+    /// Anything else.
+    Other,
+}
 
 /// The live form of [`InLog`].
 #[derive(Default)]
@@ -161,16 +175,13 @@ impl Tally {
         }
     }
 
-    pub(super) fn add(&mut self, event: &Event) {
-        match &event.kind {
-            EventKind::Command(Command {
-                verb: Verb::Mail,
-                address: Some(address),
-                ..
-            }) => {
+    /// Counts event `seq` of `session`, from `client`.
+    pub(super) fn add(&mut self, seq: u64, session: u64, client: IpAddr, counted: &Counted<'_>) {
+        match *counted {
+            Counted::Sender(address) => {
                 // A session sends from one address, message after message: the key it
                 // already has is kept, without a new string.
-                let same = |held: &Arc<str>| match address.as_str() {
+                let same = |held: &Arc<str>| match address {
                     "" => &**held == "<>",
                     address => {
                         held.len() == address.len()
@@ -180,7 +191,7 @@ impl Tally {
                                 .all(|(h, a)| h == a.to_ascii_lowercase())
                     }
                 };
-                if self.senders.get(&event.session).is_some_and(same) {
+                if self.senders.get(&session).is_some_and(same) {
                     return;
                 }
                 let sender = if address.is_empty() {
@@ -188,53 +199,49 @@ impl Tally {
                 } else {
                     Arc::from(address.to_ascii_lowercase())
                 };
-                self.senders.insert(event.session, sender);
+                self.senders.insert(session, sender);
             }
-            EventKind::Closed { .. } => {
-                self.senders.remove(&event.session);
+            Counted::Closed => {
+                self.senders.remove(&session);
             }
-            EventKind::Reply(reply) => self.replies[reply.kind as usize] += 1,
-            EventKind::Decision(decision) => {
-                let accepted = decision.is_accept();
-                self.by_stage
-                    .entry(decision.stage)
-                    .or_default()
-                    .add(accepted);
-                self.by_ip.entry(event.client).or_default().add(accepted);
-                if decision.stage >= Stage::Mail
-                    && let Some(sender) = self.senders.get(&event.session)
+            Counted::Reply { kind, .. } => self.replies[kind as usize] += 1,
+            Counted::Decision { stage, accepted } => {
+                self.by_stage.entry(stage).or_default().add(accepted);
+                self.by_ip.entry(client).or_default().add(accepted);
+                if stage >= Stage::Mail
+                    && let Some(sender) = self.senders.get(&session)
                 {
                     self.by_sender
                         .entry(sender.clone())
                         .or_default()
                         .add(accepted);
-                    self.counted.push_back((event.seq, sender.clone()));
+                    self.counted.push_back((seq, sender.clone()));
                 }
             }
-            _ => {}
+            Counted::Other => {}
         }
     }
 
-    pub(super) fn evict(&mut self, event: &Event) {
-        match &event.kind {
-            EventKind::Reply(reply) => {
-                let n = &mut self.replies[reply.kind as usize];
+    /// Takes event `seq`, from `client`, out of the counts.
+    pub(super) fn evict(&mut self, seq: u64, client: IpAddr, counted: &Counted<'_>) {
+        match *counted {
+            Counted::Reply { kind, .. } => {
+                let n = &mut self.replies[kind as usize];
                 *n = n.saturating_sub(1);
             }
-            EventKind::Decision(decision) => {
-                let accepted = decision.is_accept();
-                if let Some(count) = self.by_stage.get_mut(&decision.stage)
+            Counted::Decision { stage, accepted } => {
+                if let Some(count) = self.by_stage.get_mut(&stage)
                     && count.remove(accepted)
                 {
-                    self.by_stage.remove(&decision.stage);
+                    self.by_stage.remove(&stage);
                 }
-                if let Some(count) = self.by_ip.get_mut(&event.client)
+                if let Some(count) = self.by_ip.get_mut(&client)
                     && count.remove(accepted)
                 {
-                    self.by_ip.remove(&event.client);
+                    self.by_ip.remove(&client);
                 }
                 let sender = match self.counted.front() {
-                    Some((seq, _)) if *seq == event.seq => self.counted.pop_front(),
+                    Some((held, _)) if *held == seq => self.counted.pop_front(),
                     _ => None,
                 };
                 if let Some((_, sender)) = sender
@@ -244,7 +251,7 @@ impl Tally {
                     self.by_sender.remove(&sender);
                 }
             }
-            _ => {}
+            Counted::Sender(_) | Counted::Closed | Counted::Other => {}
         }
     }
 
