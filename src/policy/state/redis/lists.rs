@@ -5,18 +5,23 @@
 use std::net::IpAddr;
 
 use super::Redis;
+use super::view::SenderView;
 use crate::policy::lists::draw;
 use crate::policy::state::{
     Blacklists, IpListedBy, Listing, RecipientLists, SenderListedBy, Source,
 };
 use crate::units::IpNet;
 
+/// A sender's and its domain's API listings, whether their config listings were lifted,
+/// and the domain's random listing.
+type SenderRead = ((Option<u64>, Option<u64>), bool, bool, Option<u64>);
+
 impl Redis {
     pub(super) fn ip_key(&self, ip: IpAddr) -> String {
         self.key(format_args!("ip:{ip}"))
     }
 
-    fn domain_key(&self, domain: &str) -> String {
+    pub(super) fn domain_key(&self, domain: &str) -> String {
         self.key(format_args!("dom:{domain}"))
     }
 
@@ -55,6 +60,37 @@ impl Redis {
                 .ignore()
                 .query::<()>(conn)
         });
+    }
+
+    /// What is known about a sender's listings, read alone (outside a stage).
+    fn read_sender(&self, sender: &str, domain: &str) -> SenderView {
+        let fetched: Option<SenderRead> = self.call("sender_listing", |conn| {
+            redis::pipe()
+                .cmd("HMGET")
+                .arg(self.key(format_args!("bl:s")))
+                .arg(sender)
+                .arg(domain)
+                .cmd("SISMEMBER")
+                .arg(self.key(format_args!("lifted:s")))
+                .arg(sender)
+                .cmd("SISMEMBER")
+                .arg(self.key(format_args!("lifted:s")))
+                .arg(domain)
+                .cmd("HGET")
+                .arg(self.domain_key(domain))
+                .arg("ru")
+                .query(conn)
+                .map(Some)
+        });
+        let Some((api, lifted_sender, lifted_domain, drawn)) = fetched else {
+            return SenderView::default();
+        };
+        SenderView {
+            api,
+            lifted: (lifted_sender, lifted_domain),
+            drawn,
+            named: false,
+        }
     }
 
     /// Ends the random listing recorded in the hash `key`, if it is still there.
@@ -110,28 +146,37 @@ impl Blacklists for Redis {
         let by_sender = config(&self.lists.senders, sender);
         let by_domain = config(&self.lists.domains_listed, domain);
         let (p, duration) = self.lists.random_domain;
-        let drawn = p > 0.0 && draw(self.seed, "domain", domain.as_bytes(), p);
-        let mut invocation = self.scripts.sender.key(self.key(format_args!("bl:s")));
-        invocation
-            .key(self.domain_key(domain))
-            .key(self.key(format_args!("lifted:s")))
-            .arg(sender)
-            .arg(domain)
-            .arg(now)
-            .arg(u8::from(by_sender.is_some()))
-            .arg(u8::from(by_domain.is_some()))
-            .arg(u8::from(p > 0.0))
-            .arg(u8::from(drawn))
-            .arg(now + duration)
-            .arg(self.idle_counters);
-        let (by, until): (u8, u64) = self.call("sender_listing", |conn| invocation.invoke(conn));
-        let (by, until) = match by {
-            1 => (SenderListedBy::Sender(Source::Config), by_sender.flatten()),
-            2 => (SenderListedBy::Sender(Source::Api), Some(until)),
-            3 => (SenderListedBy::Domain(Source::Config), by_domain.flatten()),
-            4 => (SenderListedBy::Domain(Source::Api), Some(until)),
-            5 => (SenderListedBy::Draw, Some(until)),
-            _ => return None,
+        let read = self
+            .staged(|view| {
+                let (f, d, read) = view.sender.as_ref()?;
+                (f == sender && d == domain).then(|| read.clone())
+            })
+            .unwrap_or_else(|| self.read_sender(sender, domain));
+        let api = |until: Option<u64>| until.filter(|u| *u == 0 || *u > now);
+        let (by, until) = if by_sender.is_some() && !read.lifted.0 {
+            (SenderListedBy::Sender(Source::Config), by_sender.flatten())
+        } else if let Some(u) = api(read.api.0) {
+            (SenderListedBy::Sender(Source::Api), Some(u))
+        } else if by_domain.is_some() && !read.lifted.1 {
+            (SenderListedBy::Domain(Source::Config), by_domain.flatten())
+        } else if let Some(u) = api(read.api.1) {
+            (SenderListedBy::Domain(Source::Api), Some(u))
+        } else if p <= 0.0 {
+            return None;
+        } else {
+            // The domain's record: kept while it is seen, made when its draw lists it.
+            let until = match read.drawn {
+                Some(until) => until,
+                None if draw(self.seed, "domain", domain.as_bytes(), p) => now + duration,
+                None => return None,
+            };
+            let mut cmd = self.evalsha(&self.scripts.draw, &[self.domain_key(domain)]);
+            cmd.arg(now).arg(until).arg(self.idle_counters);
+            self.hold(cmd);
+            if until <= now {
+                return None;
+            }
+            (SenderListedBy::Draw, Some(until))
         };
         Some(Listing {
             by,
@@ -202,6 +247,16 @@ impl RecipientLists for Redis {
     }
 
     fn whitelisted_anywhere(&self, sender: Option<(&str, &str)>) -> bool {
+        let read = self.staged(|view| match sender {
+            None => Some(view.whitelists),
+            Some((s, d)) => {
+                let (f, domain, read) = view.sender.as_ref()?;
+                (f == s && domain == d).then_some(read.named)
+            }
+        });
+        if let Some(found) = read {
+            return found;
+        }
         let found: u64 = self.call("whitelisted_anywhere", |conn| match sender {
             None => redis::cmd("EXISTS")
                 .arg(self.key(format_args!("wl-any")))
@@ -223,6 +278,19 @@ impl RecipientLists for Redis {
         if local {
             return true;
         }
+        let read = self.staged(|view| {
+            let (f, d, _) = view.sender.as_ref()?;
+            if f != sender || d != domain {
+                return None;
+            }
+            view.personal
+                .iter()
+                .find(|(r, _)| r == rcpt)
+                .map(|(_, b)| *b)
+        });
+        if let Some(blocked) = read {
+            return blocked;
+        }
         let key = self.key(format_args!("pb:{rcpt}"));
         let (a, b): (bool, bool) = self.call("blocked_by", |conn| {
             redis::pipe()
@@ -238,6 +306,14 @@ impl RecipientLists for Redis {
     }
 
     fn mailed(&self, rcpt: &str, ip: IpAddr) -> bool {
+        let read = self.staged(|view| {
+            (view.ip == Some(ip))
+                .then(|| view.mailed.iter().find(|(r, _)| r == rcpt).map(|(_, m)| *m))
+                .flatten()
+        });
+        if let Some(mailed) = read {
+            return mailed;
+        }
         let key = self.key(format_args!("out:{rcpt}"));
         self.call("mailed", |conn| {
             redis::cmd("SISMEMBER")

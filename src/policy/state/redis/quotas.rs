@@ -1,5 +1,8 @@
 //! [`QuotaCounters`] in Redis: a counter per key (a hash of window numbers and counts,
-//! and its block), checked and counted by one script per call.
+//! and its block), checked and counted by one script per call, sent with the writes
+//! held back. A check that does not count is answered from the counters the stage read
+//! when every key fits (the script would change nothing); a key over a limit or blocked
+//! is left to the script, which blocks it.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -11,7 +14,7 @@ use crate::units::{QuotaName, Window};
 
 /// What the quota script does with the keys after the checks.
 #[derive(Clone, Copy)]
-enum Mode {
+pub(super) enum Mode {
     /// Checks only.
     Check = 0,
     /// Counts every key checked, fitting or not.
@@ -35,7 +38,8 @@ impl Redis {
         self.key(format_args!("blocks"))
     }
 
-    /// Runs the quota script: `checks` in order, then `mode` on `others`.
+    /// Runs the quota script: `checks` in order, then `mode` on `others`; a script sent
+    /// ahead with the stage's reads answers it when it is the same call.
     fn quota(
         &self,
         checks: &[Check<'_>],
@@ -43,14 +47,49 @@ impl Redis {
         others: &[QuotaKey<'_>],
         now: u64,
     ) -> Option<(usize, Breach)> {
-        self.forget_view();
-        let mut invocation = self.scripts.quota.key(self.blocks_key());
-        for check in checks {
-            invocation.key(self.counter_key(check.key));
-        }
-        for key in others {
-            invocation.key(self.counter_key(*key));
-        }
+        let cmd = self.quota_cmd(checks, mode, others, now);
+        let reply = match self.claim(&cmd) {
+            Some(reply) => reply,
+            None => self.exchange("quota", vec![cmd])?.pop()?,
+        };
+        self.forget_counters();
+        let found: Vec<u64> = match redis::from_redis_value(reply) {
+            Ok(found) => found,
+            Err(e) => {
+                self.failed("quota", &e.into());
+                return None;
+            }
+        };
+        let &[i, window, count, limit, until, already, extra] = found.as_slice() else {
+            return None;
+        };
+        let index = usize::try_from(i).ok()?;
+        let window = *Window::ALL.get(usize::try_from(window).ok()?)?;
+        Some((
+            index,
+            Breach {
+                window,
+                count,
+                limit,
+                until,
+                already: already == 1,
+                extra: extra == 1,
+            },
+        ))
+    }
+
+    /// The call of the quota script: `checks` in order, then `mode` on `others`.
+    pub(super) fn quota_cmd(
+        &self,
+        checks: &[Check<'_>],
+        mode: Mode,
+        others: &[QuotaKey<'_>],
+        now: u64,
+    ) -> redis::Cmd {
+        let mut keys = vec![self.blocks_key()];
+        keys.extend(checks.iter().map(|check| self.counter_key(check.key)));
+        keys.extend(others.iter().map(|key| self.counter_key(*key)));
+        let mut invocation = self.evalsha(&self.scripts.quota, &keys);
         // A counter outlives the day it counts in by `idle_counters`, at least a day, so
         // that a clock held still (a manual clock) never sees it expire mid-window.
         let ttl = Window::Day.end(now) - now + self.idle_counters.max(86_400);
@@ -81,34 +120,28 @@ impl Redis {
                 None => invocation.arg(-1).arg(0).arg(0),
             };
         }
-        let found: Vec<u64> = self.call("quota", |conn| invocation.invoke(conn));
-        let &[i, window, count, limit, until, already, extra] = found.as_slice() else {
-            return None;
-        };
-        let index = usize::try_from(i).ok()?;
-        let window = *Window::ALL.get(usize::try_from(window).ok()?)?;
-        Some((
-            index,
-            Breach {
-                window,
-                count,
-                limit,
-                until,
-                already: already == 1,
-                extra: extra == 1,
-            },
-        ))
+        invocation
     }
 }
 
 impl QuotaCounters for Redis {
     fn check(&mut self, checks: &[Check<'_>], count: bool, now: u64) -> Option<(usize, Breach)> {
-        let mode = if count {
-            Mode::CountChecked
-        } else {
-            Mode::Check
-        };
-        self.quota(checks, mode, &[], now)
+        if count {
+            return self.quota(checks, Mode::CountChecked, &[], now);
+        }
+        let keys: Vec<String> = checks.iter().map(|c| self.counter_key(c.key)).collect();
+        let fit = self.staged(|view| {
+            let mut fit = true;
+            for (check, key) in checks.iter().zip(&keys) {
+                let (_, counter) = view.counters.iter().find(|(k, _)| k == key)?;
+                fit &= counter.fits(check, now);
+            }
+            Some(fit)
+        });
+        if fit == Some(true) {
+            return None;
+        }
+        self.quota(checks, Mode::Check, &[], now)
     }
 
     fn count(&mut self, keys: &[QuotaKey<'_>], now: u64) {
