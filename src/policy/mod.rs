@@ -287,7 +287,11 @@ impl Policy {
     pub fn check(&mut self, stage: Stage, facts: &Facts<'_>, now: SystemTime) -> Decision {
         self.begin();
         if self.health.is_some() {
-            self.state.ahead(&Self::ahead(stage, facts, secs(now)));
+            let (keys, _) = self.quota_keys(stage, facts, false);
+            self.state.ahead(&Ahead {
+                reads: &keys,
+                ..Self::ahead(stage, facts, secs(now))
+            });
         }
         let decision = self.check_at(stage, facts, secs(now));
         self.or_unavailable(stage, decision)
@@ -376,6 +380,7 @@ impl Policy {
             print: None,
             counts: &[],
             reserves: None,
+            reads: &[],
             now,
         }
     }

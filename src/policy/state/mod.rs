@@ -368,6 +368,8 @@ pub(crate) struct Ahead<'a> {
     /// [`QuotaCounters::reserve`]).
     pub counts: &'a [Check<'a>],
     pub reserves: Option<&'a [QuotaKey<'a>]>,
+    /// The keys a quota check without a count reads (HELO to DATA).
+    pub reads: &'a [QuotaKey<'a>],
     pub now: u64,
 }
 

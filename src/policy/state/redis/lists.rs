@@ -5,16 +5,11 @@
 use std::net::IpAddr;
 
 use super::Redis;
-use super::view::SenderView;
 use crate::policy::lists::draw;
 use crate::policy::state::{
     Blacklists, IpListedBy, Listing, RecipientLists, SenderListedBy, Source,
 };
 use crate::units::IpNet;
-
-/// A sender's and its domain's API listings, whether their config listings were lifted,
-/// and the domain's random listing.
-type SenderRead = ((Option<u64>, Option<u64>), bool, bool, Option<u64>);
 
 impl Redis {
     pub(super) fn ip_key(&self, ip: IpAddr) -> String {
@@ -60,37 +55,6 @@ impl Redis {
                 .ignore()
                 .query::<()>(conn)
         });
-    }
-
-    /// What is known about a sender's listings, read alone (outside a stage).
-    fn read_sender(&self, sender: &str, domain: &str) -> SenderView {
-        let fetched: Option<SenderRead> = self.call("sender_listing", |conn| {
-            redis::pipe()
-                .cmd("HMGET")
-                .arg(self.key(format_args!("bl:s")))
-                .arg(sender)
-                .arg(domain)
-                .cmd("SISMEMBER")
-                .arg(self.key(format_args!("lifted:s")))
-                .arg(sender)
-                .cmd("SISMEMBER")
-                .arg(self.key(format_args!("lifted:s")))
-                .arg(domain)
-                .cmd("HGET")
-                .arg(self.domain_key(domain))
-                .arg("ru")
-                .query(conn)
-                .map(Some)
-        });
-        let Some((api, lifted_sender, lifted_domain, drawn)) = fetched else {
-            return SenderView::default();
-        };
-        SenderView {
-            api,
-            lifted: (lifted_sender, lifted_domain),
-            drawn,
-            named: false,
-        }
     }
 
     /// Ends the random listing recorded in the hash `key`, if it is still there.
@@ -248,11 +212,8 @@ impl RecipientLists for Redis {
 
     fn whitelisted_anywhere(&self, sender: Option<(&str, &str)>) -> bool {
         let read = self.staged(|view| match sender {
-            None => Some(view.whitelists),
-            Some((s, d)) => {
-                let (f, domain, read) = view.sender.as_ref()?;
-                (f == s && domain == d).then_some(read.named)
-            }
+            None => view.whitelists,
+            Some(_) => view.named,
         });
         if let Some(found) = read {
             return found;

@@ -190,6 +190,8 @@ pub(crate) struct Redis {
     firsts: RefCell<HashMap<IpAddr, u64>>,
     /// Where refusals are answered, and whether backscatter is: what a stage may read.
     stages: Stages,
+    /// Where IP and sender listings are answered.
+    list_stages: (crate::units::Stage, crate::units::Stage),
     backscatter: bool,
     /// What the stage in progress may ask about, until its first question.
     plan: RefCell<Option<view::Plan>>,
@@ -269,6 +271,7 @@ impl Redis {
             seen: RefCell::new(HashMap::new()),
             firsts: RefCell::new(HashMap::new()),
             stages: config.stages.clone(),
+            list_stages: (config.blacklist.ip_stage, config.blacklist.sender_stage),
             backscatter: config.content.backscatter,
             plan: RefCell::new(None),
             view: RefCell::new(None),

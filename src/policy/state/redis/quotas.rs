@@ -26,7 +26,7 @@ pub(super) enum Mode {
 }
 
 impl Redis {
-    fn counter_key(&self, key: QuotaKey<'_>) -> String {
+    pub(super) fn counter_key(&self, key: QuotaKey<'_>) -> String {
         self.key(format_args!(
             "q:{}:{}",
             key.name.name(),
@@ -163,7 +163,11 @@ impl QuotaCounters for Redis {
 
     fn block_of(&self, key: QuotaKey<'_>, now: u64) -> Option<BlockOf> {
         if let Subject::Ip(ip) = key.subject
-            && let Some(block) = self.ip_view(ip).block_of(key, now)
+            && let Some(block) = self.staged(|v| {
+                (v.ip == Some(ip))
+                    .then(|| v.ip_view.block_of(key, now))
+                    .flatten()
+            })
         {
             return block;
         }

@@ -33,8 +33,10 @@ pub(super) struct IpView {
     /// When its random listing ends (0: none).
     pub drawn: Option<u64>,
     pub complaints: Vec<u64>,
-    /// (end, refusals) of the blocks of `ip_messages` and `ip_connections`; `None` once
-    /// a quota script of the stage may have changed them.
+    /// Whether the listings and complaints were read (the record always is).
+    listing: bool,
+    /// (end, refusals) of the blocks of `ip_messages` and `ip_connections`, when read;
+    /// `None` too once a quota script of the stage may have changed them.
     blocks: Option<[(Option<u64>, Option<u64>); 2]>,
 }
 
@@ -96,8 +98,6 @@ pub(super) struct SenderView {
     pub lifted: (bool, bool),
     /// The end of the domain's random listing, when it has a record.
     pub drawn: Option<u64>,
-    /// Whether a whitelist names the sender or its domain.
-    pub named: bool,
 }
 
 /// What a stage announced it may ask about.
@@ -114,6 +114,8 @@ pub(super) struct Plan {
     rcpts: Vec<String>,
     print: Option<u64>,
     now: u64,
+    /// The counters a check without a count may read.
+    counters: Vec<String>,
     /// The quota script the stage's rules will call if they come to it, sent ahead.
     ahead: Option<Ahead>,
 }
@@ -144,8 +146,10 @@ pub(super) struct View {
     call: u64,
     pub ip: Option<IpAddr>,
     pub ip_view: IpView,
-    /// Whether any whitelist exists.
-    pub whitelists: bool,
+    /// Whether any whitelist exists, when read.
+    pub whitelists: Option<bool>,
+    /// Whether a whitelist names the sender or its domain, when read.
+    pub named: Option<bool>,
     /// The sender and its domain the view was read for, and what was read about them.
     pub sender: Option<(String, String, SenderView)>,
     /// (recipient, whether their personal blacklist holds the sender or its domain).
@@ -167,7 +171,7 @@ pub(super) struct View {
 }
 
 /// The replies of a pipeline, taken in order.
-struct Replies(std::vec::IntoIter<Value>);
+pub(super) struct Replies(std::vec::IntoIter<Value>);
 
 impl Replies {
     fn next<T: FromRedisValue>(&mut self) -> RedisResult<T> {
@@ -212,6 +216,7 @@ impl Redis {
             rcpts,
             print: ahead.print,
             now: ahead.now,
+            counters: ahead.reads.iter().map(|k| self.counter_key(*k)).collect(),
             ahead: self.quota_ahead(ahead),
         });
     }
@@ -294,28 +299,38 @@ impl Redis {
             cmd.arg(id).arg(self.lease_ms.max(1));
             cmds.push(cmd);
         }
-        cmds.extend(self.ip_reads(ip));
-        let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(self.key(format_args!("wl-any")));
-        cmds.push(cmd);
-        if let Some((from, domain)) = &plan.from {
+        // What the rules of this stage may read, as the config places them: the IP's
+        // listings where they are answered, the sender's likewise, whether whitelists
+        // apply there, the blocks that deny a connection. (A whitelist that names the
+        // sender makes a later stage answer listings too: that stage then reads them
+        // with a round trip of its own.)
+        let (stage, ip_stage, sender_stage) = (plan.stage, self.list_stages.0, self.list_stages.1);
+        let at = |configured: Stage| {
+            stage == configured || (stage == Stage::Rcpt && configured < Stage::Rcpt)
+        };
+        let listing = at(ip_stage);
+        let blocks = stage == Stage::Connect;
+        cmds.extend(self.ip_reads(ip, listing, blocks));
+        let whitelists = (listing && stage < Stage::Mail).then(|| {
             let mut cmd = redis::cmd("EXISTS");
-            cmd.arg(self.key(format_args!("wl:{from}")))
-                .arg(self.key(format_args!("wl:{domain}")));
+            cmd.arg(self.key(format_args!("wl-any")));
             cmds.push(cmd);
-            let mut cmd = redis::cmd("HMGET");
-            cmd.arg(self.key(format_args!("bl:s")))
-                .arg(from)
-                .arg(domain);
-            cmds.push(cmd);
-            for value in [from, domain] {
-                let mut cmd = redis::cmd("SISMEMBER");
-                cmd.arg(self.key(format_args!("lifted:s"))).arg(value);
+        });
+        let sender = plan.from.as_ref().filter(|_| at(sender_stage));
+        let named = plan
+            .from
+            .as_ref()
+            .filter(|_| {
+                stage == Stage::Rcpt || (stage >= Stage::Mail && (listing || sender.is_some()))
+            })
+            .map(|(from, domain)| {
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(self.key(format_args!("wl:{from}")))
+                    .arg(self.key(format_args!("wl:{domain}")));
                 cmds.push(cmd);
-            }
-            let mut cmd = redis::cmd("HGET");
-            cmd.arg(self.domain_key(domain)).arg("ru");
-            cmds.push(cmd);
+            });
+        if let Some((from, domain)) = sender {
+            cmds.extend(self.sender_reads(from, domain));
         }
         let personal = plan.from.is_some() && self.stages.rejected_by_recipients == plan.stage;
         if let (true, Some((from, domain))) = (personal, &plan.from) {
@@ -338,20 +353,7 @@ impl Redis {
                 cmds.push(cmd);
             }
         }
-        // The counters a check without a count may read (the end of data and connect
-        // count in a script, atomically).
-        let mut counters = Vec::new();
-        if !matches!(plan.stage, Stage::Connect | Stage::EndOfData) {
-            counters.push(self.key(format_args!("q:{}:{ip}", QuotaName::IpMessages.name())));
-            if let Some((from, domain)) = &plan.from {
-                counters.push(self.key(format_args!("q:{}:{domain}", QuotaName::Domain.name())));
-                counters.push(self.key(format_args!("q:{}:{from}", QuotaName::Sender.name())));
-            }
-            for rcpt in &plan.rcpts {
-                counters.push(self.key(format_args!("q:{}:{rcpt}", QuotaName::Recipient.name())));
-            }
-        }
-        for key in &counters {
+        for key in &plan.counters {
             cmds.push(self.counter_fields(key.clone()));
         }
         let bulk = plan.print.inspect(|&print| {
@@ -388,22 +390,20 @@ impl Redis {
                 Some(id) => Some((id, r.next::<u64>()?)),
                 None => None,
             };
-            let ip_view = Self::ip_replies(&mut r)?;
+            let ip_view = Self::ip_replies(&mut r, listing, blocks)?;
             self.remember_first(ip, ip_view.first);
-            let whitelists = r.next::<u64>()? > 0;
-            let sender = match &plan.from {
+            let whitelists = match whitelists {
+                Some(()) => Some(r.next::<u64>()? > 0),
+                None => None,
+            };
+            let named = match named {
+                Some(()) => Some(r.next::<u64>()? > 0),
+                None => None,
+            };
+            let sender = match sender {
                 Some((from, domain)) => {
-                    let named = r.next::<u64>()? > 0;
-                    let api = r.next()?;
-                    let lifted = (r.next()?, r.next()?);
-                    let drawn = r.next()?;
-                    let view = SenderView {
-                        api,
-                        lifted,
-                        drawn,
-                        named,
-                    };
-                    Some((from.clone(), domain.clone(), view))
+                    let read = self.sender_replies(from, domain, &mut r)?;
+                    Some((from.clone(), domain.clone(), read))
                 }
                 None => None,
             };
@@ -412,6 +412,7 @@ impl Redis {
                 ip: Some(ip),
                 ip_view,
                 whitelists,
+                named,
                 sender,
                 lease,
                 ..View::default()
@@ -427,7 +428,8 @@ impl Redis {
                     view.mailed.push((rcpt.clone(), r.next()?));
                 }
             }
-            for key in counters {
+            for key in &plan.counters {
+                let key = key.clone();
                 let v: Vec<Option<u64>> = r.next()?;
                 let at = |i: usize| v.get(i).copied().flatten();
                 let counter = Counter {
@@ -466,61 +468,145 @@ impl Redis {
         }
     }
 
-    /// The reads of what is known about `ip`.
-    fn ip_reads(&self, ip: IpAddr) -> Vec<Cmd> {
+    /// The reads of what is known about `ip`: its record, with its listings and
+    /// complaints, with the blocks of its quotas.
+    fn ip_reads(&self, ip: IpAddr, listing: bool, blocks: bool) -> Vec<Cmd> {
         let counter = |name: QuotaName| self.key(format_args!("q:{}:{ip}", name.name()));
         let mut cmds = Vec::with_capacity(6);
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(self.key(format_args!("bl:ip")));
-        cmds.push(cmd);
-        let mut cmd = redis::cmd("SMEMBERS");
-        cmd.arg(self.key(format_args!("lifted:ip")));
-        cmds.push(cmd);
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(self.ip_key(ip)).arg("first").arg("ru");
         cmds.push(cmd);
-        let mut cmd = redis::cmd("LRANGE");
-        cmd.arg(self.key(format_args!("ipc:{ip}"))).arg(0).arg(-1);
+        if listing {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(self.key(format_args!("bl:ip")));
+            cmds.push(cmd);
+            let mut cmd = redis::cmd("SMEMBERS");
+            cmd.arg(self.key(format_args!("lifted:ip")));
+            cmds.push(cmd);
+            let mut cmd = redis::cmd("LRANGE");
+            cmd.arg(self.key(format_args!("ipc:{ip}"))).arg(0).arg(-1);
+            cmds.push(cmd);
+        }
+        if blocks {
+            for name in [QuotaName::IpMessages, QuotaName::IpConnections] {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(counter(name)).arg("bu").arg("br");
+                cmds.push(cmd);
+            }
+        }
+        cmds
+    }
+
+    fn ip_replies(r: &mut Replies, listing: bool, blocks: bool) -> RedisResult<IpView> {
+        let (first, drawn) = r.next()?;
+        let mut view = IpView {
+            first,
+            drawn,
+            listing,
+            ..IpView::default()
+        };
+        if listing {
+            view.api_nets = r.next()?;
+            view.lifted = r.next()?;
+            view.complaints = r.next()?;
+        }
+        if blocks {
+            view.blocks = Some([r.next()?, r.next()?]);
+        }
+        Ok(view)
+    }
+
+    /// The reads of a sender's and its domain's listings: the API's, the config's
+    /// lifted (for those the config lists), the domain's random listing (when domains
+    /// are drawn).
+    fn sender_reads(&self, from: &str, domain: &str) -> Vec<Cmd> {
+        let mut cmds = Vec::with_capacity(4);
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.key(format_args!("bl:s")))
+            .arg(from)
+            .arg(domain);
         cmds.push(cmd);
-        for name in [QuotaName::IpMessages, QuotaName::IpConnections] {
-            let mut cmd = redis::cmd("HMGET");
-            cmd.arg(counter(name)).arg("bu").arg("br");
+        for (value, listed) in [
+            (from, self.lists.senders.as_slice()),
+            (domain, self.lists.domains_listed.as_slice()),
+        ] {
+            if listed.iter().any(|l| l.value == value) {
+                let mut cmd = redis::cmd("SISMEMBER");
+                cmd.arg(self.key(format_args!("lifted:s"))).arg(value);
+                cmds.push(cmd);
+            }
+        }
+        if self.lists.random_domain.0 > 0.0 {
+            let mut cmd = redis::cmd("HGET");
+            cmd.arg(self.domain_key(domain)).arg("ru");
             cmds.push(cmd);
         }
         cmds
     }
 
-    fn ip_replies(r: &mut Replies) -> RedisResult<IpView> {
-        let api_nets = r.next()?;
-        let lifted = r.next()?;
-        let (first, drawn) = r.next()?;
-        let complaints = r.next()?;
-        let blocks = [r.next()?, r.next()?];
-        Ok(IpView {
-            api_nets,
-            lifted,
-            first,
+    pub(super) fn sender_replies(
+        &self,
+        from: &str,
+        domain: &str,
+        r: &mut Replies,
+    ) -> RedisResult<SenderView> {
+        let api = r.next()?;
+        let mut lifted = [false; 2];
+        for (i, (value, listed)) in [
+            (from, self.lists.senders.as_slice()),
+            (domain, self.lists.domains_listed.as_slice()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if listed.iter().any(|l| l.value == value) {
+                lifted[i] = r.next()?;
+            }
+        }
+        let drawn = if self.lists.random_domain.0 > 0.0 {
+            r.next()?
+        } else {
+            None
+        };
+        Ok(SenderView {
+            api,
+            lifted: (lifted[0], lifted[1]),
             drawn,
-            complaints,
-            blocks: Some(blocks),
         })
+    }
+
+    /// What a sender's listings are, read alone (outside a stage's view).
+    pub(super) fn read_sender(&self, from: &str, domain: &str) -> SenderView {
+        let read = self
+            .exchange("sender_listing", self.sender_reads(from, domain))
+            .map(|replies| self.sender_replies(from, domain, &mut Replies(replies.into_iter())));
+        match read {
+            Some(Ok(view)) => view,
+            Some(Err(e)) => {
+                self.failed("sender_listing", &e);
+                SenderView::default()
+            }
+            None => SenderView::default(),
+        }
     }
 
     /// The view of `ip` in this stage: the stage's, or read now.
     pub(super) fn ip_view(&self, ip: IpAddr) -> IpView {
-        if let Some(view) = self.staged(|v| (v.ip == Some(ip)).then(|| v.ip_view.clone())) {
+        let staged =
+            self.staged(|v| (v.ip == Some(ip) && v.ip_view.listing).then(|| v.ip_view.clone()));
+        if let Some(view) = staged {
             return view;
         }
         let read = self
-            .exchange("ip_view", self.ip_reads(ip))
-            .map(|replies| Self::ip_replies(&mut Replies(replies.into_iter())));
+            .exchange("ip_view", self.ip_reads(ip, true, true))
+            .map(|replies| Self::ip_replies(&mut Replies(replies.into_iter()), true, true));
         match read {
             Some(Ok(view)) => {
                 self.remember_first(ip, view.first);
                 let call = self.health.stage();
                 let mut slot = self.view.borrow_mut();
                 match slot.as_mut().filter(|v| v.call == call) {
-                    Some(v) if v.ip.is_none() => {
+                    Some(v) if v.ip.is_none() || v.ip == Some(ip) => {
                         v.ip = Some(ip);
                         v.ip_view = view.clone();
                     }
