@@ -6,6 +6,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use redis::Cmd;
+
 use super::Redis;
 use crate::policy::BlockInfo;
 use crate::policy::quota::{Breach, Subject, block_end};
@@ -47,10 +49,12 @@ impl Redis {
         others: &[QuotaKey<'_>],
         now: u64,
     ) -> Option<(usize, Breach)> {
-        let cmd = self.quota_cmd(checks, mode, others, now);
-        let reply = match self.claim(&cmd) {
+        let reply = match self.claim(&signature(checks, mode, others, now)) {
             Some(reply) => reply,
-            None => self.exchange("quota", vec![cmd])?.pop()?,
+            None => {
+                let cmd = self.quota_cmd(checks, mode, others, now);
+                self.exchange("quota", vec![cmd])?.pop()?
+            }
         };
         self.forget_counters();
         let found: Vec<u64> = match redis::from_redis_value(reply) {
@@ -85,22 +89,11 @@ impl Redis {
         mode: Mode,
         others: &[QuotaKey<'_>],
         now: u64,
-    ) -> redis::Cmd {
+    ) -> Cmd {
         let mut keys = vec![self.blocks_key()];
         keys.extend(checks.iter().map(|check| self.counter_key(check.key)));
         keys.extend(others.iter().map(|key| self.counter_key(*key)));
-        let mut invocation = self.evalsha(&self.scripts.quota, &keys);
-        // A counter outlives the day it counts in by `idle_counters`, at least a day, so
-        // that a clock held still (a manual clock) never sees it expire mid-window.
-        let ttl = Window::Day.end(now) - now + self.idle_counters.max(86_400);
-        invocation
-            .arg(now)
-            .arg(mode as u8)
-            .arg(Window::Minute.index(now))
-            .arg(Window::Hour.index(now))
-            .arg(Window::Day.index(now))
-            .arg(ttl)
-            .arg(checks.len());
+        let mut invocation = self.quota_head(&keys, mode, checks.len(), now);
         for check in checks {
             invocation
                 .arg(check.key.name.name())
@@ -124,16 +117,69 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// The quota script called on `keys` (the set of blocks first) with the arguments
+    /// that precede the checks'.
+    pub(super) fn quota_head(&self, keys: &[String], mode: Mode, checks: usize, now: u64) -> Cmd {
+        let mut cmd = self.evalsha(&self.scripts.quota, keys);
+        // A counter outlives the day it counts in by `idle_counters`, at least a day, so
+        // that a clock held still (a manual clock) never sees it expire mid-window.
+        let ttl = Window::Day.end(now) - now + self.idle_counters.max(86_400);
+        cmd.arg(now)
+            .arg(mode as u8)
+            .arg(Window::Minute.index(now))
+            .arg(Window::Hour.index(now))
+            .arg(Window::Day.index(now))
+            .arg(ttl)
+            .arg(checks);
+        cmd
+    }
+}
+
+/// A call of the quota script as numbers (a key as its name and the hash of its
+/// subject, as the in-memory store keys it): a script sent ahead answers the rule's
+/// call when their signatures are equal.
+pub(super) fn signature(
+    checks: &[Check<'_>],
+    mode: Mode,
+    others: &[QuotaKey<'_>],
+    now: u64,
+) -> Vec<u64> {
+    let key = |k: &QuotaKey<'_>| [k.name as u64, k.subject.id(k.name)];
+    let mut sig = Vec::with_capacity(3 + checks.len() * 10 + others.len() * 2);
+    sig.extend([mode as u64, now, checks.len() as u64]);
+    for check in checks {
+        sig.extend(key(&check.key));
+        for window in Window::ALL {
+            match check.quota.tier(window) {
+                Some(tier) => sig.extend([tier.limit, block_end(tier.block, window, now)]),
+                None => sig.extend([u64::MAX, 0]),
+            }
+        }
+        match check.extra {
+            Some((window, limit)) => sig.extend([window as u64, limit]),
+            None => sig.extend([u64::MAX, 0]),
+        }
+    }
+    for k in others {
+        sig.extend(key(k));
+    }
+    sig
+}
+
 impl QuotaCounters for Redis {
     fn check(&mut self, checks: &[Check<'_>], count: bool, now: u64) -> Option<(usize, Breach)> {
         if count {
             return self.quota(checks, Mode::CountChecked, &[], now);
         }
-        let keys: Vec<String> = checks.iter().map(|c| self.counter_key(c.key)).collect();
         let fit = self.staged(|view| {
             let mut fit = true;
-            for (check, key) in checks.iter().zip(&keys) {
-                let (_, counter) = view.counters.iter().find(|(k, _)| k == key)?;
+            for check in checks {
+                let (name, id) = (check.key.name, check.key.subject.id(check.key.name));
+                let (_, _, counter) = view
+                    .counters
+                    .iter()
+                    .find(|(n, i, _)| *n == name && *i == id)?;
                 fit &= counter.fits(check, now);
             }
             Some(fit)

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use redis::{Cmd, FromRedisValue, RedisResult, Value};
 
 use super::Redis;
-use super::quotas::Mode;
+use super::quotas::{Mode, signature};
 use crate::policy::state::{self, BlockOf, Check, QuotaKey};
 use crate::units::{QuotaName, Stage, Window};
 
@@ -114,8 +114,8 @@ pub(super) struct Plan {
     rcpts: Vec<String>,
     print: Option<u64>,
     now: u64,
-    /// The counters a check without a count may read.
-    counters: Vec<String>,
+    /// The counters a check without a count may read: name, hash of the subject, key.
+    counters: Vec<(QuotaName, u64, String)>,
     /// The quota script the stage's rules will call if they come to it, sent ahead.
     ahead: Option<Ahead>,
 }
@@ -123,11 +123,12 @@ pub(super) struct Plan {
 /// A quota script sent before its rule asked for it.
 #[derive(Debug, Clone)]
 pub(super) struct Ahead {
-    /// The call, as sent: the rule's call is answered with the reply when it matches.
-    pub packed: Vec<u8>,
+    /// The call's signature: the rule's call is answered with the reply when it matches.
+    signature: Vec<u64>,
     cmd: Cmd,
-    /// What gives back what it counted, when no rule claims the reply.
-    cancel: Cmd,
+    /// The counters it counts, given back when no rule claims the reply.
+    counted: Vec<String>,
+    now: u64,
     /// Whether it counts whatever the reply (a connection attempt), rather than only
     /// when every key fits (a reservation).
     always: bool,
@@ -156,8 +157,9 @@ pub(super) struct View {
     pub personal: Vec<(String, bool)>,
     /// (recipient, whether they mailed the client IP).
     pub mailed: Vec<(String, bool)>,
-    /// Counters by key; emptied once a quota script of the stage may have changed them.
-    pub counters: Vec<(String, Counter)>,
+    /// Counters by name and hash of the subject; emptied once a quota script of the
+    /// stage may have changed them.
+    pub counters: Vec<(QuotaName, u64, Counter)>,
     /// (fingerprint, window, recipients with the message's) of bulk detection.
     pub bulk: Option<(u64, u64, usize)>,
     /// The connection's lease: its id and the leases open with it.
@@ -216,7 +218,11 @@ impl Redis {
             rcpts,
             print: ahead.print,
             now: ahead.now,
-            counters: ahead.reads.iter().map(|k| self.counter_key(*k)).collect(),
+            counters: ahead
+                .reads
+                .iter()
+                .map(|k| (k.name, k.subject.id(k.name), self.counter_key(*k)))
+                .collect(),
             ahead: self.quota_ahead(ahead),
         });
     }
@@ -233,19 +239,19 @@ impl Redis {
             ),
             None => return None,
         };
-        let cmd = self.quota_cmd(ahead.counts, mode, others, ahead.now);
         Some(Ahead {
-            packed: cmd.get_packed_command(),
-            cmd,
-            cancel: self.quota_cmd(&[], Mode::Cancel, &counted, ahead.now),
+            signature: signature(ahead.counts, mode, others, ahead.now),
+            cmd: self.quota_cmd(ahead.counts, mode, others, ahead.now),
+            counted: counted.iter().map(|k| self.counter_key(*k)).collect(),
+            now: ahead.now,
             always: matches!(mode, Mode::CountChecked),
         })
     }
 
-    /// The reply of the quota script sent ahead, when `cmd` is that script; the store
-    /// reads the stage first if it has not yet. A script sent ahead that `cmd` is not
-    /// gives back what it counted.
-    pub(super) fn claim(&self, cmd: &Cmd) -> Option<Value> {
+    /// The reply of the quota script sent ahead, when `signature` is its call's; the
+    /// store reads the stage first if it has not yet. A script sent ahead that is not
+    /// that call gives back what it counted.
+    pub(super) fn claim(&self, signature: &[u64]) -> Option<Value> {
         self.staged(|_| Some(()));
         let call = self.health.stage();
         let unclaimed = self
@@ -254,7 +260,7 @@ impl Redis {
             .as_mut()
             .filter(|v| v.call == call)
             .and_then(|v| v.ahead.take())?;
-        if unclaimed.ahead.packed == cmd.get_packed_command() {
+        if unclaimed.ahead.signature == signature {
             return Some(unclaimed.reply);
         }
         self.give_back(unclaimed);
@@ -266,7 +272,10 @@ impl Redis {
     fn give_back(&self, unclaimed: Unclaimed) {
         let fit = matches!(&unclaimed.reply, Value::Array(found) if found.is_empty());
         if unclaimed.ahead.always || fit {
-            self.hold(unclaimed.ahead.cancel);
+            let Ahead { counted, now, .. } = unclaimed.ahead;
+            let mut keys = vec![self.key(format_args!("blocks"))];
+            keys.extend(counted);
+            self.hold(self.quota_head(&keys, Mode::Cancel, 0, now));
         }
     }
 
@@ -353,7 +362,7 @@ impl Redis {
                 cmds.push(cmd);
             }
         }
-        for key in &plan.counters {
+        for (_, _, key) in &plan.counters {
             cmds.push(self.counter_fields(key.clone()));
         }
         let bulk = plan.print.inspect(|&print| {
@@ -428,15 +437,14 @@ impl Redis {
                     view.mailed.push((rcpt.clone(), r.next()?));
                 }
             }
-            for key in &plan.counters {
-                let key = key.clone();
+            for (name, id, _) in &plan.counters {
                 let v: Vec<Option<u64>> = r.next()?;
                 let at = |i: usize| v.get(i).copied().flatten();
                 let counter = Counter {
                     until: at(0),
                     windows: [(at(1), at(2)), (at(3), at(4)), (at(5), at(6))],
                 };
-                view.counters.push((key, counter));
+                view.counters.push((*name, *id, counter));
             }
             let window = plan.now / self.bulk_window;
             let mut new = Vec::new();
