@@ -5,10 +5,11 @@
 # the messages a second from the first connection to the last reply, and the round
 # trips to Redis per message (`qqmx_state_calls_total` of every replica). Run from the
 # repository after `cargo build --release --features cli` (QQMX=path to use another
-# binary); needs redis-server, redis-cli, bc, curl and /usr/sbin/smtp-source, and the
-# ports 6411, 3601-3603 and 3611-3613 free.
+# binary; MESSAGES=n per replica for a short check); needs redis-server, redis-cli, bc,
+# curl and /usr/sbin/smtp-source, and the ports 6411, 3601-3603 and 3611-3613 free.
 set -u
 BIN=${QQMX:-target/release/qqmx}
+MESSAGES=${MESSAGES:-4000}
 CFG=${CFG:-$PWD/bench/qqmx-rules.toml}
 redis-server --port 6411 --bind 127.0.0.1 --save "" --appendonly no --dir ${TMPDIR:-/tmp} > ${TMPDIR:-/tmp}/redis.log 2>&1 &
 RPID=$!
@@ -25,12 +26,12 @@ for n in 1 2 3; do
   start=$(date +%s.%N)
   cpids=()
   for i in $(seq 1 $n); do
-    /usr/sbin/smtp-source -s 20 -m 4000 -d -l 1024 -f sender@example.org -t 10001@qq.com 127.0.0.1:$((3600+i)) > ${TMPDIR:-/tmp}/s$i.log 2>&1 &
+    /usr/sbin/smtp-source -s 20 -m $MESSAGES -d -l 1024 -f sender@example.org -t 10001@qq.com 127.0.0.1:$((3600+i)) > ${TMPDIR:-/tmp}/s$i.log 2>&1 &
     cpids+=($!)
   done
   for p in "${cpids[@]}"; do wait $p; done
   end=$(date +%s.%N)
-  total=$((4000*n))
+  total=$((MESSAGES*n))
   calls=0
   for i in $(seq 1 $n); do
     c=$(curl -s http://127.0.0.1:$((3610+i))/metrics | awk '$1 == "qqmx_state_calls_total" { print $2 }')

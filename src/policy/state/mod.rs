@@ -21,8 +21,10 @@
 //! may forget the least recently used key of another.
 //!
 //! With the `redis` feature, `redis::Redis` keeps every owner's state in a Redis server
-//! shared by replicas (`[state] backend = "redis"`): each call is one script or pipeline,
-//! and a call that fails leaves the [`Health`] failed, which the policy answers `451`.
+//! shared by replicas (`[state] backend = "redis"`): the policy announces each stage
+//! ([`Store::ahead`]) so that the store reads what the stage may ask, with its writes,
+//! in one round trip, and a call that fails leaves the [`Health`] failed, which the
+//! policy answers `451`.
 
 mod bulk;
 mod ips;
