@@ -7,13 +7,16 @@
 //! that counts is a Lua script (its check and count are one atomic step, whatever other
 //! replicas do at the same moment) sent with those writes, and a check that does not
 //! count is answered from the counters read, unless a key is over a limit or blocked:
-//! then the script decides, and blocks the key. Writes that need no answer (sightings of
-//! an IP, a domain's random listing, a body's recipients, a lease given back) are held
-//! back and sent ahead of the next call, or after [`FLUSH_EVERY`] by a thread of their
-//! own when no call comes; a write whose call fails is sent again with the next. Times
-//! are the ones the policy passes
-//! in (the server's clock), except the leases on open connections, which Redis times
-//! itself. Every key has a TTL and starts with `{prefix}:` (the braces make it a Redis
+//! then the script decides, and blocks the key. The end of data adds the body's
+//! recipients in its round trip too, and takes them out again if the message is
+//! refused. Writes that need no answer (sightings of an IP, a domain's random listing, a
+//! lease given back, counts or recipients given back) are held back and sent ahead of
+//! the next call, or after [`FLUSH_EVERY`] by a thread of their own when no call comes;
+//! a write whose call fails is sent again with the next (except a give-back of counts,
+//! which Redis may have run before the call failed: it is dropped, leaving the counts
+//! high rather than low). Times are the ones the policy passes in (the server's clock),
+//! except the leases on open connections, which Redis times itself. Every key has a TTL
+//! and starts with `{prefix}:` (the braces make it a Redis
 //! Cluster hash tag: a script's keys share a slot).
 //!
 //! The config's own lists (static blacklists, personal blacklists) are the same on every
@@ -65,7 +68,9 @@ pub(crate) const PENDING_MAX: usize = 10_000;
 /// sends them when no call comes.
 #[derive(Debug, Default)]
 struct Pending {
-    cmds: Vec<Cmd>,
+    /// The writes, each with whether it may be sent again after a call that failed
+    /// (whether Redis ran it or not): a give-back may not, as it would give back twice.
+    cmds: Vec<(Cmd, bool)>,
     /// Whether writes were dropped since the queue was last sent.
     dropped: bool,
 }
@@ -113,7 +118,7 @@ fn flusher(
             continue;
         }
         let mut pipe = redis::pipe();
-        for cmd in &pending.cmds {
+        for (cmd, _) in &pending.cmds {
             pipe.add_command(cmd.clone()).ignore();
         }
         health.call_at(super::BACKGROUND);
@@ -130,6 +135,7 @@ fn flusher(
                     pending.cmds.clear();
                     warn!(error = %e, "policy state writes refused by Redis, dropped");
                 }
+                pending.cmds.retain(|(_, again)| *again);
             }
         }
     }
@@ -303,6 +309,15 @@ impl Redis {
 
     /// Holds `cmd` back for the next call.
     pub(super) fn hold(&self, cmd: Cmd) {
+        self.hold_with(cmd, true);
+    }
+
+    /// Holds `cmd` back for the next call, not to be sent again if that call fails.
+    pub(super) fn hold_once(&self, cmd: Cmd) {
+        self.hold_with(cmd, false);
+    }
+
+    fn hold_with(&self, cmd: Cmd, again: bool) {
         let mut pending = lock(&self.held);
         if pending.cmds.len() >= PENDING_MAX {
             if !pending.dropped {
@@ -311,7 +326,7 @@ impl Redis {
             pending.dropped = true;
             return;
         }
-        pending.cmds.push(cmd);
+        pending.cmds.push((cmd, again));
     }
 
     /// A call to `script` with `keys`; its arguments follow.
@@ -329,7 +344,7 @@ impl Redis {
         }
         let held = std::mem::take(&mut lock(&self.held).cmds);
         let mut pipe = redis::pipe();
-        for cmd in held.iter().cloned().chain(cmds) {
+        for cmd in held.iter().map(|(cmd, _)| cmd.clone()).chain(cmds) {
             pipe.add_command(cmd);
         }
         let poisoned = Cell::new(false);
@@ -362,6 +377,7 @@ impl Redis {
             None => {
                 let mut pending = lock(&self.held);
                 let later = std::mem::replace(&mut pending.cmds, held);
+                pending.cmds.retain(|(_, again)| *again);
                 pending.cmds.extend(later);
                 None
             }

@@ -275,7 +275,7 @@ impl Redis {
             let Ahead { counted, now, .. } = unclaimed.ahead;
             let mut keys = vec![self.key(format_args!("blocks"))];
             keys.extend(counted);
-            self.hold(self.quota_head(&keys, Mode::Cancel, 0, now));
+            self.hold_once(self.quota_head(&keys, Mode::Cancel, 0, now));
         }
     }
 
