@@ -92,7 +92,7 @@ use mailbox::Address;
 use quota::Subject;
 #[cfg(feature = "redis")]
 pub(crate) use state::SharedClock;
-use state::{Check, Health, QuotaKey, Store};
+use state::{Ahead, Check, Health, QuotaKey, Store};
 
 /// QQ's rules about senders, and what it remembers about them.
 #[derive(Debug)]
@@ -175,6 +175,27 @@ impl Policy {
     /// and decides whether to greet it.
     pub fn connect(&mut self, ip: IpAddr, now: SystemTime) -> Connect {
         self.begin();
+        if self.health.is_some() {
+            // The connection attempt is counted in the stage's one round trip.
+            let q = &self.quotas.ip_connections;
+            let check = Check {
+                key: QuotaKey {
+                    name: QuotaName::IpConnections,
+                    subject: Subject::Ip(ip),
+                },
+                quota: q,
+                extra: None,
+            };
+            let counts = if q.enabled {
+                std::slice::from_ref(&check)
+            } else {
+                &[]
+            };
+            self.state.ahead(&Ahead {
+                counts,
+                ..Self::ahead(Stage::Connect, &Facts::new(ip), secs(now))
+            });
+        }
         let connect = self.connect_at(ip, secs(now));
         if self.state_failed() {
             return Connect {
@@ -266,6 +287,13 @@ impl Policy {
     /// Decides HELO, MAIL, RCPT or DATA. (The end of data is [`end_of_data`](Self::end_of_data).)
     pub fn check(&mut self, stage: Stage, facts: &Facts<'_>, now: SystemTime) -> Decision {
         self.begin();
+        if self.health.is_some() {
+            let (keys, _) = self.quota_keys(stage, facts, false);
+            self.state.ahead(&Ahead {
+                reads: &keys,
+                ..Self::ahead(stage, facts, secs(now))
+            });
+        }
         let decision = self.check_at(stage, facts, secs(now));
         self.or_unavailable(stage, decision)
     }
@@ -308,11 +336,62 @@ impl Policy {
     /// Decides a complete message; when it is accepted, counts it against every quota.
     pub fn end_of_data(&mut self, facts: &Facts<'_>, now: SystemTime) -> Decision {
         self.begin();
-        let decision = self.end_of_data_at(facts, secs(now));
+        let print = self.health.is_some().then(|| self.print(facts));
+        if let Some(print) = print {
+            // The stage's one round trip reads the body's recipients with the rest, and
+            // reserves the message's place in its quotas, as the rules will ask: the
+            // checks of `message_quotas` at the end of data and the keys it counts.
+            let now = secs(now);
+            let (keys, ip) = self.quota_keys(Stage::EndOfData, facts, true);
+            let allowance = if ip && !keys.is_empty() {
+                self.warmup_allowance(facts.ip, now)
+            } else {
+                None
+            };
+            let off = self.quota_off();
+            let checks = Self::quota_checks(&self.quotas, &keys, allowance, &off);
+            let reserved = self.message_keys(facts, true, |_| true, true);
+            self.state.ahead(&Ahead {
+                print,
+                counts: &checks,
+                reserves: Some(&reserved),
+                ..Self::ahead(Stage::EndOfData, facts, now)
+            });
+        }
+        let decision = self.end_of_data_at(facts, print, secs(now));
         self.or_unavailable(Stage::EndOfData, decision)
     }
 
-    fn end_of_data_at(&mut self, facts: &Facts<'_>, now: u64) -> Decision {
+    /// The body's fingerprint, when bulk detection is on.
+    fn print(&self, facts: &Facts<'_>) -> Option<u64> {
+        facts
+            .message
+            .filter(|_| self.content.bulk_recipients > 0)
+            .map(content::fingerprint)
+    }
+
+    /// What the rules of `stage` may ask a shared store about, counting nothing.
+    fn ahead<'a>(stage: Stage, facts: &Facts<'a>, now: u64) -> Ahead<'a> {
+        Ahead {
+            stage,
+            ip: facts.ip,
+            from: facts.from,
+            rcpt: facts.rcpt,
+            rcpts: facts.rcpts,
+            print: None,
+            counts: &[],
+            reserves: None,
+            reads: &[],
+            now,
+        }
+    }
+
+    fn end_of_data_at(
+        &mut self,
+        facts: &Facts<'_>,
+        print: Option<Option<u64>>,
+        now: u64,
+    ) -> Decision {
         const STAGE: Stage = Stage::EndOfData;
         self.state.see(facts.ip, now);
         if let Some(d) = self.blacklisted(STAGE, facts, now) {
@@ -342,10 +421,7 @@ impl Policy {
         if let Some(d) = self.message_quotas(STAGE, facts, now, true, reserved.as_deref()) {
             return d;
         }
-        let print = facts
-            .message
-            .filter(|_| self.content.bulk_recipients > 0)
-            .map(content::fingerprint);
+        let print = print.unwrap_or_else(|| self.print(facts));
         if let Some(d) = self.content_rules(facts, print, now) {
             if let Some(keys) = &reserved {
                 self.state.cancel(keys, now);
@@ -417,6 +493,15 @@ impl Policy {
     /// How many round trips to a shared store (Redis) the policy made; 0 in memory.
     pub fn state_calls(&self) -> u64 {
         self.health.as_ref().map_or(0, |h| h.calls())
+    }
+
+    /// [`state_calls`](Self::state_calls) by what they were made for: each SMTP stage,
+    /// `close`, `api`, and `background` (writes held back, sent alone when no call
+    /// carried them); empty in memory.
+    pub fn state_calls_by_stage(&self) -> Vec<(&'static str, u64)> {
+        self.health
+            .as_ref()
+            .map_or_else(Vec::new, |h| h.calls_by_phase())
     }
 
     // ---- control and inspection ------------------------------------------------------

@@ -10,7 +10,7 @@ use super::state::{Check, IpListedBy, Listing, QuotaKey, SenderListedBy};
 use super::{
     Address, Decision, Facts, Policy, contains_address, content, domain_of, mailbox, quota_of,
 };
-use crate::config::Quota;
+use crate::config::{Quota, Quotas};
 use crate::reply::ReplyKind;
 use crate::units::{QuotaName, Stage, Window};
 
@@ -368,10 +368,7 @@ impl Policy {
         all: bool,
         reserved: Option<&[QuotaKey<'_>]>,
     ) -> Option<Decision> {
-        let at = |q: &Quota| q.enabled && (all || q.stage == stage);
-        let warmup = self.reputation.warmup && (all || self.quotas.ip_messages.stage == stage);
-        let ip = at(&self.quotas.ip_messages) || warmup;
-        let keys = self.message_keys(facts, all, at, ip);
+        let (keys, ip) = self.quota_keys(stage, facts, all);
         if keys.is_empty() {
             if let Some(reserved) = reserved {
                 self.state.reserve(&[], reserved, now);
@@ -383,28 +380,8 @@ impl Policy {
         } else {
             None
         };
-        // A quota switched off keeps only the warm-up allowance.
-        let off = Quota {
-            minute: None,
-            hour: None,
-            day: None,
-            ..self.quotas.ip_messages.clone()
-        };
-        let checks: Vec<Check<'_>> = keys
-            .iter()
-            .map(|key| {
-                let quota = quota_of(&self.quotas, key.name);
-                let extra = match key.name {
-                    QuotaName::IpMessages => allowance.map(|(_, a)| (Window::Day, a)),
-                    _ => None,
-                };
-                Check {
-                    key: *key,
-                    quota: if quota.enabled { quota } else { &off },
-                    extra,
-                }
-            })
-            .collect();
+        let off = self.quota_off();
+        let checks = Self::quota_checks(&self.quotas, &keys, allowance, &off);
         let (i, breach) = match reserved {
             Some(reserved) => self.state.reserve(&checks, reserved, now),
             None => self.state.check(&checks, false, now),
@@ -446,8 +423,55 @@ impl Policy {
         )
     }
 
+    /// The keys of the message quotas checked at `stage` (or all of them when `all`), and
+    /// whether the IP's is among them (for its own quota or the warm-up).
+    pub(super) fn quota_keys<'f>(
+        &self,
+        stage: Stage,
+        facts: &Facts<'f>,
+        all: bool,
+    ) -> (Vec<QuotaKey<'f>>, bool) {
+        let at = |q: &Quota| q.enabled && (all || q.stage == stage);
+        let warmup = self.reputation.warmup && (all || self.quotas.ip_messages.stage == stage);
+        let ip = at(&self.quotas.ip_messages) || warmup;
+        (self.message_keys(facts, all, at, ip), ip)
+    }
+
+    /// The quota of a key whose quota is switched off: only the warm-up allowance.
+    pub(super) fn quota_off(&self) -> Quota {
+        Quota {
+            minute: None,
+            hour: None,
+            day: None,
+            ..self.quotas.ip_messages.clone()
+        }
+    }
+
+    /// The checks of `keys`, with the warm-up `allowance` on the IP's.
+    pub(super) fn quota_checks<'q>(
+        quotas: &'q Quotas,
+        keys: &[QuotaKey<'q>],
+        allowance: Option<(u32, u64)>,
+        off: &'q Quota,
+    ) -> Vec<Check<'q>> {
+        keys.iter()
+            .map(|key| {
+                let quota = quota_of(quotas, key.name);
+                let extra = match key.name {
+                    QuotaName::IpMessages => allowance.map(|(_, a)| (Window::Day, a)),
+                    _ => None,
+                };
+                Check {
+                    key: *key,
+                    quota: if quota.enabled { quota } else { off },
+                    extra,
+                }
+            })
+            .collect()
+    }
+
     /// (day of age, allowance) for an IP still warming up.
-    fn warmup_allowance(&self, ip: IpAddr, now: u64) -> Option<(u32, u64)> {
+    pub(super) fn warmup_allowance(&self, ip: IpAddr, now: u64) -> Option<(u32, u64)> {
         if !self.reputation.warmup {
             return None;
         }

@@ -21,8 +21,10 @@
 //! may forget the least recently used key of another.
 //!
 //! With the `redis` feature, `redis::Redis` keeps every owner's state in a Redis server
-//! shared by replicas (`[state] backend = "redis"`): each call is one script or pipeline,
-//! and a call that fails leaves the [`Health`] failed, which the policy answers `451`.
+//! shared by replicas (`[state] backend = "redis"`): the policy announces each stage
+//! ([`Store::ahead`]) so that the store reads what the stage may ask, with its writes,
+//! in one round trip, and a call that fails leaves the [`Health`] failed, which the
+//! policy answers `451`.
 
 mod bulk;
 mod ips;
@@ -40,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::BlockInfo;
 use super::quota::{Breach, Subject};
 use crate::config::Quota;
-use crate::units::{IpNet, QuotaName, Window};
+use crate::units::{IpNet, QuotaName, Stage, Window};
 
 pub(crate) use memory::Memory;
 #[cfg(feature = "redis")]
@@ -57,13 +59,46 @@ pub(crate) struct Health {
     calls: AtomicU64,
     /// Calls of the policy begun: what a store reads may be kept for the rest of one.
     stage: AtomicU64,
+    /// What the call in progress is: an index of [`PHASES`].
+    phase: AtomicU64,
+    /// Round trips per phase.
+    by_phase: [AtomicU64; PHASES.len()],
 }
+
+/// What a round trip to the store is made for: an SMTP stage, a connection's close, the
+/// API, or writes sent on their own after a while (see `redis`).
+pub(crate) const PHASES: [&str; 9] = [
+    "connect",
+    "helo",
+    "mail",
+    "rcpt",
+    "data",
+    "end_of_data",
+    "close",
+    "api",
+    "background",
+];
+/// The phase of a call of the policy that is no SMTP stage.
+const API: usize = 7;
+/// The phase of a connection's close.
+#[cfg(feature = "redis")]
+const CLOSE: usize = 6;
+/// The phase of writes sent on their own.
+#[cfg(feature = "redis")]
+const BACKGROUND: usize = 8;
 
 impl Health {
     /// A call of the policy begins: nothing has failed yet.
     pub fn begin(&self) {
         self.failed.store(false, Ordering::Relaxed);
         self.stage.fetch_add(1, Ordering::Relaxed);
+        self.phase.store(API as u64, Ordering::Relaxed);
+    }
+
+    /// The call in progress is `phase`, an index of [`PHASES`].
+    #[cfg(feature = "redis")]
+    pub fn enter(&self, phase: usize) {
+        self.phase.store(phase as u64, Ordering::Relaxed);
     }
 
     /// The call of the policy in progress, as a number.
@@ -89,10 +124,29 @@ impl Health {
         self.errors.load(Ordering::Relaxed)
     }
 
-    /// A round trip to the store.
+    /// A round trip to the store, for the call in progress.
     #[cfg(feature = "redis")]
     pub fn call(&self) {
+        let phase = usize::try_from(self.phase.load(Ordering::Relaxed)).unwrap_or(API);
+        self.call_at(phase);
+    }
+
+    /// A round trip to the store, for `phase` (an index of [`PHASES`]).
+    #[cfg(feature = "redis")]
+    pub fn call_at(&self, phase: usize) {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = self.by_phase.get(phase) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Round trips since the store was made, per phase.
+    pub fn calls_by_phase(&self) -> Vec<(&'static str, u64)> {
+        PHASES
+            .iter()
+            .zip(&self.by_phase)
+            .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Round trips since the store was made.
@@ -297,12 +351,41 @@ pub(crate) trait BulkPrints {
     fn clear_prints(&mut self);
 }
 
+/// What the rules of a stage may ask the store about, announced as the stage begins.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ahead<'a> {
+    pub stage: Stage,
+    pub ip: IpAddr,
+    /// The envelope sender once MAIL was given (empty for the null sender).
+    pub from: Option<&'a str>,
+    /// At RCPT: the recipient being decided.
+    pub rcpt: Option<&'a str>,
+    /// The recipients accepted so far (at the end of data: the message's).
+    pub rcpts: &'a [String],
+    /// At the end of data: the body's fingerprint, when bulk detection is on.
+    pub print: Option<u64>,
+    /// The quota checks the stage makes in one atomic step with a count if its rules
+    /// come to them: at connect, the connection attempt's (counted fitting or not); at
+    /// the end of data, the message's, with `reserves` counted when they all fit (see
+    /// [`QuotaCounters::reserve`]).
+    pub counts: &'a [Check<'a>],
+    pub reserves: Option<&'a [QuotaKey<'a>]>,
+    /// The keys a quota check without a count reads (HELO to DATA).
+    pub reads: &'a [QuotaKey<'a>],
+    pub now: u64,
+}
+
 /// Everything the policy remembers.
 pub(crate) trait Store:
     Blacklists + RecipientLists + QuotaCounters + IpRecords + BulkPrints + fmt::Debug + Send
 {
     /// Forgets idle state; runs at most every ten virtual minutes.
     fn sweep(&mut self, now: u64);
+    /// A stage begins: a shared store reads at once what its rules may ask about, with
+    /// the writes it holds back; nothing to do in memory.
+    fn ahead(&self, ahead: &Ahead<'_>) {
+        let _ = ahead;
+    }
     /// Forgets everything, as a store made afresh from the config: nothing to do for one
     /// that was just made in memory; a shared store forgets what every replica wrote
     /// (the clock's offset excepted).

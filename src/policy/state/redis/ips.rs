@@ -1,6 +1,7 @@
 //! [`IpRecords`] and [`BulkPrints`] in Redis: IP records (first sight, random listing),
 //! complaints, leases on open connections, and the recipients of each body per bulk
-//! window.
+//! window. A sighting, a lease given back and a body's recipients are held back for the
+//! next call; the lease of a connection and a body's recipients are read with the stage.
 
 use std::net::IpAddr;
 
@@ -12,15 +13,19 @@ use crate::units::IpNet;
 
 /// Virtual seconds between two sights of an IP told to Redis.
 const SEEN_AGAIN: u64 = 60;
-/// IPs whose last sight is remembered locally, at most.
-const SEEN_KEPT: usize = 10_000;
+/// IPs whose last sight (and first) is remembered locally, at most.
+pub(super) const SEEN_KEPT: usize = 10_000;
 
 impl Redis {
     fn complaints_key(&self, ip: IpAddr) -> String {
         self.key(format_args!("ipc:{ip}"))
     }
 
-    fn bulk_key(&self, print: u64, now: u64) -> String {
+    pub(super) fn lease_key(&self, ip: IpAddr) -> String {
+        self.key(format_args!("conn:{ip}"))
+    }
+
+    pub(super) fn bulk_key(&self, print: u64, now: u64) -> String {
         self.key(format_args!("bulk:{print:016x}:{}", now / self.bulk_window))
     }
 }
@@ -43,19 +48,17 @@ impl IpRecords for Redis {
         self.forget_view();
         let (p, duration) = self.random_ip;
         let listed = draw(self.seed, "ip", &ip_bytes(ip), p);
-        let mut invocation = self.scripts.see.key(self.ip_key(ip));
-        invocation
-            .arg(now)
+        let mut cmd = self.evalsha(&self.scripts.see, &[self.ip_key(ip)]);
+        cmd.arg(now)
             .arg(if listed { now + duration } else { 0 })
             .arg(self.idle_ips);
-        self.call("see", |conn| invocation.invoke::<()>(conn));
-        if !self.health.failed() {
-            self.seen.borrow_mut().insert(ip, now);
-        }
+        // Sent ahead of the stage's reads, which then see the record.
+        self.hold(cmd);
+        self.seen.borrow_mut().insert(ip, now);
     }
 
     fn first_seen(&self, ip: IpAddr) -> Option<u64> {
-        self.ip_view(ip).first
+        self.first_sight(ip)
     }
 
     fn complaints(&self, ip: IpAddr, now: u64) -> Vec<u64> {
@@ -96,10 +99,20 @@ impl IpRecords for Redis {
     }
 
     fn connected(&mut self, ip: IpAddr) -> u64 {
-        let id = self.lease_id();
-        let mut invocation = self.scripts.lease.key(self.key(format_args!("conn:{ip}")));
-        invocation.arg(&id).arg(self.lease_ms.max(1));
-        let open: u64 = self.call("connected", |conn| invocation.invoke(conn));
+        let (id, open) = match self.staged(|view| view.lease.clone()) {
+            Some(lease) => lease,
+            None => {
+                let id = self.lease_id();
+                let mut cmd = self.evalsha(&self.scripts.lease, &[self.lease_key(ip)]);
+                cmd.arg(&id).arg(self.lease_ms.max(1));
+                let open = self
+                    .exchange("connected", vec![cmd])
+                    .and_then(|mut replies| replies.pop())
+                    .and_then(|reply| redis::from_redis_value::<u64>(reply).ok())
+                    .unwrap_or(0);
+                (id, open)
+            }
+        };
         if open > 0 {
             self.leases.entry(ip).or_default().push(id);
         }
@@ -117,39 +130,42 @@ impl IpRecords for Redis {
         let Some(lease) = lease else {
             return;
         };
-        let key = self.key(format_args!("conn:{ip}"));
-        // When Redis cannot be told, the lease expires.
-        self.call("disconnected", |conn| {
-            redis::cmd("ZREM").arg(&key).arg(&lease).query::<()>(conn)
-        });
+        self.health.enter(super::super::CLOSE);
+        self.forget_view();
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(self.lease_key(ip)).arg(&lease);
+        // Held back; when Redis cannot be told, the lease expires.
+        self.hold(cmd);
     }
 }
 
 impl BulkPrints for Redis {
     fn recipients_with(&mut self, print: u64, rcpts: &[String], now: u64) -> usize {
+        let window = now / self.bulk_window;
+        let read = self.staged(|view| {
+            view.bulk
+                .filter(|(p, w, _)| *p == print && *w == window)
+                .map(|(_, _, n)| n)
+        });
+        if let Some(n) = read {
+            return n;
+        }
         let mut invocation = self.scripts.bulk_with.key(self.bulk_key(print, now));
         invocation.arg(lowercase(rcpts));
         self.call("recipients_with", |conn| invocation.invoke(conn))
     }
 
     fn add_recipients(&mut self, print: u64, rcpts: &[String], now: u64) {
-        if rcpts.is_empty() {
+        if rcpts.is_empty() || self.claim_added(print, now) {
             return;
         }
         let key = self.bulk_key(print, now);
-        let ttl = self.bulk_window + 60;
-        self.call("add_recipients", |conn| {
-            redis::pipe()
-                .cmd("SADD")
-                .arg(&key)
-                .arg(lowercase(rcpts))
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(ttl)
-                .ignore()
-                .query::<()>(conn)
-        });
+        let mut add = redis::cmd("SADD");
+        add.arg(&key).arg(lowercase(rcpts));
+        let mut keep = redis::cmd("EXPIRE");
+        keep.arg(&key).arg(self.bulk_window + 60);
+        self.hold(add);
+        self.hold(keep);
     }
 
     fn clear_prints(&mut self) {

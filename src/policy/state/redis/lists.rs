@@ -16,7 +16,7 @@ impl Redis {
         self.key(format_args!("ip:{ip}"))
     }
 
-    fn domain_key(&self, domain: &str) -> String {
+    pub(super) fn domain_key(&self, domain: &str) -> String {
         self.key(format_args!("dom:{domain}"))
     }
 
@@ -110,28 +110,37 @@ impl Blacklists for Redis {
         let by_sender = config(&self.lists.senders, sender);
         let by_domain = config(&self.lists.domains_listed, domain);
         let (p, duration) = self.lists.random_domain;
-        let drawn = p > 0.0 && draw(self.seed, "domain", domain.as_bytes(), p);
-        let mut invocation = self.scripts.sender.key(self.key(format_args!("bl:s")));
-        invocation
-            .key(self.domain_key(domain))
-            .key(self.key(format_args!("lifted:s")))
-            .arg(sender)
-            .arg(domain)
-            .arg(now)
-            .arg(u8::from(by_sender.is_some()))
-            .arg(u8::from(by_domain.is_some()))
-            .arg(u8::from(p > 0.0))
-            .arg(u8::from(drawn))
-            .arg(now + duration)
-            .arg(self.idle_counters);
-        let (by, until): (u8, u64) = self.call("sender_listing", |conn| invocation.invoke(conn));
-        let (by, until) = match by {
-            1 => (SenderListedBy::Sender(Source::Config), by_sender.flatten()),
-            2 => (SenderListedBy::Sender(Source::Api), Some(until)),
-            3 => (SenderListedBy::Domain(Source::Config), by_domain.flatten()),
-            4 => (SenderListedBy::Domain(Source::Api), Some(until)),
-            5 => (SenderListedBy::Draw, Some(until)),
-            _ => return None,
+        let read = self
+            .staged(|view| {
+                let (f, d, read) = view.sender.as_ref()?;
+                (f == sender && d == domain).then(|| read.clone())
+            })
+            .unwrap_or_else(|| self.read_sender(sender, domain));
+        let api = |until: Option<u64>| until.filter(|u| *u == 0 || *u > now);
+        let (by, until) = if by_sender.is_some() && !read.lifted.0 {
+            (SenderListedBy::Sender(Source::Config), by_sender.flatten())
+        } else if let Some(u) = api(read.api.0) {
+            (SenderListedBy::Sender(Source::Api), Some(u))
+        } else if by_domain.is_some() && !read.lifted.1 {
+            (SenderListedBy::Domain(Source::Config), by_domain.flatten())
+        } else if let Some(u) = api(read.api.1) {
+            (SenderListedBy::Domain(Source::Api), Some(u))
+        } else if p <= 0.0 {
+            return None;
+        } else {
+            // The domain's record: kept while it is seen, made when its draw lists it.
+            let until = match read.drawn {
+                Some(until) => until,
+                None if draw(self.seed, "domain", domain.as_bytes(), p) => now + duration,
+                None => return None,
+            };
+            let mut cmd = self.evalsha(&self.scripts.draw, &[self.domain_key(domain)]);
+            cmd.arg(now).arg(until).arg(self.idle_counters);
+            self.hold(cmd);
+            if until <= now {
+                return None;
+            }
+            (SenderListedBy::Draw, Some(until))
         };
         Some(Listing {
             by,
@@ -202,6 +211,13 @@ impl RecipientLists for Redis {
     }
 
     fn whitelisted_anywhere(&self, sender: Option<(&str, &str)>) -> bool {
+        let read = self.staged(|view| match sender {
+            None => view.whitelists,
+            Some(_) => view.named,
+        });
+        if let Some(found) = read {
+            return found;
+        }
         let found: u64 = self.call("whitelisted_anywhere", |conn| match sender {
             None => redis::cmd("EXISTS")
                 .arg(self.key(format_args!("wl-any")))
@@ -223,6 +239,19 @@ impl RecipientLists for Redis {
         if local {
             return true;
         }
+        let read = self.staged(|view| {
+            let (f, d, _) = view.sender.as_ref()?;
+            if f != sender || d != domain {
+                return None;
+            }
+            view.personal
+                .iter()
+                .find(|(r, _)| r == rcpt)
+                .map(|(_, b)| *b)
+        });
+        if let Some(blocked) = read {
+            return blocked;
+        }
         let key = self.key(format_args!("pb:{rcpt}"));
         let (a, b): (bool, bool) = self.call("blocked_by", |conn| {
             redis::pipe()
@@ -238,6 +267,14 @@ impl RecipientLists for Redis {
     }
 
     fn mailed(&self, rcpt: &str, ip: IpAddr) -> bool {
+        let read = self.staged(|view| {
+            (view.ip == Some(ip))
+                .then(|| view.mailed.iter().find(|(r, _)| r == rcpt).map(|(_, m)| *m))
+                .flatten()
+        });
+        if let Some(mailed) = read {
+            return mailed;
+        }
         let key = self.key(format_args!("out:{rcpt}"));
         self.call("mailed", |conn| {
             redis::cmd("SISMEMBER")

@@ -1,11 +1,22 @@
 //! The shared store: every owner's state in one Redis server, so that several qqmx
 //! replicas enforce one policy.
 //!
-//! Each call of an owner is one round trip: a Lua script where a decision reads and
-//! writes (a quota's check and count are one atomic step, whatever other replicas do at
-//! the same moment), a pipeline where it only reads. Times are the ones the policy passes
-//! in (the server's clock), except the leases on open connections, which Redis times
-//! itself. Every key has a TTL and starts with `{prefix}:` (the braces make it a Redis
+//! A stage of a message is at most one round trip on its way to acceptance (see
+//! [`view`]): the policy announces the stage, and its first question sends one pipeline
+//! with the writes held back and every read the stage's rules may make; a quota check
+//! that counts is a Lua script (its check and count are one atomic step, whatever other
+//! replicas do at the same moment) sent with those writes, and a check that does not
+//! count is answered from the counters read, unless a key is over a limit or blocked:
+//! then the script decides, and blocks the key. The end of data adds the body's
+//! recipients in its round trip too, and takes them out again if the message is
+//! refused. Writes that need no answer (sightings of an IP, a domain's random listing, a
+//! lease given back, counts or recipients given back) are held back and sent ahead of
+//! the next call, or after [`FLUSH_EVERY`] by a thread of their own when no call comes;
+//! a write whose call fails is sent again with the next (except a give-back of counts,
+//! which Redis may have run before the call failed: it is dropped, leaving the counts
+//! high rather than low). Times are the ones the policy passes in (the server's clock),
+//! except the leases on open connections, which Redis times itself. Every key has a TTL
+//! and starts with `{prefix}:` (the braces make it a Redis
 //! Cluster hash tag: a script's keys share a slot).
 //!
 //! The config's own lists (static blacklists, personal blacklists) are the same on every
@@ -16,10 +27,12 @@
 //! When a call fails (Redis down, slow past `state.timeout`, restarted) the store
 //! answers as if nothing were known, marks the [`Health`] failed so that the policy
 //! answers the stage `451`, drops the connection and reconnects at the next call; the
-//! other calls of the same stage do not wait on Redis again.
+//! other calls of the same stage do not wait on Redis again. The writes held back stay
+//! held (at most [`PENDING_MAX`]) and go with the first call that succeeds.
 
 mod clock;
 mod ips;
+use ips::SEEN_KEPT;
 mod lists;
 mod quotas;
 mod scripts;
@@ -29,22 +42,114 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use redis::{Client, Connection, RedisResult};
-use tracing::{info, warn};
+use redis::{Client, Cmd, Connection, RedisError, RedisResult, Script, Value};
+use tracing::{debug, info, warn};
 
 use super::lists::{Lists, Recipients};
-use super::{Health, Store};
-use crate::config::{Config, ConfigError};
+use super::{Ahead, Health, Store};
+use crate::config::{Config, ConfigError, Stages};
 use scripts::Scripts;
 
 pub(crate) use clock::SharedClock;
 
 /// Leases made by this process, for unique lease ids across the stores it runs.
 static LEASES: AtomicU64 = AtomicU64::new(0);
+
+/// How long held-back writes wait for a call to carry them before they are sent alone.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Writes held back at most (while Redis cannot be reached); more are dropped, logged.
+pub(crate) const PENDING_MAX: usize = 10_000;
+
+/// Writes that need no answer, waiting for the next call; shared with the thread that
+/// sends them when no call comes.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The writes, each with whether it may be sent again after a call that failed
+    /// (whether Redis ran it or not): a give-back may not, as it would give back twice.
+    cmds: Vec<(Cmd, bool)>,
+    /// Whether writes were dropped since the queue was last sent.
+    dropped: bool,
+}
+
+type Held = Arc<Mutex<Pending>>;
+
+fn lock(held: &Held) -> MutexGuard<'_, Pending> {
+    held.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A connection with a timeout and the scripts loaded, so that a pipeline may call them
+/// by their hash.
+fn open(client: &Client, timeout: Duration) -> RedisResult<Connection> {
+    let mut conn = client.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    let mut pipe = redis::pipe();
+    for code in Scripts::CODES {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
+    }
+    pipe.query::<()>(&mut conn)?;
+    Ok(conn)
+}
+
+/// Whether an error is Redis refusing a command (which sending it again would not
+/// change), not a connection that failed.
+fn refused(e: &RedisError) -> bool {
+    matches!(e.kind(), redis::ErrorKind::Server(kind) if kind != redis::ServerErrorKind::NoScript)
+}
+
+/// Sends the writes held back when no call has carried them for [`FLUSH_EVERY`]; stops
+/// when `stop` is set.
+fn flusher(
+    client: Client,
+    timeout: Duration,
+    held: Held,
+    health: Arc<Health>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut conn: Option<Connection> = None;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(FLUSH_EVERY);
+        let mut pending = lock(&held);
+        if pending.cmds.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for (cmd, _) in &pending.cmds {
+            pipe.add_command(cmd.clone()).ignore();
+        }
+        health.call_at(super::BACKGROUND);
+        let sent = match conn.as_mut() {
+            Some(c) => pipe.query::<()>(c),
+            None => open(&client, timeout).and_then(|c| pipe.query::<()>(conn.insert(c))),
+        };
+        match sent {
+            Ok(()) => pending.cmds.clear(),
+            Err(e) => {
+                conn = None;
+                debug!(error = %e, "held-back policy state writes not sent");
+                if refused(&e) {
+                    pending.cmds.clear();
+                    warn!(error = %e, "policy state writes refused by Redis, dropped");
+                }
+                pending.cmds.retain(|(_, again)| *again);
+            }
+        }
+    }
+}
+
+/// Stops the thread of [`flusher`] when the store goes.
+#[derive(Debug)]
+struct Flusher(Arc<AtomicBool>);
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 /// Every owner's state, in Redis.
 pub(crate) struct Redis {
@@ -86,8 +191,21 @@ pub(crate) struct Redis {
     /// one sight a minute keeps its record (Redis keeps its first sight and draw).
     /// Forgotten when Redis fails: a Redis that comes back empty must hear of them.
     seen: RefCell<HashMap<IpAddr, u64>>,
-    /// The IP read in this stage: (stage, IP, what is known about it).
-    view: RefCell<Option<(u64, IpAddr, view::IpView)>>,
+    /// When each IP was first seen, as last read: what a stage announces it will check
+    /// before it reads (the warm-up allowance); the stage's read then confirms it.
+    firsts: RefCell<HashMap<IpAddr, u64>>,
+    /// Where refusals are answered, and whether backscatter is: what a stage may read.
+    stages: Stages,
+    /// Where IP and sender listings are answered.
+    list_stages: (crate::units::Stage, crate::units::Stage),
+    backscatter: bool,
+    /// What the stage in progress may ask about, until its first question.
+    plan: RefCell<Option<view::Plan>>,
+    /// What the stage in progress read.
+    view: RefCell<Option<view::View>>,
+    /// Writes held back for the next call.
+    held: Held,
+    _flusher: Option<Flusher>,
 }
 
 impl fmt::Debug for Redis {
@@ -112,6 +230,22 @@ impl Redis {
             message: e.to_string(),
         })?;
         let ips = super::ips::Ips::new(config.seed, &config.blacklist, &config.reputation);
+        let held = Held::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flusher = {
+            let (client, timeout, held, health, halt) = (
+                client.clone(),
+                state.timeout,
+                held.clone(),
+                health.clone(),
+                stop.clone(),
+            );
+            std::thread::Builder::new()
+                .name("qqmx-state-writes".to_owned())
+                .spawn(move || flusher(client, timeout, held, health, halt))
+                .ok()
+                .map(|_| Flusher(stop))
+        };
         Ok(Self {
             client,
             conn: RefCell::new(None),
@@ -141,7 +275,14 @@ impl Redis {
             lease_base: format!("{}:{}:", state.replica_name(), std::process::id()),
             leases: HashMap::new(),
             seen: RefCell::new(HashMap::new()),
+            firsts: RefCell::new(HashMap::new()),
+            stages: config.stages.clone(),
+            list_stages: (config.blacklist.ip_stage, config.blacklist.sender_stage),
+            backscatter: config.content.backscatter,
+            plan: RefCell::new(None),
             view: RefCell::new(None),
+            held,
+            _flusher: flusher,
         })
     }
 
@@ -163,10 +304,92 @@ impl Redis {
     }
 
     fn connect(&self) -> RedisResult<Connection> {
-        let conn = self.client.get_connection_with_timeout(self.timeout)?;
-        conn.set_read_timeout(Some(self.timeout))?;
-        conn.set_write_timeout(Some(self.timeout))?;
-        Ok(conn)
+        open(&self.client, self.timeout)
+    }
+
+    /// Holds `cmd` back for the next call.
+    pub(super) fn hold(&self, cmd: Cmd) {
+        self.hold_with(cmd, true);
+    }
+
+    /// Holds `cmd` back for the next call, not to be sent again if that call fails.
+    pub(super) fn hold_once(&self, cmd: Cmd) {
+        self.hold_with(cmd, false);
+    }
+
+    fn hold_with(&self, cmd: Cmd, again: bool) {
+        let mut pending = lock(&self.held);
+        if pending.cmds.len() >= PENDING_MAX {
+            if !pending.dropped {
+                warn!(prefix = %self.prefix, "too many policy state writes held back while Redis cannot be reached; dropping");
+            }
+            pending.dropped = true;
+            return;
+        }
+        pending.cmds.push((cmd, again));
+    }
+
+    /// A call to `script` with `keys`; its arguments follow.
+    pub(super) fn evalsha(&self, script: &Script, keys: &[String]) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+        cmd
+    }
+
+    /// Sends the writes held back and `cmds` in one pipeline; the replies to `cmds`, or
+    /// `None` when the call failed (the writes then stay held).
+    pub(super) fn exchange(&self, what: &str, cmds: Vec<Cmd>) -> Option<Vec<Value>> {
+        if self.health.failed() {
+            return None;
+        }
+        let held = std::mem::take(&mut lock(&self.held).cmds);
+        let mut pipe = redis::pipe();
+        for cmd in held.iter().map(|(cmd, _)| cmd.clone()).chain(cmds) {
+            pipe.add_command(cmd);
+        }
+        let poisoned = Cell::new(false);
+        let replies: Option<Vec<Value>> = self.call(what, |conn| {
+            let replies = pipe.query::<Vec<Value>>(conn).and_then(|replies| {
+                match replies.iter().find_map(|v| match v {
+                    Value::ServerError(e) => Some(e.clone()),
+                    _ => None,
+                }) {
+                    Some(e) => Err(e.into()),
+                    None => Ok(Some(replies)),
+                }
+            });
+            if let Err(e) = &replies {
+                poisoned.set(refused(e));
+            }
+            replies
+        });
+        match replies {
+            Some(mut replies) => {
+                lock(&self.held).dropped = false;
+                replies.drain(..held.len().min(replies.len()));
+                Some(replies)
+            }
+            // Writes Redis refused would be refused again: they are dropped, logged.
+            None if poisoned.get() => {
+                warn!(prefix = %self.prefix, "policy state writes refused by Redis, dropped");
+                None
+            }
+            None => {
+                let mut pending = lock(&self.held);
+                let later = std::mem::replace(&mut pending.cmds, held);
+                pending.cmds.retain(|(_, again)| *again);
+                pending.cmds.extend(later);
+                None
+            }
+        }
+    }
+
+    /// A reply could not be read: the call failed.
+    pub(super) fn failed(&self, what: &str, e: &RedisError) {
+        *self.conn.borrow_mut() = None;
+        self.seen.borrow_mut().clear();
+        self.health.fail();
+        warn!(prefix = %self.prefix, call = what, error = %e, "unexpected reply from the policy state");
     }
 
     /// Runs `f` on the connection. On a failure, or when this stage already met one,
@@ -247,9 +470,16 @@ impl Store for Redis {
     /// Redis expires idle keys itself.
     fn sweep(&mut self, _now: u64) {}
 
+    fn ahead(&self, ahead: &Ahead<'_>) {
+        self.health.enter(ahead.stage as usize);
+        self.plan(ahead);
+    }
+
     fn clear_all(&mut self) {
         self.forget_view();
+        lock(&self.held).cmds.clear();
         self.seen.borrow_mut().clear();
+        self.firsts.borrow_mut().clear();
         self.leases.clear();
         let (pattern, clock) = (self.pattern(""), self.key(format_args!("clock")));
         self.call("clear_all", |conn| {

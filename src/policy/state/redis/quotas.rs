@@ -1,7 +1,12 @@
 //! [`QuotaCounters`] in Redis: a counter per key (a hash of window numbers and counts,
-//! and its block), checked and counted by one script per call.
+//! and its block), checked and counted by one script per call, sent with the writes
+//! held back. A check that does not count is answered from the counters the stage read
+//! when every key fits (the script would change nothing); a key over a limit or blocked
+//! is left to the script, which blocks it.
 
 use std::time::{Duration, UNIX_EPOCH};
+
+use redis::Cmd;
 
 use super::Redis;
 use crate::policy::BlockInfo;
@@ -11,7 +16,7 @@ use crate::units::{QuotaName, Window};
 
 /// What the quota script does with the keys after the checks.
 #[derive(Clone, Copy)]
-enum Mode {
+pub(super) enum Mode {
     /// Checks only.
     Check = 0,
     /// Counts every key checked, fitting or not.
@@ -23,7 +28,7 @@ enum Mode {
 }
 
 impl Redis {
-    fn counter_key(&self, key: QuotaKey<'_>) -> String {
+    pub(super) fn counter_key(&self, key: QuotaKey<'_>) -> String {
         self.key(format_args!(
             "q:{}:{}",
             key.name.name(),
@@ -35,7 +40,8 @@ impl Redis {
         self.key(format_args!("blocks"))
     }
 
-    /// Runs the quota script: `checks` in order, then `mode` on `others`.
+    /// Runs the quota script: `checks` in order, then `mode` on `others`; a script sent
+    /// ahead with the stage's reads answers it when it is the same call.
     fn quota(
         &self,
         checks: &[Check<'_>],
@@ -43,25 +49,51 @@ impl Redis {
         others: &[QuotaKey<'_>],
         now: u64,
     ) -> Option<(usize, Breach)> {
-        self.forget_view();
-        let mut invocation = self.scripts.quota.key(self.blocks_key());
-        for check in checks {
-            invocation.key(self.counter_key(check.key));
-        }
-        for key in others {
-            invocation.key(self.counter_key(*key));
-        }
-        // A counter outlives the day it counts in by `idle_counters`, at least a day, so
-        // that a clock held still (a manual clock) never sees it expire mid-window.
-        let ttl = Window::Day.end(now) - now + self.idle_counters.max(86_400);
-        invocation
-            .arg(now)
-            .arg(mode as u8)
-            .arg(Window::Minute.index(now))
-            .arg(Window::Hour.index(now))
-            .arg(Window::Day.index(now))
-            .arg(ttl)
-            .arg(checks.len());
+        let reply = match self.claim(&signature(checks, mode, others, now)) {
+            Some(reply) => reply,
+            None => {
+                let cmd = self.quota_cmd(checks, mode, others, now);
+                self.exchange("quota", vec![cmd])?.pop()?
+            }
+        };
+        self.forget_counters();
+        let found: Vec<u64> = match redis::from_redis_value(reply) {
+            Ok(found) => found,
+            Err(e) => {
+                self.failed("quota", &e.into());
+                return None;
+            }
+        };
+        let &[i, window, count, limit, until, already, extra] = found.as_slice() else {
+            return None;
+        };
+        let index = usize::try_from(i).ok()?;
+        let window = *Window::ALL.get(usize::try_from(window).ok()?)?;
+        Some((
+            index,
+            Breach {
+                window,
+                count,
+                limit,
+                until,
+                already: already == 1,
+                extra: extra == 1,
+            },
+        ))
+    }
+
+    /// The call of the quota script: `checks` in order, then `mode` on `others`.
+    pub(super) fn quota_cmd(
+        &self,
+        checks: &[Check<'_>],
+        mode: Mode,
+        others: &[QuotaKey<'_>],
+        now: u64,
+    ) -> Cmd {
+        let mut keys = vec![self.blocks_key()];
+        keys.extend(checks.iter().map(|check| self.counter_key(check.key)));
+        keys.extend(others.iter().map(|key| self.counter_key(*key)));
+        let mut invocation = self.quota_head(&keys, mode, checks.len(), now);
         for check in checks {
             invocation
                 .arg(check.key.name.name())
@@ -81,34 +113,81 @@ impl Redis {
                 None => invocation.arg(-1).arg(0).arg(0),
             };
         }
-        let found: Vec<u64> = self.call("quota", |conn| invocation.invoke(conn));
-        let &[i, window, count, limit, until, already, extra] = found.as_slice() else {
-            return None;
-        };
-        let index = usize::try_from(i).ok()?;
-        let window = *Window::ALL.get(usize::try_from(window).ok()?)?;
-        Some((
-            index,
-            Breach {
-                window,
-                count,
-                limit,
-                until,
-                already: already == 1,
-                extra: extra == 1,
-            },
-        ))
+        invocation
     }
+}
+
+impl Redis {
+    /// The quota script called on `keys` (the set of blocks first) with the arguments
+    /// that precede the checks'.
+    pub(super) fn quota_head(&self, keys: &[String], mode: Mode, checks: usize, now: u64) -> Cmd {
+        let mut cmd = self.evalsha(&self.scripts.quota, keys);
+        // A counter outlives the day it counts in by `idle_counters`, at least a day, so
+        // that a clock held still (a manual clock) never sees it expire mid-window.
+        let ttl = Window::Day.end(now) - now + self.idle_counters.max(86_400);
+        cmd.arg(now)
+            .arg(mode as u8)
+            .arg(Window::Minute.index(now))
+            .arg(Window::Hour.index(now))
+            .arg(Window::Day.index(now))
+            .arg(ttl)
+            .arg(checks);
+        cmd
+    }
+}
+
+/// A call of the quota script as numbers (a key as its name and the hash of its
+/// subject, as the in-memory store keys it): a script sent ahead answers the rule's
+/// call when their signatures are equal.
+pub(super) fn signature(
+    checks: &[Check<'_>],
+    mode: Mode,
+    others: &[QuotaKey<'_>],
+    now: u64,
+) -> Vec<u64> {
+    let key = |k: &QuotaKey<'_>| [k.name as u64, k.subject.id(k.name)];
+    let mut sig = Vec::with_capacity(3 + checks.len() * 10 + others.len() * 2);
+    sig.extend([mode as u64, now, checks.len() as u64]);
+    for check in checks {
+        sig.extend(key(&check.key));
+        for window in Window::ALL {
+            match check.quota.tier(window) {
+                Some(tier) => sig.extend([tier.limit, block_end(tier.block, window, now)]),
+                None => sig.extend([u64::MAX, 0]),
+            }
+        }
+        match check.extra {
+            Some((window, limit)) => sig.extend([window as u64, limit]),
+            None => sig.extend([u64::MAX, 0]),
+        }
+    }
+    for k in others {
+        sig.extend(key(k));
+    }
+    sig
 }
 
 impl QuotaCounters for Redis {
     fn check(&mut self, checks: &[Check<'_>], count: bool, now: u64) -> Option<(usize, Breach)> {
-        let mode = if count {
-            Mode::CountChecked
-        } else {
-            Mode::Check
-        };
-        self.quota(checks, mode, &[], now)
+        if count {
+            return self.quota(checks, Mode::CountChecked, &[], now);
+        }
+        let fit = self.staged(|view| {
+            let mut fit = true;
+            for check in checks {
+                let (name, id) = (check.key.name, check.key.subject.id(check.key.name));
+                let (_, _, counter) = view
+                    .counters
+                    .iter()
+                    .find(|(n, i, _)| *n == name && *i == id)?;
+                fit &= counter.fits(check, now);
+            }
+            Some(fit)
+        });
+        if fit == Some(true) {
+            return None;
+        }
+        self.quota(checks, Mode::Check, &[], now)
     }
 
     fn count(&mut self, keys: &[QuotaKey<'_>], now: u64) {
@@ -130,7 +209,11 @@ impl QuotaCounters for Redis {
 
     fn block_of(&self, key: QuotaKey<'_>, now: u64) -> Option<BlockOf> {
         if let Subject::Ip(ip) = key.subject
-            && let Some(block) = self.ip_view(ip).block_of(key, now)
+            && let Some(block) = self.staged(|v| {
+                (v.ip == Some(ip))
+                    .then(|| v.ip_view.block_of(key, now))
+                    .flatten()
+            })
         {
             return block;
         }

@@ -121,49 +121,14 @@ redis.call('EXPIRE', KEYS[1], math.max(tonumber(ARGV[3]), ru - now))
 return 1
 ";
 
-/// The listing of a sender. `KEYS`: the API's listings of senders and domains, the
-/// domain's record, the config listings lifted through the API. `ARGV`: sender, domain,
-/// now, whether the config lists the sender and the domain, whether domains are drawn,
-/// whether this domain's draw lists it, until when, how long an idle record stays.
-///
-/// Returns `{by, until}`: 0 none, 1 the config's sender, 2 the API's sender, 3 the
-/// config's domain, 4 the API's domain, 5 the draw.
-const SENDER: &str = r"
-local now = tonumber(ARGV[3])
-local ttl = tonumber(ARGV[9])
-local function api(v)
-  local u = redis.call('HGET', KEYS[1], v)
-  if u then
-    u = tonumber(u)
-    if u == 0 or u > now then return u end
-  end
-  return nil
-end
-local function cfg(flag, v)
-  return flag == '1' and redis.call('SISMEMBER', KEYS[3], v) == 0
-end
-if cfg(ARGV[4], ARGV[1]) then return {1, 0} end
-local u = api(ARGV[1])
-if u then return {2, u} end
-if cfg(ARGV[5], ARGV[2]) then return {3, 0} end
-u = api(ARGV[2])
-if u then return {4, u} end
-if ARGV[6] ~= '1' then return {0, 0} end
-local ru = redis.call('HGET', KEYS[2], 'ru')
-if ru then
-  ru = tonumber(ru)
-  redis.call('HSET', KEYS[2], 'last', now)
-  redis.call('EXPIRE', KEYS[2], math.max(ttl, ru - now))
-  if ru > now then return {5, ru} end
-  return {0, 0}
-end
-if ARGV[7] == '1' then
-  local du = tonumber(ARGV[8])
-  redis.call('HSET', KEYS[2], 'ru', du, 'last', now)
-  redis.call('EXPIRE', KEYS[2], math.max(ttl, du - now))
-  return {5, du}
-end
-return {0, 0}
+/// A sender domain is seen: `KEYS[1]` its record; `ARGV`: now, the end of its random
+/// listing (kept when the record has one), how long an idle record stays.
+const DRAW: &str = r"
+local now = tonumber(ARGV[1])
+local ru = tonumber(redis.call('HGET', KEYS[1], 'ru') or ARGV[2])
+redis.call('HSET', KEYS[1], 'ru', ru, 'last', now)
+redis.call('EXPIRE', KEYS[1], math.max(tonumber(ARGV[3]), ru - now))
+return 1
 ";
 
 /// Sets a field of a hash that exists (one that expired stays gone): `KEYS[1]`, `ARGV`:
@@ -227,7 +192,7 @@ pub(super) struct Scripts {
     pub quota: Script,
     pub blocks: Script,
     pub see: Script,
-    pub sender: Script,
+    pub draw: Script,
     pub set_if_exists: Script,
     pub complain: Script,
     pub lease: Script,
@@ -235,12 +200,24 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
+    /// Every script, to load into Redis on each new connection.
+    pub const CODES: [&str; 8] = [
+        QUOTA,
+        BLOCKS,
+        SEE,
+        DRAW,
+        SET_IF_EXISTS,
+        COMPLAIN,
+        LEASE,
+        BULK_WITH,
+    ];
+
     pub fn new() -> Self {
         Self {
             quota: Script::new(QUOTA),
             blocks: Script::new(BLOCKS),
             see: Script::new(SEE),
-            sender: Script::new(SENDER),
+            draw: Script::new(DRAW),
             set_if_exists: Script::new(SET_IF_EXISTS),
             complain: Script::new(COMPLAIN),
             lease: Script::new(LEASE),
