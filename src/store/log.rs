@@ -9,7 +9,8 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use super::codec::{EventRef, Header, Reader, Tables, Writer, nanos};
+use super::codec::{EventRef, Header, Tables, Writer, nanos};
+use super::decode::Reader;
 use super::tally::Counted;
 use crate::event::Event;
 

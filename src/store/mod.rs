@@ -22,6 +22,7 @@ use crate::event::{Event, EventKind};
 use crate::reply::ReplyKind;
 
 mod codec;
+mod decode;
 mod log;
 mod message;
 mod tally;

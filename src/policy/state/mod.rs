@@ -353,6 +353,10 @@ pub(crate) trait BulkPrints {
 
 /// What the rules of a stage may ask the store about, announced as the stage begins.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(feature = "redis"),
+    expect(dead_code, reason = "only the shared store reads what a stage announces")
+)]
 pub(crate) struct Ahead<'a> {
     pub stage: Stage,
     pub ip: IpAddr,
