@@ -396,6 +396,14 @@ fn module_path(src: &Path, path: &Path) -> Option<Vec<String>> {
 /// The names a parent re-exports from its children (`pub use child::{A, B};`,
 /// `pub(crate) use child::C;`), each with its child.
 fn child_reexports(text: &str) -> BTreeMap<String, String> {
+    used_names(text, |child| {
+        child.chars().all(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+/// The names `pub use first::...;` and `pub(crate) use first::...;` statements bring in,
+/// each with the path's first segment, where `first` passes `keep`.
+fn used_names(text: &str, keep: impl Fn(&str) -> bool) -> BTreeMap<String, String> {
     let mut names = BTreeMap::new();
     for statement in code_of(text).split(';') {
         let statement = statement.trim();
@@ -405,10 +413,10 @@ fn child_reexports(text: &str) -> BTreeMap<String, String> {
         else {
             continue;
         };
-        let Some((child, items)) = rest.split_once("::") else {
+        let Some((first, items)) = rest.split_once("::") else {
             continue;
         };
-        if !child.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        if !keep(first) {
             continue;
         }
         let items = items.trim().trim_start_matches('{').trim_end_matches('}');
@@ -416,7 +424,7 @@ fn child_reexports(text: &str) -> BTreeMap<String, String> {
             let name = item.rsplit(" as ").next().unwrap_or(item);
             let name = name.rsplit("::").next().unwrap_or(name).trim();
             if !name.is_empty() {
-                names.insert(name.to_owned(), child.to_owned());
+                names.insert(name.to_owned(), first.to_owned());
             }
         }
     }
@@ -519,27 +527,7 @@ fn declared_modules(root: &str) -> BTreeSet<String> {
 
 /// The names the root re-exports (`pub use x::{A, B};`), each with its module.
 fn reexports(root: &str, modules: &BTreeSet<String>) -> BTreeMap<String, String> {
-    let mut names = BTreeMap::new();
-    for statement in code_of(root).split(';') {
-        let Some(rest) = statement.trim().strip_prefix("pub use ") else {
-            continue;
-        };
-        let Some((module, items)) = rest.split_once("::") else {
-            continue;
-        };
-        if !modules.contains(module) {
-            continue;
-        }
-        let items = items.trim().trim_start_matches('{').trim_end_matches('}');
-        for item in items.split(',') {
-            let name = item.rsplit(" as ").next().unwrap_or(item);
-            let name = name.rsplit("::").next().unwrap_or(name).trim();
-            if !name.is_empty() {
-                names.insert(name.to_owned(), module.to_owned());
-            }
-        }
-    }
-    names
+    used_names(root, |module| modules.contains(module))
 }
 
 /// Files declared only under `#[cfg(test)]` (`#[cfg(test)] mod tests;`).

@@ -355,7 +355,10 @@ pub(crate) trait BulkPrints {
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(
     not(feature = "redis"),
-    expect(dead_code, reason = "only the shared store reads what a stage announces")
+    expect(
+        dead_code,
+        reason = "only the shared store reads what a stage announces"
+    )
 )]
 pub(crate) struct Ahead<'a> {
     pub stage: Stage,
