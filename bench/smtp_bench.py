@@ -308,8 +308,11 @@ class Qqmx(Server):
         super().__init__(args, workdir, cpu)
         self.config = config or args.qqmx_config
 
+    # Servers started with --state, for a key prefix of their own.
+    started = 0
+
     def command(self) -> list[str]:
-        return [
+        cmd = [
             str(self.args.qqmx),
             "serve",
             "--config",
@@ -319,12 +322,20 @@ class Qqmx(Server):
             "--api",
             "off",
         ]
+        if self.args.state:
+            cmd += ["--state", self.args.state]
+        return cmd
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        for key in ("QQMX_CONFIG", "QQMX_SMTP", "QQMX_API"):
+        for key in ("QQMX_CONFIG", "QQMX_SMTP", "QQMX_API", "QQMX_STATE"):
             env.pop(key, None)
         env["QQMX_LOG"] = self.args.qqmx_log
+        if self.args.state:
+            # A fresh prefix per server: every run starts from empty counts in Redis, as
+            # a fresh server with the memory state does.
+            Qqmx.started += 1
+            env["QQMX__STATE__PREFIX"] = f"bench-{os.getpid()}-{Qqmx.started}"
         return env
 
     def wait_ready(self) -> None:
@@ -770,6 +781,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--qqmx", type=Path, default=QQMX_BIN, help="qqmx binary")
     p.add_argument("--qqmx-config", type=Path, default=QQMX_CONFIG, help="qqmx config (limits off)")
     p.add_argument("--qqmx-log", default="info", help="QQMX_LOG filter for the server")
+    p.add_argument("--state", metavar="URL",
+                   help="keep qqmx's policy state in this Redis (qqmx serve --state URL), "
+                        "under a fresh key prefix for every server started")
     p.add_argument("--smtp-source", default=shutil.which("smtp-source") or "/usr/sbin/smtp-source",
                    help="Postfix smtp-source (the load generator)")
     p.add_argument("--smtp-sink", default=shutil.which("smtp-sink") or "/usr/sbin/smtp-sink",
@@ -977,6 +991,7 @@ def main(argv: list[str] | None = None) -> int:
                 "qqmx_config_text": configs,
                 "sign": signed_by_variant or None,
                 "qqmx_log": args.qqmx_log,
+                "state": args.state,
                 "loads": [asdict(l) for l in loads],
                 "elapsed_s": round(time.monotonic() - started, 1),
             },
