@@ -597,8 +597,9 @@ async fn round_trips_per_message_are_counted() {
     // the way to acceptance, none at EHLO, DATA and the close (their writes ride with
     // the next call), so that a change that adds round trips is seen. Held-back writes
     // no call carried within 50 ms go alone (`background`), as many as the machine's
-    // pace lets through: at most one per message (a lease given back and a body's
-    // recipients, held at the end of one message).
+    // pace lets through: a message holds writes at two points that no call of its own
+    // follows at once (a domain's record at RCPT, its lease given back at the close),
+    // so a slow machine may send each alone: at most two per message in this test.
     let expected = [
         ("connect", N),
         ("helo", 0),
@@ -612,7 +613,7 @@ async fn round_trips_per_message_are_counted() {
     for (stage, n) in expected {
         assert_eq!(of(stage), n, "{stage}: {per_stage:?}");
     }
-    assert!(background <= N, "{per_stage:?}");
+    assert!(background <= 2 * N, "{per_stage:?}");
     assert_eq!(server.with_policy(|policy, _| policy.state_errors()), 0);
     let _ = stop.send(());
     task.await.expect("the server stops");

@@ -304,16 +304,13 @@ pub(crate) trait QuotaCounters {
     fn reserve(
         &mut self,
         checks: &[Check<'_>],
-        keys: &[QuotaKey<'_>],
+        _keys: &[QuotaKey<'_>],
         now: u64,
     ) -> Option<(usize, Breach)> {
-        let _ = keys;
         self.check(checks, false, now)
     }
     /// Gives back the events [`reserve`](Self::reserve) counted for `keys`.
-    fn cancel(&mut self, keys: &[QuotaKey<'_>], now: u64) {
-        let _ = (keys, now);
-    }
+    fn cancel(&mut self, _keys: &[QuotaKey<'_>], _now: u64) {}
     /// The block in force on `key` at `now`.
     fn block_of(&self, key: QuotaKey<'_>, now: u64) -> Option<BlockOf>;
     /// Every block in force at `now`.
@@ -390,9 +387,7 @@ pub(crate) trait Store:
     fn sweep(&mut self, now: u64);
     /// A stage begins: a shared store reads at once what its rules may ask about, with
     /// the writes it holds back; nothing to do in memory.
-    fn ahead(&self, ahead: &Ahead<'_>) {
-        let _ = ahead;
-    }
+    fn ahead(&self, _ahead: &Ahead<'_>) {}
     /// Forgets everything, as a store made afresh from the config: nothing to do for one
     /// that was just made in memory; a shared store forgets what every replica wrote
     /// (the clock's offset excepted).

@@ -20,38 +20,30 @@ impl Redis {
         self.key(format_args!("dom:{domain}"))
     }
 
-    /// Adds `member` to the set `key` and keeps it `retention`.
+    /// Adds `members` to the set `key` and keeps it `retention`.
     fn add_kept(&self, what: &str, key: &str, members: &[&str]) {
-        self.forget_view();
-        let retention = self.retention;
-        self.call(what, |conn| {
-            redis::pipe()
-                .cmd("SADD")
-                .arg(key)
-                .arg(members)
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(key)
-                .arg(retention)
-                .ignore()
-                .query::<()>(conn)
-        });
+        let mut add = redis::cmd("SADD");
+        add.arg(key).arg(members);
+        self.write_kept(what, key, add);
     }
 
     /// Sets `field` of the hash `key` to `value` and keeps it `retention`.
     fn set_kept(&self, what: &str, key: &str, field: &str, value: u64) {
+        let mut set = redis::cmd("HSET");
+        set.arg(key).arg(field).arg(value);
+        self.write_kept(what, key, set);
+    }
+
+    /// Runs `write` on `key` and keeps the key `retention`, in one round trip.
+    fn write_kept(&self, what: &str, key: &str, write: redis::Cmd) {
         self.forget_view();
-        let retention = self.retention;
+        let mut keep = redis::cmd("EXPIRE");
+        keep.arg(key).arg(self.retention);
         self.call(what, |conn| {
             redis::pipe()
-                .cmd("HSET")
-                .arg(key)
-                .arg(field)
-                .arg(value)
+                .add_command(write)
                 .ignore()
-                .cmd("EXPIRE")
-                .arg(key)
-                .arg(retention)
+                .add_command(keep)
                 .ignore()
                 .query::<()>(conn)
         });
