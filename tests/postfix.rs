@@ -502,14 +502,7 @@ impl Running {
     /// What Postfix may say of `text` at the case's stage (or later ones), as its logs
     /// and DSNs word it.
     fn postfix_says(&self, text: &str) -> Vec<String> {
-        let stages = [
-            Stage::Connect,
-            Stage::Helo,
-            Stage::Mail,
-            Stage::Rcpt,
-            Stage::Data,
-            Stage::EndOfData,
-        ];
+        let stages = Stage::ALL;
         stages
             .into_iter()
             .filter(|s| *s == self.case.stage || (self.case.or_later && *s > self.case.stage))

@@ -21,7 +21,6 @@ use crate::chaos::FaultKind;
 use crate::event::{CloseReason, Command, EventKind, Param, Verb};
 use crate::policy::{AuthReport, AuthResult, Decision, DmarcPolicy, SpfCheck, Verdict};
 use crate::reply::ReplyKind;
-use crate::units::Stage;
 
 /// A command as its event records it, borrowed from the line it was read from.
 pub(crate) struct CommandRef<'a> {
@@ -271,14 +270,6 @@ pub(super) const VERBS: [Verb; 16] = [
     Verb::Starttls,
     Verb::Auth,
     Verb::Other,
-];
-pub(super) const STAGES: [Stage; 6] = [
-    Stage::Connect,
-    Stage::Helo,
-    Stage::Mail,
-    Stage::Rcpt,
-    Stage::Data,
-    Stage::EndOfData,
 ];
 pub(super) const FAULTS: [FaultKind; 8] = [
     FaultKind::Tarpit,

@@ -5,14 +5,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 
 use super::codec::{
     ACCEPTED, AUTHENTICATED, CLOSED, CLOSES, COMMAND, CONNECTED, DECISION, DISCARDED, FAULT,
-    FAULTS, Header, POLICIES, REPLY, RESULTS, SPF, STAGES, TLS_FAILED, TLS_STARTED, Tables, VERBS,
-    time_of, unzigzag,
+    FAULTS, Header, POLICIES, REPLY, RESULTS, SPF, TLS_FAILED, TLS_STARTED, Tables, VERBS, time_of,
+    unzigzag,
 };
 use super::tally::Counted;
 use crate::event::{Command, Event, EventKind, Param};
 use crate::policy::{AuthReport, Decision, DkimCheck, DmarcCheck, SpfCheck, Verdict};
 use crate::reply::{Reply, ReplyKind};
-use crate::units::Window;
+use crate::units::{Stage, Window};
 
 /// Reads one record.
 pub(super) struct Reader<'a> {
@@ -46,7 +46,7 @@ impl Reader<'_> {
                 Counted::Reply { kind, code }
             }
             DECISION => {
-                let stage = pick(&STAGES, self.byte()?)?;
+                let stage = pick(&Stage::ALL, self.byte()?)?;
                 let accepted = matches!(self.verdict()?, Verdict::Accept | Verdict::Junk);
                 Counted::Decision { stage, accepted }
             }
@@ -191,7 +191,7 @@ impl Reader<'_> {
     }
 
     fn decision(&mut self) -> Option<Decision> {
-        let stage = pick(&STAGES, self.byte()?)?;
+        let stage = pick(&Stage::ALL, self.byte()?)?;
         let verdict = self.verdict()?;
         let rule = self.text()?;
         let detail = self.text()?;
@@ -279,7 +279,7 @@ impl Reader<'_> {
             }
             FAULT => EventKind::Fault {
                 fault: pick(&FAULTS, self.byte()?)?,
-                stage: self.optional_pick(&STAGES)?,
+                stage: self.optional_pick(&Stage::ALL)?,
             },
             ACCEPTED => EventKind::Accepted {
                 message: self.number()?,

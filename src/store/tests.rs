@@ -232,20 +232,20 @@ mod compact {
     use proptest::prelude::*;
 
     use super::super::codec::{
-        CLOSES, CommandRef, EventRef, FAULTS, Header, POLICIES, ParamsRef, RESULTS, STAGES, VERBS,
+        CLOSES, CommandRef, EventRef, FAULTS, Header, POLICIES, ParamsRef, RESULTS, VERBS,
     };
     use super::super::log::Log;
     use super::*;
     use crate::event::{CloseReason, Param};
     use crate::policy::{AuthReport, Decision, DkimCheck, DmarcCheck, SpfCheck, Verdict};
     use crate::reply::Reply;
-    use crate::units::Window;
+    use crate::units::{Stage, Window};
 
     #[test]
     fn the_lists_of_stored_enums_are_in_declaration_order() {
         let indices = [
             VERBS.iter().map(|&v| v as usize).collect::<Vec<_>>(),
-            STAGES.iter().map(|&v| v as usize).collect(),
+            Stage::ALL.iter().map(|&v| v as usize).collect(),
             FAULTS.iter().map(|&v| v as usize).collect(),
             CLOSES.iter().map(|&v| v as usize).collect(),
             RESULTS.iter().map(|&v| v as usize).collect(),
@@ -325,7 +325,7 @@ mod compact {
             reply_kind().prop_map(Verdict::Disconnect),
         ];
         (
-            prop::sample::select(STAGES.to_vec()),
+            prop::sample::select(Stage::ALL.to_vec()),
             verdict,
             (text(), text(), optional(text())),
             (optional(any::<u64>()), optional(any::<u64>())),
@@ -400,7 +400,7 @@ mod compact {
             report().prop_map(EventKind::Authenticated),
             (
                 prop::sample::select(FAULTS.to_vec()),
-                optional(prop::sample::select(STAGES.to_vec()))
+                optional(prop::sample::select(Stage::ALL.to_vec()))
             )
                 .prop_map(|(fault, stage)| EventKind::Fault { fault, stage }),
             any::<u64>().prop_map(|message| EventKind::Accepted { message }),

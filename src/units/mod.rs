@@ -37,6 +37,18 @@ pub enum Stage {
     EndOfData,
 }
 
+impl Stage {
+    /// Every stage, in the order of a conversation.
+    pub const ALL: [Stage; 6] = [
+        Stage::Connect,
+        Stage::Helo,
+        Stage::Mail,
+        Stage::Rcpt,
+        Stage::Data,
+        Stage::EndOfData,
+    ];
+}
+
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
