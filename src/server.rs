@@ -560,6 +560,7 @@ fn engine_with_acceptors(
         .map(|mx| (mx.clone(), Arc::new(config.listener_catalogue(mx))))
         .collect();
     Ok(Engine {
+        shared: policy.shared(),
         catalogue: Arc::new(config.catalogue()),
         catalogues,
         auth,

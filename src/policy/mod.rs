@@ -93,6 +93,7 @@ use quota::Subject;
 #[cfg(feature = "redis")]
 pub(crate) use state::SharedClock;
 use state::{Ahead, Check, Health, QuotaKey, Store};
+pub(crate) use state::{Fetch, Fetched};
 
 /// QQ's rules about senders, and what it remembers about them.
 #[derive(Debug)]
@@ -174,28 +175,20 @@ impl Policy {
     /// A client connects: counts the connection, draws random blacklisting for a new IP,
     /// and decides whether to greet it.
     pub fn connect(&mut self, ip: IpAddr, now: SystemTime) -> Connect {
+        self.connect_fetched(ip, now, None)
+    }
+
+    /// [`connect`](Self::connect), with the stage's round trip to a shared store made
+    /// already (see [`prepare`](Self::prepare)).
+    pub(crate) fn connect_fetched(
+        &mut self,
+        ip: IpAddr,
+        now: SystemTime,
+        fetched: Option<Fetched>,
+    ) -> Connect {
         self.begin();
-        if self.health.is_some() {
-            // The connection attempt is counted in the stage's one round trip.
-            let q = &self.quotas.ip_connections;
-            let check = Check {
-                key: QuotaKey {
-                    name: QuotaName::IpConnections,
-                    subject: Subject::Ip(ip),
-                },
-                quota: q,
-                extra: None,
-            };
-            let counts = if q.enabled {
-                std::slice::from_ref(&check)
-            } else {
-                &[]
-            };
-            self.state.ahead(&Ahead {
-                counts,
-                ..Self::ahead(Stage::Connect, &Facts::new(ip), secs(now))
-            });
-        }
+        // The connection attempt is counted in the stage's one round trip.
+        self.announce(Stage::Connect, &Facts::new(ip), secs(now), None, fetched);
         let connect = self.connect_at(ip, secs(now));
         if self.state_failed() {
             return Connect {
@@ -286,14 +279,20 @@ impl Policy {
 
     /// Decides HELO, MAIL, RCPT or DATA. (The end of data is [`end_of_data`](Self::end_of_data).)
     pub fn check(&mut self, stage: Stage, facts: &Facts<'_>, now: SystemTime) -> Decision {
+        self.check_fetched(stage, facts, now, None)
+    }
+
+    /// [`check`](Self::check), with the stage's round trip to a shared store made
+    /// already (see [`prepare`](Self::prepare)).
+    pub(crate) fn check_fetched(
+        &mut self,
+        stage: Stage,
+        facts: &Facts<'_>,
+        now: SystemTime,
+        fetched: Option<Fetched>,
+    ) -> Decision {
         self.begin();
-        if self.health.is_some() {
-            let (keys, _) = self.quota_keys(stage, facts, false);
-            self.state.ahead(&Ahead {
-                reads: &keys,
-                ..Self::ahead(stage, facts, secs(now))
-            });
-        }
+        self.announce(stage, facts, secs(now), None, fetched);
         let decision = self.check_at(stage, facts, secs(now));
         self.or_unavailable(stage, decision)
     }
@@ -335,31 +334,133 @@ impl Policy {
 
     /// Decides a complete message; when it is accepted, counts it against every quota.
     pub fn end_of_data(&mut self, facts: &Facts<'_>, now: SystemTime) -> Decision {
+        self.end_of_data_fetched(facts, now, None)
+    }
+
+    /// [`end_of_data`](Self::end_of_data), with the stage's round trip to a shared store
+    /// made already (see [`prepare`](Self::prepare)).
+    pub(crate) fn end_of_data_fetched(
+        &mut self,
+        facts: &Facts<'_>,
+        now: SystemTime,
+        fetched: Option<Fetched>,
+    ) -> Decision {
         self.begin();
         let print = self.health.is_some().then(|| self.print(facts));
         if let Some(print) = print {
-            // The stage's one round trip reads the body's recipients with the rest, and
-            // reserves the message's place in its quotas, as the rules will ask: the
-            // checks of `message_quotas` at the end of data and the keys it counts.
-            let now = secs(now);
-            let (keys, ip) = self.quota_keys(Stage::EndOfData, facts, true);
-            let allowance = if ip && !keys.is_empty() {
-                self.warmup_allowance(facts.ip, now)
-            } else {
-                None
-            };
-            let off = self.quota_off();
-            let checks = Self::quota_checks(&self.quotas, &keys, allowance, &off);
-            let reserved = self.message_keys(facts, true, |_| true, true);
-            self.state.ahead(&Ahead {
-                print,
-                counts: &checks,
-                reserves: Some(&reserved),
-                ..Self::ahead(Stage::EndOfData, facts, now)
-            });
+            self.announce(Stage::EndOfData, facts, secs(now), print, fetched);
         }
         let decision = self.end_of_data_at(facts, print, secs(now));
         self.or_unavailable(Stage::EndOfData, decision)
+    }
+
+    /// The round trip to a shared store that `stage` needs, planned now to be sent
+    /// without the policy's lock and handed back to the stage's call (`check_fetched`,
+    /// `end_of_data_fetched`, `connect_fetched`) with the same `facts` and `now`; `None`
+    /// in memory, or when the stage's rules ask the store nothing.
+    pub(crate) fn prepare(
+        &mut self,
+        stage: Stage,
+        facts: &Facts<'_>,
+        now: SystemTime,
+    ) -> Option<Fetch> {
+        // A call of its own: what an earlier call planned is not read for it.
+        self.health.as_ref()?.begin();
+        // Every stage sees the client first; the sighting is written ahead of the
+        // stage's reads, which then see its record.
+        self.state.see(facts.ip, secs(now));
+        let print = if stage == Stage::EndOfData {
+            self.print(facts)
+        } else {
+            None
+        };
+        let fetch = self.with_ahead(stage, facts, secs(now), print, |ahead| {
+            self.state.prepare(ahead)
+        });
+        // A store that failed while the stage was planned (reading an IP's first sight)
+        // is asked again by the stage itself, which answers the failure.
+        fetch.filter(|_| !self.state_failed())
+    }
+
+    /// A shared store hears what `stage` may ask (nothing to do in memory): the
+    /// round trip `fetched` brought, or the stage announced, to be read at its first
+    /// question.
+    fn announce(
+        &self,
+        stage: Stage,
+        facts: &Facts<'_>,
+        now: u64,
+        print: Option<u64>,
+        fetched: Option<Fetched>,
+    ) {
+        if self.health.is_none() {
+            return;
+        }
+        match fetched {
+            Some(fetched) => self.state.install(fetched),
+            None => self.with_ahead(stage, facts, now, print, |ahead| self.state.ahead(ahead)),
+        }
+    }
+
+    /// `f` of what the rules of `stage` may ask a shared store: at connect, the
+    /// connection attempt's quota check (counted either way); at the end of data, the
+    /// body's recipients and the message's checks, with its place in its quotas
+    /// reserved as the rules will ask (the checks of `message_quotas` at the end of data
+    /// and the keys it counts); from HELO to DATA, the counters its checks read.
+    fn with_ahead<T>(
+        &self,
+        stage: Stage,
+        facts: &Facts<'_>,
+        now: u64,
+        print: Option<u64>,
+        f: impl FnOnce(&Ahead<'_>) -> T,
+    ) -> T {
+        match stage {
+            Stage::Connect => {
+                let q = &self.quotas.ip_connections;
+                let check = Check {
+                    key: QuotaKey {
+                        name: QuotaName::IpConnections,
+                        subject: Subject::Ip(facts.ip),
+                    },
+                    quota: q,
+                    extra: None,
+                };
+                let counts = if q.enabled {
+                    std::slice::from_ref(&check)
+                } else {
+                    &[]
+                };
+                f(&Ahead {
+                    counts,
+                    ..Self::ahead(stage, facts, now)
+                })
+            }
+            Stage::EndOfData => {
+                let (keys, ip) = self.quota_keys(stage, facts, true);
+                let allowance = if ip && !keys.is_empty() {
+                    self.warmup_allowance(facts.ip, now)
+                } else {
+                    None
+                };
+                let off = self.quota_off();
+                let checks = Self::quota_checks(&self.quotas, &keys, allowance, &off);
+                let reserved = self.message_keys(facts, true, |_| true, true);
+                f(&Ahead {
+                    print,
+                    counts: &checks,
+                    reserves: Some(&reserved),
+                    ..Self::ahead(stage, facts, now)
+                })
+            }
+            _ => {
+                let (keys, _) = self.quota_keys(stage, facts, false);
+                f(&Ahead {
+                    reads: &keys,
+                    ..Self::ahead(stage, facts, now)
+                })
+            }
+        }
     }
 
     /// The body's fingerprint, when bulk detection is on.
@@ -447,6 +548,11 @@ impl Policy {
                 self.max_message_size
             ),
         )
+    }
+
+    /// Whether the policy's state is in a shared store, whose stages make round trips.
+    pub(crate) fn shared(&self) -> bool {
+        self.health.is_some()
     }
 
     /// A call begins: a shared store's earlier failures are over.

@@ -8,6 +8,7 @@ use super::body::Incoming;
 use super::channel::Channel;
 use super::input::{Action, Mode, Reading};
 use super::parse::{self, Unparsed, path, read, recipient};
+use super::verdict::{Staged, mail_facts};
 use super::{Pending, Session, Transaction};
 use crate::chaos::FaultKind;
 use crate::event::{CloseReason, EventKind, Verb};
@@ -106,7 +107,16 @@ impl Session {
         }
         // QQ answers a second HELO on the same connection; it starts afresh.
         self.tx = None;
-        if self.ask(Stage::Helo, &Facts::new(self.peer.ip())) {
+        if self.waits(Stage::Helo) {
+            self.pending = Some(Pending::Helo { host, kind });
+        } else {
+            self.finish_hello(host, kind, None);
+        }
+    }
+
+    /// Decides HELO or EHLO (after its stage's round trip, when `staged`).
+    pub(super) fn finish_hello(&mut self, host: String, kind: ReplyKind, staged: Option<Staged>) {
+        if self.ask(Stage::Helo, &Facts::new(self.peer.ip()), staged) {
             self.helo = Some(host);
             self.reply(kind);
         }
@@ -127,20 +137,21 @@ impl Session {
         self.tx = None;
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
         let from = quote_local_part(&from.address).into_owned();
-        match self.engine.auth.clone() {
-            Some(auth) => {
-                self.pending = Some(Pending::Mail {
-                    auth,
-                    from,
-                    size,
-                    smtputf8,
-                });
-            }
-            None => self.finish_mail(from, size, smtputf8, None, None),
+        let auth = self.engine.auth.clone();
+        if auth.is_some() || self.waits(Stage::Mail) {
+            self.pending = Some(Pending::Mail {
+                auth,
+                from,
+                size,
+                smtputf8,
+            });
+        } else {
+            self.finish_mail(from, size, smtputf8, None, None, None);
         }
     }
 
-    /// Decides MAIL once SPF (and the PTR check) are known.
+    /// Decides MAIL once SPF (and the PTR check) are known, after its stage's round trip
+    /// when `staged`.
     pub(super) fn finish_mail(
         &mut self,
         from: String,
@@ -148,20 +159,20 @@ impl Session {
         smtputf8: bool,
         spf: Option<SpfCheck>,
         ptr_matches: Option<bool>,
+        staged: Option<Staged>,
     ) {
         if let Some(spf) = &spf {
             self.record_ref(EventRef::Spf(spf));
         }
-        let mut facts = Facts::new(self.peer.ip())
-            .from(&from)
-            .mail_params(size, smtputf8);
-        if let Some(spf) = &spf {
-            facts = facts.spf(spf);
-        }
-        if let Some(matches) = ptr_matches {
-            facts = facts.ptr_matches(matches);
-        }
-        if self.ask(Stage::Mail, &facts) {
+        let facts = mail_facts(
+            self.peer.ip(),
+            &from,
+            size,
+            smtputf8,
+            spf.as_ref(),
+            ptr_matches,
+        );
+        if self.ask(Stage::Mail, &facts, staged) {
             self.tx = Some(Transaction {
                 from,
                 rcpts: Vec::new(),
@@ -174,17 +185,38 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: &RcptTo<String>, line: &[u8]) {
-        let Some(tx) = &self.tx else {
+        if self.tx.is_none() {
             self.reply(ReplyKind::NeedMail);
             return;
-        };
+        }
         let address = recipient(&to.address, line);
-        let facts = Facts::new(self.peer.ip())
-            .from(&tx.from)
-            .mail_params(0, tx.smtputf8)
-            .rcpts(&tx.rcpts)
-            .rcpt(&address);
-        let decision = self.judge(Stage::Rcpt, &facts);
+        if self.waits(Stage::Rcpt) {
+            self.pending = Some(Pending::Rcpt {
+                address: address.into_owned(),
+            });
+        } else {
+            self.finish_rcpt(&address, None);
+        }
+    }
+
+    /// What RCPT of `address` is decided on, in the transaction open.
+    pub(super) fn rcpt_facts<'a>(&'a self, address: &'a str) -> Option<Facts<'a>> {
+        let tx = self.tx.as_ref()?;
+        Some(
+            Facts::new(self.peer.ip())
+                .from(&tx.from)
+                .mail_params(0, tx.smtputf8)
+                .rcpts(&tx.rcpts)
+                .rcpt(address),
+        )
+    }
+
+    /// Decides RCPT of `address` (after its stage's round trip, when `staged`).
+    pub(super) fn finish_rcpt(&mut self, address: &str, staged: Option<Staged>) {
+        let Some(facts) = self.rcpt_facts(address) else {
+            return;
+        };
+        let decision = self.judge(Stage::Rcpt, &facts, staged);
         // The transaction stays open while the decision is answered, so that a reply's
         // `{n}` counts its recipients.
         let accepted = self.decide(decision);
@@ -195,7 +227,7 @@ impl Session {
             && self
                 .engine
                 .faults()
-                .greylisted(&self.mx, self.peer.ip(), &tx.from, &address);
+                .greylisted(&self.mx, self.peer.ip(), &tx.from, address);
         if greylisted {
             self.record(EventKind::Fault {
                 fault: FaultKind::Greylist,
@@ -205,8 +237,8 @@ impl Session {
             return;
         }
         // A recipient named twice gets the message once.
-        if accepted && !contains_address(&tx.rcpts, &address) {
-            tx.rcpts.push(address.into_owned());
+        if accepted && !contains_address(&tx.rcpts, address) {
+            tx.rcpts.push(address.to_owned());
         }
         if accepted {
             self.reply(ReplyKind::RcptOk);
@@ -216,17 +248,22 @@ impl Session {
     /// Answers DATA. The transaction is taken along into the message data; a refusal puts
     /// it back first, since it stays open (and its recipients count in the reply).
     fn data_command(&mut self) {
+        match &self.tx {
+            None => self.reply(ReplyKind::NeedMail),
+            Some(tx) if tx.rcpts.is_empty() => self.reply(ReplyKind::NeedRcpt),
+            Some(_) if self.waits(Stage::Data) => self.pending = Some(Pending::Data),
+            Some(_) => self.finish_data(None),
+        }
+    }
+
+    /// Decides DATA in the transaction open (after its stage's round trip, when
+    /// `staged`).
+    pub(super) fn finish_data(&mut self, staged: Option<Staged>) {
         let Some(tx) = self.tx.take() else {
-            self.reply(ReplyKind::NeedMail);
             return;
         };
-        if tx.rcpts.is_empty() {
-            self.tx = Some(tx);
-            self.reply(ReplyKind::NeedRcpt);
-            return;
-        }
         let facts = Facts::new(self.peer.ip()).from(&tx.from).rcpts(&tx.rcpts);
-        let decision = self.judge(Stage::Data, &facts);
+        let decision = self.judge(Stage::Data, &facts, staged);
         if !decision.is_accept() {
             self.tx = Some(tx);
             self.decide(decision);

@@ -2,6 +2,7 @@
 //! headers QQ adds (`Received` with NewMX, `X-QQ-mid`, `X-QQ-XMRINFO`).
 
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -10,7 +11,8 @@ use tracing::debug;
 
 use super::body::{Body, Dropped, Ended};
 use super::input::{Mode, Reading};
-use super::{Pending, Session, Submission};
+use super::verdict::Staged;
+use super::{Pending, Session, Submission, Transaction};
 use crate::auth::results_header;
 use crate::clock::{Rfc5322Cst, unix_secs};
 use crate::event::EventKind;
@@ -18,6 +20,23 @@ use crate::policy::{AuthReport, Facts, Verdict};
 use crate::reply::ReplyKind;
 use crate::store::{EventRef, Folder, Message};
 use crate::units::Stage;
+
+/// What the end of data is decided on.
+pub(super) fn message_facts<'a>(
+    ip: IpAddr,
+    tx: &'a Transaction,
+    body: &'a Body,
+    report: Option<&'a AuthReport>,
+) -> Facts<'a> {
+    let facts = Facts::new(ip)
+        .from(&tx.from)
+        .rcpts(&tx.rcpts)
+        .message(&body.bytes);
+    match report {
+        Some(report) => facts.auth(report),
+        None => facts,
+    }
+}
 
 impl Session {
     /// Feeds message data from `input` to `reading`, which stays the mode until the data
@@ -62,26 +81,28 @@ impl Session {
             self.hold(fault, submission);
             return;
         }
-        match self.engine.auth.clone() {
-            Some(auth) => self.pending = Some(Pending::Message { auth, submission }),
-            None => self.finish_message(submission, None),
+        let auth = self.engine.auth.clone();
+        if auth.is_some() || self.waits(Stage::EndOfData) {
+            self.pending = Some(Pending::Message { auth, submission });
+        } else {
+            self.finish_message(submission, None, None);
         }
     }
 
-    /// Decides and stores a complete message once DKIM and DMARC are known.
-    pub(super) fn finish_message(&mut self, submission: Submission, report: Option<AuthReport>) {
+    /// Decides and stores a complete message once DKIM and DMARC are known, after its
+    /// stage's round trip when `staged`.
+    pub(super) fn finish_message(
+        &mut self,
+        submission: Submission,
+        report: Option<AuthReport>,
+        staged: Option<Staged>,
+    ) {
         let Submission { tx, body } = submission;
         if let Some(report) = &report {
             self.record_ref(EventRef::Authenticated(report));
         }
-        let mut facts = Facts::new(self.peer.ip())
-            .from(&tx.from)
-            .rcpts(&tx.rcpts)
-            .message(&body.bytes);
-        if let Some(report) = &report {
-            facts = facts.auth(report);
-        }
-        let folder = match self.verdict(Stage::EndOfData, &facts) {
+        let facts = message_facts(self.peer.ip(), &tx, &body, report.as_ref());
+        let folder = match self.verdict(Stage::EndOfData, &facts, staged) {
             Verdict::Accept => Folder::Inbox,
             Verdict::Junk => Folder::Junk,
             _ => return,

@@ -60,10 +60,11 @@ use crate::chaos::Faults;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::event::{CloseReason, EventKind};
-use crate::policy::{Decision, Policy, SpfCheck};
+use crate::policy::{Decision, Facts, Policy, SpfCheck};
 use crate::reply::{Catalogue, ReplyKind};
 use crate::store::{EventRef, Store};
 use crate::tls::Acceptors;
+use crate::units::Stage;
 use body::Body;
 pub(crate) use body::Inflight;
 use channel::Plain;
@@ -83,6 +84,9 @@ pub(crate) struct Engine {
     /// checks holds a handle on them.
     pub auth: Option<Arc<Authenticator>>,
     pub policy: Mutex<Policy>,
+    /// Whether the policy's state is shared (in Redis): then each stage's round trip is
+    /// made without the policy's lock, while the session waits (see [`Pending`]).
+    pub shared: bool,
     pub store: Store,
     pub clock: Clock,
     /// STARTTLS, unless TLS is off: each listener's certificate.
@@ -167,19 +171,25 @@ struct Submission {
     body: Body,
 }
 
-/// A command whose answer waits for DNS-based checks, which are asynchronous; each holds
-/// the checks it waits for, which exist only when authentication is on.
+/// A command whose answer waits: for DNS-based checks (when authentication is on, each
+/// holds the checks it waits for), or for the round trip of its stage to a shared store.
 enum Pending {
+    /// HELO or EHLO, waiting for its stage's round trip.
+    Helo { host: String, kind: ReplyKind },
     /// MAIL, waiting for SPF (and the PTR record, when one is required).
     Mail {
-        auth: Arc<Authenticator>,
+        auth: Option<Arc<Authenticator>>,
         from: String,
         size: u64,
         smtputf8: bool,
     },
+    /// RCPT, waiting for its stage's round trip.
+    Rcpt { address: String },
+    /// DATA, waiting for its stage's round trip.
+    Data,
     /// The end of data, waiting for DKIM and DMARC.
     Message {
-        auth: Arc<Authenticator>,
+        auth: Option<Arc<Authenticator>>,
         submission: Submission,
     },
 }
@@ -254,7 +264,19 @@ pub(crate) async fn serve<S>(
         mx: listener.mx.to_owned(),
     });
     info!(session = session.id, %peer, "connected");
-    let connect = engine.policy().connect(peer.ip(), engine.clock.now());
+    let now = engine.clock.now();
+    let fetch = if engine.shared {
+        engine
+            .policy()
+            .prepare(Stage::Connect, &Facts::new(peer.ip()), now)
+    } else {
+        None
+    };
+    let fetched = match fetch {
+        Some(fetch) => Some(fetch.send().await),
+        None => None,
+    };
+    let connect = engine.policy().connect_fetched(peer.ip(), now, fetched);
     let _open = Open {
         engine,
         ip: peer.ip(),

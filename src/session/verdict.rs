@@ -2,44 +2,148 @@
 //! stage (or the refusal deferred to it from connect), and the reply that renders it
 //! through the listener's catalogue.
 
+use std::net::IpAddr;
+use std::time::SystemTime;
+
 use tracing::debug;
 
+use super::data::message_facts;
 use super::{Pending, Session};
 use crate::event::EventKind;
-use crate::policy::{Decision, Facts, Verdict};
+use crate::policy::{Decision, Facts, Fetch, Fetched, SpfCheck, Verdict};
 use crate::reply::{Context, ReplyKind};
 use crate::store::EventRef;
 use crate::units::Stage;
 
+/// A stage decided after its round trip to a shared store: the time it was planned for,
+/// which it is decided at, and what the round trip brought (`None` when the stage asks
+/// the store nothing).
+pub(super) struct Staged {
+    now: SystemTime,
+    fetched: Option<Fetched>,
+}
+
+impl Staged {
+    /// Sends `fetch`, planned at `now`, and waits for it.
+    async fn send(fetch: Option<Fetch>, now: SystemTime) -> Self {
+        let fetched = match fetch {
+            Some(fetch) => Some(fetch.send().await),
+            None => None,
+        };
+        Self { now, fetched }
+    }
+}
+
+/// What MAIL is decided on.
+pub(super) fn mail_facts<'a>(
+    ip: IpAddr,
+    from: &'a str,
+    size: u64,
+    smtputf8: bool,
+    spf: Option<&'a SpfCheck>,
+    ptr_matches: Option<bool>,
+) -> Facts<'a> {
+    let mut facts = Facts::new(ip).from(from).mail_params(size, smtputf8);
+    if let Some(spf) = spf {
+        facts = facts.spf(spf);
+    }
+    if let Some(matches) = ptr_matches {
+        facts = facts.ptr_matches(matches);
+    }
+    facts
+}
+
 impl Session {
-    /// Runs the checks `pending` waits for, then answers it.
+    /// Runs the checks `pending` waits for and its stage's round trip, then answers it.
     pub(super) async fn authenticate(&mut self, pending: Pending) {
         let ip = self.peer.ip();
         match pending {
+            Pending::Helo { host, kind } => {
+                let now = self.engine.clock.now();
+                let fetch = self.plan_stage(Stage::Helo, &Facts::new(ip), now);
+                let staged = Staged::send(fetch, now).await;
+                self.finish_hello(host, kind, Some(staged));
+            }
             Pending::Mail {
                 auth,
                 from,
                 size,
                 smtputf8,
             } => {
-                let helo = self.helo.as_deref().unwrap_or_default();
-                let spf = auth.spf(ip, helo, &from).await;
-                let ptr = if self.engine.config.auth.require_ptr {
-                    Some(auth.ptr_matches(ip).await)
-                } else {
-                    None
+                let (spf, ptr) = match auth {
+                    Some(auth) => {
+                        let helo = self.helo.as_deref().unwrap_or_default();
+                        let spf = auth.spf(ip, helo, &from).await;
+                        let ptr = if self.engine.config.auth.require_ptr {
+                            Some(auth.ptr_matches(ip).await)
+                        } else {
+                            None
+                        };
+                        (Some(spf), ptr)
+                    }
+                    None => (None, None),
                 };
-                self.finish_mail(from, size, smtputf8, Some(spf), ptr);
+                let staged = match self.waits(Stage::Mail) {
+                    true => {
+                        let now = self.engine.clock.now();
+                        let facts = mail_facts(ip, &from, size, smtputf8, spf.as_ref(), ptr);
+                        let fetch = self.plan_stage(Stage::Mail, &facts, now);
+                        Some(Staged::send(fetch, now).await)
+                    }
+                    false => None,
+                };
+                self.finish_mail(from, size, smtputf8, spf, ptr, staged);
+            }
+            Pending::Rcpt { address } => {
+                let now = self.engine.clock.now();
+                let fetch = self
+                    .rcpt_facts(&address)
+                    .and_then(|facts| self.plan_stage(Stage::Rcpt, &facts, now));
+                let staged = Staged::send(fetch, now).await;
+                self.finish_rcpt(&address, Some(staged));
+            }
+            Pending::Data => {
+                let now = self.engine.clock.now();
+                let fetch = self
+                    .tx
+                    .as_ref()
+                    .map(|tx| Facts::new(ip).from(&tx.from).rcpts(&tx.rcpts))
+                    .and_then(|facts| self.plan_stage(Stage::Data, &facts, now));
+                let staged = Staged::send(fetch, now).await;
+                self.finish_data(Some(staged));
             }
             Pending::Message { auth, submission } => {
                 let tx = &submission.tx;
-                let report = match &tx.spf {
-                    Some(spf) => Some(auth.message(spf, &tx.from, &submission.body.bytes).await),
-                    None => None,
+                let report = match (&auth, &tx.spf) {
+                    (Some(auth), Some(spf)) => {
+                        Some(auth.message(spf, &tx.from, &submission.body.bytes).await)
+                    }
+                    _ => None,
                 };
-                self.finish_message(submission, report);
+                let staged = match self.waits(Stage::EndOfData) {
+                    true => {
+                        let now = self.engine.clock.now();
+                        let facts =
+                            message_facts(ip, &submission.tx, &submission.body, report.as_ref());
+                        let fetch = self.plan_stage(Stage::EndOfData, &facts, now);
+                        Some(Staged::send(fetch, now).await)
+                    }
+                    false => None,
+                };
+                self.finish_message(submission, report, staged);
             }
         }
+    }
+
+    /// Whether `stage` waits for a round trip to a shared store before it is decided;
+    /// not when a refusal is deferred to it, which the store is not asked about.
+    pub(super) fn waits(&self, stage: Stage) -> bool {
+        self.engine.shared && !self.deferred.iter().any(|d| d.stage == stage)
+    }
+
+    /// The round trip `stage` needs to be decided on `facts` at `now`, planned now.
+    fn plan_stage(&self, stage: Stage, facts: &Facts<'_>, now: SystemTime) -> Option<Fetch> {
+        self.engine.policy().prepare(stage, facts, now)
     }
 
     fn context(&self) -> Context {
@@ -89,29 +193,46 @@ impl Session {
 
     /// Asks the policy about `stage`, after any refusal deferred to it; records the
     /// decision and queues a refusal. Returns whether the client may go on.
-    pub(super) fn ask(&mut self, stage: Stage, facts: &Facts<'_>) -> bool {
-        matches!(self.verdict(stage, facts), Verdict::Accept | Verdict::Junk)
+    pub(super) fn ask(&mut self, stage: Stage, facts: &Facts<'_>, staged: Option<Staged>) -> bool {
+        matches!(
+            self.verdict(stage, facts, staged),
+            Verdict::Accept | Verdict::Junk
+        )
     }
 
     /// [`ask`](Self::ask), returning the verdict.
-    pub(super) fn verdict(&mut self, stage: Stage, facts: &Facts<'_>) -> Verdict {
-        let decision = self.judge(stage, facts);
+    pub(super) fn verdict(
+        &mut self,
+        stage: Stage,
+        facts: &Facts<'_>,
+        staged: Option<Staged>,
+    ) -> Verdict {
+        let decision = self.judge(stage, facts, staged);
         let verdict = decision.verdict;
         self.decide(decision);
         verdict
     }
 
-    /// The policy's decision at `stage`, or the refusal deferred to it; not yet recorded.
-    pub(super) fn judge(&self, stage: Stage, facts: &Facts<'_>) -> Decision {
+    /// The policy's decision at `stage` (after its round trip, when `staged`), or the
+    /// refusal deferred to it; not yet recorded.
+    pub(super) fn judge(
+        &self,
+        stage: Stage,
+        facts: &Facts<'_>,
+        staged: Option<Staged>,
+    ) -> Decision {
         match self.deferred.iter().find(|d| d.stage == stage) {
             Some(deferred) => deferred.clone(),
             None => {
-                let now = self.engine.clock.now();
+                let (now, fetched) = match staged {
+                    Some(Staged { now, fetched }) => (now, fetched),
+                    None => (self.engine.clock.now(), None),
+                };
                 let mut policy = self.engine.policy();
                 if stage == Stage::EndOfData {
-                    policy.end_of_data(facts, now)
+                    policy.end_of_data_fetched(facts, now, fetched)
                 } else {
-                    policy.check(stage, facts, now)
+                    policy.check_fetched(stage, facts, now, fetched)
                 }
             }
         }

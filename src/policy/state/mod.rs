@@ -379,6 +379,38 @@ pub(crate) struct Ahead<'a> {
     pub now: u64,
 }
 
+/// A stage's round trip to a shared store: planned under the policy's lock
+/// ([`Store::prepare`]), sent without it, and brought back under it again
+/// ([`Store::install`]), so that one session's wait on Redis holds up no other.
+#[derive(Debug)]
+pub(crate) struct Fetch(Sending);
+
+/// What a stage's round trip brought: its replies, or the error that ended it.
+#[derive(Debug)]
+pub(crate) struct Fetched(Sent);
+
+#[cfg(feature = "redis")]
+type Sending = redis::Fetch;
+#[cfg(feature = "redis")]
+type Sent = redis::Fetched;
+/// Nothing: only the shared store makes round trips.
+#[cfg(not(feature = "redis"))]
+#[derive(Debug)]
+enum Sending {}
+#[cfg(not(feature = "redis"))]
+#[derive(Debug)]
+enum Sent {}
+
+impl Fetch {
+    /// Sends the round trip and waits for its replies, at most the store's timeout.
+    pub async fn send(self) -> Fetched {
+        #[cfg(feature = "redis")]
+        return Fetched(self.0.send().await);
+        #[cfg(not(feature = "redis"))]
+        match self.0 {}
+    }
+}
+
 /// Everything the policy remembers.
 pub(crate) trait Store:
     Blacklists + RecipientLists + QuotaCounters + IpRecords + BulkPrints + fmt::Debug + Send
@@ -388,6 +420,15 @@ pub(crate) trait Store:
     /// A stage begins: a shared store reads at once what its rules may ask about, with
     /// the writes it holds back; nothing to do in memory.
     fn ahead(&self, _ahead: &Ahead<'_>) {}
+    /// A stage begins as [`ahead`](Self::ahead) announces, but what it may read is read
+    /// without the policy's lock: the round trip to send, when the stage's rules may ask
+    /// anything; `None` in memory.
+    fn prepare(&self, _ahead: &Ahead<'_>) -> Option<Fetch> {
+        None
+    }
+    /// The stage [`prepare`](Self::prepare) planned begins, with what its round trip
+    /// brought.
+    fn install(&self, _fetched: Fetched) {}
     /// Forgets everything, as a store made afresh from the config: nothing to do for one
     /// that was just made in memory; a shared store forgets what every replica wrote
     /// (the clock's offset excepted).

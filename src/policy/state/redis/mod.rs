@@ -36,6 +36,7 @@ use ips::SEEN_KEPT;
 mod lists;
 mod quotas;
 mod scripts;
+mod stage;
 mod view;
 
 use std::cell::{Cell, RefCell};
@@ -46,7 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use redis::{Client, Cmd, Connection, RedisError, RedisResult, Script, Value};
+use redis::{Client, Cmd, Connection, Pipeline, RedisError, RedisResult, Script, Value};
 use tracing::{debug, info, warn};
 
 use super::lists::{Lists, Recipients};
@@ -55,6 +56,7 @@ use crate::config::{Config, ConfigError, Stages};
 use scripts::Scripts;
 
 pub(crate) use clock::SharedClock;
+pub(crate) use stage::{Fetch, Fetched};
 
 /// Leases made by this process, for unique lease ids across the stores it runs.
 static LEASES: AtomicU64 = AtomicU64::new(0);
@@ -99,6 +101,17 @@ fn open(client: &Client, timeout: Duration) -> RedisResult<Connection> {
 /// change), not a connection that failed.
 fn refused(e: &RedisError) -> bool {
     matches!(e.kind(), redis::ErrorKind::Server(kind) if kind != redis::ServerErrorKind::NoScript)
+}
+
+/// The replies of a pipeline, or the first error among them.
+fn answered(replies: Vec<Value>) -> RedisResult<Vec<Value>> {
+    match replies.iter().find_map(|v| match v {
+        Value::ServerError(e) => Some(e.clone()),
+        _ => None,
+    }) {
+        Some(e) => Err(e.into()),
+        None => Ok(replies),
+    }
 }
 
 /// Sends the writes held back when no call has carried them for [`FLUSH_EVERY`]; stops
@@ -205,6 +218,8 @@ pub(crate) struct Redis {
     view: RefCell<Option<view::View>>,
     /// Writes held back for the next call.
     held: Held,
+    /// The connection of the stages' round trips sent without the policy's lock.
+    shared: Arc<stage::Shared>,
     _flusher: Option<Flusher>,
 }
 
@@ -246,6 +261,7 @@ impl Redis {
                 .ok()
                 .map(|_| Flusher(stop))
         };
+        let shared = Arc::new(stage::Shared::new(client.clone(), state.timeout));
         Ok(Self {
             client,
             conn: RefCell::new(None),
@@ -282,6 +298,7 @@ impl Redis {
             plan: RefCell::new(None),
             view: RefCell::new(None),
             held,
+            shared,
             _flusher: flusher,
         })
     }
@@ -342,43 +359,48 @@ impl Redis {
         if self.health.failed() {
             return None;
         }
+        let (pipe, held) = self.with_held(cmds);
+        self.health.call();
+        let replies = self.attempt(|conn| pipe.query::<Vec<Value>>(conn).and_then(answered));
+        self.settle(what, held, replies)
+    }
+
+    /// A pipeline of the writes held back, taken out, then `cmds`; with those writes.
+    pub(super) fn with_held(&self, cmds: Vec<Cmd>) -> (Pipeline, Vec<(Cmd, bool)>) {
         let held = std::mem::take(&mut lock(&self.held).cmds);
         let mut pipe = redis::pipe();
         for cmd in held.iter().map(|(cmd, _)| cmd.clone()).chain(cmds) {
             pipe.add_command(cmd);
         }
-        let poisoned = Cell::new(false);
-        let replies: Option<Vec<Value>> = self.call(what, |conn| {
-            let replies = pipe.query::<Vec<Value>>(conn).and_then(|replies| {
-                match replies.iter().find_map(|v| match v {
-                    Value::ServerError(e) => Some(e.clone()),
-                    _ => None,
-                }) {
-                    Some(e) => Err(e.into()),
-                    None => Ok(Some(replies)),
-                }
-            });
-            if let Err(e) = &replies {
-                poisoned.set(refused(e));
-            }
-            replies
-        });
+        (pipe, held)
+    }
+
+    /// What a pipeline with the writes `held` ahead brought: the replies after those
+    /// writes', or `None` when the call failed. The writes of a call that failed are
+    /// held again, unless Redis refused them (it would again): they are dropped, logged.
+    pub(super) fn settle(
+        &self,
+        what: &str,
+        held: Vec<(Cmd, bool)>,
+        replies: RedisResult<Vec<Value>>,
+    ) -> Option<Vec<Value>> {
         match replies {
-            Some(mut replies) => {
+            Ok(mut replies) => {
+                self.reached();
                 lock(&self.held).dropped = false;
                 replies.drain(..held.len().min(replies.len()));
                 Some(replies)
             }
-            // Writes Redis refused would be refused again: they are dropped, logged.
-            None if poisoned.get() => {
-                warn!(prefix = %self.prefix, "policy state writes refused by Redis, dropped");
-                None
-            }
-            None => {
-                let mut pending = lock(&self.held);
-                let later = std::mem::replace(&mut pending.cmds, held);
-                pending.cmds.retain(|(_, again)| *again);
-                pending.cmds.extend(later);
+            Err(e) => {
+                self.fell(what, &e);
+                if refused(&e) {
+                    warn!(prefix = %self.prefix, "policy state writes refused by Redis, dropped");
+                } else {
+                    let mut pending = lock(&self.held);
+                    let later = std::mem::replace(&mut pending.cmds, held);
+                    pending.cmds.retain(|(_, again)| *again);
+                    pending.cmds.extend(later);
+                }
                 None
             }
         }
@@ -399,29 +421,48 @@ impl Redis {
             return T::default();
         }
         self.health.call();
+        match self.attempt(f) {
+            Ok(value) => {
+                self.reached();
+                value
+            }
+            Err(e) => {
+                self.fell(what, &e);
+                T::default()
+            }
+        }
+    }
+
+    /// Runs `f` on the connection, made now if there is none; a connection that failed
+    /// is dropped.
+    fn attempt<T>(&self, f: impl FnOnce(&mut Connection) -> RedisResult<T>) -> RedisResult<T> {
         let mut slot = self.conn.borrow_mut();
         let result = match slot.as_mut() {
             Some(conn) => f(conn),
             None => self.connect().and_then(|conn| f(slot.insert(conn))),
         };
-        match result {
-            Ok(value) => {
-                if self.down.replace(false) {
-                    info!(prefix = %self.prefix, "policy state reachable again");
-                }
-                value
-            }
-            Err(e) => {
-                *slot = None;
-                self.seen.borrow_mut().clear();
-                self.health.fail();
-                if !self.down.replace(true) {
-                    warn!(prefix = %self.prefix, call = what, error = %e, "policy state unreachable");
-                } else {
-                    tracing::debug!(call = what, error = %e, "policy state still unreachable");
-                }
-                T::default()
-            }
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// A call succeeded: Redis is back if it was down.
+    fn reached(&self) {
+        if self.down.replace(false) {
+            info!(prefix = %self.prefix, "policy state reachable again");
+        }
+    }
+
+    /// A call failed: the stage is answered as if nothing were known, and the IPs seen
+    /// are told again once Redis is back.
+    fn fell(&self, what: &str, e: &RedisError) {
+        self.seen.borrow_mut().clear();
+        self.health.fail();
+        if !self.down.replace(true) {
+            warn!(prefix = %self.prefix, call = what, error = %e, "policy state unreachable");
+        } else {
+            debug!(call = what, error = %e, "policy state still unreachable");
         }
     }
 
@@ -473,6 +514,14 @@ impl Store for Redis {
     fn ahead(&self, ahead: &Ahead<'_>) {
         self.health.enter(ahead.stage as usize);
         self.plan(ahead);
+    }
+
+    fn prepare(&self, ahead: &Ahead<'_>) -> Option<super::Fetch> {
+        self.prepare_stage(ahead).map(super::Fetch)
+    }
+
+    fn install(&self, fetched: super::Fetched) {
+        self.install_stage(fetched.0);
     }
 
     fn clear_all(&mut self) {

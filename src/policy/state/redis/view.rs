@@ -19,6 +19,7 @@ use redis::{Cmd, FromRedisValue, RedisResult, Value};
 
 use super::Redis;
 use super::quotas::{Mode, signature};
+use super::stage::Layout;
 use crate::policy::state::{self, BlockOf, Check, QuotaKey};
 use crate::units::{QuotaName, Stage, Window};
 
@@ -120,6 +121,22 @@ pub(super) struct Plan {
     ahead: Option<Ahead>,
 }
 
+impl Plan {
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// The plan is for the call `call` of the policy.
+    pub fn belong_to(&mut self, call: u64) {
+        self.call = call;
+    }
+
+    /// Whether the stage reads counters for checks without a count.
+    pub fn reads_counters(&self) -> bool {
+        !self.counters.is_empty()
+    }
+}
+
 /// A quota script sent before its rule asked for it.
 #[derive(Debug, Clone)]
 pub(super) struct Ahead {
@@ -188,10 +205,14 @@ const COUNTER_FIELDS: [&str; 7] = ["bu", "im", "cm", "ih", "ch", "id", "cd"];
 impl Redis {
     /// The stage `ahead` begins: what it may read is read at its first question.
     pub(super) fn plan(&self, ahead: &state::Ahead<'_>) {
-        let call = self.health.stage();
         // A view read for this call before it was announced (the warm-up's first sight)
         // gives way to the stage's.
         self.forget_view();
+        *self.plan.borrow_mut() = Some(self.plan_of(ahead, self.health.stage()));
+    }
+
+    /// What the stage `ahead` announces may be asked, for the call `call`.
+    pub(super) fn plan_of(&self, ahead: &state::Ahead<'_>, call: u64) -> Plan {
         let from = ahead.from.filter(|f| !f.is_empty()).map(|f| {
             let f = f.to_lowercase();
             let domain = f.rsplit_once('@').map_or("", |(_, d)| d).to_owned();
@@ -209,7 +230,7 @@ impl Redis {
                 rcpts.push(r);
             }
         }
-        *self.plan.borrow_mut() = Some(Plan {
+        Plan {
             call,
             stage: ahead.stage,
             ip: ahead.ip,
@@ -224,7 +245,7 @@ impl Redis {
                 .map(|k| (k.name, k.subject.id(k.name), self.counter_key(*k)))
                 .collect(),
             ahead: self.quota_ahead(ahead),
-        });
+        }
     }
 
     /// The quota script the stage's rules will call if they come to it.
@@ -300,6 +321,13 @@ impl Redis {
 
     /// Reads what `plan` may ask about, with the writes held back, in one round trip.
     fn fetch(&self, plan: &Plan) -> Option<View> {
+        let (cmds, layout) = self.request(plan);
+        let replies = self.exchange("stage", cmds)?;
+        self.read(plan, layout, replies)
+    }
+
+    /// The reads of what `plan` may ask about, and where their replies are.
+    pub(super) fn request(&self, plan: &Plan) -> (Vec<Cmd>, Layout) {
         let ip = plan.ip;
         let mut cmds = Vec::new();
         let lease_id = (plan.stage == Stage::Connect).then(|| self.lease_id());
@@ -320,25 +348,24 @@ impl Redis {
         let listing = at(ip_stage);
         let blocks = stage == Stage::Connect;
         cmds.extend(self.ip_reads(ip, listing, blocks));
-        let whitelists = (listing && stage < Stage::Mail).then(|| {
+        let whitelists = listing && stage < Stage::Mail;
+        if whitelists {
             let mut cmd = redis::cmd("EXISTS");
             cmd.arg(self.key(format_args!("wl-any")));
             cmds.push(cmd);
-        });
-        let sender = plan.from.as_ref().filter(|_| at(sender_stage));
+        }
+        let sender = plan.from.is_some() && at(sender_stage);
         let named = plan
             .from
             .as_ref()
-            .filter(|_| {
-                stage == Stage::Rcpt || (stage >= Stage::Mail && (listing || sender.is_some()))
-            })
-            .map(|(from, domain)| {
-                let mut cmd = redis::cmd("EXISTS");
-                cmd.arg(self.key(format_args!("wl:{from}")))
-                    .arg(self.key(format_args!("wl:{domain}")));
-                cmds.push(cmd);
-            });
-        if let Some((from, domain)) = sender {
+            .filter(|_| stage == Stage::Rcpt || (stage >= Stage::Mail && (listing || sender)));
+        if let Some((from, domain)) = named {
+            let mut cmd = redis::cmd("EXISTS");
+            cmd.arg(self.key(format_args!("wl:{from}")))
+                .arg(self.key(format_args!("wl:{domain}")));
+            cmds.push(cmd);
+        }
+        if let Some((from, domain)) = plan.from.as_ref().filter(|_| sender) {
             cmds.extend(self.sender_reads(from, domain));
         }
         let personal = plan.from.is_some() && self.stages.rejected_by_recipients == plan.stage;
@@ -376,7 +403,6 @@ impl Redis {
                 cmds.push(cmd);
             }
         });
-
         let ahead = plan.ahead.clone();
         if let Some(ahead) = &ahead {
             cmds.push(ahead.cmd.clone());
@@ -392,24 +418,43 @@ impl Redis {
             cmd.arg(&key).arg(self.bulk_window + 60);
             cmds.push(cmd);
         });
-        let replies = self.exchange("stage", cmds)?;
+        let layout = Layout {
+            lease_id,
+            listing,
+            blocks,
+            whitelists,
+            named: named.is_some(),
+            sender,
+            personal,
+            bounce,
+            bulk,
+            ahead,
+            add,
+        };
+        (cmds, layout)
+    }
+
+    /// The view `replies` (to [`request`](Self::request)'s reads, as `layout` places
+    /// them) make for `plan`; `None` when they cannot be read (the call then failed).
+    pub(super) fn read(&self, plan: &Plan, layout: Layout, replies: Vec<Value>) -> Option<View> {
+        let ip = plan.ip;
         let read = || -> RedisResult<View> {
             let mut r = Replies(replies.into_iter());
-            let lease = match lease_id {
+            let lease = match layout.lease_id {
                 Some(id) => Some((id, r.next::<u64>()?)),
                 None => None,
             };
-            let ip_view = Self::ip_replies(&mut r, listing, blocks)?;
+            let ip_view = Self::ip_replies(&mut r, layout.listing, layout.blocks)?;
             self.remember_first(ip, ip_view.first);
-            let whitelists = match whitelists {
-                Some(()) => Some(r.next::<u64>()? > 0),
-                None => None,
+            let whitelists = match layout.whitelists {
+                true => Some(r.next::<u64>()? > 0),
+                false => None,
             };
-            let named = match named {
-                Some(()) => Some(r.next::<u64>()? > 0),
-                None => None,
+            let named = match layout.named {
+                true => Some(r.next::<u64>()? > 0),
+                false => None,
             };
-            let sender = match sender {
+            let sender = match plan.from.as_ref().filter(|_| layout.sender) {
                 Some((from, domain)) => {
                     let read = self.sender_replies(from, domain, &mut r)?;
                     Some((from.clone(), domain.clone(), read))
@@ -426,13 +471,13 @@ impl Redis {
                 lease,
                 ..View::default()
             };
-            if personal {
+            if layout.personal {
                 for rcpt in &plan.rcpts {
                     let (a, b): (bool, bool) = (r.next()?, r.next()?);
                     view.personal.push((rcpt.clone(), a || b));
                 }
             }
-            if bounce {
+            if layout.bounce {
                 for rcpt in &plan.rcpts {
                     view.mailed.push((rcpt.clone(), r.next()?));
                 }
@@ -448,7 +493,7 @@ impl Redis {
             }
             let window = plan.now / self.bulk_window;
             let mut new = Vec::new();
-            if let Some(print) = bulk {
+            if let Some(print) = layout.bulk {
                 let mut n: usize = r.next()?;
                 for rcpt in &plan.rcpts {
                     if !r.next::<bool>()? {
@@ -458,11 +503,11 @@ impl Redis {
                 }
                 view.bulk = Some((print, window, n));
             }
-            if let Some(ahead) = ahead {
+            if let Some(ahead) = layout.ahead {
                 let reply = r.0.next().unwrap_or(Value::Nil);
                 view.ahead = Some(Unclaimed { ahead, reply });
             }
-            if let Some(print) = add {
+            if let Some(print) = layout.add {
                 view.added = Some((print, window, new));
             }
             Ok(view)

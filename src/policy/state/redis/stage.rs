@@ -1,0 +1,219 @@
+//! A stage's round trip without the policy's lock. [`Redis::prepare_stage`] plans the
+//! stage's reads under the lock and takes the writes held back with them;
+//! [`Fetch::send`] sends them on the connection every session shares, a multiplexed one,
+//! so that the round trips of many sessions are in flight at once and a wake-up of the
+//! server brings the replies of many; [`Redis::install_stage`] makes the replies the
+//! stage's view under the lock again, or fails the stage and holds the writes again, as
+//! a call made under the lock would. A round trip gets `state.timeout` in all, its
+//! connection's making included.
+//!
+//! A session that ends while its round trip is out (the server shutting down) puts the
+//! writes it carried back with the writes held; a quota script it carried may have
+//! counted, as one of a call that failed may.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisResult, Value};
+
+use super::scripts::Scripts;
+use super::view::{Ahead, Plan};
+use super::{Held, Redis, answered, lock};
+use crate::policy::state;
+
+/// Where the replies to a stage's reads are: which reads [`Redis::request`] made.
+#[derive(Debug)]
+pub(super) struct Layout {
+    /// At connect: the id of the lease taken on the connection.
+    pub lease_id: Option<String>,
+    /// Whether the IP's listings and complaints were read.
+    pub listing: bool,
+    /// Whether the blocks of the IP's quotas were read.
+    pub blocks: bool,
+    /// Whether it was read if any whitelist exists.
+    pub whitelists: bool,
+    /// Whether it was read if a whitelist names the sender or its domain.
+    pub named: bool,
+    /// Whether the sender's listings were read.
+    pub sender: bool,
+    /// Whether the recipients' personal blacklists were read.
+    pub personal: bool,
+    /// Whether the recipients' outbound records were read.
+    pub bounce: bool,
+    /// The body's fingerprint, when its recipients were read.
+    pub bulk: Option<u64>,
+    /// The quota script sent ahead.
+    pub ahead: Option<Ahead>,
+    /// The body's fingerprint, when the message's recipients were added to it.
+    pub add: Option<u64>,
+}
+
+impl Layout {
+    /// Whether the rules of the stage may ask about anything read besides the IP's
+    /// record (which no rule asks for alone): if not, the stage sends nothing ahead.
+    fn asks(&self, plan: &Plan) -> bool {
+        self.lease_id.is_some()
+            || self.listing
+            || self.sender
+            || self.named
+            || self.personal
+            || self.bounce
+            || plan.reads_counters()
+            || self.bulk.is_some()
+            || self.ahead.is_some()
+    }
+}
+
+/// The connection the stages' round trips share, made at the first and after a failure.
+#[derive(Debug)]
+pub(super) struct Shared {
+    client: Client,
+    timeout: Duration,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+impl Shared {
+    pub fn new(client: Client, timeout: Duration) -> Self {
+        Self {
+            client,
+            timeout,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection, made now (with the scripts loaded) if there is none.
+    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let mut pipe = redis::pipe();
+        for code in Scripts::CODES {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(slot.insert(conn).clone())
+    }
+
+    /// Sends `pipe`; its replies, or the first error among them.
+    async fn exchange(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+        let mut conn = self.connection().await?;
+        pipe.query_async::<Vec<Value>>(&mut conn)
+            .await
+            .and_then(answered)
+    }
+}
+
+/// What a round trip carries besides its pipeline.
+#[derive(Debug)]
+struct Parts {
+    /// The writes held back, sent ahead of the reads.
+    held: Vec<(Cmd, bool)>,
+    plan: Plan,
+    layout: Layout,
+}
+
+/// A stage's round trip, planned.
+#[derive(Debug)]
+pub(crate) struct Fetch {
+    shared: Arc<Shared>,
+    pipe: Pipeline,
+    /// Taken when the replies come; still here if the round trip was dropped.
+    parts: Option<Parts>,
+    /// Where the writes go back to then.
+    queue: Held,
+}
+
+/// A stage's round trip, with its replies or the error that ended it.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    parts: Parts,
+    replies: RedisResult<Vec<Value>>,
+}
+
+impl Fetch {
+    /// Sends the round trip; its replies, or its error (a timeout after `state.timeout`).
+    pub async fn send(mut self) -> Fetched {
+        let shared = self.shared.clone();
+        let replies = match tokio::time::timeout(shared.timeout, shared.exchange(&self.pipe)).await
+        {
+            Ok(replies) => replies,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no reply within state.timeout",
+            )
+            .into()),
+        };
+        if replies.is_err() {
+            // The next round trip makes a new connection.
+            shared.conn.lock().await.take();
+        }
+        let parts = self
+            .parts
+            .take()
+            .expect("a round trip is sent once, since sending takes it");
+        Fetched { parts, replies }
+    }
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        if let Some(parts) = self.parts.take() {
+            let mut pending = lock(&self.queue);
+            pending
+                .cmds
+                .extend(parts.held.into_iter().filter(|(_, again)| *again));
+        }
+    }
+}
+
+impl Redis {
+    /// The round trip of the stage `ahead` announces, when its rules may ask anything.
+    pub(super) fn prepare_stage(&self, ahead: &state::Ahead<'_>) -> Option<Fetch> {
+        let plan = self.plan_of(ahead, 0);
+        let (cmds, layout) = self.request(&plan);
+        if !layout.asks(&plan) {
+            return None;
+        }
+        let (pipe, held) = self.with_held(cmds);
+        Some(Fetch {
+            shared: self.shared.clone(),
+            pipe,
+            parts: Some(Parts { held, plan, layout }),
+            queue: self.held.clone(),
+        })
+    }
+
+    /// The stage `fetched` was planned for begins: its replies are its view, or the
+    /// stage failed.
+    pub(super) fn install_stage(&self, fetched: Fetched) {
+        let Fetched {
+            parts:
+                Parts {
+                    held,
+                    mut plan,
+                    layout,
+                },
+            replies,
+        } = fetched;
+        self.health.enter(plan.stage() as usize);
+        self.health.call();
+        *self.plan.borrow_mut() = None;
+        self.forget_view();
+        plan.belong_to(self.health.stage());
+        let Some(replies) = self.settle("stage", held, replies) else {
+            return;
+        };
+        if let Some(view) = self.read(&plan, layout, replies) {
+            *self.view.borrow_mut() = Some(view);
+        }
+    }
+}
