@@ -103,6 +103,20 @@ fn refused(e: &RedisError) -> bool {
     matches!(e.kind(), redis::ErrorKind::Server(kind) if kind != redis::ServerErrorKind::NoScript)
 }
 
+/// Holds again, ahead of the writes held since, the writes at the head of `pipe` that
+/// may be sent again (`again`, one per write).
+fn hold_again(held: &Held, pipe: &Pipeline, again: &[bool]) {
+    let mut pending = lock(held);
+    let later = std::mem::take(&mut pending.cmds);
+    pending.cmds = pipe
+        .cmd_iter()
+        .zip(again)
+        .filter(|(_, again)| **again)
+        .map(|(cmd, _)| (cmd.clone(), true))
+        .collect();
+    pending.cmds.extend(later);
+}
+
 /// The replies of a pipeline, or the first error among them.
 fn answered(replies: Vec<Value>) -> RedisResult<Vec<Value>> {
     match replies.iter().find_map(|v| match v {
@@ -359,36 +373,44 @@ impl Redis {
         if self.health.failed() {
             return None;
         }
-        let (pipe, held) = self.with_held(cmds);
+        let (pipe, again) = self.with_held(cmds);
         self.health.call();
         let replies = self.attempt(|conn| pipe.query::<Vec<Value>>(conn).and_then(answered));
-        self.settle(what, held, replies)
+        self.settle(what, &pipe, &again, replies)
     }
 
-    /// A pipeline of the writes held back, taken out, then `cmds`; with those writes.
-    pub(super) fn with_held(&self, cmds: Vec<Cmd>) -> (Pipeline, Vec<(Cmd, bool)>) {
+    /// A pipeline of the writes held back, taken out, then `cmds`; with whether each of
+    /// those writes may be sent again.
+    pub(super) fn with_held(&self, cmds: Vec<Cmd>) -> (Pipeline, Vec<bool>) {
         let held = std::mem::take(&mut lock(&self.held).cmds);
         let mut pipe = redis::pipe();
-        for cmd in held.iter().map(|(cmd, _)| cmd.clone()).chain(cmds) {
+        let mut again = Vec::with_capacity(held.len());
+        for (cmd, may) in held {
+            pipe.add_command(cmd);
+            again.push(may);
+        }
+        for cmd in cmds {
             pipe.add_command(cmd);
         }
-        (pipe, held)
+        (pipe, again)
     }
 
-    /// What a pipeline with the writes `held` ahead brought: the replies after those
-    /// writes', or `None` when the call failed. The writes of a call that failed are
-    /// held again, unless Redis refused them (it would again): they are dropped, logged.
+    /// What `pipe`, with writes held back ahead (`again`: whether each may be sent
+    /// again), brought: the replies after those writes', or `None` when the call failed.
+    /// The writes of a call that failed are held again, unless Redis refused them (it
+    /// would again): they are dropped, logged.
     pub(super) fn settle(
         &self,
         what: &str,
-        held: Vec<(Cmd, bool)>,
+        pipe: &Pipeline,
+        again: &[bool],
         replies: RedisResult<Vec<Value>>,
     ) -> Option<Vec<Value>> {
         match replies {
             Ok(mut replies) => {
                 self.reached();
                 lock(&self.held).dropped = false;
-                replies.drain(..held.len().min(replies.len()));
+                replies.drain(..again.len().min(replies.len()));
                 Some(replies)
             }
             Err(e) => {
@@ -396,10 +418,7 @@ impl Redis {
                 if refused(&e) {
                     warn!(prefix = %self.prefix, "policy state writes refused by Redis, dropped");
                 } else {
-                    let mut pending = lock(&self.held);
-                    let later = std::mem::replace(&mut pending.cmds, held);
-                    pending.cmds.retain(|(_, again)| *again);
-                    pending.cmds.extend(later);
+                    hold_again(&self.held, pipe, again);
                 }
                 None
             }

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisResult, Value};
+use redis::{AsyncConnectionConfig, Client, Pipeline, RedisResult, Value};
 
 use super::scripts::Scripts;
 use super::view::{Ahead, Plan};
-use super::{Held, Redis, answered, lock};
+use super::{Held, Redis, answered, hold_again};
 use crate::policy::state;
 
 /// Where the replies to a stage's reads are: which reads [`Redis::request`] made.
@@ -47,22 +47,6 @@ pub(super) struct Layout {
     pub ahead: Option<Ahead>,
     /// The body's fingerprint, when the message's recipients were added to it.
     pub add: Option<u64>,
-}
-
-impl Layout {
-    /// Whether the rules of the stage may ask about anything read besides the IP's
-    /// record (which no rule asks for alone): if not, the stage sends nothing ahead.
-    fn asks(&self, plan: &Plan) -> bool {
-        self.lease_id.is_some()
-            || self.listing
-            || self.sender
-            || self.named
-            || self.personal
-            || self.bounce
-            || plan.reads_counters()
-            || self.bulk.is_some()
-            || self.ahead.is_some()
-    }
 }
 
 /// The connection the stages' round trips share, made at the first and after a failure.
@@ -115,8 +99,8 @@ impl Shared {
 /// What a round trip carries besides its pipeline.
 #[derive(Debug)]
 struct Parts {
-    /// The writes held back, sent ahead of the reads.
-    held: Vec<(Cmd, bool)>,
+    /// Whether each of the writes held back, sent ahead of the reads, may be sent again.
+    again: Vec<bool>,
     plan: Plan,
     layout: Layout,
 }
@@ -135,6 +119,7 @@ pub(crate) struct Fetch {
 /// A stage's round trip, with its replies or the error that ended it.
 #[derive(Debug)]
 pub(crate) struct Fetched {
+    pipe: Pipeline,
     parts: Parts,
     replies: RedisResult<Vec<Value>>,
 }
@@ -160,17 +145,18 @@ impl Fetch {
             .parts
             .take()
             .expect("a round trip is sent once, since sending takes it");
-        Fetched { parts, replies }
+        Fetched {
+            pipe: std::mem::take(&mut self.pipe),
+            parts,
+            replies,
+        }
     }
 }
 
 impl Drop for Fetch {
     fn drop(&mut self) {
         if let Some(parts) = self.parts.take() {
-            let mut pending = lock(&self.queue);
-            pending
-                .cmds
-                .extend(parts.held.into_iter().filter(|(_, again)| *again));
+            hold_again(&self.queue, &self.pipe, &parts.again);
         }
     }
 }
@@ -179,15 +165,19 @@ impl Redis {
     /// The round trip of the stage `ahead` announces, when its rules may ask anything.
     pub(super) fn prepare_stage(&self, ahead: &state::Ahead<'_>) -> Option<Fetch> {
         let plan = self.plan_of(ahead, 0);
-        let (cmds, layout) = self.request(&plan);
-        if !layout.asks(&plan) {
+        if !self.asks(&plan) {
             return None;
         }
-        let (pipe, held) = self.with_held(cmds);
+        let (cmds, layout) = self.request(&plan);
+        let (pipe, again) = self.with_held(cmds);
         Some(Fetch {
             shared: self.shared.clone(),
             pipe,
-            parts: Some(Parts { held, plan, layout }),
+            parts: Some(Parts {
+                again,
+                plan,
+                layout,
+            }),
             queue: self.held.clone(),
         })
     }
@@ -196,9 +186,10 @@ impl Redis {
     /// stage failed.
     pub(super) fn install_stage(&self, fetched: Fetched) {
         let Fetched {
+            pipe,
             parts:
                 Parts {
-                    held,
+                    again,
                     mut plan,
                     layout,
                 },
@@ -209,7 +200,7 @@ impl Redis {
         *self.plan.borrow_mut() = None;
         self.forget_view();
         plan.belong_to(self.health.stage());
-        let Some(replies) = self.settle("stage", held, replies) else {
+        let Some(replies) = self.settle("stage", &pipe, &again, replies) else {
             return;
         };
         if let Some(view) = self.read(&plan, layout, replies) {

@@ -130,11 +130,6 @@ impl Plan {
     pub fn belong_to(&mut self, call: u64) {
         self.call = call;
     }
-
-    /// Whether the stage reads counters for checks without a count.
-    pub fn reads_counters(&self) -> bool {
-        !self.counters.is_empty()
-    }
 }
 
 /// A quota script sent before its rule asked for it.
@@ -324,6 +319,25 @@ impl Redis {
         let (cmds, layout) = self.request(plan);
         let replies = self.exchange("stage", cmds)?;
         self.read(plan, layout, replies)
+    }
+
+    /// Whether the rules of the stage `plan` is for may ask about anything but the IP's
+    /// record (which no rule asks for alone): as [`request`](Self::request) decides
+    /// what to read, without making the reads.
+    pub(super) fn asks(&self, plan: &Plan) -> bool {
+        let stage = plan.stage;
+        let at = |configured: Stage| {
+            stage == configured || (stage == Stage::Rcpt && configured < Stage::Rcpt)
+        };
+        let from = plan.from.is_some();
+        stage == Stage::Connect
+            || at(self.list_stages.0)
+            || (from && (at(self.list_stages.1) || stage == Stage::Rcpt))
+            || (from && self.stages.rejected_by_recipients == stage)
+            || (plan.null_sender && self.backscatter && self.stages.bounce_attack == stage)
+            || !plan.counters.is_empty()
+            || plan.print.is_some()
+            || plan.ahead.is_some()
     }
 
     /// The reads of what `plan` may ask about, and where their replies are.
