@@ -346,7 +346,11 @@ impl Policy {
         fetched: Option<Fetched>,
     ) -> Decision {
         self.begin();
-        let print = self.health.is_some().then(|| self.print(facts));
+        // The fingerprint the stage's round trip was planned with, else made now.
+        let print = self.health.is_some().then(|| match &fetched {
+            Some(fetched) => fetched.print(),
+            None => self.print(facts),
+        });
         if let Some(print) = print {
             self.announce(Stage::EndOfData, facts, secs(now), print, fetched);
         }

@@ -2,7 +2,6 @@
 //! headers QQ adds (`Received` with NewMX, `X-QQ-mid`, `X-QQ-XMRINFO`).
 
 use std::io::Write as _;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -11,32 +10,15 @@ use tracing::debug;
 
 use super::body::{Body, Dropped, Ended};
 use super::input::{Mode, Reading};
-use super::verdict::Staged;
-use super::{Pending, Session, Submission, Transaction};
+use super::verdict::{Staged, message_facts};
+use super::{Pending, Session, Submission};
 use crate::auth::results_header;
 use crate::clock::{Rfc5322Cst, unix_secs};
 use crate::event::EventKind;
-use crate::policy::{AuthReport, Facts, Verdict};
+use crate::policy::{AuthReport, Verdict};
 use crate::reply::ReplyKind;
 use crate::store::{EventRef, Folder, Message};
 use crate::units::Stage;
-
-/// What the end of data is decided on.
-pub(super) fn message_facts<'a>(
-    ip: IpAddr,
-    tx: &'a Transaction,
-    body: &'a Body,
-    report: Option<&'a AuthReport>,
-) -> Facts<'a> {
-    let facts = Facts::new(ip)
-        .from(&tx.from)
-        .rcpts(&tx.rcpts)
-        .message(&body.bytes);
-    match report {
-        Some(report) => facts.auth(report),
-        None => facts,
-    }
-}
 
 impl Session {
     /// Feeds message data from `input` to `reading`, which stays the mode until the data

@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use tracing::debug;
 
-use super::data::message_facts;
-use super::{Pending, Session};
+use super::body::Body;
+use super::{Pending, Session, Transaction};
 use crate::event::EventKind;
-use crate::policy::{Decision, Facts, Fetch, Fetched, SpfCheck, Verdict};
+use crate::policy::{AuthReport, Decision, Facts, Fetch, Fetched, SpfCheck, Verdict};
 use crate::reply::{Context, ReplyKind};
 use crate::store::EventRef;
 use crate::units::Stage;
@@ -51,6 +51,23 @@ pub(super) fn mail_facts<'a>(
         facts = facts.ptr_matches(matches);
     }
     facts
+}
+
+/// What the end of data is decided on.
+pub(super) fn message_facts<'a>(
+    ip: IpAddr,
+    tx: &'a Transaction,
+    body: &'a Body,
+    report: Option<&'a AuthReport>,
+) -> Facts<'a> {
+    let facts = Facts::new(ip)
+        .from(&tx.from)
+        .rcpts(&tx.rcpts)
+        .message(&body.bytes);
+    match report {
+        Some(report) => facts.auth(report),
+        None => facts,
+    }
 }
 
 impl Session {

@@ -411,6 +411,16 @@ impl Fetch {
     }
 }
 
+impl Fetched {
+    /// The body's fingerprint the stage was planned with, when bulk detection is on.
+    pub fn print(&self) -> Option<u64> {
+        #[cfg(feature = "redis")]
+        return self.0.print();
+        #[cfg(not(feature = "redis"))]
+        match self.0 {}
+    }
+}
+
 /// Everything the policy remembers.
 pub(crate) trait Store:
     Blacklists + RecipientLists + QuotaCounters + IpRecords + BulkPrints + fmt::Debug + Send

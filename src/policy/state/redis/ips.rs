@@ -17,12 +17,19 @@ const SEEN_AGAIN: u64 = 60;
 pub(super) const SEEN_KEPT: usize = 10_000;
 
 impl Redis {
-    fn complaints_key(&self, ip: IpAddr) -> String {
-        self.key(format_args!("ipc:{ip}"))
+    pub(super) fn complaints_key(&self, ip: IpAddr) -> String {
+        self.ip_key_of("ipc:", ip)
     }
 
     pub(super) fn lease_key(&self, ip: IpAddr) -> String {
-        self.key(format_args!("conn:{ip}"))
+        self.ip_key_of("conn:", ip)
+    }
+
+    /// The key that starts with `{prefix}:` and `kind`, then names `ip`.
+    pub(super) fn ip_key_of(&self, kind: &str, ip: IpAddr) -> String {
+        let mut key = self.key_with(kind);
+        super::push_ip(&mut key, ip);
+        key
     }
 
     pub(super) fn bulk_key(&self, print: u64, now: u64) -> String {

@@ -13,11 +13,13 @@ use crate::units::IpNet;
 
 impl Redis {
     pub(super) fn ip_key(&self, ip: IpAddr) -> String {
-        self.key(format_args!("ip:{ip}"))
+        self.ip_key_of("ip:", ip)
     }
 
     pub(super) fn domain_key(&self, domain: &str) -> String {
-        self.key(format_args!("dom:{domain}"))
+        let mut key = self.key_with("dom:");
+        key.push_str(domain);
+        key
     }
 
     /// Adds `members` to the set `key` and keeps it `retention`.

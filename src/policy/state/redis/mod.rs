@@ -34,6 +34,7 @@ mod clock;
 mod ips;
 use ips::SEEN_KEPT;
 mod lists;
+mod plan;
 mod quotas;
 mod scripts;
 mod stage;
@@ -115,6 +116,35 @@ fn hold_again(held: &Held, pipe: &Pipeline, again: &[bool]) {
         .map(|(cmd, _)| (cmd.clone(), true))
         .collect();
     pending.cmds.extend(later);
+}
+
+/// Writes `ip` as its `Display` does, without the formatting machinery for an IPv4
+/// address (a key is written for every read of a stage).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u8(out, octet);
+            }
+        }
+        // Writing to a string cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = fmt::Write::write_fmt(out, format_args!("{v6}"));
+        }
+    }
+}
+
+fn push_u8(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        out.push(char::from(b'0' + n / 10 % 10));
+    }
+    out.push(char::from(b'0' + n % 10));
 }
 
 /// The replies of a pipeline, or the first error among them.
@@ -227,7 +257,7 @@ pub(crate) struct Redis {
     list_stages: (crate::units::Stage, crate::units::Stage),
     backscatter: bool,
     /// What the stage in progress may ask about, until its first question.
-    plan: RefCell<Option<view::Plan>>,
+    plan: RefCell<Option<plan::Plan>>,
     /// What the stage in progress read.
     view: RefCell<Option<view::View>>,
     /// Writes held back for the next call.
@@ -319,7 +349,20 @@ impl Redis {
 
     /// The key `parts` under the prefix.
     fn key(&self, parts: fmt::Arguments<'_>) -> String {
-        format!("{}{parts}", self.prefix)
+        let mut key = self.key_with(parts.as_str().unwrap_or_default());
+        if parts.as_str().is_none() {
+            // Writing to a string cannot fail.
+            let _ = fmt::Write::write_fmt(&mut key, parts);
+        }
+        key
+    }
+
+    /// The key that starts with `{prefix}:` and `kind`, with room for more.
+    fn key_with(&self, kind: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + kind.len() + 48);
+        key.push_str(&self.prefix);
+        key.push_str(kind);
+        key
     }
 
     /// A glob matching the keys that start with `{prefix}:` and `kind`.

@@ -29,11 +29,17 @@ pub(super) enum Mode {
 
 impl Redis {
     pub(super) fn counter_key(&self, key: QuotaKey<'_>) -> String {
-        self.key(format_args!(
-            "q:{}:{}",
-            key.name.name(),
-            key.subject.label()
-        ))
+        let mut k = self.key_with("q:");
+        k.push_str(key.name.name());
+        k.push(':');
+        match key.subject {
+            Subject::Ip(ip) => super::push_ip(&mut k, ip),
+            Subject::Text(text) if text.is_ascii() => {
+                k.extend(text.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+            }
+            Subject::Text(text) => k.push_str(&text.to_lowercase()),
+        }
+        k
     }
 
     fn blocks_key(&self) -> String {

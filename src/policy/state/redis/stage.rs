@@ -17,37 +17,10 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Pipeline, RedisResult, Value};
 
+use super::plan::{Layout, Plan};
 use super::scripts::Scripts;
-use super::view::{Ahead, Plan};
 use super::{Held, Redis, answered, hold_again};
 use crate::policy::state;
-
-/// Where the replies to a stage's reads are: which reads [`Redis::request`] made.
-#[derive(Debug)]
-pub(super) struct Layout {
-    /// At connect: the id of the lease taken on the connection.
-    pub lease_id: Option<String>,
-    /// Whether the IP's listings and complaints were read.
-    pub listing: bool,
-    /// Whether the blocks of the IP's quotas were read.
-    pub blocks: bool,
-    /// Whether it was read if any whitelist exists.
-    pub whitelists: bool,
-    /// Whether it was read if a whitelist names the sender or its domain.
-    pub named: bool,
-    /// Whether the sender's listings were read.
-    pub sender: bool,
-    /// Whether the recipients' personal blacklists were read.
-    pub personal: bool,
-    /// Whether the recipients' outbound records were read.
-    pub bounce: bool,
-    /// The body's fingerprint, when its recipients were read.
-    pub bulk: Option<u64>,
-    /// The quota script sent ahead.
-    pub ahead: Option<Ahead>,
-    /// The body's fingerprint, when the message's recipients were added to it.
-    pub add: Option<u64>,
-}
 
 /// The connection the stages' round trips share, made at the first and after a failure.
 #[derive(Debug)]
@@ -153,6 +126,12 @@ impl Fetch {
     }
 }
 
+impl Fetched {
+    pub fn print(&self) -> Option<u64> {
+        self.parts.plan.print
+    }
+}
+
 impl Drop for Fetch {
     fn drop(&mut self) {
         if let Some(parts) = self.parts.take() {
@@ -195,11 +174,11 @@ impl Redis {
                 },
             replies,
         } = fetched;
-        self.health.enter(plan.stage() as usize);
+        self.health.enter(plan.stage as usize);
         self.health.call();
         *self.plan.borrow_mut() = None;
         self.forget_view();
-        plan.belong_to(self.health.stage());
+        plan.call = self.health.stage();
         let Some(replies) = self.settle("stage", &pipe, &again, replies) else {
             return;
         };

@@ -18,8 +18,9 @@ use std::net::IpAddr;
 use redis::{Cmd, FromRedisValue, RedisResult, Value};
 
 use super::Redis;
+use super::plan::{Ahead, Layout, Plan, Unclaimed};
 use super::quotas::{Mode, signature};
-use super::stage::Layout;
+use crate::policy::quota::Subject;
 use crate::policy::state::{self, BlockOf, Check, QuotaKey};
 use crate::units::{QuotaName, Stage, Window};
 
@@ -99,58 +100,6 @@ pub(super) struct SenderView {
     pub lifted: (bool, bool),
     /// The end of the domain's random listing, when it has a record.
     pub drawn: Option<u64>,
-}
-
-/// What a stage announced it may ask about.
-#[derive(Debug)]
-pub(super) struct Plan {
-    /// The call of the policy it belongs to.
-    call: u64,
-    stage: Stage,
-    ip: IpAddr,
-    /// The sender and its domain, lower-cased; `None` for the null sender or none yet.
-    from: Option<(String, String)>,
-    null_sender: bool,
-    /// The recipients decided, lower-cased, each once.
-    rcpts: Vec<String>,
-    print: Option<u64>,
-    now: u64,
-    /// The counters a check without a count may read: name, hash of the subject, key.
-    counters: Vec<(QuotaName, u64, String)>,
-    /// The quota script the stage's rules will call if they come to it, sent ahead.
-    ahead: Option<Ahead>,
-}
-
-impl Plan {
-    pub fn stage(&self) -> Stage {
-        self.stage
-    }
-
-    /// The plan is for the call `call` of the policy.
-    pub fn belong_to(&mut self, call: u64) {
-        self.call = call;
-    }
-}
-
-/// A quota script sent before its rule asked for it.
-#[derive(Debug, Clone)]
-pub(super) struct Ahead {
-    /// The call's signature: the rule's call is answered with the reply when it matches.
-    signature: Vec<u64>,
-    cmd: Cmd,
-    /// The counters it counts, given back when no rule claims the reply.
-    counted: Vec<String>,
-    now: u64,
-    /// Whether it counts whatever the reply (a connection attempt), rather than only
-    /// when every key fits (a reservation).
-    always: bool,
-}
-
-/// A quota script's reply, until a rule claims it.
-#[derive(Debug)]
-pub(super) struct Unclaimed {
-    ahead: Ahead,
-    pub reply: Value,
 }
 
 /// What a stage read.
@@ -538,7 +487,12 @@ impl Redis {
     /// The reads of what is known about `ip`: its record, with its listings and
     /// complaints, with the blocks of its quotas.
     fn ip_reads(&self, ip: IpAddr, listing: bool, blocks: bool) -> Vec<Cmd> {
-        let counter = |name: QuotaName| self.key(format_args!("q:{}:{ip}", name.name()));
+        let counter = |name: QuotaName| {
+            self.counter_key(QuotaKey {
+                name,
+                subject: Subject::Ip(ip),
+            })
+        };
         let mut cmds = Vec::with_capacity(6);
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(self.ip_key(ip)).arg("first").arg("ru");
@@ -551,7 +505,7 @@ impl Redis {
             cmd.arg(self.key(format_args!("lifted:ip")));
             cmds.push(cmd);
             let mut cmd = redis::cmd("LRANGE");
-            cmd.arg(self.key(format_args!("ipc:{ip}"))).arg(0).arg(-1);
+            cmd.arg(self.complaints_key(ip)).arg(0).arg(-1);
             cmds.push(cmd);
         }
         if blocks {
