@@ -32,6 +32,7 @@
 
 mod clock;
 mod ips;
+mod link;
 use ips::SEEN_KEPT;
 mod lists;
 mod plan;

@@ -1,7 +1,7 @@
 //! A stage's round trip without the policy's lock. [`Redis::prepare_stage`] plans the
 //! stage's reads under the lock and takes the writes held back with them;
-//! [`Fetch::send`] sends them on the connection every session shares, a multiplexed one,
-//! so that the round trips of many sessions are in flight at once and a wake-up of the
+//! [`Fetch::send`] sends them on the connection every session shares ([`Link`]), so
+//! that the round trips of many sessions are in flight at once and a wake-up of the
 //! server brings the replies of many; [`Redis::install_stage`] makes the replies the
 //! stage's view under the lock again, or fails the stage and holds the writes again, as
 //! a call made under the lock would. A round trip gets `state.timeout` in all, its
@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Pipeline, RedisResult, Value};
+use redis::{Client, Pipeline, RedisResult, Value};
 
+use super::link::Link;
 use super::plan::{Layout, Plan};
 use super::scripts::Scripts;
 use super::{Held, Redis, answered, hold_again};
@@ -27,7 +27,7 @@ use crate::policy::state;
 pub(super) struct Shared {
     client: Client,
     timeout: Duration,
-    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    link: tokio::sync::Mutex<Option<Arc<Link>>>,
 }
 
 impl Shared {
@@ -35,37 +35,40 @@ impl Shared {
         Self {
             client,
             timeout,
-            conn: tokio::sync::Mutex::new(None),
+            link: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// The connection, made now (with the scripts loaded) if there is none.
-    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
+    /// The connection, made now (with the scripts loaded) if there is none or it failed.
+    async fn link(&self) -> RedisResult<Arc<Link>> {
+        let mut slot = self.link.lock().await;
+        if let Some(link) = slot.as_ref().filter(|link| !link.is_broken()) {
+            return Ok(link.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let mut pipe = redis::pipe();
+        let mut setup = redis::pipe();
         for code in Scripts::CODES {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(code).ignore();
+            setup.cmd("SCRIPT").arg("LOAD").arg(code);
         }
-        pipe.query_async::<()>(&mut conn).await?;
-        Ok(slot.insert(conn).clone())
+        let link = Link::open(
+            self.client.get_connection_info(),
+            &setup.get_packed_pipeline(),
+            setup.len(),
+        )
+        .await?;
+        Ok(slot.insert(Arc::new(link)).clone())
     }
 
     /// Sends `pipe`; its replies, or the first error among them.
     async fn exchange(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
-        let mut conn = self.connection().await?;
-        pipe.query_async::<Vec<Value>>(&mut conn)
+        let link = self.link().await?;
+        link.exchange(pipe.get_packed_pipeline(), pipe.len())
             .await
             .and_then(answered)
+    }
+
+    /// Drops the connection: the next round trip makes a new one.
+    async fn forget(&self) {
+        self.link.lock().await.take();
     }
 }
 
@@ -111,8 +114,7 @@ impl Fetch {
             .into()),
         };
         if replies.is_err() {
-            // The next round trip makes a new connection.
-            shared.conn.lock().await.take();
+            shared.forget().await;
         }
         let parts = self
             .parts

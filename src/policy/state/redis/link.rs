@@ -1,0 +1,338 @@
+//! The connection the stages' round trips share: RESP2 over one TCP or Unix socket,
+//! with several pipelines in flight at once. A session writes its pipeline and waits
+//! for its replies; one reader takes every reply as it comes (Redis answers in order)
+//! and hands each pipeline its own. Commands are encoded by the `redis` crate; replies
+//! are read here, by a reader made for the few kinds a RESP2 server sends, since this
+//! is the hot path of every stage (error and status lines, which are rare, are read by
+//! the crate's parser).
+//!
+//! A connection that fails (a read or write error, the server gone) fails every
+//! pipeline waiting on it; the next round trip makes a new one.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A socket to Redis.
+trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
+
+/// A pipeline sent, waiting for its replies.
+struct Waiting {
+    replies: usize,
+    answer: oneshot::Sender<RedisResult<Vec<Value>>>,
+}
+
+/// The pipelines sent and not yet answered, in the order they were sent.
+type Queue = Arc<Mutex<VecDeque<Waiting>>>;
+
+fn lock(queue: &Queue) -> MutexGuard<'_, VecDeque<Waiting>> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One connection to Redis, shared by the sessions.
+pub(super) struct Link {
+    /// Taken by a session while it writes its pipeline and queues its wait, so that
+    /// the queue's order is the order on the wire.
+    write: tokio::sync::Mutex<WriteHalf<Box<dyn Socket>>>,
+    queue: Queue,
+    broken: Arc<AtomicBool>,
+    reader: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("broken", &self.broken.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.reader.abort();
+        fail_all(&self.queue, "the connection to Redis was closed");
+    }
+}
+
+impl Link {
+    /// Connects to the server `info` names, signs in and selects its database as it
+    /// says, then sends `setup` (a packed pipeline of `replies` commands, each of
+    /// which must succeed).
+    pub async fn open(info: &ConnectionInfo, setup: &[u8], replies: usize) -> RedisResult<Self> {
+        let socket: Box<dyn Socket> = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                Box::new(stream)
+            }
+            #[cfg(unix)]
+            ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("no connection to {other} for the policy state's stages"),
+                )
+                .into());
+            }
+        };
+        let (read, write) = tokio::io::split(socket);
+        let queue = Queue::default();
+        let broken = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(read_replies(read, queue.clone(), broken.clone()));
+        let link = Self {
+            write: tokio::sync::Mutex::new(write),
+            queue,
+            broken,
+            reader,
+        };
+        let settings = info.redis_settings();
+        let mut hello = Vec::new();
+        let mut n = 0;
+        if let Some(password) = settings.password() {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = settings.username() {
+                auth.arg(user);
+            }
+            auth.arg(password);
+            auth.write_packed_command(&mut hello);
+            n += 1;
+        }
+        if settings.db() != 0 {
+            redis::cmd("SELECT")
+                .arg(settings.db())
+                .write_packed_command(&mut hello);
+            n += 1;
+        }
+        hello.extend_from_slice(setup);
+        link.exchange(hello, n + replies)
+            .await
+            .and_then(super::answered)?;
+        Ok(link)
+    }
+
+    /// Whether the connection failed.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed) || self.reader.is_finished()
+    }
+
+    /// Sends `packed`, `replies` commands, and waits for their replies.
+    pub async fn exchange(&self, packed: Vec<u8>, replies: usize) -> RedisResult<Vec<Value>> {
+        if replies == 0 {
+            return Ok(Vec::new());
+        }
+        let (answer, answered) = oneshot::channel();
+        {
+            let mut write = self.write.lock().await;
+            if self.is_broken() {
+                return Err(closed("the connection to Redis failed"));
+            }
+            lock(&self.queue).push_back(Waiting { replies, answer });
+            if let Err(e) = write.write_all(&packed).await {
+                self.broken.store(true, Ordering::Relaxed);
+                self.reader.abort();
+                fail_all(&self.queue, "the connection to Redis failed");
+                return Err(e.into());
+            }
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(closed("the connection to Redis was closed")))
+    }
+}
+
+fn closed(why: &'static str) -> RedisError {
+    io::Error::new(io::ErrorKind::ConnectionAborted, why).into()
+}
+
+/// Answers every pipeline waiting with an error.
+fn fail_all(queue: &Queue, why: &'static str) {
+    for waiting in lock(queue).drain(..) {
+        let _ = waiting.answer.send(Err(closed(why)));
+    }
+}
+
+/// Reads replies and hands each pipeline waiting its own, in order, until the
+/// connection fails; then fails every pipeline waiting.
+async fn read_replies(mut read: ReadHalf<Box<dyn Socket>>, queue: Queue, broken: Arc<AtomicBool>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut start = 0;
+    let mut done: Vec<Value> = Vec::new();
+    let why = loop {
+        match read.read_buf(&mut buf).await {
+            Ok(0) => break "Redis closed the connection",
+            Ok(_) => {}
+            Err(_) => break "the connection to Redis failed",
+        }
+        let mut failed = false;
+        loop {
+            match parse(&buf, start) {
+                Ok(Some((value, next))) => {
+                    start = next;
+                    done.push(value);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+            let mut waiting = lock(&queue);
+            match waiting.front() {
+                Some(w) if w.replies <= done.len() => {
+                    if let Some(w) = waiting.pop_front() {
+                        let _ = w.answer.send(Ok(std::mem::take(&mut done)));
+                    }
+                }
+                Some(_) => {}
+                // A reply nobody asked for: the connection is out of step.
+                None => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            break "an unexpected reply from Redis";
+        }
+        buf.drain(..start);
+        start = 0;
+    };
+    broken.store(true, Ordering::Relaxed);
+    fail_all(&queue, why);
+}
+
+/// One reply from `buf` at `at`: the value and where the next starts; `None` while the
+/// reply is incomplete.
+fn parse(buf: &[u8], at: usize) -> RedisResult<Option<(Value, usize)>> {
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
+    };
+    let Some((line, next)) = line(buf, at + 1) else {
+        return Ok(None);
+    };
+    match kind {
+        b':' => Ok(Some((Value::Int(number(line)?), next))),
+        b'$' => {
+            let len = number(line)?;
+            if len < 0 {
+                return Ok(Some((Value::Nil, next)));
+            }
+            let end = next + usize::try_from(len).map_err(|_| malformed())?;
+            match buf.get(end..end + 2) {
+                Some(b"\r\n") => Ok(Some((Value::BulkString(buf[next..end].to_vec()), end + 2))),
+                Some(_) => Err(malformed()),
+                None => Ok(None),
+            }
+        }
+        b'*' => {
+            let len = number(line)?;
+            if len < 0 {
+                return Ok(Some((Value::Nil, next)));
+            }
+            let len = usize::try_from(len).map_err(|_| malformed())?;
+            let mut items = Vec::with_capacity(len.min(1024));
+            let mut pos = next;
+            for _ in 0..len {
+                match parse(buf, pos)? {
+                    Some((item, after)) => {
+                        items.push(item);
+                        pos = after;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some((Value::Array(items), pos)))
+        }
+        // Status and error lines: the crate's own reading (`+OK` is `Okay`, an error its
+        // kind).
+        b'+' | b'-' => Ok(Some((redis::parse_redis_value(&buf[at..next])?, next))),
+        _ => Err(malformed()),
+    }
+}
+
+/// The line from `at` to its CRLF, and where the next starts.
+fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let rest = buf.get(at..)?;
+    let end = memchr::memchr(b'\n', rest)?;
+    let line = rest[..end].strip_suffix(b"\r")?;
+    Some((line, at + end + 1))
+}
+
+fn number(line: &[u8]) -> RedisResult<i64> {
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(malformed)
+}
+
+fn malformed() -> RedisError {
+    io::Error::new(io::ErrorKind::InvalidData, "a malformed reply from Redis").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(bytes: &[u8]) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some((value, next)) = parse(bytes, at).expect("well formed") {
+            out.push(value);
+            at = next;
+        }
+        assert_eq!(at, bytes.len(), "every byte read");
+        out
+    }
+
+    #[test]
+    fn replies_read_as_the_crate_reads_them() {
+        let replies: [&[u8]; 12] = [
+            b"+OK\r\n",
+            b":42\r\n",
+            b":-7\r\n",
+            b"$5\r\nhe\r\no\r\n",
+            b"$0\r\n\r\n",
+            b"$-1\r\n",
+            b"*-1\r\n",
+            b"*0\r\n",
+            b"*3\r\n$1\r\na\r\n*2\r\n:1\r\n$-1\r\n:3\r\n",
+            b"+QUEUED\r\n",
+            b"-ERR unknown command\r\n",
+            b"-NOSCRIPT No matching script\r\n",
+        ];
+        let theirs: Vec<Value> = replies
+            .iter()
+            .map(|r| redis::parse_redis_value(r).expect("the crate reads it"))
+            .collect();
+        // Read one after another, as they come on the wire.
+        let mine = all(&replies.concat());
+        assert_eq!(format!("{mine:?}"), format!("{theirs:?}"));
+        assert_eq!(mine.len(), replies.len());
+    }
+
+    #[test]
+    fn an_incomplete_reply_waits_for_more_at_every_cut() {
+        let wire: &[u8] = b"*2\r\n$3\r\nabc\r\n*1\r\n:12\r\n";
+        for cut in 0..wire.len() {
+            assert!(
+                parse(&wire[..cut], 0).expect("no error").is_none(),
+                "cut at {cut}"
+            );
+        }
+        assert!(parse(wire, 0).expect("no error").is_some());
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        for wire in [&b"?x\r\n"[..], b":abc\r\n", b"$3\r\nabcd\r\n", b"*x\r\n"] {
+            assert!(parse(wire, 0).is_err(), "{wire:?}");
+        }
+    }
+}
