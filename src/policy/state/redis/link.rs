@@ -1,22 +1,22 @@
 //! The connection the stages' round trips share: RESP2 over one TCP or Unix socket,
-//! with several pipelines in flight at once. A session writes its pipeline and waits
-//! for its replies; one reader takes every reply as it comes (Redis answers in order)
-//! and hands each pipeline its own. Commands are encoded by the `redis` crate; replies
-//! are read here, by a reader made for the few kinds a RESP2 server sends, since this
-//! is the hot path of every stage (error and status lines, which are rare, are read by
-//! the crate's parser).
+//! with several pipelines in flight at once. A session adds its pipeline to what is to
+//! be written and waits for its replies; a writer writes what the sessions ready at that
+//! moment added, in one write (it lets them run first), and one reader takes every
+//! reply as it comes (Redis answers in order) and hands each pipeline its own. Commands
+//! are encoded by the `redis` crate; replies are read here, by a reader made for the
+//! few kinds a RESP2 server sends, since this is the hot path of every stage (error and
+//! status lines, which are rare, are read by the crate's parser).
 //!
 //! A connection that fails (a read or write error, the server gone) fails every
 //! pipeline waiting on it; the next round trip makes a new one.
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult, Value};
+use redis::{ConnectionAddr, ConnectionInfo, Pipeline, RedisError, RedisResult, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 /// A socket to Redis.
@@ -29,43 +29,52 @@ struct Waiting {
     answer: oneshot::Sender<RedisResult<Vec<Value>>>,
 }
 
-/// The pipelines sent and not yet answered, in the order they were sent.
-type Queue = Arc<Mutex<VecDeque<Waiting>>>;
+/// What the connection holds between the sessions, the writer and the reader.
+#[derive(Default)]
+struct State {
+    /// Pipelines to write, in the order of `waiting`'s last entries.
+    out: Vec<u8>,
+    /// The pipelines sent or to be sent and not yet answered, in order.
+    waiting: VecDeque<Waiting>,
+    /// Whether the connection failed: nothing more is sent on it.
+    broken: bool,
+}
 
-fn lock(queue: &Queue) -> MutexGuard<'_, VecDeque<Waiting>> {
-    queue.lock().unwrap_or_else(PoisonError::into_inner)
+type Shared = Arc<Mutex<State>>;
+
+fn lock(state: &Shared) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One connection to Redis, shared by the sessions.
 pub(super) struct Link {
-    /// Taken by a session while it writes its pipeline and queues its wait, so that
-    /// the queue's order is the order on the wire.
-    write: tokio::sync::Mutex<WriteHalf<Box<dyn Socket>>>,
-    queue: Queue,
-    broken: Arc<AtomicBool>,
+    state: Shared,
+    /// Wakes the writer.
+    ready: Arc<Notify>,
+    writer: JoinHandle<()>,
     reader: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
-            .field("broken", &self.broken.load(Ordering::Relaxed))
+            .field("broken", &self.is_broken())
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
+        self.writer.abort();
         self.reader.abort();
-        fail_all(&self.queue, "the connection to Redis was closed");
+        fail(&self.state, "the connection to Redis was closed");
     }
 }
 
 impl Link {
     /// Connects to the server `info` names, signs in and selects its database as it
-    /// says, then sends `setup` (a packed pipeline of `replies` commands, each of
-    /// which must succeed).
-    pub async fn open(info: &ConnectionInfo, setup: &[u8], replies: usize) -> RedisResult<Self> {
+    /// says, then sends `setup`, each command of which must succeed.
+    pub async fn open(info: &ConnectionInfo, setup: &Pipeline) -> RedisResult<Self> {
         let socket: Box<dyn Socket> = match info.addr() {
             ConnectionAddr::Tcp(host, port) => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
@@ -83,67 +92,81 @@ impl Link {
             }
         };
         let (read, write) = tokio::io::split(socket);
-        let queue = Queue::default();
-        let broken = Arc::new(AtomicBool::new(false));
-        let reader = tokio::spawn(read_replies(read, queue.clone(), broken.clone()));
+        let state = Shared::default();
+        let ready = Arc::new(Notify::new());
         let link = Self {
-            write: tokio::sync::Mutex::new(write),
-            queue,
-            broken,
-            reader,
+            writer: tokio::spawn(write_pipelines(write, state.clone(), ready.clone())),
+            reader: tokio::spawn(read_replies(read, state.clone())),
+            state,
+            ready,
         };
         let settings = info.redis_settings();
-        let mut hello = Vec::new();
-        let mut n = 0;
+        let mut hello = redis::pipe();
         if let Some(password) = settings.password() {
-            let mut auth = redis::cmd("AUTH");
+            let auth = hello.cmd("AUTH");
             if let Some(user) = settings.username() {
                 auth.arg(user);
             }
             auth.arg(password);
-            auth.write_packed_command(&mut hello);
-            n += 1;
         }
         if settings.db() != 0 {
-            redis::cmd("SELECT")
-                .arg(settings.db())
-                .write_packed_command(&mut hello);
-            n += 1;
+            hello.cmd("SELECT").arg(settings.db());
         }
-        hello.extend_from_slice(setup);
-        link.exchange(hello, n + replies)
-            .await
-            .and_then(super::answered)?;
+        for cmd in setup.cmd_iter() {
+            hello.add_command(cmd.clone());
+        }
+        link.exchange(&hello).await.and_then(super::answered)?;
         Ok(link)
     }
 
     /// Whether the connection failed.
     pub fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Relaxed) || self.reader.is_finished()
+        lock(&self.state).broken || self.reader.is_finished() || self.writer.is_finished()
     }
 
-    /// Sends `packed`, `replies` commands, and waits for their replies.
-    pub async fn exchange(&self, packed: Vec<u8>, replies: usize) -> RedisResult<Vec<Value>> {
-        if replies == 0 {
+    /// Sends `pipe` and waits for its replies.
+    pub async fn exchange(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+        if pipe.is_empty() {
             return Ok(Vec::new());
         }
         let (answer, answered) = oneshot::channel();
         {
-            let mut write = self.write.lock().await;
-            if self.is_broken() {
+            let mut state = lock(&self.state);
+            if state.broken {
                 return Err(closed("the connection to Redis failed"));
             }
-            lock(&self.queue).push_back(Waiting { replies, answer });
-            if let Err(e) = write.write_all(&packed).await {
-                self.broken.store(true, Ordering::Relaxed);
-                self.reader.abort();
-                fail_all(&self.queue, "the connection to Redis failed");
-                return Err(e.into());
+            for cmd in pipe.cmd_iter() {
+                cmd.write_packed_command(&mut state.out);
             }
+            state.waiting.push_back(Waiting {
+                replies: pipe.len(),
+                answer,
+            });
         }
+        self.ready.notify_one();
         answered
             .await
             .unwrap_or_else(|_| Err(closed("the connection to Redis was closed")))
+    }
+}
+
+/// Writes what the sessions added, each time the writer is woken, once the sessions
+/// ready to run have added theirs; stops at the first error.
+async fn write_pipelines(mut write: WriteHalf<Box<dyn Socket>>, state: Shared, ready: Arc<Notify>) {
+    let mut spare = Vec::new();
+    loop {
+        ready.notified().await;
+        // The sessions woken with this one add their pipelines first: one write for all.
+        tokio::task::yield_now().await;
+        std::mem::swap(&mut lock(&state).out, &mut spare);
+        if spare.is_empty() {
+            continue;
+        }
+        if write.write_all(&spare).await.is_err() {
+            fail(&state, "the connection to Redis failed");
+            return;
+        }
+        spare.clear();
     }
 }
 
@@ -151,16 +174,22 @@ fn closed(why: &'static str) -> RedisError {
     io::Error::new(io::ErrorKind::ConnectionAborted, why).into()
 }
 
-/// Answers every pipeline waiting with an error.
-fn fail_all(queue: &Queue, why: &'static str) {
-    for waiting in lock(queue).drain(..) {
+/// Marks the connection failed and answers every pipeline waiting with an error.
+fn fail(state: &Shared, why: &'static str) {
+    let waiting = {
+        let mut state = lock(state);
+        state.broken = true;
+        state.out.clear();
+        std::mem::take(&mut state.waiting)
+    };
+    for waiting in waiting {
         let _ = waiting.answer.send(Err(closed(why)));
     }
 }
 
 /// Reads replies and hands each pipeline waiting its own, in order, until the
 /// connection fails; then fails every pipeline waiting.
-async fn read_replies(mut read: ReadHalf<Box<dyn Socket>>, queue: Queue, broken: Arc<AtomicBool>) {
+async fn read_replies(mut read: ReadHalf<Box<dyn Socket>>, state: Shared) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut start = 0;
     let mut done: Vec<Value> = Vec::new();
@@ -183,7 +212,8 @@ async fn read_replies(mut read: ReadHalf<Box<dyn Socket>>, queue: Queue, broken:
                     break;
                 }
             }
-            let mut waiting = lock(&queue);
+            let mut guard = lock(&state);
+            let waiting = &mut guard.waiting;
             match waiting.front() {
                 Some(w) if w.replies <= done.len() => {
                     if let Some(w) = waiting.pop_front() {
@@ -204,8 +234,7 @@ async fn read_replies(mut read: ReadHalf<Box<dyn Socket>>, queue: Queue, broken:
         buf.drain(..start);
         start = 0;
     };
-    broken.store(true, Ordering::Relaxed);
-    fail_all(&queue, why);
+    fail(&state, why);
 }
 
 /// One reply from `buf` at `at`: the value and where the next starts; `None` while the

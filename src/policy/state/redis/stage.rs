@@ -49,21 +49,14 @@ impl Shared {
         for code in Scripts::CODES {
             setup.cmd("SCRIPT").arg("LOAD").arg(code);
         }
-        let link = Link::open(
-            self.client.get_connection_info(),
-            &setup.get_packed_pipeline(),
-            setup.len(),
-        )
-        .await?;
+        let link = Link::open(self.client.get_connection_info(), &setup).await?;
         Ok(slot.insert(Arc::new(link)).clone())
     }
 
     /// Sends `pipe`; its replies, or the first error among them.
     async fn exchange(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
         let link = self.link().await?;
-        link.exchange(pipe.get_packed_pipeline(), pipe.len())
-            .await
-            .and_then(answered)
+        link.exchange(pipe).await.and_then(answered)
     }
 
     /// Drops the connection: the next round trip makes a new one.
