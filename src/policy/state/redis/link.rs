@@ -1,7 +1,8 @@
 //! The connection the stages' round trips share: RESP2 over one TCP or Unix socket,
 //! with several pipelines in flight at once. A session adds its pipeline to what is to
 //! be written and waits for its replies; a writer writes what the sessions ready at that
-//! moment added, in one write (it lets them run first), and one reader takes every
+//! moment added, in one write (it lets them run first when others are at work), and one
+//! reader takes every
 //! reply as it comes (Redis answers in order) and hands each pipeline its own. Commands
 //! are encoded by the `redis` crate; replies are read here, by a reader made for the
 //! few kinds a RESP2 server sends, since this is the hot path of every stage (error and
@@ -156,8 +157,12 @@ async fn write_pipelines(mut write: WriteHalf<Box<dyn Socket>>, state: Shared, r
     let mut spare = Vec::new();
     loop {
         ready.notified().await;
-        // The sessions woken with this one add their pipelines first: one write for all.
-        tokio::task::yield_now().await;
+        // With other pipelines in flight, other sessions are at work: those ready to run
+        // add theirs first, for one write for all. (One session alone is not kept
+        // waiting.)
+        if lock(&state).waiting.len() > 1 {
+            tokio::task::yield_now().await;
+        }
         std::mem::swap(&mut lock(&state).out, &mut spare);
         if spare.is_empty() {
             continue;
