@@ -119,6 +119,14 @@ fn hold_again(held: &Held, pipe: &Pipeline, again: &[bool]) {
     pending.cmds.extend(later);
 }
 
+/// The command `name`, with room for the arguments of a stage's reads, so that it is
+/// not grown as they are added.
+fn command(name: &str) -> Cmd {
+    let mut cmd = Cmd::with_capacity(10, 160);
+    cmd.arg(name);
+    cmd
+}
+
 /// Writes `ip` as its `Display` does, without the formatting machinery for an IPv4
 /// address (a key is written for every read of a stage).
 fn push_ip(out: &mut String, ip: IpAddr) {
@@ -406,7 +414,11 @@ impl Redis {
 
     /// A call to `script` with `keys`; its arguments follow.
     pub(super) fn evalsha(&self, script: &Script, keys: &[String]) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
+        // Room for the keys and as many arguments again, and for the quota script's
+        // (a dozen a check), so that the call is not grown as it is built.
+        let args = 3 + keys.len() * 12;
+        let mut cmd = Cmd::with_capacity(args, 32 * args);
+        cmd.arg("EVALSHA");
         cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
         cmd
     }

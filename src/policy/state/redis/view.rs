@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use redis::{Cmd, FromRedisValue, RedisResult, Value};
 
-use super::Redis;
+use super::{Redis, command};
 use super::plan::{Ahead, Layout, Plan, Unclaimed};
 use super::quotas::{Mode, signature};
 use crate::policy::quota::Subject;
@@ -258,7 +258,7 @@ impl Redis {
     }
 
     fn counter_fields(&self, key: String) -> Cmd {
-        let mut cmd = redis::cmd("HMGET");
+        let mut cmd = command("HMGET");
         cmd.arg(key).arg(&COUNTER_FIELDS);
         cmd
     }
@@ -313,7 +313,7 @@ impl Redis {
         cmds.extend(self.ip_reads(ip, listing, blocks));
         let whitelists = listing && stage < Stage::Mail;
         if whitelists {
-            let mut cmd = redis::cmd("EXISTS");
+            let mut cmd = command("EXISTS");
             cmd.arg(self.key(format_args!("wl-any")));
             cmds.push(cmd);
         }
@@ -323,7 +323,7 @@ impl Redis {
             .as_ref()
             .filter(|_| stage == Stage::Rcpt || (stage >= Stage::Mail && (listing || sender)));
         if let Some((from, domain)) = named {
-            let mut cmd = redis::cmd("EXISTS");
+            let mut cmd = command("EXISTS");
             cmd.arg(self.key(format_args!("wl:{from}")))
                 .arg(self.key(format_args!("wl:{domain}")));
             cmds.push(cmd);
@@ -336,7 +336,7 @@ impl Redis {
             for rcpt in &plan.rcpts {
                 let key = self.key(format_args!("pb:{rcpt}"));
                 for value in [from, domain] {
-                    let mut cmd = redis::cmd("SISMEMBER");
+                    let mut cmd = command("SISMEMBER");
                     cmd.arg(&key).arg(value);
                     cmds.push(cmd);
                 }
@@ -346,7 +346,7 @@ impl Redis {
             plan.null_sender && self.backscatter && self.stages.bounce_attack == plan.stage;
         if bounce {
             for rcpt in &plan.rcpts {
-                let mut cmd = redis::cmd("SISMEMBER");
+                let mut cmd = command("SISMEMBER");
                 cmd.arg(self.key(format_args!("out:{rcpt}")))
                     .arg(ip.to_string());
                 cmds.push(cmd);
@@ -357,11 +357,11 @@ impl Redis {
         }
         let bulk = plan.print.inspect(|&print| {
             let key = self.bulk_key(print, plan.now);
-            let mut cmd = redis::cmd("SCARD");
+            let mut cmd = command("SCARD");
             cmd.arg(&key);
             cmds.push(cmd);
             for rcpt in &plan.rcpts {
-                let mut cmd = redis::cmd("SISMEMBER");
+                let mut cmd = command("SISMEMBER");
                 cmd.arg(&key).arg(rcpt);
                 cmds.push(cmd);
             }
@@ -374,10 +374,10 @@ impl Redis {
         // message after this one is answered counts them.
         let add = bulk.filter(|_| !plan.rcpts.is_empty()).inspect(|&print| {
             let key = self.bulk_key(print, plan.now);
-            let mut cmd = redis::cmd("SADD");
+            let mut cmd = command("SADD");
             cmd.arg(&key).arg(&plan.rcpts);
             cmds.push(cmd);
-            let mut cmd = redis::cmd("EXPIRE");
+            let mut cmd = command("EXPIRE");
             cmd.arg(&key).arg(self.bulk_window + 60);
             cmds.push(cmd);
         });
@@ -494,23 +494,23 @@ impl Redis {
             })
         };
         let mut cmds = Vec::with_capacity(6);
-        let mut cmd = redis::cmd("HMGET");
+        let mut cmd = command("HMGET");
         cmd.arg(self.ip_key(ip)).arg("first").arg("ru");
         cmds.push(cmd);
         if listing {
-            let mut cmd = redis::cmd("HGETALL");
+            let mut cmd = command("HGETALL");
             cmd.arg(self.key(format_args!("bl:ip")));
             cmds.push(cmd);
-            let mut cmd = redis::cmd("SMEMBERS");
+            let mut cmd = command("SMEMBERS");
             cmd.arg(self.key(format_args!("lifted:ip")));
             cmds.push(cmd);
-            let mut cmd = redis::cmd("LRANGE");
+            let mut cmd = command("LRANGE");
             cmd.arg(self.complaints_key(ip)).arg(0).arg(-1);
             cmds.push(cmd);
         }
         if blocks {
             for name in [QuotaName::IpMessages, QuotaName::IpConnections] {
-                let mut cmd = redis::cmd("HMGET");
+                let mut cmd = command("HMGET");
                 cmd.arg(counter(name)).arg("bu").arg("br");
                 cmds.push(cmd);
             }
@@ -542,7 +542,7 @@ impl Redis {
     /// are drawn).
     fn sender_reads(&self, from: &str, domain: &str) -> Vec<Cmd> {
         let mut cmds = Vec::with_capacity(4);
-        let mut cmd = redis::cmd("HMGET");
+        let mut cmd = command("HMGET");
         cmd.arg(self.key(format_args!("bl:s")))
             .arg(from)
             .arg(domain);
@@ -552,13 +552,13 @@ impl Redis {
             (domain, self.lists.domains_listed.as_slice()),
         ] {
             if listed.iter().any(|l| l.value == value) {
-                let mut cmd = redis::cmd("SISMEMBER");
+                let mut cmd = command("SISMEMBER");
                 cmd.arg(self.key(format_args!("lifted:s"))).arg(value);
                 cmds.push(cmd);
             }
         }
         if self.lists.random_domain.0 > 0.0 {
-            let mut cmd = redis::cmd("HGET");
+            let mut cmd = command("HGET");
             cmd.arg(self.domain_key(domain)).arg("ru");
             cmds.push(cmd);
         }
@@ -697,7 +697,7 @@ impl Redis {
             self.give_back(unclaimed);
         }
         if let Some((print, window, new)) = view.added.filter(|(_, _, new)| !new.is_empty()) {
-            let mut cmd = redis::cmd("SREM");
+            let mut cmd = command("SREM");
             cmd.arg(self.bulk_key(print, window * self.bulk_window))
                 .arg(new);
             self.hold(cmd);
