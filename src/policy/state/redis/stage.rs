@@ -89,8 +89,10 @@ pub(crate) struct Fetch {
 #[derive(Debug)]
 pub(crate) struct Fetched {
     pipe: Pipeline,
-    parts: Parts,
+    /// Taken when the stage begins with them; still here if it never did.
+    parts: Option<Parts>,
     replies: RedisResult<Vec<Value>>,
+    queue: Held,
 }
 
 impl Fetch {
@@ -115,15 +117,26 @@ impl Fetch {
             .expect("a round trip is sent once, since sending takes it");
         Fetched {
             pipe: std::mem::take(&mut self.pipe),
-            parts,
+            parts: Some(parts),
             replies,
+            queue: self.queue.clone(),
         }
     }
 }
 
 impl Fetched {
     pub fn print(&self) -> Option<u64> {
-        self.parts.plan.print
+        self.parts.as_ref().and_then(|parts| parts.plan.print)
+    }
+}
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        // A round trip no stage began with: the writes of one that failed wait for the
+        // next call, as they would had a stage met the failure.
+        if let (Some(parts), Err(_)) = (&self.parts, &self.replies) {
+            hold_again(&self.queue, &self.pipe, &parts.again);
+        }
     }
 }
 
@@ -158,23 +171,22 @@ impl Redis {
 
     /// The stage `fetched` was planned for begins: its replies are its view, or the
     /// stage failed.
-    pub(super) fn install_stage(&self, fetched: Fetched) {
-        let Fetched {
-            pipe,
-            parts:
-                Parts {
-                    again,
-                    mut plan,
-                    layout,
-                },
-            replies,
-        } = fetched;
+    pub(super) fn install_stage(&self, mut fetched: Fetched) {
+        let Some(Parts {
+            again,
+            mut plan,
+            layout,
+        }) = fetched.parts.take()
+        else {
+            return;
+        };
+        let replies = std::mem::replace(&mut fetched.replies, Ok(Vec::new()));
         self.health.enter(plan.stage as usize);
         self.health.call();
         *self.plan.borrow_mut() = None;
         self.forget_view();
         plan.call = self.health.stage();
-        let Some(replies) = self.settle("stage", &pipe, &again, replies) else {
+        let Some(replies) = self.settle("stage", &fetched.pipe, &again, replies) else {
             return;
         };
         if let Some(view) = self.read(&plan, layout, replies) {

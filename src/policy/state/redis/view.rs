@@ -17,9 +17,9 @@ use std::net::IpAddr;
 
 use redis::{Cmd, FromRedisValue, RedisResult, Value};
 
-use super::{Redis, command};
 use super::plan::{Ahead, Layout, Plan, Unclaimed};
 use super::quotas::{Mode, signature};
+use super::{Redis, command};
 use crate::policy::quota::Subject;
 use crate::policy::state::{self, BlockOf, Check, QuotaKey};
 use crate::units::{QuotaName, Stage, Window};
