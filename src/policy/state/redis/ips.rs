@@ -113,7 +113,7 @@ impl IpRecords for Redis {
                 let mut cmd = self.evalsha(&self.scripts.lease, &[self.lease_key(ip)]);
                 cmd.arg(&id).arg(self.lease_ms.max(1));
                 let open = self
-                    .exchange("connected", vec![cmd])
+                    .exchange("connected", |p| p.cmd(&cmd))
                     .and_then(|mut replies| replies.pop())
                     .and_then(|reply| redis::from_redis_value::<u64>(reply).ok())
                     .unwrap_or(0);

@@ -15,7 +15,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use redis::{ConnectionAddr, ConnectionInfo, Pipeline, RedisError, RedisResult, Value};
+use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult, Value};
+
+use super::packed::Packed;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -75,7 +77,7 @@ impl Drop for Link {
 impl Link {
     /// Connects to the server `info` names, signs in and selects its database as it
     /// says, then sends `setup`, each command of which must succeed.
-    pub async fn open(info: &ConnectionInfo, setup: &Pipeline) -> RedisResult<Self> {
+    pub async fn open(info: &ConnectionInfo, setup: &Packed) -> RedisResult<Self> {
         let socket: Box<dyn Socket> = match info.addr() {
             ConnectionAddr::Tcp(host, port) => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
@@ -102,20 +104,18 @@ impl Link {
             ready,
         };
         let settings = info.redis_settings();
-        let mut hello = redis::pipe();
+        let mut hello = Packed::default();
         if let Some(password) = settings.password() {
-            let auth = hello.cmd("AUTH");
+            let mut auth = hello.command("AUTH");
             if let Some(user) = settings.username() {
                 auth.arg(user);
             }
             auth.arg(password);
         }
         if settings.db() != 0 {
-            hello.cmd("SELECT").arg(settings.db());
+            hello.command("SELECT").arg(settings.db());
         }
-        for cmd in setup.cmd_iter() {
-            hello.add_command(cmd.clone());
-        }
+        hello.append(setup);
         link.exchange(&hello).await.and_then(super::answered)?;
         Ok(link)
     }
@@ -126,8 +126,8 @@ impl Link {
     }
 
     /// Sends `pipe` and waits for its replies.
-    pub async fn exchange(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
-        if pipe.is_empty() {
+    pub async fn exchange(&self, packed: &Packed) -> RedisResult<Vec<Value>> {
+        if packed.count() == 0 {
             return Ok(Vec::new());
         }
         let (answer, answered) = oneshot::channel();
@@ -136,11 +136,9 @@ impl Link {
             if state.broken {
                 return Err(closed("the connection to Redis failed"));
             }
-            for cmd in pipe.cmd_iter() {
-                cmd.write_packed_command(&mut state.out);
-            }
+            state.out.extend_from_slice(packed.bytes());
             state.waiting.push_back(Waiting {
-                replies: pipe.len(),
+                replies: packed.count(),
                 answer,
             });
         }

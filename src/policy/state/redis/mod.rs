@@ -33,6 +33,7 @@
 mod clock;
 mod ips;
 mod link;
+mod packed;
 use ips::SEEN_KEPT;
 mod lists;
 mod plan;
@@ -49,12 +50,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use redis::{Client, Cmd, Connection, Pipeline, RedisError, RedisResult, Script, Value};
+use redis::{Client, Cmd, Connection, ConnectionLike, RedisError, RedisResult, Script, Value};
 use tracing::{debug, info, warn};
 
 use super::lists::{Lists, Recipients};
 use super::{Ahead, Health, Store};
 use crate::config::{Config, ConfigError, Stages};
+use packed::Packed;
 use scripts::Scripts;
 
 pub(crate) use clock::SharedClock;
@@ -105,26 +107,13 @@ fn refused(e: &RedisError) -> bool {
     matches!(e.kind(), redis::ErrorKind::Server(kind) if kind != redis::ServerErrorKind::NoScript)
 }
 
-/// Holds again, ahead of the writes held since, the writes at the head of `pipe` that
-/// may be sent again (`again`, one per write).
-fn hold_again(held: &Held, pipe: &Pipeline, again: &[bool]) {
+/// Holds again, ahead of the writes held since, those of `writes` that may be sent
+/// again.
+fn hold_again(held: &Held, writes: Vec<(Cmd, bool)>) {
     let mut pending = lock(held);
-    let later = std::mem::take(&mut pending.cmds);
-    pending.cmds = pipe
-        .cmd_iter()
-        .zip(again)
-        .filter(|(_, again)| **again)
-        .map(|(cmd, _)| (cmd.clone(), true))
-        .collect();
+    let later = std::mem::replace(&mut pending.cmds, writes);
+    pending.cmds.retain(|(_, again)| *again);
     pending.cmds.extend(later);
-}
-
-/// The command `name`, with room for the arguments of a stage's reads, so that it is
-/// not grown as they are added.
-fn command(name: &str) -> Cmd {
-    let mut cmd = Cmd::with_capacity(10, 160);
-    cmd.arg(name);
-    cmd
 }
 
 /// Writes `ip` as its `Display` does, without the formatting machinery for an IPv4
@@ -423,50 +412,49 @@ impl Redis {
         cmd
     }
 
-    /// Sends the writes held back and `cmds` in one pipeline; the replies to `cmds`, or
-    /// `None` when the call failed (the writes then stay held).
-    pub(super) fn exchange(&self, what: &str, cmds: Vec<Cmd>) -> Option<Vec<Value>> {
+    /// Sends the writes held back and the commands `fill` adds in one pipeline; the
+    /// replies to those commands, or `None` when the call failed (the writes then stay
+    /// held).
+    fn exchange(&self, what: &str, fill: impl FnOnce(&mut Packed)) -> Option<Vec<Value>> {
         if self.health.failed() {
             return None;
         }
-        let (pipe, again) = self.with_held(cmds);
+        let (mut packed, held) = self.with_held();
+        fill(&mut packed);
         self.health.call();
-        let replies = self.attempt(|conn| pipe.query::<Vec<Value>>(conn).and_then(answered));
-        self.settle(what, &pipe, &again, replies)
+        let replies = self.attempt(|conn| {
+            conn.req_packed_commands(packed.bytes(), 0, packed.count())
+                .and_then(answered)
+        });
+        self.settle(what, held, replies)
     }
 
-    /// A pipeline of the writes held back, taken out, then `cmds`; with whether each of
-    /// those writes may be sent again.
-    pub(super) fn with_held(&self, cmds: Vec<Cmd>) -> (Pipeline, Vec<bool>) {
+    /// A pipeline that starts with the writes held back, taken out; with those writes,
+    /// each with whether it may be sent again.
+    fn with_held(&self) -> (Packed, Vec<(Cmd, bool)>) {
         let held = std::mem::take(&mut lock(&self.held).cmds);
-        let mut pipe = redis::pipe();
-        let mut again = Vec::with_capacity(held.len());
-        for (cmd, may) in held {
-            pipe.add_command(cmd);
-            again.push(may);
+        let mut packed = Packed::default();
+        for (cmd, _) in &held {
+            packed.cmd(cmd);
         }
-        for cmd in cmds {
-            pipe.add_command(cmd);
-        }
-        (pipe, again)
+        (packed, held)
     }
 
-    /// What `pipe`, with writes held back ahead (`again`: whether each may be sent
-    /// again), brought: the replies after those writes', or `None` when the call failed.
-    /// The writes of a call that failed are held again, unless Redis refused them (it
-    /// would again): they are dropped, logged.
+    /// What a pipeline that started with the writes `held` brought: the replies after
+    /// those writes', or `None` when the call failed. The writes of a call that failed
+    /// are held again, unless Redis refused them (it would again): they are dropped,
+    /// logged.
     pub(super) fn settle(
         &self,
         what: &str,
-        pipe: &Pipeline,
-        again: &[bool],
+        held: Vec<(Cmd, bool)>,
         replies: RedisResult<Vec<Value>>,
     ) -> Option<Vec<Value>> {
         match replies {
             Ok(mut replies) => {
                 self.reached();
                 lock(&self.held).dropped = false;
-                replies.drain(..again.len().min(replies.len()));
+                replies.drain(..held.len().min(replies.len()));
                 Some(replies)
             }
             Err(e) => {
@@ -474,7 +462,7 @@ impl Redis {
                 if refused(&e) {
                     warn!(prefix = %self.prefix, "policy state writes refused by Redis, dropped");
                 } else {
-                    hold_again(&self.held, pipe, again);
+                    hold_again(&self.held, held);
                 }
                 None
             }

@@ -59,7 +59,7 @@ impl Redis {
             Some(reply) => reply,
             None => {
                 let cmd = self.quota_cmd(checks, mode, others, now);
-                self.exchange("quota", vec![cmd])?.pop()?
+                self.exchange("quota", |p| p.cmd(&cmd))?.pop()?
             }
         };
         self.forget_counters();

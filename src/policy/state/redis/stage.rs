@@ -14,9 +14,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Client, Pipeline, RedisResult, Value};
+use redis::{Client, Cmd, RedisResult, Value};
 
 use super::link::Link;
+use super::packed::Packed;
 use super::plan::{Layout, Plan};
 use super::scripts::Scripts;
 use super::{Held, Redis, answered, hold_again};
@@ -45,18 +46,18 @@ impl Shared {
         if let Some(link) = slot.as_ref().filter(|link| !link.is_broken()) {
             return Ok(link.clone());
         }
-        let mut setup = redis::pipe();
+        let mut setup = Packed::default();
         for code in Scripts::CODES {
-            setup.cmd("SCRIPT").arg("LOAD").arg(code);
+            setup.command("SCRIPT").arg("LOAD").arg(code);
         }
         let link = Link::open(self.client.get_connection_info(), &setup).await?;
         Ok(slot.insert(Arc::new(link)).clone())
     }
 
     /// Sends `pipe`; its replies, or the first error among them.
-    async fn exchange(&self, pipe: &Pipeline) -> RedisResult<Vec<Value>> {
+    async fn exchange(&self, packed: &Packed) -> RedisResult<Vec<Value>> {
         let link = self.link().await?;
-        link.exchange(pipe).await.and_then(answered)
+        link.exchange(packed).await.and_then(answered)
     }
 
     /// Drops the connection: the next round trip makes a new one.
@@ -68,8 +69,9 @@ impl Shared {
 /// What a round trip carries besides its pipeline.
 #[derive(Debug)]
 struct Parts {
-    /// Whether each of the writes held back, sent ahead of the reads, may be sent again.
-    again: Vec<bool>,
+    /// The writes held back, sent ahead of the reads, each with whether it may be sent
+    /// again.
+    held: Vec<(Cmd, bool)>,
     plan: Plan,
     layout: Layout,
 }
@@ -78,7 +80,7 @@ struct Parts {
 #[derive(Debug)]
 pub(crate) struct Fetch {
     shared: Arc<Shared>,
-    pipe: Pipeline,
+    packed: Packed,
     /// Taken when the replies come; still here if the round trip was dropped.
     parts: Option<Parts>,
     /// Where the writes go back to then.
@@ -88,7 +90,6 @@ pub(crate) struct Fetch {
 /// A stage's round trip, with its replies or the error that ended it.
 #[derive(Debug)]
 pub(crate) struct Fetched {
-    pipe: Pipeline,
     /// Taken when the stage begins with them; still here if it never did.
     parts: Option<Parts>,
     replies: RedisResult<Vec<Value>>,
@@ -99,15 +100,15 @@ impl Fetch {
     /// Sends the round trip; its replies, or its error (a timeout after `state.timeout`).
     pub async fn send(mut self) -> Fetched {
         let shared = self.shared.clone();
-        let replies = match tokio::time::timeout(shared.timeout, shared.exchange(&self.pipe)).await
-        {
-            Ok(replies) => replies,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no reply within state.timeout",
-            )
-            .into()),
-        };
+        let replies =
+            match tokio::time::timeout(shared.timeout, shared.exchange(&self.packed)).await {
+                Ok(replies) => replies,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no reply within state.timeout",
+                )
+                .into()),
+            };
         if replies.is_err() {
             shared.forget().await;
         }
@@ -116,7 +117,6 @@ impl Fetch {
             .take()
             .expect("a round trip is sent once, since sending takes it");
         Fetched {
-            pipe: std::mem::take(&mut self.pipe),
             parts: Some(parts),
             replies,
             queue: self.queue.clone(),
@@ -134,8 +134,8 @@ impl Drop for Fetched {
     fn drop(&mut self) {
         // A round trip no stage began with: the writes of one that failed wait for the
         // next call, as they would had a stage met the failure.
-        if let (Some(parts), Err(_)) = (&self.parts, &self.replies) {
-            hold_again(&self.queue, &self.pipe, &parts.again);
+        if let (Some(parts), Err(_)) = (self.parts.take(), &self.replies) {
+            hold_again(&self.queue, parts.held);
         }
     }
 }
@@ -143,7 +143,7 @@ impl Drop for Fetched {
 impl Drop for Fetch {
     fn drop(&mut self) {
         if let Some(parts) = self.parts.take() {
-            hold_again(&self.queue, &self.pipe, &parts.again);
+            hold_again(&self.queue, parts.held);
         }
     }
 }
@@ -155,16 +155,12 @@ impl Redis {
         if !self.asks(&plan) {
             return None;
         }
-        let (cmds, layout) = self.request(&plan);
-        let (pipe, again) = self.with_held(cmds);
+        let (mut packed, held) = self.with_held();
+        let layout = self.request(&plan, &mut packed);
         Some(Fetch {
             shared: self.shared.clone(),
-            pipe,
-            parts: Some(Parts {
-                again,
-                plan,
-                layout,
-            }),
+            packed,
+            parts: Some(Parts { held, plan, layout }),
             queue: self.held.clone(),
         })
     }
@@ -173,7 +169,7 @@ impl Redis {
     /// stage failed.
     pub(super) fn install_stage(&self, mut fetched: Fetched) {
         let Some(Parts {
-            again,
+            held,
             mut plan,
             layout,
         }) = fetched.parts.take()
@@ -186,7 +182,7 @@ impl Redis {
         *self.plan.borrow_mut() = None;
         self.forget_view();
         plan.call = self.health.stage();
-        let Some(replies) = self.settle("stage", &fetched.pipe, &again, replies) else {
+        let Some(replies) = self.settle("stage", held, replies) else {
             return;
         };
         if let Some(view) = self.read(&plan, layout, replies) {

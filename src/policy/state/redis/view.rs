@@ -15,11 +15,12 @@
 
 use std::net::IpAddr;
 
-use redis::{Cmd, FromRedisValue, RedisResult, Value};
+use redis::{FromRedisValue, RedisResult, Value};
 
+use super::Redis;
+use super::packed::Packed;
 use super::plan::{Ahead, Layout, Plan, Unclaimed};
 use super::quotas::{Mode, signature};
-use super::{Redis, command};
 use crate::policy::quota::Subject;
 use crate::policy::state::{self, BlockOf, Check, QuotaKey};
 use crate::units::{QuotaName, Stage, Window};
@@ -257,17 +258,11 @@ impl Redis {
         self.view.borrow().as_ref().and_then(f)
     }
 
-    fn counter_fields(&self, key: String) -> Cmd {
-        let mut cmd = command("HMGET");
-        cmd.arg(key).arg(&COUNTER_FIELDS);
-        cmd
-    }
-
     /// Reads what `plan` may ask about, with the writes held back, in one round trip.
     fn fetch(&self, plan: &Plan) -> Option<View> {
-        let (cmds, layout) = self.request(plan);
-        let replies = self.exchange("stage", cmds)?;
-        self.read(plan, layout, replies)
+        let mut layout = None;
+        let replies = self.exchange("stage", |p| layout = Some(self.request(plan, p)))?;
+        self.read(plan, layout?, replies)
     }
 
     /// Whether the rules of the stage `plan` is for may ask about anything but the IP's
@@ -290,14 +285,16 @@ impl Redis {
     }
 
     /// The reads of what `plan` may ask about, and where their replies are.
-    pub(super) fn request(&self, plan: &Plan) -> (Vec<Cmd>, Layout) {
+    pub(super) fn request(&self, plan: &Plan, p: &mut Packed) -> Layout {
         let ip = plan.ip;
-        let mut cmds = Vec::new();
         let lease_id = (plan.stage == Stage::Connect).then(|| self.lease_id());
         if let Some(id) = &lease_id {
-            let mut cmd = self.evalsha(&self.scripts.lease, &[self.lease_key(ip)]);
-            cmd.arg(id).arg(self.lease_ms.max(1));
-            cmds.push(cmd);
+            p.command("EVALSHA")
+                .arg(self.scripts.lease.get_hash())
+                .arg(1)
+                .arg(self.lease_key(ip))
+                .arg(id)
+                .arg(self.lease_ms.max(1));
         }
         // What the rules of this stage may read, as the config places them: the IP's
         // listings where they are answered, the sender's likewise, whether whitelists
@@ -310,12 +307,10 @@ impl Redis {
         };
         let listing = at(ip_stage);
         let blocks = stage == Stage::Connect;
-        cmds.extend(self.ip_reads(ip, listing, blocks));
+        self.ip_reads(p, ip, listing, blocks);
         let whitelists = listing && stage < Stage::Mail;
         if whitelists {
-            let mut cmd = command("EXISTS");
-            cmd.arg(self.key(format_args!("wl-any")));
-            cmds.push(cmd);
+            p.command("EXISTS").arg(self.key(format_args!("wl-any")));
         }
         let sender = plan.from.is_some() && at(sender_stage);
         let named = plan
@@ -323,22 +318,19 @@ impl Redis {
             .as_ref()
             .filter(|_| stage == Stage::Rcpt || (stage >= Stage::Mail && (listing || sender)));
         if let Some((from, domain)) = named {
-            let mut cmd = command("EXISTS");
-            cmd.arg(self.key(format_args!("wl:{from}")))
+            p.command("EXISTS")
+                .arg(self.key(format_args!("wl:{from}")))
                 .arg(self.key(format_args!("wl:{domain}")));
-            cmds.push(cmd);
         }
         if let Some((from, domain)) = plan.from.as_ref().filter(|_| sender) {
-            cmds.extend(self.sender_reads(from, domain));
+            self.sender_reads(p, from, domain);
         }
         let personal = plan.from.is_some() && self.stages.rejected_by_recipients == plan.stage;
         if let (true, Some((from, domain))) = (personal, &plan.from) {
             for rcpt in &plan.rcpts {
                 let key = self.key(format_args!("pb:{rcpt}"));
                 for value in [from, domain] {
-                    let mut cmd = command("SISMEMBER");
-                    cmd.arg(&key).arg(value);
-                    cmds.push(cmd);
+                    p.command("SISMEMBER").arg(&key).arg(value);
                 }
             }
         }
@@ -346,42 +338,33 @@ impl Redis {
             plan.null_sender && self.backscatter && self.stages.bounce_attack == plan.stage;
         if bounce {
             for rcpt in &plan.rcpts {
-                let mut cmd = command("SISMEMBER");
-                cmd.arg(self.key(format_args!("out:{rcpt}")))
+                p.command("SISMEMBER")
+                    .arg(self.key(format_args!("out:{rcpt}")))
                     .arg(ip.to_string());
-                cmds.push(cmd);
             }
         }
         for (_, _, key) in &plan.counters {
-            cmds.push(self.counter_fields(key.clone()));
+            p.command("HMGET").arg(key).arg(&COUNTER_FIELDS);
         }
         let bulk = plan.print.inspect(|&print| {
             let key = self.bulk_key(print, plan.now);
-            let mut cmd = command("SCARD");
-            cmd.arg(&key);
-            cmds.push(cmd);
+            p.command("SCARD").arg(&key);
             for rcpt in &plan.rcpts {
-                let mut cmd = command("SISMEMBER");
-                cmd.arg(&key).arg(rcpt);
-                cmds.push(cmd);
+                p.command("SISMEMBER").arg(&key).arg(rcpt);
             }
         });
         let ahead = plan.ahead.clone();
         if let Some(ahead) = &ahead {
-            cmds.push(ahead.cmd.clone());
+            p.cmd(&ahead.cmd);
         }
         // The recipients are added now, so that a replica that takes the body's next
         // message after this one is answered counts them.
         let add = bulk.filter(|_| !plan.rcpts.is_empty()).inspect(|&print| {
             let key = self.bulk_key(print, plan.now);
-            let mut cmd = command("SADD");
-            cmd.arg(&key).arg(&plan.rcpts);
-            cmds.push(cmd);
-            let mut cmd = command("EXPIRE");
-            cmd.arg(&key).arg(self.bulk_window + 60);
-            cmds.push(cmd);
+            p.command("SADD").arg(&key).arg(&plan.rcpts);
+            p.command("EXPIRE").arg(&key).arg(self.bulk_window + 60);
         });
-        let layout = Layout {
+        Layout {
             lease_id,
             listing,
             blocks,
@@ -393,8 +376,7 @@ impl Redis {
             bulk,
             ahead,
             add,
-        };
-        (cmds, layout)
+        }
     }
 
     /// The view `replies` (to [`request`](Self::request)'s reads, as `layout` places
@@ -486,36 +468,29 @@ impl Redis {
 
     /// The reads of what is known about `ip`: its record, with its listings and
     /// complaints, with the blocks of its quotas.
-    fn ip_reads(&self, ip: IpAddr, listing: bool, blocks: bool) -> Vec<Cmd> {
-        let counter = |name: QuotaName| {
-            self.counter_key(QuotaKey {
-                name,
-                subject: Subject::Ip(ip),
-            })
-        };
-        let mut cmds = Vec::with_capacity(6);
-        let mut cmd = command("HMGET");
-        cmd.arg(self.ip_key(ip)).arg("first").arg("ru");
-        cmds.push(cmd);
+    fn ip_reads(&self, p: &mut Packed, ip: IpAddr, listing: bool, blocks: bool) {
+        p.command("HMGET")
+            .arg(self.ip_key(ip))
+            .arg("first")
+            .arg("ru");
         if listing {
-            let mut cmd = command("HGETALL");
-            cmd.arg(self.key(format_args!("bl:ip")));
-            cmds.push(cmd);
-            let mut cmd = command("SMEMBERS");
-            cmd.arg(self.key(format_args!("lifted:ip")));
-            cmds.push(cmd);
-            let mut cmd = command("LRANGE");
-            cmd.arg(self.complaints_key(ip)).arg(0).arg(-1);
-            cmds.push(cmd);
+            p.command("HGETALL").arg(self.key(format_args!("bl:ip")));
+            p.command("SMEMBERS")
+                .arg(self.key(format_args!("lifted:ip")));
+            p.command("LRANGE")
+                .arg(self.complaints_key(ip))
+                .arg(0)
+                .arg(-1);
         }
         if blocks {
             for name in [QuotaName::IpMessages, QuotaName::IpConnections] {
-                let mut cmd = command("HMGET");
-                cmd.arg(counter(name)).arg("bu").arg("br");
-                cmds.push(cmd);
+                let key = self.counter_key(QuotaKey {
+                    name,
+                    subject: Subject::Ip(ip),
+                });
+                p.command("HMGET").arg(key).arg("bu").arg("br");
             }
         }
-        cmds
     }
 
     fn ip_replies(r: &mut Replies, listing: bool, blocks: bool) -> RedisResult<IpView> {
@@ -540,29 +515,24 @@ impl Redis {
     /// The reads of a sender's and its domain's listings: the API's, the config's
     /// lifted (for those the config lists), the domain's random listing (when domains
     /// are drawn).
-    fn sender_reads(&self, from: &str, domain: &str) -> Vec<Cmd> {
-        let mut cmds = Vec::with_capacity(4);
-        let mut cmd = command("HMGET");
-        cmd.arg(self.key(format_args!("bl:s")))
+    fn sender_reads(&self, p: &mut Packed, from: &str, domain: &str) {
+        p.command("HMGET")
+            .arg(self.key(format_args!("bl:s")))
             .arg(from)
             .arg(domain);
-        cmds.push(cmd);
         for (value, listed) in [
             (from, self.lists.senders.as_slice()),
             (domain, self.lists.domains_listed.as_slice()),
         ] {
             if listed.iter().any(|l| l.value == value) {
-                let mut cmd = command("SISMEMBER");
-                cmd.arg(self.key(format_args!("lifted:s"))).arg(value);
-                cmds.push(cmd);
+                p.command("SISMEMBER")
+                    .arg(self.key(format_args!("lifted:s")))
+                    .arg(value);
             }
         }
         if self.lists.random_domain.0 > 0.0 {
-            let mut cmd = command("HGET");
-            cmd.arg(self.domain_key(domain)).arg("ru");
-            cmds.push(cmd);
+            p.command("HGET").arg(self.domain_key(domain)).arg("ru");
         }
-        cmds
     }
 
     pub(super) fn sender_replies(
@@ -599,7 +569,7 @@ impl Redis {
     /// What a sender's listings are, read alone (outside a stage's view).
     pub(super) fn read_sender(&self, from: &str, domain: &str) -> SenderView {
         let read = self
-            .exchange("sender_listing", self.sender_reads(from, domain))
+            .exchange("sender_listing", |p| self.sender_reads(p, from, domain))
             .map(|replies| self.sender_replies(from, domain, &mut Replies(replies.into_iter())));
         match read {
             Some(Ok(view)) => view,
@@ -619,7 +589,7 @@ impl Redis {
             return view;
         }
         let read = self
-            .exchange("ip_view", self.ip_reads(ip, true, true))
+            .exchange("ip_view", |p| self.ip_reads(p, ip, true, true))
             .map(|replies| Self::ip_replies(&mut Replies(replies.into_iter()), true, true));
         match read {
             Some(Ok(view)) => {
@@ -697,7 +667,7 @@ impl Redis {
             self.give_back(unclaimed);
         }
         if let Some((print, window, new)) = view.added.filter(|(_, _, new)| !new.is_empty()) {
-            let mut cmd = command("SREM");
+            let mut cmd = redis::cmd("SREM");
             cmd.arg(self.bulk_key(print, window * self.bulk_window))
                 .arg(new);
             self.hold(cmd);
