@@ -23,8 +23,9 @@
 //! With the `redis` feature, `redis::Redis` keeps every owner's state in a Redis server
 //! shared by replicas (`[state] backend = "redis"`): the policy announces each stage
 //! ([`Store::ahead`]) so that the store reads what the stage may ask, with its writes,
-//! in one round trip, and a call that fails leaves the [`Health`] failed, which the
-//! policy answers `451`.
+//! in one round trip, or plans that round trip for a session to send without the
+//! policy's lock ([`Store::prepare`], [`Fetch`], [`Store::install`]); a call that fails
+//! leaves the [`Health`] failed, which the policy answers `451`.
 
 mod bulk;
 mod ips;

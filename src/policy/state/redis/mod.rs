@@ -2,8 +2,11 @@
 //! replicas enforce one policy.
 //!
 //! A stage of a message is at most one round trip on its way to acceptance (see
-//! [`view`]): the policy announces the stage, and its first question sends one pipeline
-//! with the writes held back and every read the stage's rules may make; a quota check
+//! [`view`]): the policy announces the stage, and one pipeline carries the writes held
+//! back and every read the stage's rules may make. A session sends it before the stage
+//! is decided, without the policy's lock, on the connection the sessions share (see
+//! [`stage`] and [`link`]); a stage asked without it (the embedded policy's own calls)
+//! sends it at its first question, under the lock. A quota check
 //! that counts is a Lua script (its check and count are one atomic step, whatever other
 //! replicas do at the same moment) sent with those writes, and a check that does not
 //! count is answered from the counters read, unless a key is over a limit or blocked:
