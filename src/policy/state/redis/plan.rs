@@ -48,7 +48,7 @@ pub(super) struct Unclaimed {
     pub(super) reply: Value,
 }
 
-/// Where the replies to a stage's reads are: which reads [`Redis::request`] made.
+/// Where the replies to a stage's reads are: which reads [`super::Redis::request`] made.
 #[derive(Debug)]
 pub(super) struct Layout {
     /// At connect: the id of the lease taken on the connection.
