@@ -1,5 +1,7 @@
 //! Command handlers: one method per SMTP command, each an `impl Session` block entry.
 
+use std::borrow::Cow;
+
 use smtp_proto::{Error as ParseError, MAIL_SMTPUTF8, MailFrom, RcptTo, Request};
 
 use tracing::debug;
@@ -195,7 +197,7 @@ impl Session {
                 address: address.into_owned(),
             });
         } else {
-            self.finish_rcpt(&address, None);
+            self.finish_rcpt(address, None);
         }
     }
 
@@ -212,8 +214,8 @@ impl Session {
     }
 
     /// Decides RCPT of `address` (after its stage's round trip, when `staged`).
-    pub(super) fn finish_rcpt(&mut self, address: &str, staged: Option<Staged>) {
-        let Some(facts) = self.rcpt_facts(address) else {
+    pub(super) fn finish_rcpt(&mut self, address: Cow<'_, str>, staged: Option<Staged>) {
+        let Some(facts) = self.rcpt_facts(&address) else {
             return;
         };
         let decision = self.judge(Stage::Rcpt, &facts, staged);
@@ -227,7 +229,7 @@ impl Session {
             && self
                 .engine
                 .faults()
-                .greylisted(&self.mx, self.peer.ip(), &tx.from, address);
+                .greylisted(&self.mx, self.peer.ip(), &tx.from, &address);
         if greylisted {
             self.record(EventKind::Fault {
                 fault: FaultKind::Greylist,
@@ -237,8 +239,8 @@ impl Session {
             return;
         }
         // A recipient named twice gets the message once.
-        if accepted && !contains_address(&tx.rcpts, address) {
-            tx.rcpts.push(address.to_owned());
+        if accepted && !contains_address(&tx.rcpts, &address) {
+            tx.rcpts.push(address.into_owned());
         }
         if accepted {
             self.reply(ReplyKind::RcptOk);

@@ -117,7 +117,7 @@ impl Session {
                     .rcpt_facts(&address)
                     .and_then(|facts| self.plan_stage(Stage::Rcpt, &facts, now));
                 let staged = Staged::send(fetch, now).await;
-                self.finish_rcpt(&address, Some(staged));
+                self.finish_rcpt(address.into(), Some(staged));
             }
             Pending::Data => {
                 let now = self.engine.clock.now();
