@@ -33,7 +33,8 @@ pub(super) struct Reading {
 /// What to do after answering what has been read; `U` is the channel's upgrade.
 pub(super) enum Action<U> {
     Continue,
-    /// Run the checks a command waits for, then go on.
+    /// Run the checks a command waits for (and its stage's round trip to a shared
+    /// store), then go on.
     Authenticate(Pending),
     /// Carry out the fault due.
     Fault,

@@ -125,7 +125,7 @@ impl Link {
         lock(&self.state).broken || self.reader.is_finished() || self.writer.is_finished()
     }
 
-    /// Sends `pipe` and waits for its replies.
+    /// Sends the commands of `packed` and waits for their replies.
     pub async fn exchange(&self, packed: &Packed) -> RedisResult<Vec<Value>> {
         if packed.count() == 0 {
             return Ok(Vec::new());
