@@ -48,25 +48,31 @@ pub(super) struct Unclaimed {
     pub(super) reply: Value,
 }
 
+/// What a stage reads beside the IP's record, as the config places its rules.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reads {
+    /// The IP's listings and complaints.
+    pub listing: bool,
+    /// The blocks of the IP's quotas.
+    pub blocks: bool,
+    /// Whether any whitelist exists.
+    pub whitelists: bool,
+    /// Whether a whitelist names the sender or its domain.
+    pub named: bool,
+    /// The sender's listings.
+    pub sender: bool,
+    /// The recipients' personal blacklists.
+    pub personal: bool,
+    /// The recipients' outbound records.
+    pub bounce: bool,
+}
+
 /// Where the replies to a stage's reads are: which reads [`super::Redis::request`] made.
 #[derive(Debug)]
 pub(super) struct Layout {
     /// At connect: the id of the lease taken on the connection.
     pub lease_id: Option<String>,
-    /// Whether the IP's listings and complaints were read.
-    pub listing: bool,
-    /// Whether the blocks of the IP's quotas were read.
-    pub blocks: bool,
-    /// Whether it was read if any whitelist exists.
-    pub whitelists: bool,
-    /// Whether it was read if a whitelist names the sender or its domain.
-    pub named: bool,
-    /// Whether the sender's listings were read.
-    pub sender: bool,
-    /// Whether the recipients' personal blacklists were read.
-    pub personal: bool,
-    /// Whether the recipients' outbound records were read.
-    pub bounce: bool,
+    pub reads: Reads,
     /// The body's fingerprint, when its recipients were read.
     pub bulk: Option<u64>,
     /// The quota script sent ahead.

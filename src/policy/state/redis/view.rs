@@ -19,7 +19,7 @@ use redis::{FromRedisValue, RedisResult, Value};
 
 use super::Redis;
 use super::packed::Packed;
-use super::plan::{Ahead, Layout, Plan, Unclaimed};
+use super::plan::{Ahead, Layout, Plan, Reads, Unclaimed};
 use super::quotas::{Mode, signature};
 use crate::policy::quota::Subject;
 use crate::policy::state::{self, BlockOf, Check, QuotaKey};
@@ -265,20 +265,41 @@ impl Redis {
         self.read(plan, layout?, replies)
     }
 
-    /// Whether the rules of the stage `plan` is for may ask about anything but the IP's
-    /// record (which no rule asks for alone): as [`request`](Self::request) decides
-    /// what to read, without making the reads.
-    pub(super) fn asks(&self, plan: &Plan) -> bool {
+    /// What the rules of the stage `plan` is for may read beside the IP's record, as
+    /// the config places them: the IP's listings where they are answered, the sender's
+    /// likewise, whether whitelists apply there, the blocks that deny a connection, the
+    /// recipients' lists where those are answered. (A whitelist that names the sender
+    /// makes a later stage answer listings too: that stage then reads them with a round
+    /// trip of its own.)
+    fn reads(&self, plan: &Plan) -> Reads {
         let stage = plan.stage;
         let at = |configured: Stage| {
             stage == configured || (stage == Stage::Rcpt && configured < Stage::Rcpt)
         };
         let from = plan.from.is_some();
-        stage == Stage::Connect
-            || at(self.list_stages.0)
-            || (from && (at(self.list_stages.1) || stage == Stage::Rcpt))
-            || (from && self.stages.rejected_by_recipients == stage)
-            || (plan.null_sender && self.backscatter && self.stages.bounce_attack == stage)
+        let listing = at(self.list_stages.0);
+        let sender = from && at(self.list_stages.1);
+        Reads {
+            listing,
+            blocks: stage == Stage::Connect,
+            whitelists: listing && stage < Stage::Mail,
+            named: from && (stage == Stage::Rcpt || (stage >= Stage::Mail && (listing || sender))),
+            sender,
+            personal: from && self.stages.rejected_by_recipients == stage,
+            bounce: plan.null_sender && self.backscatter && self.stages.bounce_attack == stage,
+        }
+    }
+
+    /// Whether the rules of the stage `plan` is for may ask about anything but the IP's
+    /// record (which no rule asks for alone), without making the reads.
+    pub(super) fn asks(&self, plan: &Plan) -> bool {
+        let r = self.reads(plan);
+        r.listing
+            || r.blocks
+            || r.named
+            || r.sender
+            || r.personal
+            || r.bounce
             || !plan.counters.is_empty()
             || plan.print.is_some()
             || plan.ahead.is_some()
@@ -296,37 +317,20 @@ impl Redis {
                 .arg(id)
                 .arg(self.lease_ms.max(1));
         }
-        // What the rules of this stage may read, as the config places them: the IP's
-        // listings where they are answered, the sender's likewise, whether whitelists
-        // apply there, the blocks that deny a connection. (A whitelist that names the
-        // sender makes a later stage answer listings too: that stage then reads them
-        // with a round trip of its own.)
-        let (stage, ip_stage, sender_stage) = (plan.stage, self.list_stages.0, self.list_stages.1);
-        let at = |configured: Stage| {
-            stage == configured || (stage == Stage::Rcpt && configured < Stage::Rcpt)
-        };
-        let listing = at(ip_stage);
-        let blocks = stage == Stage::Connect;
-        self.ip_reads(p, ip, listing, blocks);
-        let whitelists = listing && stage < Stage::Mail;
-        if whitelists {
+        let reads = self.reads(plan);
+        self.ip_reads(p, ip, reads.listing, reads.blocks);
+        if reads.whitelists {
             p.command("EXISTS").arg(self.key(format_args!("wl-any")));
         }
-        let sender = plan.from.is_some() && at(sender_stage);
-        let named = plan
-            .from
-            .as_ref()
-            .filter(|_| stage == Stage::Rcpt || (stage >= Stage::Mail && (listing || sender)));
-        if let Some((from, domain)) = named {
+        if let Some((from, domain)) = plan.from.as_ref().filter(|_| reads.named) {
             p.command("EXISTS")
                 .arg(self.key(format_args!("wl:{from}")))
                 .arg(self.key(format_args!("wl:{domain}")));
         }
-        if let Some((from, domain)) = plan.from.as_ref().filter(|_| sender) {
+        if let Some((from, domain)) = plan.from.as_ref().filter(|_| reads.sender) {
             self.sender_reads(p, from, domain);
         }
-        let personal = plan.from.is_some() && self.stages.rejected_by_recipients == plan.stage;
-        if let (true, Some((from, domain))) = (personal, &plan.from) {
+        if let Some((from, domain)) = plan.from.as_ref().filter(|_| reads.personal) {
             for rcpt in &plan.rcpts {
                 let key = self.key(format_args!("pb:{rcpt}"));
                 for value in [from, domain] {
@@ -334,9 +338,7 @@ impl Redis {
                 }
             }
         }
-        let bounce =
-            plan.null_sender && self.backscatter && self.stages.bounce_attack == plan.stage;
-        if bounce {
+        if reads.bounce {
             for rcpt in &plan.rcpts {
                 p.command("SISMEMBER")
                     .arg(self.key(format_args!("out:{rcpt}")))
@@ -366,13 +368,7 @@ impl Redis {
         });
         Layout {
             lease_id,
-            listing,
-            blocks,
-            whitelists,
-            named: named.is_some(),
-            sender,
-            personal,
-            bounce,
+            reads,
             bulk,
             ahead,
             add,
@@ -389,17 +385,17 @@ impl Redis {
                 Some(id) => Some((id, r.next::<u64>()?)),
                 None => None,
             };
-            let ip_view = Self::ip_replies(&mut r, layout.listing, layout.blocks)?;
+            let ip_view = Self::ip_replies(&mut r, layout.reads.listing, layout.reads.blocks)?;
             self.remember_first(ip, ip_view.first);
-            let whitelists = match layout.whitelists {
+            let whitelists = match layout.reads.whitelists {
                 true => Some(r.next::<u64>()? > 0),
                 false => None,
             };
-            let named = match layout.named {
+            let named = match layout.reads.named {
                 true => Some(r.next::<u64>()? > 0),
                 false => None,
             };
-            let sender = match plan.from.as_ref().filter(|_| layout.sender) {
+            let sender = match plan.from.as_ref().filter(|_| layout.reads.sender) {
                 Some((from, domain)) => {
                     let read = self.sender_replies(from, domain, &mut r)?;
                     Some((from.clone(), domain.clone(), read))
@@ -416,13 +412,13 @@ impl Redis {
                 lease,
                 ..View::default()
             };
-            if layout.personal {
+            if layout.reads.personal {
                 for rcpt in &plan.rcpts {
                     let (a, b): (bool, bool) = (r.next()?, r.next()?);
                     view.personal.push((rcpt.clone(), a || b));
                 }
             }
-            if layout.bounce {
+            if layout.reads.bounce {
                 for rcpt in &plan.rcpts {
                     view.mailed.push((rcpt.clone(), r.next()?));
                 }
