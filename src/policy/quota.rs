@@ -55,9 +55,38 @@ impl Subject<'_> {
 
     /// The subject as shown in blocks and decisions.
     pub fn label(&self) -> Box<str> {
+        let mut label = String::new();
+        self.push_label(&mut label);
+        label.into()
+    }
+
+    /// Writes [`label`](Self::label) to `out`: an IP as its `Display` does (an IPv4
+    /// address without the formatting machinery, as a shared store names a key for
+    /// every read of a stage), a text lower-cased.
+    pub fn push_label(&self, out: &mut String) {
         match self {
-            Self::Ip(ip) => ip.to_string().into(),
-            Self::Text(text) => text.to_lowercase().into(),
+            Self::Ip(IpAddr::V4(ip)) => {
+                for (i, octet) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    if octet >= 100 {
+                        out.push(char::from(b'0' + octet / 100));
+                    }
+                    if octet >= 10 {
+                        out.push(char::from(b'0' + octet / 10 % 10));
+                    }
+                    out.push(char::from(b'0' + octet % 10));
+                }
+            }
+            // Writing to a string cannot fail.
+            Self::Ip(ip) => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("{ip}"));
+            }
+            Self::Text(text) if text.is_ascii() => {
+                out.extend(text.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+            }
+            Self::Text(text) => out.push_str(&text.to_lowercase()),
         }
     }
 }
@@ -239,6 +268,26 @@ mod tests {
     use std::time::Duration;
 
     const KEY: (QuotaName, Subject<'static>) = (QuotaName::IpMessages, Subject::Text("k"));
+
+    #[test]
+    fn a_label_is_the_ip_as_displayed_or_the_text_lower_cased() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.100.255",
+            "127.0.0.1",
+            "9.99.199.200",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().expect("an IP");
+            assert_eq!(&*Subject::Ip(ip).label(), ip.to_string());
+        }
+        assert_eq!(
+            &*Subject::Text("Bob@Example.ORG").label(),
+            "bob@example.org"
+        );
+        assert_eq!(&*Subject::Text("ÉLISE@QQ.COM").label(), "élise@qq.com");
+    }
 
     fn quota(minute: u64, day: u64) -> Quota {
         let mut q = crate::config::Quotas::default().ip_messages;

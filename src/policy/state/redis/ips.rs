@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use super::Redis;
 use crate::policy::lists::draw;
+use crate::policy::quota::Subject;
 use crate::policy::state::ips::ip_bytes;
 use crate::policy::state::{BulkPrints, IpRecords};
 use crate::units::IpNet;
@@ -28,7 +29,7 @@ impl Redis {
     /// The key that starts with `{prefix}:` and `kind`, then names `ip`.
     pub(super) fn ip_key_of(&self, kind: &str, ip: IpAddr) -> String {
         let mut key = self.key_with(kind);
-        super::push_ip(&mut key, ip);
+        Subject::Ip(ip).push_label(&mut key);
         key
     }
 

@@ -119,35 +119,6 @@ fn hold_again(held: &Held, writes: Vec<(Cmd, bool)>) {
     pending.cmds.extend(later);
 }
 
-/// Writes `ip` as its `Display` does, without the formatting machinery for an IPv4
-/// address (a key is written for every read of a stage).
-fn push_ip(out: &mut String, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                push_u8(out, octet);
-            }
-        }
-        // Writing to a string cannot fail.
-        IpAddr::V6(v6) => {
-            let _ = fmt::Write::write_fmt(out, format_args!("{v6}"));
-        }
-    }
-}
-
-fn push_u8(out: &mut String, n: u8) {
-    if n >= 100 {
-        out.push(char::from(b'0' + n / 100));
-    }
-    if n >= 10 {
-        out.push(char::from(b'0' + n / 10 % 10));
-    }
-    out.push(char::from(b'0' + n % 10));
-}
-
 /// The replies of a pipeline, or the first error among them.
 fn answered(replies: Vec<Value>) -> RedisResult<Vec<Value>> {
     match replies.iter().find_map(|v| match v {

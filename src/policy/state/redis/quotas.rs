@@ -32,13 +32,7 @@ impl Redis {
         let mut k = self.key_with("q:");
         k.push_str(key.name.name());
         k.push(':');
-        match key.subject {
-            Subject::Ip(ip) => super::push_ip(&mut k, ip),
-            Subject::Text(text) if text.is_ascii() => {
-                k.extend(text.bytes().map(|b| char::from(b.to_ascii_lowercase())));
-            }
-            Subject::Text(text) => k.push_str(&text.to_lowercase()),
-        }
+        key.subject.push_label(&mut k);
         k
     }
 
