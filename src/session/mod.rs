@@ -60,11 +60,10 @@ use crate::chaos::Faults;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::event::{CloseReason, EventKind};
-use crate::policy::{Decision, Facts, Policy, SpfCheck};
+use crate::policy::{Decision, Policy, SpfCheck};
 use crate::reply::{Catalogue, ReplyKind};
 use crate::store::{EventRef, Store};
 use crate::tls::Acceptors;
-use crate::units::Stage;
 use body::Body;
 pub(crate) use body::Inflight;
 use channel::Plain;
@@ -264,19 +263,7 @@ pub(crate) async fn serve<S>(
         mx: listener.mx.to_owned(),
     });
     info!(session = session.id, %peer, "connected");
-    let now = engine.clock.now();
-    let fetch = if engine.shared {
-        engine
-            .policy()
-            .prepare(Stage::Connect, &Facts::new(peer.ip()), now)
-    } else {
-        None
-    };
-    let fetched = match fetch {
-        Some(fetch) => Some(fetch.send().await),
-        None => None,
-    };
-    let connect = engine.policy().connect_fetched(peer.ip(), now, fetched);
+    let connect = verdict::connect(&engine, peer.ip()).await;
     let _open = Open {
         engine,
         ip: peer.ip(),

@@ -8,9 +8,9 @@ use std::time::SystemTime;
 use tracing::debug;
 
 use super::body::Body;
-use super::{Pending, Session, Transaction};
+use super::{Engine, Pending, Session, Transaction};
 use crate::event::EventKind;
-use crate::policy::{AuthReport, Decision, Facts, Fetch, Fetched, SpfCheck, Verdict};
+use crate::policy::{AuthReport, Connect, Decision, Facts, Fetch, Fetched, SpfCheck, Verdict};
 use crate::reply::{Context, ReplyKind};
 use crate::store::EventRef;
 use crate::units::Stage;
@@ -23,15 +23,55 @@ pub(super) struct Staged {
     fetched: Option<Fetched>,
 }
 
-impl Staged {
-    /// Sends `fetch`, planned at `now`, and waits for it.
-    async fn send(fetch: Option<Fetch>, now: SystemTime) -> Self {
-        let fetched = match fetch {
+/// A stage's round trip, planned under the policy's lock at the clock's time, not yet
+/// sent.
+struct Planned {
+    now: SystemTime,
+    fetch: Option<Fetch>,
+}
+
+impl Planned {
+    /// Plans the round trip `stage` needs to be decided on `facts`, now.
+    fn new(engine: &Engine, stage: Stage, facts: &Facts<'_>) -> Self {
+        let now = engine.clock.now();
+        let fetch = engine.policy().prepare(stage, facts, now);
+        Self { now, fetch }
+    }
+
+    /// No round trip: the stage has nothing to be decided on (its transaction is gone).
+    fn nothing(engine: &Engine) -> Self {
+        Self {
+            now: engine.clock.now(),
+            fetch: None,
+        }
+    }
+
+    /// Sends the round trip, without the policy's lock, and waits for it.
+    async fn send(self) -> Staged {
+        let fetched = match self.fetch {
             Some(fetch) => Some(fetch.send().await),
             None => None,
         };
-        Self { now, fetched }
+        Staged {
+            now: self.now,
+            fetched,
+        }
     }
+}
+
+/// The policy's decision at connect, after the stage's round trip when the state is
+/// shared.
+pub(super) async fn connect(engine: &Engine, ip: IpAddr) -> Connect {
+    let Staged { now, fetched } = if engine.shared {
+        let planned = Planned::new(engine, Stage::Connect, &Facts::new(ip));
+        planned.send().await
+    } else {
+        Staged {
+            now: engine.clock.now(),
+            fetched: None,
+        }
+    };
+    engine.policy().connect_fetched(ip, now, fetched)
 }
 
 /// What MAIL is decided on.
@@ -76,9 +116,8 @@ impl Session {
         let ip = self.peer.ip();
         match pending {
             Pending::Helo { host, kind } => {
-                let now = self.engine.clock.now();
-                let fetch = self.plan_stage(Stage::Helo, &Facts::new(ip), now);
-                let staged = Staged::send(fetch, now).await;
+                let planned = Planned::new(&self.engine, Stage::Helo, &Facts::new(ip));
+                let staged = planned.send().await;
                 self.finish_hello(host, kind, Some(staged));
             }
             Pending::Mail {
@@ -102,31 +141,31 @@ impl Session {
                 };
                 let staged = match self.waits(Stage::Mail) {
                     true => {
-                        let now = self.engine.clock.now();
                         let facts = mail_facts(ip, &from, size, smtputf8, spf.as_ref(), ptr);
-                        let fetch = self.plan_stage(Stage::Mail, &facts, now);
-                        Some(Staged::send(fetch, now).await)
+                        let planned = Planned::new(&self.engine, Stage::Mail, &facts);
+                        Some(planned.send().await)
                     }
                     false => None,
                 };
                 self.finish_mail(from, size, smtputf8, spf, ptr, staged);
             }
             Pending::Rcpt { address } => {
-                let now = self.engine.clock.now();
-                let fetch = self
-                    .rcpt_facts(&address)
-                    .and_then(|facts| self.plan_stage(Stage::Rcpt, &facts, now));
-                let staged = Staged::send(fetch, now).await;
+                let planned = match self.rcpt_facts(&address) {
+                    Some(facts) => Planned::new(&self.engine, Stage::Rcpt, &facts),
+                    None => Planned::nothing(&self.engine),
+                };
+                let staged = planned.send().await;
                 self.finish_rcpt(address.into(), Some(staged));
             }
             Pending::Data => {
-                let now = self.engine.clock.now();
-                let fetch = self
-                    .tx
-                    .as_ref()
-                    .map(|tx| Facts::new(ip).from(&tx.from).rcpts(&tx.rcpts))
-                    .and_then(|facts| self.plan_stage(Stage::Data, &facts, now));
-                let staged = Staged::send(fetch, now).await;
+                let planned = match &self.tx {
+                    Some(tx) => {
+                        let facts = Facts::new(ip).from(&tx.from).rcpts(&tx.rcpts);
+                        Planned::new(&self.engine, Stage::Data, &facts)
+                    }
+                    None => Planned::nothing(&self.engine),
+                };
+                let staged = planned.send().await;
                 self.finish_data(Some(staged));
             }
             Pending::Message { auth, submission } => {
@@ -139,11 +178,10 @@ impl Session {
                 };
                 let staged = match self.waits(Stage::EndOfData) {
                     true => {
-                        let now = self.engine.clock.now();
                         let facts =
                             message_facts(ip, &submission.tx, &submission.body, report.as_ref());
-                        let fetch = self.plan_stage(Stage::EndOfData, &facts, now);
-                        Some(Staged::send(fetch, now).await)
+                        let planned = Planned::new(&self.engine, Stage::EndOfData, &facts);
+                        Some(planned.send().await)
                     }
                     false => None,
                 };
@@ -156,11 +194,6 @@ impl Session {
     /// not when a refusal is deferred to it, which the store is not asked about.
     pub(super) fn waits(&self, stage: Stage) -> bool {
         self.engine.shared && !self.deferred.iter().any(|d| d.stage == stage)
-    }
-
-    /// The round trip `stage` needs to be decided on `facts` at `now`, planned now.
-    fn plan_stage(&self, stage: Stage, facts: &Facts<'_>, now: SystemTime) -> Option<Fetch> {
-        self.engine.policy().prepare(stage, facts, now)
     }
 
     fn context(&self) -> Context {
