@@ -38,7 +38,8 @@ impl Planned {
         Self { now, fetch }
     }
 
-    /// No round trip: the stage has nothing to be decided on (its transaction is gone).
+    /// No round trip: the state is not shared, or the stage has nothing to be decided on
+    /// (its transaction is gone).
     fn nothing(engine: &Engine) -> Self {
         Self {
             now: engine.clock.now(),
@@ -62,15 +63,12 @@ impl Planned {
 /// The policy's decision at connect, after the stage's round trip when the state is
 /// shared.
 pub(super) async fn connect(engine: &Engine, ip: IpAddr) -> Connect {
-    let Staged { now, fetched } = if engine.shared {
-        let planned = Planned::new(engine, Stage::Connect, &Facts::new(ip));
-        planned.send().await
+    let planned = if engine.shared {
+        Planned::new(engine, Stage::Connect, &Facts::new(ip))
     } else {
-        Staged {
-            now: engine.clock.now(),
-            fetched: None,
-        }
+        Planned::nothing(engine)
     };
+    let Staged { now, fetched } = planned.send().await;
     engine.policy().connect_fetched(ip, now, fetched)
 }
 
