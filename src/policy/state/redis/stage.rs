@@ -54,7 +54,7 @@ impl Shared {
         Ok(slot.insert(Arc::new(link)).clone())
     }
 
-    /// Sends `pipe`; its replies, or the first error among them.
+    /// Sends `packed`; its replies, or the first error among them.
     async fn exchange(&self, packed: &Packed) -> RedisResult<Vec<Value>> {
         let link = self.link().await?;
         link.exchange(packed).await.and_then(answered)
