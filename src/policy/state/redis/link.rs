@@ -8,12 +8,21 @@
 //! few kinds a RESP2 server sends, since this is the hot path of every stage (error and
 //! status lines, which are rare, are read by the crate's parser).
 //!
-//! A connection that fails (a read or write error, the server gone) fails every
-//! pipeline waiting on it; the next round trip makes a new one.
+//! A connection that fails (a read or write error, the server gone, a pipeline left
+//! unanswered past the timeout) fails every pipeline waiting on it; the next round trip
+//! makes a new one.
+//!
+//! The timeout is kept by one watch per connection rather than a timer per round trip:
+//! a timer set for each round trip would fall before every other timer of the server
+//! and wake its event loop once more per round trip, which on one connection costs as
+//! much as the round trip's own reading and writing. The watch looks at the oldest
+//! pipeline waiting at least four times a timeout, and at its deadline when that comes
+//! first, so that none waits past its timeout by more than the server's own delays.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, RedisError, RedisResult, Value};
 
@@ -21,6 +30,7 @@ use super::packed::Packed;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// A socket to Redis.
 trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -29,6 +39,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
 /// A pipeline sent, waiting for its replies.
 struct Waiting {
     replies: usize,
+    /// When it was added.
+    since: Instant,
     answer: oneshot::Sender<RedisResult<Vec<Value>>>,
 }
 
@@ -56,6 +68,7 @@ pub(super) struct Link {
     ready: Arc<Notify>,
     writer: JoinHandle<()>,
     reader: JoinHandle<()>,
+    watch: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Link {
@@ -70,14 +83,20 @@ impl Drop for Link {
     fn drop(&mut self) {
         self.writer.abort();
         self.reader.abort();
-        fail(&self.state, "the connection to Redis was closed");
+        self.watch.abort();
+        fail(&self.state, closed("the connection to Redis was closed"));
     }
 }
 
 impl Link {
     /// Connects to the server `info` names, signs in and selects its database as it
-    /// says, then sends `setup`, each command of which must succeed.
-    pub async fn open(info: &ConnectionInfo, setup: &Packed) -> RedisResult<Self> {
+    /// says, then sends `setup`, each command of which must succeed. A pipeline not
+    /// answered within `timeout` fails the connection.
+    pub async fn open(
+        info: &ConnectionInfo,
+        setup: &Packed,
+        timeout: Duration,
+    ) -> RedisResult<Self> {
         let socket: Box<dyn Socket> = match info.addr() {
             ConnectionAddr::Tcp(host, port) => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
@@ -100,6 +119,7 @@ impl Link {
         let link = Self {
             writer: tokio::spawn(write_pipelines(write, state.clone(), ready.clone())),
             reader: tokio::spawn(read_replies(read, state.clone())),
+            watch: tokio::spawn(watch(state.clone(), timeout)),
             state,
             ready,
         };
@@ -122,7 +142,10 @@ impl Link {
 
     /// Whether the connection failed.
     pub fn is_broken(&self) -> bool {
-        lock(&self.state).broken || self.reader.is_finished() || self.writer.is_finished()
+        lock(&self.state).broken
+            || self.reader.is_finished()
+            || self.writer.is_finished()
+            || self.watch.is_finished()
     }
 
     /// Sends the commands of `packed` and waits for their replies.
@@ -134,18 +157,19 @@ impl Link {
         {
             let mut state = lock(&self.state);
             if state.broken {
-                return Err(closed("the connection to Redis failed"));
+                return Err(closed("the connection to Redis failed").into());
             }
             state.out.extend_from_slice(packed.bytes());
             state.waiting.push_back(Waiting {
                 replies: packed.count(),
+                since: Instant::now(),
                 answer,
             });
         }
         self.ready.notify_one();
         answered
             .await
-            .unwrap_or_else(|_| Err(closed("the connection to Redis was closed")))
+            .unwrap_or_else(|_| Err(closed("the connection to Redis was closed").into()))
     }
 }
 
@@ -166,19 +190,19 @@ async fn write_pipelines(mut write: WriteHalf<Box<dyn Socket>>, state: Shared, r
             continue;
         }
         if write.write_all(&spare).await.is_err() {
-            fail(&state, "the connection to Redis failed");
+            fail(&state, closed("the connection to Redis failed"));
             return;
         }
         spare.clear();
     }
 }
 
-fn closed(why: &'static str) -> RedisError {
-    io::Error::new(io::ErrorKind::ConnectionAborted, why).into()
+fn closed(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, why)
 }
 
-/// Marks the connection failed and answers every pipeline waiting with an error.
-fn fail(state: &Shared, why: &'static str) {
+/// Marks the connection failed and answers every pipeline waiting with `error`.
+fn fail(state: &Shared, error: io::Error) {
     let waiting = {
         let mut state = lock(state);
         state.broken = true;
@@ -186,7 +210,30 @@ fn fail(state: &Shared, why: &'static str) {
         std::mem::take(&mut state.waiting)
     };
     for waiting in waiting {
-        let _ = waiting.answer.send(Err(closed(why)));
+        let _ = waiting
+            .answer
+            .send(Err(io::Error::new(error.kind(), error.to_string()).into()));
+    }
+}
+
+/// Fails the connection when its oldest pipeline has waited `timeout`: Redis answers in
+/// order, so every later one would wait as long.
+async fn watch(state: Shared, timeout: Duration) {
+    let every = (timeout / 4).max(Duration::from_millis(1));
+    loop {
+        let now = Instant::now();
+        let oldest = lock(&state).waiting.front().map(|w| w.since + timeout);
+        match oldest {
+            Some(deadline) if deadline <= now => {
+                fail(
+                    &state,
+                    io::Error::new(io::ErrorKind::TimedOut, "no reply within state.timeout"),
+                );
+                return;
+            }
+            Some(deadline) => tokio::time::sleep_until(deadline.min(now + every)).await,
+            None => tokio::time::sleep_until(now + every).await,
+        }
     }
 }
 
@@ -237,7 +284,7 @@ async fn read_replies(mut read: ReadHalf<Box<dyn Socket>>, state: Shared) {
         buf.drain(..start);
         start = 0;
     };
-    fail(&state, why);
+    fail(&state, closed(why));
 }
 
 /// One reply from `buf` at `at`: the value and where the next starts; `None` while the
@@ -297,11 +344,27 @@ fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
     Some((line, at + end + 1))
 }
 
+/// A line's integer: an optional minus and decimal digits, within `i64`.
 fn number(line: &[u8]) -> RedisResult<i64> {
-    std::str::from_utf8(line)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(malformed)
+    let (negative, digits) = match line.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() {
+        return Err(malformed());
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(malformed());
+        }
+        let d = i64::from(d - b'0');
+        n = n
+            .checked_mul(10)
+            .and_then(|n| if negative { n.checked_sub(d) } else { n.checked_add(d) })
+            .ok_or_else(malformed)?;
+    }
+    Ok(n)
 }
 
 fn malformed() -> RedisError {
@@ -325,10 +388,12 @@ mod tests {
 
     #[test]
     fn replies_read_as_the_crate_reads_them() {
-        let replies: [&[u8]; 12] = [
+        let replies: [&[u8]; 14] = [
             b"+OK\r\n",
             b":42\r\n",
             b":-7\r\n",
+            b":9223372036854775807\r\n",
+            b":-9223372036854775808\r\n",
             b"$5\r\nhe\r\no\r\n",
             b"$0\r\n\r\n",
             b"$-1\r\n",
@@ -363,7 +428,16 @@ mod tests {
 
     #[test]
     fn malformed_replies_are_errors() {
-        for wire in [&b"?x\r\n"[..], b":abc\r\n", b"$3\r\nabcd\r\n", b"*x\r\n"] {
+        for wire in [
+            &b"?x\r\n"[..],
+            b":abc\r\n",
+            b":\r\n",
+            b":-\r\n",
+            b":1-2\r\n",
+            b":99999999999999999999\r\n",
+            b"$3\r\nabcd\r\n",
+            b"*x\r\n",
+        ] {
             assert!(parse(wire, 0).is_err(), "{wire:?}");
         }
     }

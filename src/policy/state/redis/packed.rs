@@ -1,23 +1,46 @@
 //! A pipeline encoded for the wire as its commands are made: a stage makes a dozen
 //! commands, each of which, as a `redis::Cmd`, would be two allocations and a copy
 //! before the pipeline is encoded. Arguments are written as `redis::Cmd` writes them
-//! (through [`ToRedisArgs`]), into buffers kept from one command to the next.
+//! (through [`ToRedisArgs`]), each straight to the wire as it comes; the command's
+//! header (its count of arguments) is put before them when the command ends.
 
 use std::io;
 
 use redis::{Cmd, RedisWrite, ToRedisArgs};
 
 /// Commands in RESP, ready to send, and how many.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Packed {
     bytes: Vec<u8>,
     count: usize,
-    /// The arguments of the command being made, end to end, and where each ends.
-    data: Vec<u8>,
-    ends: Vec<usize>,
+    /// Where the arguments of the command being made start in `bytes`, and how many
+    /// there are so far.
+    start: usize,
+    args: usize,
+    /// An argument written in pieces, until it ends.
+    piece: Vec<u8>,
+}
+
+impl Default for Packed {
+    /// Room for a stage's pipeline (a few hundred bytes to a few KiB), so that it is
+    /// not grown command by command.
+    fn default() -> Self {
+        Self::with_capacity(4096)
+    }
 }
 
 impl Packed {
+    /// Room for `bytes` of commands.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            count: 0,
+            start: 0,
+            args: 0,
+            piece: Vec::new(),
+        }
+    }
+
     /// The commands, encoded.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -42,8 +65,8 @@ impl Packed {
 
     /// Starts the command `name`; its arguments follow, and it is added when dropped.
     pub fn command(&mut self, name: &str) -> Command<'_> {
-        self.data.clear();
-        self.ends.clear();
+        self.start = self.bytes.len();
+        self.args = 0;
         self.write_arg(name.as_bytes());
         Command(self)
     }
@@ -51,11 +74,17 @@ impl Packed {
 
 impl RedisWrite for Packed {
     fn write_arg(&mut self, arg: &[u8]) {
-        self.data.extend_from_slice(arg);
-        self.ends.push(self.data.len());
+        let mut n = Digits([0; 20]);
+        self.bytes.push(b'$');
+        self.bytes.extend_from_slice(n.format(arg.len()));
+        self.bytes.extend_from_slice(b"\r\n");
+        self.bytes.extend_from_slice(arg);
+        self.bytes.extend_from_slice(b"\r\n");
+        self.args += 1;
     }
 
     fn writer_for_next_arg(&mut self) -> impl io::Write + '_ {
+        self.piece.clear();
         Arg(self)
     }
 }
@@ -65,7 +94,7 @@ struct Arg<'a>(&'a mut Packed);
 
 impl io::Write for Arg<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.data.extend_from_slice(buf);
+        self.0.piece.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -76,7 +105,9 @@ impl io::Write for Arg<'_> {
 
 impl Drop for Arg<'_> {
     fn drop(&mut self) {
-        self.0.ends.push(self.0.data.len());
+        let piece = std::mem::take(&mut self.0.piece);
+        self.0.write_arg(&piece);
+        self.0.piece = piece;
     }
 }
 
@@ -91,22 +122,38 @@ impl Command<'_> {
     }
 }
 
+/// What a command's arguments are added to: a command being packed, or a `redis::Cmd`
+/// (for a write held back), so that one function makes a command for both.
+pub(super) trait Args {
+    fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self;
+}
+
+impl Args for Command<'_> {
+    fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        Command::arg(self, arg)
+    }
+}
+
+impl Args for Cmd {
+    fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        Cmd::arg(self, arg)
+    }
+}
+
 impl Drop for Command<'_> {
     fn drop(&mut self) {
         let p = &mut *self.0;
         let mut n = Digits([0; 20]);
-        p.bytes.push(b'*');
-        p.bytes.extend_from_slice(n.format(p.ends.len()));
-        p.bytes.extend_from_slice(b"\r\n");
-        let mut start = 0;
-        for &end in &p.ends {
-            p.bytes.push(b'$');
-            p.bytes.extend_from_slice(n.format(end - start));
-            p.bytes.extend_from_slice(b"\r\n");
-            p.bytes.extend_from_slice(&p.data[start..end]);
-            p.bytes.extend_from_slice(b"\r\n");
-            start = end;
-        }
+        let digits = n.format(p.args);
+        // The header, `*<count>\r\n`, goes before the arguments written.
+        let header = digits.len() + 3;
+        let end = p.bytes.len();
+        p.bytes.resize(end + header, 0);
+        p.bytes.copy_within(p.start..end, p.start + header);
+        let head = &mut p.bytes[p.start..p.start + header];
+        head[0] = b'*';
+        head[1..=digits.len()].copy_from_slice(digits);
+        head[digits.len() + 1..].copy_from_slice(b"\r\n");
         p.count += 1;
     }
 }
@@ -141,7 +188,8 @@ mod tests {
             .arg("{p}:q:sender:a@b.c")
             .arg(&["bu", "im", "cm"])
             .arg(12_345_u64)
-            .arg(-1_i64);
+            .arg(-1_i64)
+            .arg(0.25_f64);
         packed.command("EXISTS").arg("");
         let mut theirs = redis::cmd("EVALSHA");
         theirs.arg("abc").arg(2).arg(&["k1", "k2"]).arg(0);
@@ -153,6 +201,7 @@ mod tests {
             .arg(&["bu", "im", "cm"])
             .arg(12_345_u64)
             .arg(-1_i64)
+            .arg(0.25_f64)
             .write_packed_command(&mut expected);
         redis::cmd("EXISTS")
             .arg("")

@@ -3,7 +3,9 @@
 
 use std::net::IpAddr;
 
-use redis::{Cmd, Value};
+use redis::Value;
+
+use super::packed::Packed;
 
 use crate::units::{QuotaName, Stage};
 
@@ -28,11 +30,12 @@ pub(super) struct Plan {
 }
 
 /// A quota script sent before its rule asked for it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Ahead {
     /// The call's signature: the rule's call is answered with the reply when it matches.
     pub(super) signature: Vec<u64>,
-    pub(super) cmd: Cmd,
+    /// The call, encoded.
+    pub(super) call: Packed,
     /// The counters it counts, given back when no rule claims the reply.
     pub(super) counted: Vec<String>,
     pub(super) now: u64,

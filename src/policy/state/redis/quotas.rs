@@ -6,9 +6,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use redis::Cmd;
-
 use super::Redis;
+use super::packed::Args;
 use crate::policy::BlockInfo;
 use crate::policy::quota::{Breach, Subject, block_end};
 use crate::policy::state::{BlockOf, Check, QuotaCounters, QuotaKey};
@@ -52,8 +51,11 @@ impl Redis {
         let reply = match self.claim(&signature(checks, mode, others, now)) {
             Some(reply) => reply,
             None => {
-                let cmd = self.quota_cmd(checks, mode, others, now);
-                self.exchange("quota", |p| p.cmd(&cmd))?.pop()?
+                let keys = self.quota_keys(checks, others);
+                self.exchange("quota", |p| {
+                    self.quota_call(&mut p.command("EVALSHA"), &keys, mode, checks, now);
+                })?
+                .pop()?
             }
         };
         self.forget_counters();
@@ -82,57 +84,54 @@ impl Redis {
         ))
     }
 
-    /// The call of the quota script: `checks` in order, then `mode` on `others`.
-    pub(super) fn quota_cmd(
-        &self,
-        checks: &[Check<'_>],
-        mode: Mode,
-        others: &[QuotaKey<'_>],
-        now: u64,
-    ) -> Cmd {
-        let mut keys = vec![self.blocks_key()];
+    /// The keys of the quota script's call: the set of blocks, the counters of `checks`,
+    /// then those of `others`.
+    pub(super) fn quota_keys(&self, checks: &[Check<'_>], others: &[QuotaKey<'_>]) -> Vec<String> {
+        let mut keys = Vec::with_capacity(1 + checks.len() + others.len());
+        keys.push(self.blocks_key());
         keys.extend(checks.iter().map(|check| self.counter_key(check.key)));
         keys.extend(others.iter().map(|key| self.counter_key(*key)));
-        let mut invocation = self.quota_head(&keys, mode, checks.len(), now);
-        for check in checks {
-            invocation
-                .arg(check.key.name.name())
-                .arg(&*check.key.subject.label());
-            for window in Window::ALL {
-                match check.quota.tier(window) {
-                    Some(tier) => invocation
-                        .arg(tier.limit)
-                        .arg(block_end(tier.block, window, now)),
-                    None => invocation.arg(-1).arg(0),
-                };
-            }
-            match check.extra {
-                Some((window, limit)) => {
-                    invocation.arg(window as u8).arg(limit).arg(window.end(now))
-                }
-                None => invocation.arg(-1).arg(0).arg(0),
-            };
-        }
-        invocation
+        keys
     }
-}
 
-impl Redis {
-    /// The quota script called on `keys` (the set of blocks first) with the arguments
-    /// that precede the checks'.
-    pub(super) fn quota_head(&self, keys: &[String], mode: Mode, checks: usize, now: u64) -> Cmd {
-        let mut cmd = self.evalsha(&self.scripts.quota, keys);
+    /// The arguments, after `EVALSHA`, of the quota script's call on `keys` (from
+    /// [`quota_keys`](Self::quota_keys)): `checks` in order, then `mode` on the other
+    /// keys.
+    pub(super) fn quota_call<A: Args>(
+        &self,
+        call: &mut A,
+        keys: &[String],
+        mode: Mode,
+        checks: &[Check<'_>],
+        now: u64,
+    ) {
         // A counter outlives the day it counts in by `idle_counters`, at least a day, so
         // that a clock held still (a manual clock) never sees it expire mid-window.
         let ttl = Window::Day.end(now) - now + self.idle_counters.max(86_400);
-        cmd.arg(now)
+        call.arg(self.scripts.quota.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(now)
             .arg(mode as u8)
             .arg(Window::Minute.index(now))
             .arg(Window::Hour.index(now))
             .arg(Window::Day.index(now))
             .arg(ttl)
-            .arg(checks);
-        cmd
+            .arg(checks.len());
+        for check in checks {
+            call.arg(check.key.name.name())
+                .arg(&*check.key.subject.label());
+            for window in Window::ALL {
+                match check.quota.tier(window) {
+                    Some(tier) => call.arg(tier.limit).arg(block_end(tier.block, window, now)),
+                    None => call.arg(-1).arg(0),
+                };
+            }
+            match check.extra {
+                Some((window, limit)) => call.arg(window as u8).arg(limit).arg(window.end(now)),
+                None => call.arg(-1).arg(0).arg(0),
+            };
+        }
     }
 }
 

@@ -4,8 +4,8 @@
 //! that the round trips of many sessions are in flight at once and a wake-up of the
 //! server brings the replies of many; [`Redis::install_stage`] makes the replies the
 //! stage's view under the lock again, or fails the stage and holds the writes again, as
-//! a call made under the lock would. A round trip gets `state.timeout` in all, its
-//! connection's making included.
+//! a call made under the lock would. Making the connection gets `state.timeout`, and a
+//! round trip as much (the connection keeps that timeout: see [`Link`]).
 //!
 //! A session that ends while its round trip is out (the server shutting down) puts the
 //! writes it carried back with the writes held; a quota script it carried may have
@@ -50,13 +50,23 @@ impl Shared {
         for code in Scripts::CODES {
             setup.command("SCRIPT").arg("LOAD").arg(code);
         }
-        let link = Link::open(self.client.get_connection_info(), &setup).await?;
+        let link = Link::open(self.client.get_connection_info(), &setup, self.timeout).await?;
         Ok(slot.insert(Arc::new(link)).clone())
     }
 
-    /// Sends `packed`; its replies, or the first error among them.
+    /// Sends `packed`; its replies, or the first error among them (a timeout when the
+    /// connection is not made within `state.timeout`, or the round trip not answered).
     async fn exchange(&self, packed: &Packed) -> RedisResult<Vec<Value>> {
-        let link = self.link().await?;
+        let link = match tokio::time::timeout(self.timeout, self.link()).await {
+            Ok(link) => link?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no connection within state.timeout",
+                )
+                .into());
+            }
+        };
         link.exchange(packed).await.and_then(answered)
     }
 
@@ -100,15 +110,7 @@ impl Fetch {
     /// Sends the round trip; its replies, or its error (a timeout after `state.timeout`).
     pub async fn send(mut self) -> Fetched {
         let shared = self.shared.clone();
-        let replies =
-            match tokio::time::timeout(shared.timeout, shared.exchange(&self.packed)).await {
-                Ok(replies) => replies,
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no reply within state.timeout",
-                )
-                .into()),
-            };
+        let replies = shared.exchange(&self.packed).await;
         if replies.is_err() {
             shared.forget().await;
         }
@@ -151,12 +153,12 @@ impl Drop for Fetch {
 impl Redis {
     /// The round trip of the stage `ahead` announces, when its rules may ask anything.
     pub(super) fn prepare_stage(&self, ahead: &state::Ahead<'_>) -> Option<Fetch> {
-        let plan = self.plan_of(ahead, 0);
+        let mut plan = self.plan_of(ahead, 0);
         if !self.asks(&plan) {
             return None;
         }
         let (mut packed, held) = self.with_held();
-        let layout = self.request(&plan, &mut packed);
+        let layout = self.request(&mut plan, &mut packed);
         Some(Fetch {
             shared: self.shared.clone(),
             packed,

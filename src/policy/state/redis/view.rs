@@ -142,6 +142,27 @@ impl Replies {
         let value = self.0.next().unwrap_or(Value::Nil);
         Ok(redis::from_redis_value(value)?)
     }
+
+    /// The next reply, an `HMGET`'s, as numbers: `None` for a field not set (or not
+    /// replied), as `Vec<Option<u64>>` reads it, without the vector.
+    fn fields<const N: usize>(&mut self) -> RedisResult<[Option<u64>; N]> {
+        let mut fields = [None; N];
+        match self.0.next().unwrap_or(Value::Nil) {
+            Value::Array(items) => {
+                for (field, item) in fields.iter_mut().zip(&items) {
+                    *field = match item {
+                        Value::Nil => None,
+                        item => Some(u64::from_redis_value_ref(item)?),
+                    };
+                }
+            }
+            Value::Nil => {}
+            other => {
+                redis::from_redis_value::<Vec<Option<u64>>>(other)?;
+            }
+        }
+        Ok(fields)
+    }
 }
 
 /// Fields of a quota counter read for a check: block end, window numbers and counts.
@@ -195,20 +216,24 @@ impl Redis {
 
     /// The quota script the stage's rules will call if they come to it.
     fn quota_ahead(&self, ahead: &state::Ahead<'_>) -> Option<Ahead> {
-        let (mode, others, counted): (_, &[QuotaKey<'_>], Vec<QuotaKey<'_>>) = match ahead.reserves
-        {
-            Some(keys) => (Mode::Reserve, keys, keys.to_vec()),
-            None if !ahead.counts.is_empty() => (
-                Mode::CountChecked,
-                &[],
-                ahead.counts.iter().map(|c| c.key).collect(),
-            ),
+        let (mode, others, counted) = match ahead.reserves {
+            Some(keys) => (Mode::Reserve, keys, 1 + ahead.counts.len()..),
+            None if !ahead.counts.is_empty() => (Mode::CountChecked, &[][..], 1..),
             None => return None,
         };
+        let keys = self.quota_keys(ahead.counts, others);
+        let mut call = Packed::with_capacity(512);
+        self.quota_call(
+            &mut call.command("EVALSHA"),
+            &keys,
+            mode,
+            ahead.counts,
+            ahead.now,
+        );
         Some(Ahead {
             signature: signature(ahead.counts, mode, others, ahead.now),
-            cmd: self.quota_cmd(ahead.counts, mode, others, ahead.now),
-            counted: counted.iter().map(|k| self.counter_key(*k)).collect(),
+            call,
+            counted: keys[counted].to_vec(),
             now: ahead.now,
             always: matches!(mode, Mode::CountChecked),
         })
@@ -241,7 +266,9 @@ impl Redis {
             let Ahead { counted, now, .. } = unclaimed.ahead;
             let mut keys = vec![self.key(format_args!("blocks"))];
             keys.extend(counted);
-            self.hold_once(self.quota_head(&keys, Mode::Cancel, 0, now));
+            let mut cancel = redis::cmd("EVALSHA");
+            self.quota_call(&mut cancel, &keys, Mode::Cancel, &[], now);
+            self.hold_once(cancel);
         }
     }
 
@@ -251,7 +278,7 @@ impl Redis {
         let fresh = self.view.borrow().as_ref().is_some_and(|v| v.call == call);
         if !fresh {
             let plan = self.plan.borrow_mut().take().filter(|p| p.call == call)?;
-            let view = self.fetch(&plan)?;
+            let view = self.fetch(plan)?;
             self.forget_view();
             *self.view.borrow_mut() = Some(view);
         }
@@ -259,10 +286,10 @@ impl Redis {
     }
 
     /// Reads what `plan` may ask about, with the writes held back, in one round trip.
-    fn fetch(&self, plan: &Plan) -> Option<View> {
+    fn fetch(&self, mut plan: Plan) -> Option<View> {
         let mut layout = None;
-        let replies = self.exchange("stage", |p| layout = Some(self.request(plan, p)))?;
-        self.read(plan, layout?, replies)
+        let replies = self.exchange("stage", |p| layout = Some(self.request(&mut plan, p)))?;
+        self.read(&plan, layout?, replies)
     }
 
     /// What the rules of the stage `plan` is for may read beside the IP's record, as
@@ -305,8 +332,9 @@ impl Redis {
             || plan.ahead.is_some()
     }
 
-    /// The reads of what `plan` may ask about, and where their replies are.
-    pub(super) fn request(&self, plan: &Plan, p: &mut Packed) -> Layout {
+    /// The reads of what `plan` may ask about, and where their replies are (the quota
+    /// script sent ahead goes from the plan to the layout).
+    pub(super) fn request(&self, plan: &mut Plan, p: &mut Packed) -> Layout {
         let ip = plan.ip;
         let lease_id = (plan.stage == Stage::Connect).then(|| self.lease_id());
         if let Some(id) = &lease_id {
@@ -355,9 +383,9 @@ impl Redis {
                 p.command("SISMEMBER").arg(&key).arg(rcpt);
             }
         });
-        let ahead = plan.ahead.clone();
+        let ahead = plan.ahead.take();
         if let Some(ahead) = &ahead {
-            p.cmd(&ahead.cmd);
+            p.append(&ahead.call);
         }
         // The recipients are added now, so that a replica that takes the body's next
         // message after this one is answered counts them.
@@ -424,11 +452,10 @@ impl Redis {
                 }
             }
             for (name, id, _) in &plan.counters {
-                let v: Vec<Option<u64>> = r.next()?;
-                let at = |i: usize| v.get(i).copied().flatten();
+                let [until, minute, in_minute, hour, in_hour, day, in_day] = r.fields()?;
                 let counter = Counter {
-                    until: at(0),
-                    windows: [(at(1), at(2)), (at(3), at(4)), (at(5), at(6))],
+                    until,
+                    windows: [(minute, in_minute), (hour, in_hour), (day, in_day)],
                 };
                 view.counters.push((*name, *id, counter));
             }
@@ -490,7 +517,7 @@ impl Redis {
     }
 
     fn ip_replies(r: &mut Replies, listing: bool, blocks: bool) -> RedisResult<IpView> {
-        let (first, drawn) = r.next()?;
+        let [first, drawn] = r.fields()?;
         let mut view = IpView {
             first,
             drawn,
@@ -503,7 +530,8 @@ impl Redis {
             view.complaints = r.next()?;
         }
         if blocks {
-            view.blocks = Some([r.next()?, r.next()?]);
+            let ([m_until, m_refused], [c_until, c_refused]) = (r.fields()?, r.fields()?);
+            view.blocks = Some([(m_until, m_refused), (c_until, c_refused)]);
         }
         Ok(view)
     }
@@ -537,7 +565,8 @@ impl Redis {
         domain: &str,
         r: &mut Replies,
     ) -> RedisResult<SenderView> {
-        let api = r.next()?;
+        let [from_api, domain_api] = r.fields()?;
+        let api = (from_api, domain_api);
         let mut lifted = [false; 2];
         for (i, (value, listed)) in [
             (from, self.lists.senders.as_slice()),
