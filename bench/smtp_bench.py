@@ -322,16 +322,20 @@ class Qqmx(Server):
             "--api",
             "off",
         ]
-        if self.args.state:
-            cmd += ["--state", self.args.state]
+        if self.state():
+            cmd += ["--state", self.state()]
         return cmd
+
+    def state(self) -> str | None:
+        """The Redis URL of the policy state, None for the in-memory state."""
+        return self.args.state
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         for key in ("QQMX_CONFIG", "QQMX_SMTP", "QQMX_API", "QQMX_STATE"):
             env.pop(key, None)
         env["QQMX_LOG"] = self.args.qqmx_log
-        if self.args.state:
+        if self.state():
             # A fresh prefix per server: every run starts from empty counts in Redis, as
             # a fresh server with the memory state does.
             Qqmx.started += 1
@@ -365,7 +369,16 @@ class SmtpSink(Server):
         wait_port(self.port, self.proc, self.args.start_timeout)
 
 
-SERVERS = {"qqmx": Qqmx, "smtp-sink": SmtpSink}
+class QqmxRedis(Qqmx):
+    """qqmx with its policy state in Redis (--redis URL), measured in the same runs as
+    qqmx with the in-memory state, alternating, for the ratio of the two."""
+    name = "qqmx-redis"
+
+    def state(self) -> str | None:
+        return self.args.redis
+
+
+SERVERS = {"qqmx": Qqmx, "qqmx-redis": QqmxRedis, "smtp-sink": SmtpSink}
 
 
 # --------------------------------------------------------------------------- --sign
@@ -661,9 +674,22 @@ def summarise(samples: list[Sample], loads: list[str], servers: list[str],
         ratio = None
         if "qqmx" in per and "smtp-sink" in per and per["smtp-sink"]["server_cpu_us_per_msg"] > 0:
             ratio = per["qqmx"]["server_cpu_us_per_msg"] / per["smtp-sink"]["server_cpu_us_per_msg"]
+        redis = None
+        if "qqmx" in per and "qqmx-redis" in per:
+            # Run by run (the two alternate within a run), then the median: drift between
+            # runs moves both servers of a run alike.
+            by_run = {x.run: x.server_cpu_us_per_msg for x in samples
+                      if x.load == load and x.server == "qqmx" and x.variant == variant and x.setup == setup}
+            pairs = [x.server_cpu_us_per_msg / by_run[x.run] for x in samples
+                     if x.load == load and x.server == "qqmx-redis" and x.variant == variant
+                     and x.setup == setup and by_run.get(x.run)]
+            if pairs:
+                redis = {"median": statistics.median(pairs), "runs": pairs}
         for server in servers:
             if server in per:
                 per[server]["cpu_ratio_qqmx_over_sink"] = ratio
+                if server == "qqmx-redis":
+                    per[server]["cpu_ratio_redis_over_memory"] = redis
                 rows.append(per[server])
     return rows
 
@@ -699,6 +725,15 @@ def markdown(rows: list[dict], runs: int, title: str = "") -> str:
                 ratio=("—" if ratio is None else f"{ratio:.2f}×") if r["server"] == "qqmx" else "",
             )
         )
+    for r in rows:
+        redis = r.get("cpu_ratio_redis_over_memory")
+        if redis:
+            out.append("")
+            out.append(
+                f"qqmx-redis ÷ qqmx, server CPU per message, {r['variant']} {r['setup']} {r['load']}: "
+                f"{redis['median']:.2f}× (median of the runs' ratios: "
+                + ", ".join(f"{x:.2f}" for x in redis["runs"]) + ")"
+            )
     out.append("")
     out.append(f"Medians of {runs} run(s) per row; a fresh server process for every run.")
     if any(r["disturbed_runs"] for r in rows):
@@ -784,6 +819,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--state", metavar="URL",
                    help="keep qqmx's policy state in this Redis (qqmx serve --state URL), "
                         "under a fresh key prefix for every server started")
+    p.add_argument("--redis", metavar="URL",
+                   help="the Redis of the qqmx-redis server (--servers qqmx,qqmx-redis): qqmx with "
+                        "--state URL, run alternately with qqmx, for their ratio")
     p.add_argument("--smtp-source", default=shutil.which("smtp-source") or "/usr/sbin/smtp-source",
                    help="Postfix smtp-source (the load generator)")
     p.add_argument("--smtp-sink", default=shutil.which("smtp-sink") or "/usr/sbin/smtp-sink",
@@ -809,6 +847,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for x in args.servers:
         if x not in SERVERS:
             p.error(f"unknown server {x!r}")
+    if "qqmx-redis" in args.servers and not args.redis:
+        p.error("the qqmx-redis server needs --redis URL")
     if args.runs < 1:
         p.error("--runs must be at least 1")
     if args.variants is None:
@@ -898,7 +938,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         preflight(args)
         build(args)
-        if "qqmx" in args.servers and not args.qqmx.is_file():
+        qqmx_runs = any(x.startswith("qqmx") for x in args.servers)
+        if qqmx_runs and not args.qqmx.is_file():
             raise BenchError(f"{args.qqmx} does not exist")
         env = environment(args)
         # Keep this script off the server's CPU.
@@ -907,10 +948,10 @@ def main(argv: list[str] | None = None) -> int:
                  for l in (LOADS[n] for n in args.loads)]
         samples: list[Sample] = []
         workdir = Path(tempfile.mkdtemp(prefix="qqmx-bench-"))
-        alloc = allocations(args) if "qqmx" in args.servers else None
+        alloc = allocations(args) if qqmx_runs else None
         signed_by_variant: dict[str, dict] = {}
         configs: dict[str, str | None] = {}
-        if "qqmx" in args.servers:
+        if qqmx_runs:
             # Run a private copy: a `cargo build` elsewhere cannot swap the binary mid-run.
             copy = workdir / "qqmx"
             shutil.copy2(args.qqmx, copy)
@@ -930,12 +971,12 @@ def main(argv: list[str] | None = None) -> int:
                     signed = prepare_signed(args, workdir)
                     log(f"signed message ({signed['algorithm']}, {signed['data_bytes']} bytes of DATA, "
                         f"headers {signed['header_bytes']}): {args.message_file}")
-                    if "qqmx" in args.servers:
+                    if qqmx_runs:
                         signed["check"] = check_signed(args, workdir)
                         for note in signed["check"]:
                             log(note)
                     signed_by_variant[variant] = signed
-                configs[variant] = args.qqmx_config.read_text() if "qqmx" in args.servers else None
+                configs[variant] = args.qqmx_config.read_text() if qqmx_runs else None
                 for setup in args.setups:
                     for run in range(1, args.runs + 1):
                         for load in loads:
@@ -992,6 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sign": signed_by_variant or None,
                 "qqmx_log": args.qqmx_log,
                 "state": args.state,
+                "redis": args.redis,
                 "loads": [asdict(l) for l in loads],
                 "elapsed_s": round(time.monotonic() - started, 1),
             },
