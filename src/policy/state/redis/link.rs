@@ -361,7 +361,13 @@ fn number(line: &[u8]) -> RedisResult<i64> {
         let d = i64::from(d - b'0');
         n = n
             .checked_mul(10)
-            .and_then(|n| if negative { n.checked_sub(d) } else { n.checked_add(d) })
+            .and_then(|n| {
+                if negative {
+                    n.checked_sub(d)
+                } else {
+                    n.checked_add(d)
+                }
+            })
             .ok_or_else(malformed)?;
     }
     Ok(n)
@@ -424,6 +430,40 @@ mod tests {
             );
         }
         assert!(parse(wire, 0).expect("no error").is_some());
+    }
+
+    /// A server that takes the connection and every byte sent and never answers: the
+    /// watch fails the pipeline after the timeout, and the connection with it.
+    #[tokio::test]
+    async fn a_pipeline_unanswered_past_the_timeout_fails_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        let silent = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("the connection");
+            let mut sink = Vec::new();
+            let _ = socket.read_to_end(&mut sink).await;
+        });
+        let info = redis::Client::open(format!("redis://{addr}/0"))
+            .expect("a URL")
+            .get_connection_info()
+            .clone();
+        let link = Link::open(&info, &Packed::default(), Duration::from_millis(200))
+            .await
+            .expect("nothing to send at opening, so nothing to wait for");
+        let mut ping = Packed::default();
+        ping.command("PING");
+        // Real time is the subject; the bound only keeps a broken watch from hanging the
+        // suite, far above the 200 ms a loaded machine may stretch.
+        let answer = tokio::time::timeout(Duration::from_secs(60), link.exchange(&ping))
+            .await
+            .expect("the watch answers");
+        let error = answer.expect_err("no reply came");
+        assert_eq!(error.kind(), redis::ErrorKind::Io, "{error}");
+        assert!(error.to_string().contains("state.timeout"), "{error}");
+        assert!(link.is_broken());
+        silent.abort();
     }
 
     #[test]
