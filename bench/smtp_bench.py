@@ -1000,6 +1000,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
         rows = summarise(samples, [l.name for l in loads], args.servers, args.variants, args.setups)
+        if args.base_config.resolve() != QQMX_CONFIG.resolve():
+            # The default variant ran with the config of --qqmx-config: say which.
+            for r in rows:
+                if r["variant"] == "default":
+                    r["variant"] = f"default ({args.base_config.name})"
         titles = []
         for variant, signed in signed_by_variant.items():
             titles.append(f"{variant}: one {signed['algorithm']}-signed message of {signed['data_bytes']} "
