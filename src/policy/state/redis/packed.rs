@@ -74,10 +74,16 @@ impl Packed {
 
 impl RedisWrite for Packed {
     fn write_arg(&mut self, arg: &[u8]) {
+        // `$<length>\r\n`, made on the stack, then the argument and its `\r\n`, into
+        // room made once.
         let mut n = Digits([0; 20]);
-        self.bytes.push(b'$');
-        self.bytes.extend_from_slice(n.format(arg.len()));
-        self.bytes.extend_from_slice(b"\r\n");
+        let digits = n.format(arg.len());
+        let mut head = [0; 23];
+        head[0] = b'$';
+        head[1..=digits.len()].copy_from_slice(digits);
+        head[digits.len() + 1..digits.len() + 3].copy_from_slice(b"\r\n");
+        self.bytes.reserve(digits.len() + arg.len() + 5);
+        self.bytes.extend_from_slice(&head[..digits.len() + 3]);
         self.bytes.extend_from_slice(arg);
         self.bytes.extend_from_slice(b"\r\n");
         self.args += 1;

@@ -91,8 +91,9 @@ struct Parts {
 pub(crate) struct Fetch {
     shared: Arc<Shared>,
     packed: Packed,
-    /// Taken when the replies come; still here if the round trip was dropped.
-    parts: Option<Parts>,
+    /// Taken when the replies come; still here if the round trip was dropped. (Boxed:
+    /// the round trip is moved through the session's futures, the plan stays put.)
+    parts: Option<Box<Parts>>,
     /// Where the writes go back to then.
     queue: Held,
 }
@@ -101,7 +102,7 @@ pub(crate) struct Fetch {
 #[derive(Debug)]
 pub(crate) struct Fetched {
     /// Taken when the stage begins with them; still here if it never did.
-    parts: Option<Parts>,
+    parts: Option<Box<Parts>>,
     replies: RedisResult<Vec<Value>>,
     queue: Held,
 }
@@ -162,7 +163,7 @@ impl Redis {
         Some(Fetch {
             shared: self.shared.clone(),
             packed,
-            parts: Some(Parts { held, plan, layout }),
+            parts: Some(Box::new(Parts { held, plan, layout })),
             queue: self.held.clone(),
         })
     }
@@ -170,14 +171,14 @@ impl Redis {
     /// The stage `fetched` was planned for begins: its replies are its view, or the
     /// stage failed.
     pub(super) fn install_stage(&self, mut fetched: Fetched) {
-        let Some(Parts {
+        let Some(parts) = fetched.parts.take() else {
+            return;
+        };
+        let Parts {
             held,
             mut plan,
             layout,
-        }) = fetched.parts.take()
-        else {
-            return;
-        };
+        } = *parts;
         let replies = std::mem::replace(&mut fetched.replies, Ok(Vec::new()));
         self.health.enter(plan.stage as usize);
         self.health.call();
