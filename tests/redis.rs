@@ -35,6 +35,8 @@ struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Arguments beyond the test defaults (a Cluster node's).
+    extra: Vec<String>,
 }
 
 fn skip() -> bool {
@@ -54,12 +56,17 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     fn start(name: &str) -> Self {
+        Self::start_with(name, &[])
+    }
+
+    fn start_with(name: &str, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("qqmx-redis-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let mut server = Self {
             child: None,
             port: free_port(),
             dir,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.restart();
         server
@@ -72,6 +79,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1211,4 +1219,105 @@ fn one_process_names_no_replica() {
         assert!(!body.contains("\"replica"), "{path}: {body}");
     }
     assert_eq!(sidecar.json("/api/v1/messages")["messages"][0]["ID"], "1");
+}
+
+/// Three Redis Cluster masters of the test's own, every slot covered.
+fn cluster() -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|i| {
+            RedisServer::start_with(
+                &format!("cluster{i}"),
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ],
+            )
+        })
+        .collect();
+    let status = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli runs (Debian's redis-tools, with redis-server)");
+    assert!(status.success(), "redis-cli --cluster create");
+    let deadline = Instant::now() + HANG;
+    for node in &nodes {
+        loop {
+            let info: String = node
+                .connection()
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c))
+                .unwrap_or_default();
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    nodes
+}
+
+/// Whether `node` holds the slot of the keys under `prefix` (the others redirect).
+fn holds(node: &RedisServer, prefix: &str) -> bool {
+    let mut conn = node.connection().expect("the node answers");
+    redis::cmd("GET")
+        .arg(format!("{{{prefix}}}:probe"))
+        .query::<Option<String>>(&mut conn)
+        .is_ok()
+}
+
+/// A replica pointed at a Cluster node that does not hold the state's slot: the first
+/// call is redirected (`MOVED`), the replica follows, and from then on its messages are
+/// accepted and its state is on the node that holds the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_follows_the_redis_clusters_redirection() {
+    if skip() {
+        return;
+    }
+    let nodes = cluster();
+    let prefix = "cluster-test";
+    let (owner, other): (Vec<&RedisServer>, Vec<&RedisServer>) =
+        nodes.iter().partition(|n| holds(n, prefix));
+    assert_eq!(owner.len(), 1, "one node holds the slot");
+    let qq = &replicas(vec![config(other[0], prefix, "a")])[0];
+    let addr = qq.addr();
+    let mut codes = Vec::new();
+    let deadline = Instant::now() + HANG;
+    while codes.last() != Some(&250) {
+        assert!(Instant::now() < deadline, "never accepted: {codes:?}");
+        codes.push(send(addr, Ipv4Addr::LOCALHOST, "a@example.org", "10001@qq.com").await);
+    }
+    assert!(
+        codes.iter().all(|c| [250, 451].contains(c)),
+        "451 until the redirection is followed, then 250: {codes:?}"
+    );
+    assert_eq!(
+        send(addr, Ipv4Addr::LOCALHOST, "a@example.org", "10001@qq.com").await,
+        250,
+        "after {codes:?}"
+    );
+    let keys = |node: &RedisServer| -> Vec<String> {
+        let mut conn = node.connection().expect("the node answers");
+        redis::cmd("KEYS")
+            .arg(format!("{{{prefix}}}:*"))
+            .query(&mut conn)
+            .expect("KEYS")
+    };
+    assert!(
+        !keys(owner[0]).is_empty(),
+        "the state is on the node of its slot"
+    );
+    for node in &other {
+        assert!(
+            keys(node).is_empty(),
+            "no state elsewhere: {:?}",
+            keys(node)
+        );
+    }
 }

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::{Client, Script};
+
+use super::endpoint::Endpoint;
 use tracing::debug;
 
 use crate::clock::Clock;
@@ -51,7 +53,7 @@ impl SharedClock {
     /// thread cannot be started or the URL is not one.
     pub(crate) fn start(config: &Config, clock: Clock) -> Option<Self> {
         let state = &config.state;
-        let client = Client::open(state.url.as_str()).ok()?;
+        let endpoint = Endpoint::new(&Client::open(state.url.as_str()).ok()?);
         let key = format!("{{{}}}:clock", state.prefix);
         let (timeout, retention) = (state.timeout, state.retention.as_secs().max(1));
         let stop = Arc::new(AtomicBool::new(false));
@@ -65,7 +67,10 @@ impl SharedClock {
                     let local = clock.offset();
                     let shared = conn
                         .take()
-                        .map_or_else(|| client.get_connection_with_timeout(timeout), Ok)
+                        .map_or_else(
+                            || endpoint.client()?.get_connection_with_timeout(timeout),
+                            Ok,
+                        )
                         .and_then(|mut c: redis::Connection| {
                             c.set_read_timeout(Some(timeout))?;
                             let v: u64 = script
@@ -78,7 +83,10 @@ impl SharedClock {
                         });
                     match shared {
                         Ok(v) => clock.advance_to(Duration::from_micros(v)),
-                        Err(e) => debug!(error = %e, "cannot share the clock's offset"),
+                        Err(e) => {
+                            endpoint.follow(&e);
+                            debug!(error = %e, "cannot share the clock's offset");
+                        }
                     }
                     std::thread::sleep(EVERY);
                 }

@@ -31,9 +31,11 @@
 //! answers as if nothing were known, marks the [`Health`] failed so that the policy
 //! answers the stage `451`, drops the connection and reconnects at the next call; the
 //! other calls of the same stage do not wait on Redis again. The writes held back stay
-//! held (at most [`PENDING_MAX`]) and go with the first call that succeeds.
+//! held (at most [`PENDING_MAX`]) and go with the first call that succeeds. A Redis
+//! Cluster's redirection is followed (see [`endpoint`]).
 
 mod clock;
+mod endpoint;
 mod ips;
 mod link;
 mod packed;
@@ -59,6 +61,7 @@ use tracing::{debug, info, warn};
 use super::lists::{Lists, Recipients};
 use super::{Ahead, Health, Store};
 use crate::config::{Config, ConfigError, Stages};
+use endpoint::{Endpoint, redirected};
 use packed::Packed;
 use scripts::Scripts;
 
@@ -107,7 +110,8 @@ fn open(client: &Client, timeout: Duration) -> RedisResult<Connection> {
 /// Whether an error is Redis refusing a command (which sending it again would not
 /// change), not a connection that failed.
 fn refused(e: &RedisError) -> bool {
-    matches!(e.kind(), redis::ErrorKind::Server(kind) if kind != redis::ServerErrorKind::NoScript)
+    !redirected(e)
+        && matches!(e.kind(), redis::ErrorKind::Server(kind) if kind != redis::ServerErrorKind::NoScript)
 }
 
 /// Holds again, ahead of the writes held since, those of `writes` that may be sent
@@ -133,7 +137,7 @@ fn answered(replies: Vec<Value>) -> RedisResult<Vec<Value>> {
 /// Sends the writes held back when no call has carried them for [`FLUSH_EVERY`]; stops
 /// when `stop` is set.
 fn flusher(
-    client: Client,
+    endpoint: Arc<Endpoint>,
     timeout: Duration,
     held: Held,
     health: Arc<Health>,
@@ -146,20 +150,28 @@ fn flusher(
         if pending.cmds.is_empty() {
             continue;
         }
-        let mut pipe = redis::pipe();
+        let mut packed = Packed::default();
         for (cmd, _) in &pending.cmds {
-            pipe.add_command(cmd.clone()).ignore();
+            packed.cmd(cmd);
         }
         health.call_at(super::BACKGROUND);
+        let send = |c: &mut Connection| {
+            c.req_packed_commands(packed.bytes(), 0, packed.count())
+                .and_then(answered)
+        };
         let sent = match conn.as_mut() {
-            Some(c) => pipe.query::<()>(c),
-            None => open(&client, timeout).and_then(|c| pipe.query::<()>(conn.insert(c))),
+            Some(c) => send(c),
+            None => endpoint
+                .client()
+                .and_then(|client| open(&client, timeout))
+                .and_then(|c| send(conn.insert(c))),
         };
         match sent {
-            Ok(()) => pending.cmds.clear(),
+            Ok(_) => pending.cmds.clear(),
             Err(e) => {
                 conn = None;
                 debug!(error = %e, "held-back policy state writes not sent");
+                endpoint.follow(&e);
                 if refused(&e) {
                     pending.cmds.clear();
                     warn!(error = %e, "policy state writes refused by Redis, dropped");
@@ -182,7 +194,7 @@ impl Drop for Flusher {
 
 /// Every owner's state, in Redis.
 pub(crate) struct Redis {
-    client: Client,
+    endpoint: Arc<Endpoint>,
     /// The connection, made at the first call and after a failure.
     conn: RefCell<Option<Connection>>,
     timeout: Duration,
@@ -261,11 +273,12 @@ impl Redis {
             message: e.to_string(),
         })?;
         let ips = super::ips::Ips::new(config.seed, &config.blacklist, &config.reputation);
+        let endpoint = Arc::new(Endpoint::new(&client));
         let held = Held::default();
         let stop = Arc::new(AtomicBool::new(false));
         let flusher = {
-            let (client, timeout, held, health, halt) = (
-                client.clone(),
+            let (endpoint, timeout, held, health, halt) = (
+                endpoint.clone(),
                 state.timeout,
                 held.clone(),
                 health.clone(),
@@ -273,13 +286,13 @@ impl Redis {
             );
             std::thread::Builder::new()
                 .name("qqmx-state-writes".to_owned())
-                .spawn(move || flusher(client, timeout, held, health, halt))
+                .spawn(move || flusher(endpoint, timeout, held, health, halt))
                 .ok()
                 .map(|_| Flusher(stop))
         };
-        let shared = Arc::new(stage::Shared::new(client.clone(), state.timeout));
+        let shared = Arc::new(stage::Shared::new(endpoint.clone(), state.timeout));
         Ok(Self {
-            client,
+            endpoint,
             conn: RefCell::new(None),
             timeout: state.timeout,
             health,
@@ -350,7 +363,7 @@ impl Redis {
     }
 
     fn connect(&self) -> RedisResult<Connection> {
-        open(&self.client, self.timeout)
+        open(&self.endpoint.client()?, self.timeout)
     }
 
     /// Holds `cmd` back for the next call.
@@ -496,6 +509,11 @@ impl Redis {
     fn fell(&self, what: &str, e: &RedisError) {
         self.seen.borrow_mut().clear();
         self.health.fail();
+        if let Some(node) = self.endpoint.follow(e) {
+            *self.conn.borrow_mut() = None;
+            info!(prefix = %self.prefix, call = what, %node, "the Redis Cluster moved the policy state's slot: following it");
+            return;
+        }
         if !self.down.replace(true) {
             warn!(prefix = %self.prefix, call = what, error = %e, "policy state unreachable");
         } else {

@@ -14,8 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Client, Cmd, RedisResult, Value};
+use redis::{Cmd, RedisResult, Value};
 
+use super::endpoint::Endpoint;
 use super::link::Link;
 use super::packed::Packed;
 use super::plan::{Layout, Plan};
@@ -23,35 +24,41 @@ use super::scripts::Scripts;
 use super::{Held, Redis, answered, hold_again};
 use crate::policy::state;
 
-/// The connection the stages' round trips share, made at the first and after a failure.
+/// The connection the stages' round trips share, made at the first, after a failure and
+/// after a redirection: the connection and the redirections followed when it was made.
 #[derive(Debug)]
 pub(super) struct Shared {
-    client: Client,
+    endpoint: Arc<Endpoint>,
     timeout: Duration,
-    link: tokio::sync::Mutex<Option<Arc<Link>>>,
+    link: tokio::sync::Mutex<Option<(Arc<Link>, u64)>>,
 }
 
 impl Shared {
-    pub fn new(client: Client, timeout: Duration) -> Self {
+    pub fn new(endpoint: Arc<Endpoint>, timeout: Duration) -> Self {
         Self {
-            client,
+            endpoint,
             timeout,
             link: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// The connection, made now (with the scripts loaded) if there is none or it failed.
+    /// The connection, made now (with the scripts loaded) if there is none, it failed or
+    /// it is to a node the state moved from.
     async fn link(&self) -> RedisResult<Arc<Link>> {
         let mut slot = self.link.lock().await;
-        if let Some(link) = slot.as_ref().filter(|link| !link.is_broken()) {
+        let moves = self.endpoint.moves();
+        if let Some((link, _)) = slot
+            .as_ref()
+            .filter(|(link, made)| !link.is_broken() && *made == moves)
+        {
             return Ok(link.clone());
         }
         let mut setup = Packed::default();
         for code in Scripts::CODES {
             setup.command("SCRIPT").arg("LOAD").arg(code);
         }
-        let link = Link::open(self.client.get_connection_info(), &setup, self.timeout).await?;
-        Ok(slot.insert(Arc::new(link)).clone())
+        let link = Link::open(&self.endpoint.info(), &setup, self.timeout).await?;
+        Ok(slot.insert((Arc::new(link), moves)).0.clone())
     }
 
     /// Sends `packed`; its replies, or the first error among them (a timeout when the
