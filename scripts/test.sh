@@ -35,6 +35,7 @@ if [ -z "${QQMX_SKIP_POSTFIX_TEST:-}" ] && ! [ -x /usr/sbin/postfix ]; then
 fi
 if [ -z "${QQMX_SKIP_REDIS_TEST:-}" ]; then
   command -v redis-server >/dev/null || need_apt+=(redis-server)
+  command -v redis-cli >/dev/null || need_apt+=(redis-tools)
   command -v haproxy >/dev/null || need_apt+=(haproxy)
 fi
 if [ -z "${QQMX_SKIP_DIG_TEST:-}" ] && ! command -v dig >/dev/null; then
