@@ -13,10 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::{Client, Script};
-
-use super::endpoint::Endpoint;
 use tracing::debug;
 
+use super::endpoint::Endpoint;
 use crate::clock::Clock;
 use crate::config::Config;
 

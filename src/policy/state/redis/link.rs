@@ -84,7 +84,7 @@ impl Drop for Link {
         self.writer.abort();
         self.reader.abort();
         self.watch.abort();
-        fail(&self.state, closed("the connection to Redis was closed"));
+        fail(&self.state, CLOSED, "the connection to Redis was closed");
     }
 }
 
@@ -157,7 +157,7 @@ impl Link {
         {
             let mut state = lock(&self.state);
             if state.broken {
-                return Err(closed("the connection to Redis failed").into());
+                return Err(closed("the connection to Redis failed"));
             }
             state.out.extend_from_slice(packed.bytes());
             state.waiting.push_back(Waiting {
@@ -169,7 +169,7 @@ impl Link {
         self.ready.notify_one();
         answered
             .await
-            .unwrap_or_else(|_| Err(closed("the connection to Redis was closed").into()))
+            .unwrap_or_else(|_| Err(closed("the connection to Redis was closed")))
     }
 }
 
@@ -190,19 +190,23 @@ async fn write_pipelines(mut write: WriteHalf<Box<dyn Socket>>, state: Shared, r
             continue;
         }
         if write.write_all(&spare).await.is_err() {
-            fail(&state, closed("the connection to Redis failed"));
+            fail(&state, CLOSED, "the connection to Redis failed");
             return;
         }
         spare.clear();
     }
 }
 
-fn closed(why: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, why)
+/// What a pipeline on a connection that failed gets, but for a timeout.
+const CLOSED: io::ErrorKind = io::ErrorKind::ConnectionAborted;
+
+fn closed(why: &'static str) -> RedisError {
+    io::Error::new(CLOSED, why).into()
 }
 
-/// Marks the connection failed and answers every pipeline waiting with `error`.
-fn fail(state: &Shared, error: io::Error) {
+/// Marks the connection failed and answers every pipeline waiting with an error of
+/// `kind`, saying `why`.
+fn fail(state: &Shared, kind: io::ErrorKind, why: &'static str) {
     let waiting = {
         let mut state = lock(state);
         state.broken = true;
@@ -210,9 +214,7 @@ fn fail(state: &Shared, error: io::Error) {
         std::mem::take(&mut state.waiting)
     };
     for waiting in waiting {
-        let _ = waiting
-            .answer
-            .send(Err(io::Error::new(error.kind(), error.to_string()).into()));
+        let _ = waiting.answer.send(Err(io::Error::new(kind, why).into()));
     }
 }
 
@@ -227,7 +229,8 @@ async fn watch(state: Shared, timeout: Duration) {
             Some(deadline) if deadline <= now => {
                 fail(
                     &state,
-                    io::Error::new(io::ErrorKind::TimedOut, "no reply within state.timeout"),
+                    io::ErrorKind::TimedOut,
+                    "no reply within state.timeout",
                 );
                 return;
             }
@@ -284,7 +287,7 @@ async fn read_replies(mut read: ReadHalf<Box<dyn Socket>>, state: Shared) {
         buf.drain(..start);
         start = 0;
     };
-    fail(&state, closed(why));
+    fail(&state, CLOSED, why);
 }
 
 /// One reply from `buf` at `at`: the value and where the next starts; `None` while the
@@ -344,33 +347,11 @@ fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
     Some((line, at + end + 1))
 }
 
-/// A line's integer: an optional minus and decimal digits, within `i64`.
 fn number(line: &[u8]) -> RedisResult<i64> {
-    let (negative, digits) = match line.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, line),
-    };
-    if digits.is_empty() {
-        return Err(malformed());
-    }
-    let mut n: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return Err(malformed());
-        }
-        let d = i64::from(d - b'0');
-        n = n
-            .checked_mul(10)
-            .and_then(|n| {
-                if negative {
-                    n.checked_sub(d)
-                } else {
-                    n.checked_add(d)
-                }
-            })
-            .ok_or_else(malformed)?;
-    }
-    Ok(n)
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(malformed)
 }
 
 fn malformed() -> RedisError {

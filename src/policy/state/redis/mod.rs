@@ -390,9 +390,9 @@ impl Redis {
 
     /// A call to `script` with `keys`; its arguments follow.
     pub(super) fn evalsha(&self, script: &Script, keys: &[String]) -> Cmd {
-        // Room for the keys and as many arguments again, and for the quota script's
-        // (a dozen a check), so that the call is not grown as it is built.
-        let args = 3 + keys.len() * 12;
+        // Room for the keys and as many arguments again, so that the call is not grown
+        // as it is built. (The quota script's calls are made by `quota_call`.)
+        let args = 3 + keys.len() * 2;
         let mut cmd = Cmd::with_capacity(args, 32 * args);
         cmd.arg("EVALSHA");
         cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);

@@ -157,6 +157,7 @@ impl Replies {
                 }
             }
             Value::Nil => {}
+            // Anything else is the error `Vec<Option<u64>>` would give.
             other => {
                 redis::from_redis_value::<Vec<Option<u64>>>(other)?;
             }
@@ -216,6 +217,8 @@ impl Redis {
 
     /// The quota script the stage's rules will call if they come to it.
     fn quota_ahead(&self, ahead: &state::Ahead<'_>) -> Option<Ahead> {
+        // What it counts, among its keys (the set of blocks, the checks', the others'):
+        // a reservation counts the others, a count the checks.
         let (mode, others, counted) = match ahead.reserves {
             Some(keys) => (Mode::Reserve, keys, 1 + ahead.counts.len()..),
             None if !ahead.counts.is_empty() => (Mode::CountChecked, &[][..], 1..),
